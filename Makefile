@@ -1,0 +1,32 @@
+# Orderly. `make help` lists the targets.
+.DEFAULT_GOAL := help
+GO ?= go
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: test
+test: ## run every test with the race detector (what CI runs)
+	$(GO) test -race -count=1 ./...
+
+.PHONY: bench
+bench: ## run the micro-benchmarks with allocations
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+	$(GO) vet ./...
+
+.PHONY: run
+run: ## run the worker with an embedded NATS server (store in ./orderly-data)
+	$(GO) run ./cmd/worker
+
+.PHONY: build
+build: ## build bin/worker and bin/enqueue
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/worker ./cmd/enqueue
+
+.PHONY: ci
+ci: ## what CI runs
+	bash .ci/run

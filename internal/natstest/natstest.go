@@ -1,0 +1,40 @@
+// Package natstest starts real NATS servers for Orderly's own tests.
+package natstest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/orderly-dev/orderly/embedded"
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// Server starts an embedded server with JetStream on a free loopback port,
+// its store in t.TempDir(), and shuts it down when the test ends.
+func Server(t testing.TB) *embedded.Server {
+	t.Helper()
+	return ServerIn(t, t.TempDir())
+}
+
+// ServerIn is Server with its store in dir, so a test can restart a server
+// on the same data.
+func ServerIn(t testing.TB, dir string) *embedded.Server {
+	t.Helper()
+	s, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// Conn connects to url and closes the connection when the test ends.
+func Conn(t testing.TB, url string) *queue.Conn {
+	t.Helper()
+	c, err := queue.Connect(context.Background(), queue.Config{URLs: []string{url}})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}

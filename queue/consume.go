@@ -1,0 +1,286 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Msg is one delivered event. Exactly one of Ack, Nak, Term must be called
+// for every Msg: that frees its place in the puller's bound.
+type Msg struct {
+	// Key is the entity key, the last token of the subject.
+	Key string
+	// Partition is the partition the event was pulled from.
+	Partition int
+	// ID is the job id (Nats-Msg-Id), empty if the producer set none.
+	ID string
+	// Sequence is the event's stream sequence: per partition, the order.
+	Sequence uint64
+	// Delivered counts deliveries of this event, 1 on the first.
+	Delivered uint64
+	// Data is the raw message body.
+	Data []byte
+
+	raw      jetstream.Msg
+	finished atomic.Bool
+	release  func()
+}
+
+// Headers returns the message headers (read-only).
+func (m *Msg) Headers() map[string][]string { return m.raw.Headers() }
+
+// Subject is the subject the event is stored under.
+func (m *Msg) Subject() string { return m.raw.Subject() }
+
+func (m *Msg) finish() bool {
+	if m.finished.Swap(true) {
+		return false
+	}
+	if m.release != nil {
+		m.release()
+	}
+	return true
+}
+
+// ErrAlreadyFinished is returned by a second Ack, Nak or Term of one Msg.
+var ErrAlreadyFinished = errors.New("queue: message already acknowledged")
+
+// Ack tells JetStream the event is done; it is removed from the stream. The
+// ack is sent without waiting for a reply, so acks pipeline.
+func (m *Msg) Ack() error {
+	if !m.finish() {
+		return ErrAlreadyFinished
+	}
+	return m.raw.Ack()
+}
+
+// Nak hands the event back for redelivery after delay (0: at once).
+func (m *Msg) Nak(delay time.Duration) error {
+	if !m.finish() {
+		return ErrAlreadyFinished
+	}
+	if delay <= 0 {
+		return m.raw.Nak()
+	}
+	return m.raw.NakWithDelay(delay)
+}
+
+// Term stops redelivery of the event for good.
+func (m *Msg) Term(reason string) error {
+	if !m.finish() {
+		return ErrAlreadyFinished
+	}
+	return m.raw.TermWithReason(reason)
+}
+
+// InProgress resets the event's ack timer while it is still being worked on.
+func (m *Msg) InProgress() error { return m.raw.InProgress() }
+
+// PullConfig configures a Puller. A zero field means its default.
+type PullConfig struct {
+	// Workflow and Partition name the consumer to pull. Required.
+	Workflow  string
+	Partition int
+	// Batch is the most messages asked for in one pull request. Default: 256.
+	Batch int
+	// MaxInFlight is the most messages held at once: delivered and not yet
+	// Ack'ed, Nak'ed or Term'ed. The puller never asks for more than the room
+	// left, so nothing waits in a client buffer beyond it. Default: Batch.
+	MaxInFlight int
+	// MaxWait is how long one pull request waits for messages; it also bounds
+	// how long a soft Stop waits for an idle puller. Default: 1s.
+	MaxWait time.Duration
+	// OnError is called with errors of pull requests (the puller retries
+	// them). Default: ignore.
+	OnError func(error)
+	// OnPull is called after each pull request with the number of messages it
+	// delivered. Default: none.
+	OnPull func(n int)
+}
+
+func (c PullConfig) withDefaults() PullConfig {
+	if c.Batch <= 0 {
+		c.Batch = 256
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = c.Batch
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = time.Second
+	}
+	return c
+}
+
+// Handler receives each pulled message, one at a time and in the order
+// delivered. It may block: while it does, nothing more is pulled. ctx ends
+// on a hard stop.
+type Handler func(ctx context.Context, m *Msg)
+
+// Puller pulls one partition's consumer in bounded batches.
+type Puller struct {
+	cfg     PullConfig
+	cons    jetstream.Consumer
+	handler Handler
+
+	credits chan struct{} // one token per message held
+	stop    chan struct{} // closed by Stop: pull no more
+	once    sync.Once
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// Pull starts pulling cfg's partition and handing messages to h until Stop
+// or until ctx ends.
+func (c *Conn) Pull(ctx context.Context, cfg PullConfig, h Handler) (*Puller, error) {
+	cfg = cfg.withDefaults()
+	cons, err := c.js.Consumer(ctx, streamName(cfg.Workflow), consumerName(cfg.Workflow, cfg.Partition))
+	if err != nil {
+		return nil, fmt.Errorf("queue: consumer of %s partition %d: %w", cfg.Workflow, cfg.Partition, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Puller{
+		cfg:     cfg,
+		cons:    cons,
+		handler: h,
+		credits: make(chan struct{}, cfg.MaxInFlight),
+		stop:    make(chan struct{}),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+	go p.run(ctx)
+	return p, nil
+}
+
+// Stop stops pulling: the pull request in progress finishes (at most MaxWait)
+// and its messages still reach the handler; then Stop returns. Messages the
+// handler holds stay its to finish. If ctx ends first, the puller is stopped
+// hard: the handler's context is cancelled. Stop is safe to call twice.
+func (p *Puller) Stop(ctx context.Context) error {
+	p.once.Do(func() { close(p.stop) })
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		p.cancel()
+		<-p.done
+		return ctx.Err()
+	}
+}
+
+// Stopped is closed once the puller has stopped.
+func (p *Puller) Stopped() <-chan struct{} { return p.done }
+
+// InFlight is the number of messages delivered and not yet finished.
+func (p *Puller) InFlight() int { return len(p.credits) }
+
+func (p *Puller) release() { <-p.credits }
+
+// acquire waits for room for at least one message and takes as much room as
+// there is, up to Batch.
+func (p *Puller) acquire(ctx context.Context) int {
+	if ctx.Err() != nil {
+		return 0
+	}
+	select {
+	case p.credits <- struct{}{}:
+	case <-p.stop:
+		return 0
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for n < p.cfg.Batch {
+		select {
+		case p.credits <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func (p *Puller) run(ctx context.Context) {
+	defer close(p.done)
+	defer p.cancel()
+	retry := 100 * time.Millisecond
+	for {
+		n := p.acquire(ctx)
+		if n == 0 {
+			return
+		}
+		got, err := p.pull(ctx, n)
+		for range n - got { // room asked for and not delivered
+			p.release()
+		}
+		if err != nil && ctx.Err() == nil {
+			if p.cfg.OnError != nil {
+				p.cfg.OnError(err)
+			}
+			// The server may be away; wait before asking again, but stay
+			// stoppable.
+			select {
+			case <-time.After(retry):
+				retry = min(2*retry, 2*time.Second)
+			case <-p.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		retry = 100 * time.Millisecond
+	}
+}
+
+// pull sends one pull request for n messages and hands each to the handler as
+// it arrives, so a small batch is not held back waiting for a full one.
+func (p *Puller) pull(ctx context.Context, n int) (int, error) {
+	batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.cfg.MaxWait))
+	if err != nil {
+		return 0, err
+	}
+	got := 0
+	for raw := range batch.Messages() {
+		got++
+		if ctx.Err() != nil {
+			// Stopped hard: hand the rest back at once rather than let
+			// them wait out their ack timers.
+			_ = raw.Nak()
+			p.release()
+			continue
+		}
+		p.handler(ctx, p.wrap(raw))
+	}
+	if p.cfg.OnPull != nil {
+		p.cfg.OnPull(got)
+	}
+	err = batch.Error()
+	if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		err = nil
+	}
+	return got, err
+}
+
+func (p *Puller) wrap(raw jetstream.Msg) *Msg {
+	m := &Msg{
+		Key:       keyFromSubject(raw.Subject()),
+		Partition: p.cfg.Partition,
+		ID:        raw.Headers().Get(HeaderMsgID),
+		Data:      raw.Data(),
+		raw:       raw,
+		release:   p.release,
+	}
+	if md, err := raw.Metadata(); err == nil {
+		m.Sequence = md.Sequence.Stream
+		m.Delivered = md.NumDelivered
+	}
+	return m
+}

@@ -1,0 +1,332 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Spec describes the JetStream resources of one workflow. A zero field means
+// its default.
+type Spec struct {
+	// Workflow names the workflow: a subject token of a-z 0-9 - _. Required.
+	Workflow string
+	// Partitions is the number of partitions of the events stream, each with
+	// its own consumer; fixed when the stream is created. Default: 16.
+	// Provisioning an existing stream keeps its count, whatever this says.
+	Partitions int
+	// QueueLimit is the most events stored and not yet processed; past it a
+	// publish fails at once with ErrQueueFull. Default: 1,000,000.
+	QueueLimit int64
+	// MaxPayload is the largest event message in bytes. Default: 64 KiB.
+	MaxPayload int32
+	// DuplicateWindow is how long a job id is remembered for deduplication.
+	// Default: 2 minutes.
+	DuplicateWindow time.Duration
+	// Replicas of every stream and bucket: 1 on a single server, 3 on a
+	// cluster. Default: 1.
+	Replicas int
+	// AckWait is how long a delivered event may stay unacknowledged before
+	// JetStream delivers it again. Default: 30s.
+	AckWait time.Duration
+	// MaxDeliver is how many times an event is delivered before it is given
+	// up on (and dead-lettered by the worker). Default: 10.
+	MaxDeliver int
+	// MaxAckPending bounds the unacknowledged events of one partition's
+	// consumer. Default: 1024.
+	MaxAckPending int
+	// DeadLetterMaxAge is how long dead letters are kept. Default: 14 days.
+	DeadLetterMaxAge time.Duration
+}
+
+// WithDefaults returns s with every zero field set to its default.
+func (s Spec) WithDefaults() Spec {
+	if s.Partitions <= 0 {
+		s.Partitions = 16
+	}
+	if s.QueueLimit <= 0 {
+		s.QueueLimit = 1_000_000
+	}
+	if s.MaxPayload <= 0 {
+		s.MaxPayload = 64 << 10
+	}
+	if s.DuplicateWindow <= 0 {
+		s.DuplicateWindow = 2 * time.Minute
+	}
+	if s.Replicas <= 0 {
+		s.Replicas = 1
+	}
+	if s.AckWait <= 0 {
+		s.AckWait = 30 * time.Second
+	}
+	if s.MaxDeliver <= 0 {
+		s.MaxDeliver = 10
+	}
+	if s.MaxAckPending <= 0 {
+		s.MaxAckPending = 1024
+	}
+	if s.DeadLetterMaxAge <= 0 {
+		s.DeadLetterMaxAge = 14 * 24 * time.Hour
+	}
+	return s
+}
+
+// Validate reports what is wrong with a spec (after WithDefaults).
+func (s Spec) Validate() error {
+	if err := ValidateWorkflow(s.Workflow); err != nil {
+		return err
+	}
+	if s.Partitions > 1024 {
+		return fmt.Errorf("queue: %d partitions: at most 1024", s.Partitions)
+	}
+	if s.Replicas > 5 {
+		return fmt.Errorf("queue: %d replicas: at most 5", s.Replicas)
+	}
+	return nil
+}
+
+// Provisioned says what Provision found and did.
+type Provisioned struct {
+	// Spec is the effective spec: Partitions is the existing stream's count
+	// when the stream was already there.
+	Spec Spec
+	// Created and Updated name the resources created or changed; both are
+	// empty when everything was already as specified.
+	Created, Updated []string
+}
+
+// Changed reports whether Provision created or updated anything.
+func (p Provisioned) Changed() bool { return len(p.Created)+len(p.Updated) > 0 }
+
+// Provision creates the workflow's events stream, one durable pull consumer
+// per partition, the state bucket and the dead-letter stream, or updates them
+// where their configuration differs from spec. It is idempotent and safe to
+// run from many replicas at once: a second run changes nothing.
+func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
+	spec = spec.WithDefaults()
+	if err := spec.Validate(); err != nil {
+		return Provisioned{}, err
+	}
+	var p Provisioned
+
+	// The partition count is part of the stream's subject transform; an
+	// existing stream's count wins, so replicas started with another setting
+	// still agree on which key lives in which partition.
+	if info, err := c.js.Stream(ctx, streamName(spec.Workflow)); err == nil {
+		if n, ok := partitionsOf(info.CachedInfo().Config); ok {
+			spec.Partitions = n
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return p, fmt.Errorf("queue: provision %s: %w", spec.Workflow, err)
+	}
+	p.Spec = spec
+
+	if err := c.ensureStream(ctx, &p, eventsStreamConfig(spec)); err != nil {
+		return p, err
+	}
+	if err := c.ensureStream(ctx, &p, dlqStreamConfig(spec)); err != nil {
+		return p, err
+	}
+	for i := range spec.Partitions {
+		if err := c.ensureConsumer(ctx, &p, streamName(spec.Workflow), consumerConfig(spec, i)); err != nil {
+			return p, err
+		}
+	}
+	if err := c.ensureBucket(ctx, &p, spec); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func eventsStreamConfig(s Spec) jetstream.StreamConfig {
+	src := EventSubject(s.Workflow, "*")
+	return jetstream.StreamConfig{
+		Name:        streamName(s.Workflow),
+		Description: "Orderly events of workflow " + s.Workflow,
+		Subjects:    []string{src},
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      src,
+			Destination: ns + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",1)}}.{{wildcard(1)}}",
+		},
+		Retention:  jetstream.WorkQueuePolicy,
+		Storage:    jetstream.FileStorage,
+		Discard:    jetstream.DiscardNew,
+		MaxMsgs:    s.QueueLimit,
+		MaxBytes:   -1,
+		MaxAge:     0,
+		MaxMsgSize: s.MaxPayload,
+		Duplicates: s.DuplicateWindow,
+		Replicas:   s.Replicas,
+	}
+}
+
+func dlqStreamConfig(s Spec) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        dlqStreamName(s.Workflow),
+		Description: "Orderly dead letters of workflow " + s.Workflow,
+		Subjects:    []string{DeadLetterSubject(s.Workflow, "*")},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxAge:      s.DeadLetterMaxAge,
+		MaxMsgSize:  -1,
+		Replicas:    s.Replicas,
+	}
+}
+
+func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       consumerName(s.Workflow, partition),
+		Description:   fmt.Sprintf("Orderly workflow %s, partition %d", s.Workflow, partition),
+		FilterSubject: partitionSubject(s.Workflow, partition),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.AckWait,
+		MaxDeliver:    s.MaxDeliver,
+		MaxAckPending: s.MaxAckPending,
+		MaxWaiting:    512,
+		Replicas:      s.Replicas,
+	}
+}
+
+var partitionRE = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)`)
+
+func partitionsOf(cfg jetstream.StreamConfig) (int, bool) {
+	if cfg.SubjectTransform == nil {
+		return 0, false
+	}
+	m := partitionRE.FindStringSubmatch(cfg.SubjectTransform.Destination)
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[1])
+	return n, err == nil && n > 0
+}
+
+func (c *Conn) ensureStream(ctx context.Context, p *Provisioned, want jetstream.StreamConfig) error {
+	for attempt := 0; ; attempt++ {
+		s, err := c.js.Stream(ctx, want.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			_, err = c.js.CreateStream(ctx, want)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt == 0 {
+				continue // another replica won the race: compare with what it made
+			}
+			if err != nil {
+				return fmt.Errorf("queue: create stream %s: %w", want.Name, err)
+			}
+			p.Created = append(p.Created, "stream "+want.Name)
+			return nil
+		case err != nil:
+			return fmt.Errorf("queue: stream %s: %w", want.Name, err)
+		}
+		if streamMatches(s.CachedInfo().Config, want) {
+			return nil
+		}
+		if _, err := c.js.UpdateStream(ctx, want); err != nil {
+			return fmt.Errorf("queue: update stream %s: %w", want.Name, err)
+		}
+		p.Updated = append(p.Updated, "stream "+want.Name)
+		return nil
+	}
+}
+
+// streamMatches compares the fields Orderly sets; the server fills in the rest.
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	same := have.Retention == want.Retention && have.Storage == want.Storage &&
+		have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs &&
+		have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize &&
+		have.Replicas == want.Replicas && have.Description == want.Description &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
+		len(have.Subjects) == len(want.Subjects)
+	if !same {
+		return false
+	}
+	for i := range want.Subjects {
+		if have.Subjects[i] != want.Subjects[i] {
+			return false
+		}
+	}
+	if (have.SubjectTransform == nil) != (want.SubjectTransform == nil) {
+		return false
+	}
+	return want.SubjectTransform == nil || *have.SubjectTransform == *want.SubjectTransform
+}
+
+func (c *Conn) ensureConsumer(ctx context.Context, p *Provisioned, stream string, want jetstream.ConsumerConfig) error {
+	for attempt := 0; ; attempt++ {
+		cons, err := c.js.Consumer(ctx, stream, want.Durable)
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			_, err = c.js.CreateConsumer(ctx, stream, want)
+			if errors.Is(err, jetstream.ErrConsumerExists) && attempt == 0 {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("queue: create consumer %s: %w", want.Durable, err)
+			}
+			p.Created = append(p.Created, "consumer "+want.Durable)
+			return nil
+		case err != nil:
+			return fmt.Errorf("queue: consumer %s: %w", want.Durable, err)
+		}
+		have := cons.CachedInfo().Config
+		if have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
+			have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
+			have.Description == want.Description && have.MaxWaiting == want.MaxWaiting {
+			return nil
+		}
+		if _, err := c.js.UpdateConsumer(ctx, stream, want); err != nil {
+			return fmt.Errorf("queue: update consumer %s: %w", want.Durable, err)
+		}
+		p.Updated = append(p.Updated, "consumer "+want.Durable)
+		return nil
+	}
+}
+
+func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, s Spec) error {
+	want := jetstream.KeyValueConfig{
+		Bucket:      bucketName(s.Workflow),
+		Description: "Orderly state of workflow " + s.Workflow,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+	}
+	for attempt := 0; ; attempt++ {
+		kv, err := c.js.KeyValue(ctx, want.Bucket)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+			_, err = c.js.CreateKeyValue(ctx, want)
+			if errors.Is(err, jetstream.ErrBucketExists) && attempt == 0 {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("queue: create bucket %s: %w", want.Bucket, err)
+			}
+			p.Created = append(p.Created, "bucket "+want.Bucket)
+			return nil
+		case err != nil:
+			return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
+		}
+		cfg := st.(*jetstream.KeyValueBucketStatus).Config()
+		if cfg.Replicas == want.Replicas && cfg.History == want.History && cfg.Description == want.Description {
+			return nil
+		}
+		if _, err := c.js.UpdateKeyValue(ctx, want); err != nil {
+			return fmt.Errorf("queue: update bucket %s: %w", want.Bucket, err)
+		}
+		p.Updated = append(p.Updated, "bucket "+want.Bucket)
+		return nil
+	}
+}

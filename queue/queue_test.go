@@ -1,0 +1,260 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/queue"
+)
+
+func setup(t *testing.T, spec queue.Spec) (*queue.Conn, queue.Provisioned) {
+	t.Helper()
+	srv := natstest.Server(t)
+	c := natstest.Conn(t, srv.ClientURL())
+	if spec.Workflow == "" {
+		spec.Workflow = "order"
+	}
+	p, err := c.Provision(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	return c, p
+}
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	t.Parallel()
+	c, first := setup(t, queue.Spec{Partitions: 4})
+	if !first.Changed() || len(first.Created) != 4+2+1 {
+		t.Fatalf("first run created %v", first.Created)
+	}
+	again, err := c.Provision(context.Background(), queue.Spec{Workflow: "order", Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Changed() {
+		t.Fatalf("second run changed %v %v", again.Created, again.Updated)
+	}
+	// A replica started with another partition count keeps the stream's.
+	other, err := c.Provision(context.Background(), queue.Spec{Workflow: "order", Partitions: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Spec.Partitions != 4 || other.Changed() {
+		t.Fatalf("partitions %d, changed %v %v", other.Spec.Partitions, other.Created, other.Updated)
+	}
+	// A changed limit is an update, not a failure.
+	upd, err := c.Provision(context.Background(), queue.Spec{Workflow: "order", Partitions: 4, QueueLimit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(upd.Updated) != 1 || !strings.Contains(upd.Updated[0], "ORDERLY_EVENTS_ORDER") {
+		t.Fatalf("updated %v", upd.Updated)
+	}
+}
+
+func TestProvisionConcurrently(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			c := natstest.Conn(t, srv.ClientURL())
+			_, err := c.Provision(context.Background(), queue.Spec{Workflow: "order"})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := natstest.Conn(t, srv.ClientURL())
+	p, err := c.Provision(context.Background(), queue.Spec{Workflow: "order"})
+	if err != nil || p.Changed() {
+		t.Fatalf("after concurrent runs: changed %v %v, err %v", p.Created, p.Updated, err)
+	}
+}
+
+func TestValidateKey(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{"order 1", "order.1", "order*", "order>", strings.Repeat("k", 200), "", "a:b", "ü"} {
+		err := queue.ValidateKey(key)
+		if !errors.Is(err, queue.ErrInvalidKey) || !strings.Contains(err.Error(), "A-Z a-z 0-9 - _ =") {
+			t.Errorf("ValidateKey(%q) = %v, want ErrInvalidKey naming the rule", key, err)
+		}
+	}
+	for _, key := range []string{"order-42", "A_b=c", strings.Repeat("k", 128)} {
+		if err := queue.ValidateKey(key); err != nil {
+			t.Errorf("ValidateKey(%q) = %v", key, err)
+		}
+	}
+}
+
+func TestPublishRefusesBadKeyBeforeBroker(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	for _, key := range []string{"a b", "a.b", "*", ">", strings.Repeat("x", 200)} {
+		_, err := c.Publish(context.Background(), "order", key, queue.Envelope{Event: "start_processing"})
+		if !errors.Is(err, queue.ErrInvalidKey) {
+			t.Fatalf("key %q: %v", key, err)
+		}
+	}
+	if n := streamMsgs(t, c); n != 0 {
+		t.Fatalf("%d messages stored", n)
+	}
+}
+
+func streamMsgs(t *testing.T, c *queue.Conn) uint64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Pending
+}
+
+func TestPublishDuplicateID(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	ctx := context.Background()
+	ev := queue.Envelope{Event: "start_processing"}
+	a, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1"))
+	if err != nil || a.Duplicate || a.ID != "job-1" {
+		t.Fatalf("first: %+v %v", a, err)
+	}
+	b, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1"))
+	if err != nil || !b.Duplicate || b.Sequence != a.Sequence {
+		t.Fatalf("second: %+v %v", b, err)
+	}
+	if n := streamMsgs(t, c); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
+func TestPublishQueueFull(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{QueueLimit: 10})
+	ctx := context.Background()
+	for i := range 10 {
+		if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	_, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"})
+	if !errors.Is(err, queue.ErrQueueFull) {
+		t.Fatalf("11th publish: %v", err)
+	}
+	p, err := c.PublishAsync("order", "k", queue.Envelope{Event: "e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); !errors.Is(err, queue.ErrQueueFull) {
+		t.Fatalf("async 11th publish: %v", err)
+	}
+}
+
+func TestPublishBadInput(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{MaxPayload: 1024})
+	ctx := context.Background()
+	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e", Data: []byte("{nope")}); !errors.Is(err, queue.ErrInvalidEvent) {
+		t.Fatalf("bad json: %v", err)
+	}
+	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{}); !errors.Is(err, queue.ErrInvalidEvent) {
+		t.Fatalf("no event: %v", err)
+	}
+	big := []byte(`"` + strings.Repeat("x", 2000) + `"`)
+	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e", Data: big}); !errors.Is(err, queue.ErrPayloadTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	if _, err := c.Publish(ctx, "nosuch", "k", queue.Envelope{Event: "e"}); !errors.Is(err, queue.ErrNotProvisioned) {
+		t.Fatalf("no stream: %v", err)
+	}
+	// Nothing else was lost: a good event still goes in.
+	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConnectNoServer(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	_, err := queue.Connect(context.Background(), queue.Config{URLs: []string{"nats://127.0.0.1:1"}, ConnectTimeout: 2 * time.Second})
+	if !errors.Is(err, queue.ErrNoServer) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %s", d)
+	}
+}
+
+func TestStatusRoundTrip(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	one := make(chan queue.Status, 4)
+	all := make(chan queue.Status, 4)
+	s1, err := c.SubscribeStatus("order", "k1", func(s queue.Status) { one <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Unsubscribe()
+	s2, err := c.SubscribeStatus("order", "", func(s queue.Status) { all <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Unsubscribe()
+	for _, k := range []string{"k2", "k1"} {
+		if err := c.PublishStatus(&queue.Status{Workflow: "order", Key: k, To: "processing", Version: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := <-one; got.Key != "k1" || got.To != "processing" {
+		t.Fatalf("key subscription got %+v", got)
+	}
+	if a, b := <-all, <-all; a.Key != "k2" || b.Key != "k1" {
+		t.Fatalf("workflow subscription got %s, %s", a.Key, b.Key)
+	}
+}
+
+func TestBucketCompareAndSet(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	ctx := context.Background()
+	b, err := c.Bucket(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Get(ctx, "k"); !errors.Is(err, queue.ErrNoState) {
+		t.Fatalf("get missing: %v", err)
+	}
+	r1, err := b.Put(ctx, "k", []byte(`{"state":"idle","version":1}`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "k", []byte(`{}`), 0); !errors.Is(err, queue.ErrConflict) {
+		t.Fatalf("create twice: %v", err)
+	}
+	p, err := b.PutAsync("k", []byte(`{"state":"processing","version":2}`), r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := p.Wait(ctx)
+	if err != nil || r2 <= r1 {
+		t.Fatalf("async put: %d %v", r2, err)
+	}
+	if _, err := b.Put(ctx, "k", []byte(`{}`), r1); !errors.Is(err, queue.ErrConflict) {
+		t.Fatalf("stale put: %v", err)
+	}
+	rec, err := c.ReadState(ctx, "order", "k")
+	if err != nil || rec.State != "processing" || rec.Version != 2 {
+		t.Fatalf("read: %+v %v", rec, err)
+	}
+}

@@ -1,0 +1,138 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// State bucket errors.
+var (
+	// ErrConflict: a compare-and-set write found another revision than the
+	// one expected; someone else wrote the key. Reload and re-apply.
+	ErrConflict = errors.New("state revision conflict")
+	// ErrNoState: the key has no stored state (no event was processed for it).
+	ErrNoState = errors.New("no state stored for key")
+)
+
+// StateRecord is the public part of a key's stored state (contract v1);
+// the worker stores more fields beside these.
+type StateRecord struct {
+	State     string          `json:"state"`
+	Version   uint64          `json:"version"`
+	Data      json.RawMessage `json:"data"`
+	UpdatedAt time.Time       `json:"updated_at"`
+}
+
+// Bucket is a workflow's state bucket: one value per key, written only with
+// compare-and-set on the key's revision.
+type Bucket struct {
+	kv     jetstream.KeyValue
+	js     jetstream.JetStream
+	prefix string // "$KV.<bucket>."
+}
+
+// Bucket opens the state bucket of a provisioned workflow.
+func (c *Conn) Bucket(ctx context.Context, workflow string) (*Bucket, error) {
+	kv, err := c.js.KeyValue(ctx, bucketName(workflow))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("queue: state of %s: %w", workflow, ErrNotProvisioned)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: state bucket of %s: %w", workflow, err)
+	}
+	return &Bucket{kv: kv, js: c.js, prefix: "$KV." + bucketName(workflow) + "."}, nil
+}
+
+// Get returns the key's value and revision; ErrNoState if it has none.
+func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	e, err := b.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("queue: get %s: %w", key, ErrNoState)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("queue: get %s: %w", key, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Put writes value if the key's revision is still rev (0: the key has no
+// value yet) and returns the new revision; ErrConflict otherwise.
+func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	ack, err := b.js.PublishMsg(ctx, b.casMsg(key, value, rev))
+	if err != nil {
+		return 0, casError(key, err)
+	}
+	return ack.Sequence, nil
+}
+
+// PendingPut is a compare-and-set write sent without waiting for its result.
+type PendingPut struct {
+	key string
+	f   jetstream.PubAckFuture
+}
+
+// Wait returns the new revision, or ErrConflict.
+func (p *PendingPut) Wait(ctx context.Context) (uint64, error) {
+	select {
+	case ack := <-p.f.Ok():
+		return ack.Sequence, nil
+	case err := <-p.f.Err():
+		return 0, casError(p.key, err)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("queue: put %s: %w", p.key, ctx.Err())
+	}
+}
+
+// PutAsync is Put without waiting, so that writes of many keys pipeline on
+// one connection.
+func (b *Bucket) PutAsync(key string, value []byte, rev uint64) (*PendingPut, error) {
+	f, err := b.js.PublishMsgAsync(b.casMsg(key, value, rev))
+	if err != nil {
+		return nil, casError(key, err)
+	}
+	return &PendingPut{key: key, f: f}, nil
+}
+
+func (b *Bucket) casMsg(key string, value []byte, rev uint64) *nats.Msg {
+	m := nats.NewMsg(b.prefix + key)
+	m.Data = value
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	return m
+}
+
+func casError(key string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("queue: put %s: %w", key, ErrConflict)
+	}
+	return fmt.Errorf("queue: put %s: %w", key, err)
+}
+
+// ReadState returns the stored state of key in workflow; ErrNoState if the
+// key has none yet.
+func (c *Conn) ReadState(ctx context.Context, workflow, key string) (StateRecord, error) {
+	if err := ValidateKey(key); err != nil {
+		return StateRecord{}, err
+	}
+	b, err := c.Bucket(ctx, workflow)
+	if err != nil {
+		return StateRecord{}, err
+	}
+	v, _, err := b.Get(ctx, key)
+	if err != nil {
+		return StateRecord{}, err
+	}
+	var rec StateRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return StateRecord{}, fmt.Errorf("queue: state of %s: %w", key, err)
+	}
+	return rec, nil
+}
