@@ -70,9 +70,10 @@ func (c Config) url() string { return strings.Join(c.URLs, ",") }
 
 // Conn is a connection to NATS with JetStream. It is safe for concurrent use.
 type Conn struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log zerolog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    zerolog.Logger
+	closed chan struct{} // closed by the last connection callback
 }
 
 // Connect dials NATS. It fails with an error wrapping ErrNoServer, naming the
@@ -81,6 +82,7 @@ type Conn struct {
 func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With().Str("component", "nats").Logger()
+	closed := make(chan struct{})
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.Timeout(cfg.ConnectTimeout),
@@ -88,13 +90,19 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		nats.CustomReconnectDelay(backoff),
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(3),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed on purpose
+			}
 			log.Warn().Err(err).Msg("disconnected from NATS")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { log.Debug().Msg("NATS connection closed") }),
+		nats.ClosedHandler(func(*nats.Conn) {
+			log.Debug().Msg("NATS connection closed")
+			close(closed)
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			ev := log.Error().Err(err)
 			if sub != nil {
@@ -155,7 +163,7 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
 	}
 	log.Info().Str("server", r.nc.ConnectedUrlRedacted()).Msg("connected to NATS")
-	return &Conn{nc: r.nc, js: js, log: log}, nil
+	return &Conn{nc: r.nc, js: js, log: log, closed: closed}, nil
 }
 
 func connectError(url string, err error) error {
@@ -186,8 +194,12 @@ func backoff(attempts int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Close drains nothing and closes the connection at once.
-func (c *Conn) Close() { c.nc.Close() }
+// Close drains nothing and closes the connection at once. It returns once
+// the connection's callbacks have run, so nothing is logged after it.
+func (c *Conn) Close() {
+	c.nc.Close()
+	<-c.closed
+}
 
 // Drain flushes what was published and closes the connection.
 func (c *Conn) Drain() error { return c.nc.Drain() }

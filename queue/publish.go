@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,7 +51,8 @@ type PubAck struct {
 type PublishOption func(*publishOptions)
 
 type publishOptions struct {
-	id string
+	id       string
+	progress func(Status) // PublishAndWait only
 }
 
 // WithID sets the job id and idempotency key; by default a unique id is made.
@@ -153,4 +155,16 @@ func publishError(subject string, err error) error {
 		return fmt.Errorf("queue: publish %s: %w", subject, ErrNotProvisioned)
 	}
 	return fmt.Errorf("queue: publish %s: %w", subject, err)
+}
+
+// PublishRaw stores body on subject as it is, waiting for JetStream's
+// acknowledgement: for tools and tests that must send what a careless
+// producer would.
+func (c *Conn) PublishRaw(subject string, body []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.js.Publish(ctx, subject, body); err != nil {
+		return publishError(subject, err)
+	}
+	return nil
 }

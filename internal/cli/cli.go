@@ -19,7 +19,7 @@ import (
 // both binaries takes them.
 type ConnFlags struct {
 	URL, User, Password, Token, NKey, Creds, CA, Cert, Key string
-	ConnectTimeout                                       time.Duration
+	ConnectTimeout                                         time.Duration
 }
 
 // Register adds the flags to fs.

@@ -1,0 +1,341 @@
+// Command enqueue is Orderly's command-line producer and inspector: it
+// publishes events (one, or many from a JSON lines file), follows a job until
+// it settles, prints a key's state and watches status changes.
+//
+// Run "enqueue --help" for the usage. Exit status: 0 ok; 1 a runtime failure
+// (rejected or failed job, queue full, no server, bad key or data, timeout,
+// no state); 2 a usage error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/orderly-dev/orderly/internal/cli"
+	"github.com/orderly-dev/orderly/queue"
+)
+
+const usageHead = `Usage:
+  enqueue [flags] KEY EVENT [DATA_JSON]   publish an event and print its job id
+  enqueue [flags] --file FILE             publish JSON lines {"key","event","data","id"} (FILE - is stdin)
+  enqueue status [flags] KEY              print the key's current state
+  enqueue watch [flags] [KEY]             print status changes as they happen (every key without KEY)
+
+Flags may stand before or after the arguments. "status" and "watch" are
+reserved: publish to a key of that name with "enqueue [flags] -- status EVENT".
+The connection flags, --workflow and --log-level are also read from
+ORDERLY_<FLAG> (dashes as underscores); --nats-url also from NATS_URL.
+Exit status: 0 ok, 1 failure (rejected or failed job, queue full, no server,
+bad key or data, timeout, no state), 2 usage error.
+
+Flags:
+`
+
+const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] (see enqueue --help)"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := exitCode(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole command, with the process's environment.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return command{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}.run(ctx, args)
+}
+
+// exitCode maps run's error to the exit status.
+func exitCode(err error) int {
+	var u *cli.UsageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &u):
+		return 2
+	default:
+		return 1
+	}
+}
+
+// command is one invocation's surroundings, injected so tests control them.
+type command struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+type options struct {
+	conn               cli.ConnFlags
+	workflow, logLevel string
+	id, file           string
+	json, wait         bool
+	timeout            time.Duration
+	timeoutSet         bool
+	window             int
+	sub                string   // "", "status" or "watch"
+	args               []string // positional arguments after sub
+}
+
+// run executes args and reports a failure as one line on stderr (plus a
+// usage hint for a usage error).
+func (c command) run(ctx context.Context, args []string) error {
+	err := c.dispatch(ctx, args)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "enqueue: %v\n", err)
+		var u *cli.UsageError
+		if errors.As(err, &u) {
+			fmt.Fprintln(c.stderr, usageHint)
+		}
+	}
+	return err
+}
+
+func (c command) parse(args []string) (options, error) {
+	var o options
+	// env holds the flags that may come from the environment: how to reach
+	// NATS and which workflow, not per-call flags such as --id.
+	env := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
+	o.conn.Register(env, "NATS server URL (default nats://127.0.0.1:4222)")
+	env.StringVar(&o.workflow, "workflow", "order", "workflow name")
+	env.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug, info, warn or error")
+	fs := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.AddFlagSet(env)
+	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch: one JSON object per line)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing and --wait (0: none); for watch, how long to watch (unset: until interrupted)")
+	fs.StringVar(&o.id, "id", "", "job id and idempotency key (default: a new unique id)")
+	fs.BoolVar(&o.wait, "wait", false, "follow the job until it settles and print its final state")
+	fs.StringVar(&o.file, "file", "", "publish the JSON lines of `FILE` (- for stdin) instead of KEY EVENT")
+	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(c.stdout, usageHead+fs.FlagUsages())
+			return o, err
+		}
+		return o, &cli.UsageError{Err: err}
+	}
+	if err := cli.ApplyEnv(env, c.getenv); err != nil {
+		return o, cli.Usagef("%v", err)
+	}
+	o.args = fs.Args()
+	if len(o.args) > 0 && fs.ArgsLenAtDash() != 0 && (o.args[0] == "status" || o.args[0] == "watch") {
+		o.sub, o.args = o.args[0], o.args[1:]
+	}
+	o.timeoutSet = fs.Changed("timeout")
+	for _, name := range []string{"id", "wait", "file", "window"} {
+		if fs.Changed(name) && o.sub != "" {
+			return o, cli.Usagef("--%s does not apply to %s", name, o.sub)
+		}
+	}
+	return o, o.validate()
+}
+
+func (o *options) validate() error {
+	n := len(o.args)
+	switch {
+	case o.sub == "status" && n != 1:
+		return cli.Usagef("status takes one KEY, got %d arguments", n)
+	case o.sub == "watch" && n > 1:
+		return cli.Usagef("watch takes at most one KEY, got %d arguments", n)
+	case o.sub == "" && o.file != "" && n > 0:
+		return cli.Usagef("--file takes no KEY EVENT arguments, got %d", n)
+	case o.sub == "" && o.file != "" && (o.wait || o.id != ""):
+		return cli.Usagef("--wait and --id do not apply to --file (give each line its id)")
+	case o.sub == "" && o.file == "" && (n < 2 || n > 3):
+		return cli.Usagef("want KEY EVENT [DATA_JSON], got %d arguments", n)
+	case o.window < 1 || o.window > 4000:
+		return cli.Usagef("--window %d: want 1 to 4000", o.window)
+	case o.timeout < 0:
+		return cli.Usagef("--timeout %s: must not be negative", o.timeout)
+	}
+	if o.sub == "watch" && !o.timeoutSet {
+		o.timeout = 0
+	}
+	return nil
+}
+
+func (c command) dispatch(ctx context.Context, args []string) error {
+	o, err := c.parse(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, err := cli.Logger(c.stderr, o.logLevel)
+	if err != nil {
+		return cli.Usagef("--log-level: %v", err)
+	}
+	// Refuse bad input before reaching for the broker.
+	if err := queue.ValidateWorkflow(o.workflow); err != nil {
+		return err
+	}
+	if len(o.args) > 0 && o.file == "" {
+		if err := queue.ValidateKey(o.args[0]); err != nil {
+			return err
+		}
+	}
+	var data json.RawMessage
+	if o.sub == "" && len(o.args) == 3 {
+		if data = json.RawMessage(o.args[2]); !json.Valid(data) {
+			return fmt.Errorf("DATA_JSON is not JSON: %s", o.args[2])
+		}
+	}
+
+	conn, err := queue.Connect(ctx, o.conn.Config("orderly-enqueue", &log))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	switch {
+	case o.sub == "status":
+		return c.status(ctx, conn, o)
+	case o.sub == "watch":
+		return c.watch(ctx, conn, o)
+	case o.file != "":
+		return c.bulk(ctx, conn, o)
+	}
+	return c.publish(ctx, conn, o, queue.Envelope{Event: o.args[1], Data: data})
+}
+
+func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev queue.Envelope) error {
+	key, id := o.args[0], o.id
+	if id == "" {
+		id = queue.NewJobID()
+	}
+	ctx, cancel := withTimeout(ctx, o.timeout)
+	defer cancel()
+	var (
+		ack queue.PubAck
+		st  queue.Status
+		err error
+	)
+	if o.wait {
+		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, queue.WithID(id),
+			queue.WithProgress(func(st queue.Status) { c.printStatus(c.stderr, o.json, st) }))
+	} else {
+		ack, err = conn.Publish(ctx, o.workflow, key, ev, queue.WithID(id))
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("timed out after %s waiting for job %s", o.timeout, id)
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("interrupted while waiting for job %s", id)
+	case err != nil:
+		return err
+	}
+	if ack.Duplicate {
+		fmt.Fprintf(c.stderr, "duplicate: job %s was already stored\n", id)
+	}
+	if !o.wait {
+		if o.json {
+			return json.NewEncoder(c.stdout).Encode(map[string]any{
+				"job_id": ack.ID, "key": key, "event": ev.Event, "sequence": ack.Sequence, "duplicate": ack.Duplicate,
+			})
+		}
+		_, err := fmt.Fprintln(c.stdout, ack.ID)
+		return err
+	}
+	if o.json {
+		err = json.NewEncoder(c.stdout).Encode(st)
+	} else {
+		line := fmt.Sprintf("%s %s (version %d)", st.Key, st.To, st.Version)
+		if st.Error != nil {
+			line += " error " + st.Error.Error()
+		}
+		_, err = fmt.Fprintln(c.stdout, line)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Error != nil {
+		return fmt.Errorf("job %s ended in %s: %v", id, st.To, st.Error)
+	}
+	return nil
+}
+
+func (c command) status(ctx context.Context, conn *queue.Conn, o options) error {
+	key := o.args[0]
+	ctx, cancel := withTimeout(ctx, o.timeout)
+	defer cancel()
+	rec, err := conn.ReadState(ctx, o.workflow, key)
+	if errors.Is(err, queue.ErrNoState) {
+		return fmt.Errorf("no state for key %s (no event processed yet)", key)
+	}
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return json.NewEncoder(c.stdout).Encode(struct {
+			Key string `json:"key"`
+			queue.StateRecord
+		}{key, rec})
+	}
+	data := string(rec.Data)
+	if data == "" {
+		data = "null"
+	}
+	_, err = fmt.Fprintf(c.stdout, "%s %s version=%d updated_at=%s data=%s\n",
+		key, rec.State, rec.Version, rec.UpdatedAt.Format(time.RFC3339Nano), data)
+	return err
+}
+
+func (c command) watch(ctx context.Context, conn *queue.Conn, o options) error {
+	ctx, cancel := withTimeout(ctx, o.timeout)
+	defer cancel()
+	key := ""
+	if len(o.args) == 1 {
+		key = o.args[0]
+	}
+	return conn.WatchStatus(ctx, o.workflow, key,
+		func(st queue.Status) { c.printStatus(c.stdout, o.json, st) },
+		queue.WatchReady(func() {
+			fmt.Fprintf(c.stderr, "watching %s (Ctrl-C to stop)\n", queue.StatusSubject(o.workflow, key))
+		}))
+}
+
+// withTimeout bounds ctx by d; d = 0 means no bound.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// printStatus writes st as one JSON line or one human line.
+func (c command) printStatus(w io.Writer, asJSON bool, st queue.Status) {
+	if asJSON {
+		_ = json.NewEncoder(w).Encode(st)
+		return
+	}
+	var b strings.Builder
+	if !st.At.IsZero() {
+		b.WriteString(st.At.Format(time.RFC3339Nano) + " ")
+	}
+	fmt.Fprintf(&b, "%s %s -> %s (version %d) event=%s job=%s", st.Key, st.From, st.To, st.Version, st.Event, st.JobID)
+	if st.Action != "" {
+		fmt.Fprintf(&b, " action=%s", st.Action)
+	}
+	if st.Attempt > 0 {
+		fmt.Fprintf(&b, " attempt=%d", st.Attempt)
+	}
+	if st.Settled {
+		b.WriteString(" settled")
+	}
+	if st.Error != nil {
+		fmt.Fprintf(&b, " error=%v", st.Error)
+	}
+	fmt.Fprintln(w, b.String())
+}

@@ -1,0 +1,133 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ErrWaitTimeout: the context ended before the job settled. The event may
+// well be stored and be processed later; only the waiting ended.
+var ErrWaitTimeout = errors.New("timed out waiting for the job to settle")
+
+// WithProgress passes PublishAndWait's unsettled statuses of the job
+// (progress, retries) to f, on the caller's goroutine, as they arrive.
+func WithProgress(f func(Status)) PublishOption {
+	return func(o *publishOptions) { o.progress = f }
+}
+
+// PublishAndWait publishes ev like Publish and then follows the key's status
+// subject until a status of this job (same JobID) is Settled, and returns it.
+// It subscribes before publishing, so a fast status is not missed. Unsettled
+// statuses of the job go to WithProgress; statuses of other jobs are dropped.
+//
+// If ctx ends first the error wraps both ErrWaitTimeout and ctx.Err().
+//
+// A duplicate (the job id was stored before, within the duplicate window) may
+// never produce a new status. Then PublishAndWait returns PubAck.Duplicate
+// and a synthetic settled Status made from the key's stored state (To, Version
+// and Data of the record): the key's current state, which need not be the
+// job's outcome if the original is still queued. If the key has no state yet,
+// the original is taken to be still queued and its status is waited for.
+func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Envelope, opts ...PublishOption) (PubAck, Status, error) {
+	var o publishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.id == "" {
+		o.id = NewJobID()
+		opts = append(opts, WithID(o.id))
+	}
+	ch, stop, err := c.statuses(workflow, key, func(st Status) bool { return st.JobID == o.id })
+	if err != nil {
+		return PubAck{}, Status{}, err
+	}
+	defer stop()
+	ack, err := c.Publish(ctx, workflow, key, ev, opts...)
+	if err != nil {
+		return PubAck{}, Status{}, err
+	}
+	if ack.Duplicate {
+		rec, err := c.ReadState(ctx, workflow, key)
+		if err == nil {
+			return ack, Status{
+				Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event,
+				To: rec.State, Version: rec.Version, At: rec.UpdatedAt, Settled: true, Data: rec.Data,
+			}, nil
+		}
+		if !errors.Is(err, ErrNoState) {
+			return ack, Status{}, err
+		}
+	}
+	for {
+		select {
+		case st := <-ch:
+			if st.Settled {
+				return ack, st, nil
+			}
+			if o.progress != nil {
+				o.progress(st)
+			}
+		case <-ctx.Done():
+			return ack, Status{}, fmt.Errorf("queue: job %s: %w: %w", o.id, ErrWaitTimeout, ctx.Err())
+		}
+	}
+}
+
+// WatchOption sets a per-call option of WatchStatus.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct{ ready func() }
+
+// WatchReady calls f once the subscription is in place on the server: any
+// status published after that reaches the handler.
+func WatchReady(f func()) WatchOption { return func(o *watchOptions) { o.ready = f } }
+
+// WatchStatus calls h with each status change of key in workflow (every key
+// when key is empty) until ctx ends, then returns nil. h runs on the
+// caller's goroutine, one status at a time, and never after WatchStatus has
+// returned. An error means the subscription could not be made.
+func (c *Conn) WatchStatus(ctx context.Context, workflow, key string, h func(Status), opts ...WatchOption) error {
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ch, stop, err := c.statuses(workflow, key, nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if o.ready != nil {
+		o.ready()
+	}
+	for {
+		select {
+		case st := <-ch:
+			h(st)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// statuses subscribes to key's statuses (those keep accepts; all if nil) and
+// delivers them on a bounded channel. A slow reader holds up the
+// subscription's delivery, up to the client's pending limits, rather than
+// grow a queue here. stop ends the subscription.
+func (c *Conn) statuses(workflow, key string, keep func(Status) bool) (<-chan Status, func(), error) {
+	ch := make(chan Status, 64)
+	done := make(chan struct{})
+	sub, err := c.SubscribeStatus(workflow, key, func(st Status) {
+		if keep != nil && !keep(st) {
+			return
+		}
+		select {
+		case ch <- st:
+		case <-done:
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ch, func() { close(done); _ = sub.Unsubscribe() }, nil
+}

@@ -1,0 +1,137 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// fakeWorker pulls the single partition of "order" and, for each event,
+// publishes the statuses reply returns for it: a real round trip through
+// the broker.
+func fakeWorker(t *testing.T, c *queue.Conn, reply func(m *queue.Msg) []queue.Status) {
+	t.Helper()
+	p, err := c.Pull(context.Background(), queue.PullConfig{Workflow: "order", MaxWait: 100 * time.Millisecond},
+		func(_ context.Context, m *queue.Msg) {
+			_ = m.Ack()
+			for _, st := range reply(m) {
+				if err := c.PublishStatus(&st); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+}
+
+func TestPublishAndWait(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{Partitions: 1})
+	fakeWorker(t, c, func(m *queue.Msg) []queue.Status {
+		st := queue.Status{Workflow: "order", Key: m.Key, Event: "start_processing", From: "idle", To: "processing", Version: 1}
+		other, progress, final := st, st, st
+		other.JobID = "someone-else"
+		other.Settled = true
+		progress.JobID = m.ID
+		progress.Attempt = 1
+		progress.Error = &queue.StatusError{Code: "retrying", Message: "gateway busy"}
+		final.JobID, final.Settled, final.To, final.Version = m.ID, true, "awaiting_payment", 2
+		return []queue.Status{other, progress, final}
+	})
+	var progress []queue.Status
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, st, err := c.PublishAndWait(ctx, "order", "k1", queue.Envelope{Event: "start_processing"},
+		queue.WithID("job-1"), queue.WithProgress(func(s queue.Status) { progress = append(progress, s) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.ID != "job-1" || ack.Duplicate || st.JobID != "job-1" || !st.Settled || st.To != "awaiting_payment" {
+		t.Fatalf("ack %+v, status %+v", ack, st)
+	}
+	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != "retrying" {
+		t.Fatalf("progress %+v", progress)
+	}
+}
+
+func TestPublishAndWaitTimeout(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	ack, _, err := c.PublishAndWait(ctx, "order", "k1", queue.Envelope{Event: "e"})
+	if !errors.Is(err, queue.ErrWaitTimeout) || !errors.Is(err, context.DeadlineExceeded) || ack.ID == "" {
+		t.Fatalf("ack %+v, err %v", ack, err)
+	}
+}
+
+func TestPublishAndWaitDuplicate(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := queue.Envelope{Event: "start_processing"}
+	if _, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Bucket(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "k1", []byte(`{"state":"processing","version":1,"data":{"a":1}}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	ack, st, err := c.PublishAndWait(ctx, "order", "k1", ev, queue.WithID("job-1"))
+	if err != nil || !ack.Duplicate {
+		t.Fatalf("ack %+v, err %v", ack, err)
+	}
+	if !st.Settled || st.To != "processing" || st.Version != 1 || st.JobID != "job-1" || string(st.Data) != `{"a":1}` {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestPublishAndWaitBadKey(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	if _, _, err := c.PublishAndWait(context.Background(), "order", "a.b", queue.Envelope{Event: "e"}); !errors.Is(err, queue.ErrInvalidKey) {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchStatus(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	var got []string
+	done := make(chan error, 1)
+	go func() {
+		done <- c.WatchStatus(ctx, "order", "", func(st queue.Status) {
+			if got = append(got, st.Key); len(got) == 2 {
+				cancel()
+			}
+		}, queue.WatchReady(func() { close(ready) }))
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("watch ended before it was ready: %v", err)
+	}
+	for _, k := range []string{"k1", "k2"} {
+		if err := c.PublishStatus(&queue.Status{Workflow: "order", Key: k, To: "processing"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != "k1" || got[1] != "k2" {
+		t.Fatalf("got %v", got)
+	}
+}

@@ -1,0 +1,91 @@
+package statemachine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// codedError is the type of the sentinels, so that Code finds their code with
+// errors.As in the same pass as the typed errors.
+type codedError struct{ code, msg string }
+
+func (e *codedError) Error() string { return e.msg }
+func (e *codedError) Code() string  { return e.code }
+
+// Sentinel errors returned (wrapped) by Apply. Match them with errors.Is.
+var (
+	// ErrUnknownEvent: the event is not declared by the definition.
+	ErrUnknownEvent error = &codedError{"unknown_event", "unknown event"}
+	// ErrInternalEvent: a client sent an event only actions and timers may send.
+	ErrInternalEvent error = &codedError{"internal_event", "internal event sent by a client"}
+	// ErrInvalidData: a transition's Update refused the event's payload.
+	ErrInvalidData error = &codedError{"invalid_data", "invalid event data"}
+	// ErrUnknownState: the current state is not declared by the definition,
+	// typically stored state written by another version of the workflow.
+	ErrUnknownState error = &codedError{"unknown_state", "unknown state"}
+)
+
+// InvalidTransitionError reports an event the definition does not accept in
+// the current state, including any event in a terminal state.
+type InvalidTransitionError struct {
+	From  State
+	Event Event
+}
+
+// Error says which event was refused in which state.
+func (e *InvalidTransitionError) Error() string {
+	return fmt.Sprintf("invalid transition: event %q in state %q", e.Event, e.From)
+}
+
+// Code returns "invalid_transition".
+func (e *InvalidTransitionError) Code() string { return "invalid_transition" }
+
+// GuardError reports that transitions exist for (From, Event) but every guard
+// refused; Reasons holds each guard's refusal in definition order.
+type GuardError struct {
+	From    State
+	Event   Event
+	Reasons []error
+}
+
+// Error lists the guards' reasons.
+func (e *GuardError) Error() string {
+	return fmt.Sprintf("guard refused: event %q in state %q: %v", e.Event, e.From, errors.Join(e.Reasons...))
+}
+
+// Unwrap exposes the reasons to errors.Is and errors.As.
+func (e *GuardError) Unwrap() []error { return e.Reasons }
+
+// Code returns "guard_refused".
+func (e *GuardError) Code() string { return "guard_refused" }
+
+// ValidationError lists every problem New found in a definition.
+type ValidationError struct {
+	Workflow string
+	Problems []string
+}
+
+// Error lists every problem, one a line.
+func (e *ValidationError) Error() string {
+	s := fmt.Sprintf("statemachine: invalid definition %q: %d problem(s)", e.Workflow, len(e.Problems))
+	for _, p := range e.Problems {
+		s += "\n  - " + p
+	}
+	return s
+}
+
+// Code returns the stable code of an error returned by Apply, for status
+// messages: "invalid_transition", "guard_refused", "unknown_event",
+// "internal_event", "invalid_data" or "unknown_state"; "internal" for any
+// other error and "" for nil. The outermost coded error wins, so an Update
+// error that happens to wrap another coded error still reports invalid_data.
+func Code(err error) string {
+	if err == nil {
+		return ""
+	}
+	var c interface{ Code() string }
+	if errors.As(err, &c) {
+		return c.Code()
+	}
+	return "internal"
+}

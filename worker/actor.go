@@ -1,0 +1,341 @@
+package worker
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/statemachine"
+)
+
+// actor is one live key. Its mailbox and flags are guarded by flow.mu; its
+// state (rec, rev, ent) belongs to the one goroutine running it at a time.
+type actor struct {
+	key string
+	f   *flow
+
+	// guarded by f.mu
+	mailbox  []*queue.Msg
+	internal []internalEvent
+	running  bool
+	room     chan struct{} // closed when the mailbox has room again
+	elem     *list.Element // in f.idle while idle
+	lastUsed time.Time
+
+	// owned by the running goroutine
+	loaded bool
+	rec    record
+	rev    uint64
+	ent    entity
+}
+
+// internalEvent is an action's outcome on its way back to its key.
+type internalEvent struct {
+	pendingID string
+	event     statemachine.Event
+	data      json.RawMessage
+	failure   string // the last error, when the action failed for good
+}
+
+// run processes the actor's work until it has none, then parks it. It takes
+// mailbox events only while the key has no slow work pending: client events
+// are applied to settled keys, so a quick sequence of events behaves like
+// the seed's synchronous calls.
+func (a *actor) run() {
+	f := a.f
+	defer f.runs.Done()
+	ctx := f.w.ctx
+	for {
+		f.mu.Lock()
+		internal := a.internal
+		a.internal = nil
+		var msgs []*queue.Msg
+		if !f.draining && (!a.loaded || len(a.rec.Pending) == 0) && len(a.mailbox) > 0 {
+			n := min(len(a.mailbox), f.w.cfg.GroupCommit)
+			msgs = slices.Clone(a.mailbox[:n])
+			a.mailbox = slices.Delete(a.mailbox, 0, n)
+			if a.room != nil {
+				close(a.room)
+				a.room = nil
+			}
+		}
+		if len(internal) == 0 && len(msgs) == 0 {
+			f.parked(a)
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+
+		leftover := a.process(ctx, internal, msgs)
+		if len(leftover) > 0 {
+			f.mu.Lock()
+			if f.draining {
+				for _, m := range leftover {
+					_ = m.Nak(0)
+				}
+			} else {
+				a.mailbox = append(leftover, a.mailbox...)
+			}
+			f.mu.Unlock()
+		}
+	}
+}
+
+// batch is the result of applying events to a copy of the actor's state.
+type batch struct {
+	rec      record
+	ent      entity
+	changed  bool
+	statuses []queue.Status
+	ack      []*queue.Msg
+	term     []*queue.Msg
+	starts   []pending
+	leftover []*queue.Msg
+}
+
+// process applies events in order to a copy of the state, commits the copy
+// once (compare-and-set on the revision it was loaded at; on conflict it
+// reloads and applies again), and only then acknowledges, publishes and
+// starts actions. It returns the mailbox events it deferred.
+func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*queue.Msg) []*queue.Msg {
+	f := a.f
+	for attempt := 0; ; attempt++ {
+		if !a.loaded {
+			if err := a.load(ctx); err != nil {
+				f.log.Error().Err(err).Str("key", a.key).Msg("cannot load state; events go back to the stream")
+				for _, m := range msgs {
+					_ = m.Nak(time.Second)
+				}
+				return nil
+			}
+		}
+		b := a.apply(internal, msgs)
+		if b.changed {
+			rev, err := a.commit(ctx, &b)
+			if errors.Is(err, queue.ErrConflict) {
+				// Another actor wrote this key: our copy is stale. Reload and
+				// apply again; events it applied are now duplicates.
+				f.log.Warn().Str("key", a.key).Int("attempt", attempt).Msg("state conflict; reloading")
+				a.loaded = false
+				continue
+			}
+			if err != nil {
+				f.log.Error().Err(err).Str("key", a.key).Msg("cannot commit state; events go back to the stream")
+				a.loaded = false
+				for _, m := range msgs {
+					_ = m.Nak(time.Second)
+				}
+				return nil
+			}
+			a.rec, a.rev, a.ent = b.rec, rev, b.ent
+		}
+		a.finish(&b)
+		return b.leftover
+	}
+}
+
+// load activates the actor from the bucket (the seed's handle_continue:
+// nothing is applied before it) and resumes any slow work left pending.
+func (a *actor) load(ctx context.Context) error {
+	f := a.f
+	var (
+		val []byte
+		rev uint64
+		err error
+	)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		val, rev, err = f.bucket.Get(ctx, a.key)
+		if err == nil || errors.Is(err, queue.ErrNoState) || ctx.Err() != nil {
+			break
+		}
+		f.log.Warn().Err(err).Str("key", a.key).Msg("load failed; retrying")
+		if !sleep(ctx, wait) {
+			break
+		}
+	}
+	var rec record
+	switch {
+	case errors.Is(err, queue.ErrNoState):
+		rec = record{State: string(f.eng.initial())}
+		rev = 0
+	case err != nil:
+		return err
+	default:
+		if err := json.Unmarshal(val, &rec); err != nil {
+			return err
+		}
+	}
+	ent, err := f.eng.newEntity(rec.Data)
+	if err != nil {
+		return err
+	}
+	a.rec, a.rev, a.ent, a.loaded = rec, rev, ent, true
+	var resume []pending
+	f.mu.Lock()
+	for _, p := range rec.Pending {
+		if !f.inflight[p.ID] {
+			f.inflight[p.ID] = true
+			resume = append(resume, p)
+		}
+	}
+	f.mu.Unlock()
+	for _, p := range resume {
+		f.log.Info().Str("key", a.key).Str("action", p.Action).Str("job_id", p.JobID).Msg("resuming pending action")
+		f.w.pool.submit(job{f: f, key: a.key, p: p, ent: ent.snapshot(), version: rec.Version, state: rec.State})
+	}
+	return nil
+}
+
+func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
+	f := a.f
+	b := batch{rec: a.rec.clone(), ent: a.ent.snapshot()}
+	now := f.w.cfg.Now().UTC()
+	for _, ev := range internal {
+		i := b.rec.pendingIndex(ev.pendingID)
+		if i < 0 {
+			continue // fed back already (a retry raced a reload)
+		}
+		p := b.rec.Pending[i]
+		b.rec.Pending = slices.Delete(b.rec.Pending, i, i+1)
+		b.changed = true
+		st := a.step(&b, p.JobID, statemachine.Input{Event: ev.event, Data: ev.data, Source: statemachine.SourceAction}, now)
+		st.Action = p.Action
+		if ev.failure != "" && st.Error == nil {
+			st.Error = &queue.StatusError{Code: "action_failed", Message: p.Action + ": " + ev.failure}
+		}
+		b.statuses = append(b.statuses, st)
+	}
+	for i, m := range msgs {
+		if b.rec.handled(m.Sequence) {
+			b.ack = append(b.ack, m) // redelivered after it was applied
+			continue
+		}
+		if len(b.rec.Pending) > 0 {
+			b.leftover = msgs[i:]
+			break
+		}
+		var env queue.Envelope
+		if err := json.Unmarshal(m.Data, &env); err != nil || env.Event == "" {
+			st := a.status(&b.rec, m.ID, env.Event, now)
+			st.Error = &queue.StatusError{Code: "malformed", Message: "event is not {\"event\": \"...\", \"data\": ...} JSON"}
+			b.statuses = append(b.statuses, st)
+			b.term = append(b.term, m)
+			continue
+		}
+		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: statemachine.SourceClient}, now)
+		b.rec.noteApplied(m.Sequence)
+		if st.Error == nil {
+			b.changed = true
+		}
+		b.statuses = append(b.statuses, st)
+		b.ack = append(b.ack, m)
+	}
+	if b.changed {
+		b.rec.UpdatedAt = now
+	}
+	return b
+}
+
+// step applies one event to the batch's copy and returns its status.
+func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Time) queue.Status {
+	st := a.status(&b.rec, jobID, string(in.Event), now)
+	out, err := b.ent.apply(statemachine.State(b.rec.State), in)
+	if err != nil {
+		st.Error = &queue.StatusError{Code: statemachine.Code(err), Message: err.Error()}
+		st.Settled = len(b.rec.Pending) == 0
+		return st
+	}
+	b.rec.Version++
+	if string(out.to) != b.rec.State {
+		b.rec.Entered = b.rec.Version
+	}
+	b.rec.State = string(out.to)
+	for _, act := range out.actions {
+		p := pending{
+			ID:     a.key + "/" + strconv.FormatUint(b.rec.Version, 10) + "/" + act.Name,
+			Action: act.Name,
+			JobID:  jobID,
+		}
+		b.rec.Pending = append(b.rec.Pending, p)
+		b.starts = append(b.starts, p)
+	}
+	st.To = b.rec.State
+	st.Version = b.rec.Version
+	st.Settled = len(b.rec.Pending) == 0
+	return st
+}
+
+func (a *actor) status(rec *record, jobID, event string, now time.Time) queue.Status {
+	return queue.Status{
+		Workflow: a.f.name, Key: a.key, JobID: jobID, Event: event,
+		From: rec.State, To: rec.State, Version: rec.Version, At: now,
+		Settled: len(rec.Pending) == 0,
+	}
+}
+
+func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
+	data, err := b.ent.encode()
+	if err != nil {
+		return 0, err
+	}
+	b.rec.Data = data
+	val, err := json.Marshal(&b.rec)
+	if err != nil {
+		return 0, err
+	}
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		rev, err := a.f.bucket.Put(ctx, a.key, val, a.rev)
+		if err == nil || errors.Is(err, queue.ErrConflict) || ctx.Err() != nil {
+			return rev, err
+		}
+		// NATS away or slow: the events stay unacknowledged while we retry,
+		// so nothing is lost if we never get through.
+		a.f.log.Warn().Err(err).Str("key", a.key).Msg("commit failed; retrying")
+		if !sleep(ctx, wait) {
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// finish does what follows a commit: acknowledge, publish, start actions.
+func (a *actor) finish(b *batch) {
+	f := a.f
+	for _, m := range b.ack {
+		_ = m.Ack()
+	}
+	for _, m := range b.term {
+		_ = m.Term("malformed")
+	}
+	for i := range b.statuses {
+		if err := f.w.conn.PublishStatus(&b.statuses[i]); err != nil {
+			f.log.Warn().Err(err).Str("key", a.key).Msg("cannot publish status")
+		}
+	}
+	if len(b.starts) == 0 {
+		return
+	}
+	f.mu.Lock()
+	for _, p := range b.starts {
+		f.inflight[p.ID] = true
+	}
+	f.mu.Unlock()
+	for _, p := range b.starts {
+		f.w.pool.submit(job{f: f, key: a.key, p: p, ent: a.ent.snapshot(), version: a.rec.Version, state: a.rec.State})
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

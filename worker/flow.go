@@ -1,0 +1,249 @@
+package worker
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// flow is one workflow at run time: its partitions' pullers and the actors
+// of its live keys.
+type flow struct {
+	w       *Worker
+	eng     engine
+	name    string
+	log     zerolog.Logger
+	spec    queue.Spec
+	bucket  *queue.Bucket
+	pullers []*queue.Puller
+
+	mu       sync.Mutex
+	actors   map[string]*actor
+	idle     list.List     // idle actors, most recently used at the front
+	freed    chan struct{} // closed (and replaced) when an actor turns idle
+	draining bool          // stopping: mailboxes are handed back, not taken
+	inflight map[string]bool
+	runs     sync.WaitGroup
+}
+
+func newFlow(w *Worker, e engine) *flow {
+	return &flow{
+		w: w, eng: e, name: e.name(),
+		log:      w.log.With().Str("workflow", e.name()).Logger(),
+		actors:   map[string]*actor{},
+		freed:    make(chan struct{}),
+		inflight: map[string]bool{},
+	}
+}
+
+func (f *flow) provision(ctx context.Context) error {
+	spec := f.w.cfg.Queue
+	spec.Workflow = f.name
+	p, err := f.w.conn.Provision(ctx, spec)
+	if err != nil {
+		return err
+	}
+	for _, c := range p.Created {
+		f.log.Info().Str("resource", c).Msg("created")
+	}
+	for _, c := range p.Updated {
+		f.log.Info().Str("resource", c).Msg("updated")
+	}
+	f.spec = p.Spec
+	f.bucket, err = f.w.conn.Bucket(ctx, f.name)
+	return err
+}
+
+func (f *flow) startPulling(ctx context.Context) error {
+	cfg := f.w.cfg
+	for p := range f.spec.Partitions {
+		log := f.log.With().Int("partition", p).Logger()
+		pl, err := f.w.conn.Pull(ctx, queue.PullConfig{
+			Workflow:    f.name,
+			Partition:   p,
+			Batch:       cfg.Batch,
+			MaxInFlight: cfg.MaxInFlight,
+			OnError:     func(err error) { log.Warn().Err(err).Msg("pull failed; retrying") },
+		}, f.route)
+		if err != nil {
+			return err
+		}
+		f.pullers = append(f.pullers, pl)
+	}
+	return nil
+}
+
+func (f *flow) stopPulling(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range f.pullers {
+		wg.Go(func() { _ = p.Stop(ctx) })
+	}
+	wg.Wait()
+}
+
+// route hands a pulled event to its key's actor. It blocks while the key's
+// mailbox is full, or while MaxActors are busy, so the partition stops
+// pulling: backpressure instead of memory.
+func (f *flow) route(ctx context.Context, m *queue.Msg) {
+	f.mu.Lock()
+	for {
+		if f.draining {
+			f.mu.Unlock()
+			_ = m.Nak(0)
+			return
+		}
+		a := f.actors[m.Key]
+		if a == nil && len(f.actors) >= f.w.cfg.MaxActors && !f.evictLRU() {
+			if !f.wait(ctx, f.freed) {
+				_ = m.Nak(0)
+				return
+			}
+			continue
+		}
+		if a == nil {
+			a = &actor{key: m.Key, f: f}
+			f.actors[m.Key] = a
+		}
+		if len(a.mailbox) >= f.w.cfg.Mailbox {
+			if a.room == nil {
+				a.room = make(chan struct{})
+			}
+			if !f.wait(ctx, a.room) {
+				_ = m.Nak(0)
+				return
+			}
+			continue
+		}
+		a.mailbox = append(a.mailbox, m)
+		f.schedule(a)
+		f.mu.Unlock()
+		return
+	}
+}
+
+// wait releases f.mu until ch is closed; false (with f.mu released) if ctx
+// ended first.
+func (f *flow) wait(ctx context.Context, ch chan struct{}) bool {
+	f.mu.Unlock()
+	select {
+	case <-ch:
+		f.mu.Lock()
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// deliver hands an action's outcome to its key's actor, activating it if it
+// was passivated. Outcomes are bounded by the actions in flight, so they
+// never wait for room.
+func (f *flow) deliver(key string, ev internalEvent) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.actors[key]
+	if a == nil {
+		a = &actor{key: key, f: f}
+		f.actors[key] = a
+	}
+	a.internal = append(a.internal, ev)
+	f.schedule(a)
+}
+
+// schedule starts a goroutine for a that runs while it has work. f.mu held.
+func (f *flow) schedule(a *actor) {
+	if a.running {
+		return
+	}
+	if a.elem != nil {
+		f.idle.Remove(a.elem)
+		a.elem = nil
+	}
+	a.running = true
+	f.runs.Add(1)
+	go a.run()
+}
+
+// parked files a that has just stopped running: idle (evictable) if it holds
+// nothing, else it waits for an outcome to wake it. f.mu held.
+func (f *flow) parked(a *actor) {
+	a.running = false
+	a.lastUsed = f.w.cfg.Now()
+	if len(a.mailbox) == 0 && len(a.internal) == 0 && len(a.rec.Pending) == 0 {
+		a.elem = f.idle.PushFront(a)
+		close(f.freed)
+		f.freed = make(chan struct{})
+	}
+}
+
+// evictLRU passivates the least recently used idle actor. f.mu held.
+func (f *flow) evictLRU() bool {
+	e := f.idle.Back()
+	if e == nil {
+		return false
+	}
+	f.passivate(e.Value.(*actor))
+	return true
+}
+
+func (f *flow) passivate(a *actor) {
+	f.idle.Remove(a.elem)
+	a.elem = nil
+	delete(f.actors, a.key)
+}
+
+// passivateIdle drops actors unused since before cutoff: their state is in
+// the bucket, and the next event reloads it.
+func (f *flow) passivateIdle(cutoff time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for e := f.idle.Back(); e != nil; e = f.idle.Back() {
+		a := e.Value.(*actor)
+		if a.lastUsed.After(cutoff) {
+			return
+		}
+		f.passivate(a)
+	}
+}
+
+// handBack stops actors from taking more events and naks every event still
+// waiting in a mailbox, so another worker can take it at once.
+func (f *flow) handBack() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.draining = true
+	n := 0
+	for _, a := range f.actors {
+		for _, m := range a.mailbox {
+			_ = m.Nak(0)
+			n++
+		}
+		a.mailbox = nil
+		if a.room != nil {
+			close(a.room)
+			a.room = nil
+		}
+	}
+	if n > 0 {
+		f.log.Info().Int("events", n).Msg("stopping: handed back unstarted events")
+	}
+}
+
+func (f *flow) stats(s *Stats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s.Actors += len(f.actors)
+	for _, a := range f.actors {
+		if a.running {
+			s.Running++
+		}
+		s.Queued += len(a.mailbox)
+	}
+	for _, p := range f.pullers {
+		s.InFlight += p.InFlight()
+	}
+}

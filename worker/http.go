@@ -1,0 +1,30 @@
+package worker
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Handler serves /healthz (200 while the process lives), /readyz (200 once
+// the start-up chain is done and while NATS is connected, 503 otherwise) and
+// /metrics.
+func (w *Worker) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(rw, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		if !w.Ready() {
+			http.Error(rw, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	mux.HandleFunc("GET /metrics", func(rw http.ResponseWriter, _ *http.Request) {
+		s := w.Stats()
+		rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(rw, "orderly_live_actors %d\norderly_running_actors %d\norderly_mailbox_depth %d\norderly_in_flight_events %d\norderly_actions_running %d\n",
+			s.Actors, s.Running, s.Queued, s.InFlight, s.ActionsRunning)
+	})
+	return mux
+}

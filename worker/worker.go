@@ -1,0 +1,203 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// ErrStopped is returned by Start on a worker that was stopped.
+var ErrStopped = errors.New("worker: stopped")
+
+// Worker runs workflows: it pulls their events, applies them through one
+// actor per live key, commits each key's state with compare-and-set, runs
+// the slow work after the commit and publishes every change.
+type Worker struct {
+	cfg   Config
+	conn  *queue.Conn
+	log   zerolog.Logger
+	flows []*flow
+	pool  *actionPool
+
+	mu       sync.Mutex
+	started  bool
+	ready    atomic.Bool
+	ctx      context.Context    // ends on a hard stop
+	cancel   context.CancelFunc // hard stop of everything Start began
+	bg       sync.WaitGroup     // janitor
+	stopOnce sync.Once
+	stopErr  error
+	stopped  chan struct{}
+}
+
+// New returns a worker for the given workflows on conn. Nothing runs until
+// Start.
+func New(conn *queue.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, errors.New("worker: nil connection")
+	}
+	if len(workflows) == 0 {
+		return nil, errors.New("worker: no workflow")
+	}
+	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{})}
+	seen := map[string]bool{}
+	for _, wf := range workflows {
+		if wf.e == nil {
+			return nil, errors.New("worker: zero Workflow (use NewWorkflow)")
+		}
+		if seen[wf.Name()] {
+			return nil, fmt.Errorf("worker: workflow %s registered twice", wf.Name())
+		}
+		seen[wf.Name()] = true
+		w.flows = append(w.flows, newFlow(w, wf.e))
+	}
+	w.pool = newActionPool(w)
+	return w, nil
+}
+
+// Start runs the start-up chain, each step logged: provision every
+// workflow's streams, consumers and bucket; start the action pool; start
+// pulling. It returns once the worker is ready, or with the first step's
+// error. The worker runs until Stop, or until ctx ends (a hard stop).
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.stopped:
+		return ErrStopped
+	default:
+	}
+	if w.started {
+		return errors.New("worker: already started")
+	}
+	w.started = true
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.ctx, w.cancel = runCtx, cancel
+	// A hard stop when the caller's context ends.
+	stopWatch := context.AfterFunc(ctx, cancel)
+	go func() { <-w.stopped; stopWatch() }()
+
+	for _, f := range w.flows {
+		w.log.Info().Str("workflow", f.name).Msg("start-up: provisioning streams, consumers and state bucket")
+		if err := f.provision(ctx); err != nil {
+			cancel()
+			return err
+		}
+	}
+	w.pool.start(runCtx)
+	w.bg.Go(func() { w.janitor(runCtx) })
+	for _, f := range w.flows {
+		w.log.Info().Str("workflow", f.name).Int("partitions", f.spec.Partitions).Msg("start-up: pulling partitions")
+		if err := f.startPulling(runCtx); err != nil {
+			cancel()
+			return err
+		}
+	}
+	w.ready.Store(true)
+	w.log.Info().Msg("start-up: ready")
+	return nil
+}
+
+// Ready reports whether the worker has started, is connected to NATS and is
+// not stopping: what /readyz answers.
+func (w *Worker) Ready() bool { return w.ready.Load() && w.conn.Connected() }
+
+// Stop stops the worker gently: it stops pulling, lets actors commit what
+// they hold and publish its status, hands events not yet started back to
+// JetStream for another worker, and gives running actions until
+// Config.ShutdownTimeout to finish; actions not finished stay pending in
+// durable state, and whichever worker next activates the key resumes them.
+// If ctx ends first, everything still running is cancelled. Stop is safe to
+// call twice and before Start.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.stopOnce.Do(func() {
+		w.ready.Store(false)
+		w.mu.Lock()
+		started := w.started
+		w.mu.Unlock()
+		if started {
+			w.stopErr = w.stop(ctx)
+		}
+		close(w.stopped)
+	})
+	return w.stopErr
+}
+
+// Stopped is closed when the worker has stopped.
+func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
+
+func (w *Worker) stop(ctx context.Context) error {
+	hard := context.AfterFunc(ctx, w.cancel)
+	defer hard()
+	w.log.Info().Msg("stopping: no more pulls")
+	var wg sync.WaitGroup
+	for _, f := range w.flows {
+		wg.Go(func() { f.stopPulling(ctx) })
+	}
+	wg.Wait()
+	for _, f := range w.flows {
+		f.handBack()
+	}
+	w.log.Info().Dur("timeout", w.cfg.ShutdownTimeout).Msg("stopping: waiting for running actions")
+	w.pool.stop(w.cfg.ShutdownTimeout)
+	for _, f := range w.flows {
+		f.runs.Wait()
+	}
+	w.cancel()
+	w.bg.Wait()
+	w.log.Info().Msg("stopped")
+	return ctx.Err()
+}
+
+// janitor passivates actors idle for longer than ActorIdle. It runs on its
+// own ticker, so traffic cannot starve it.
+func (w *Worker) janitor(ctx context.Context) {
+	every := min(max(w.cfg.ActorIdle/4, 10*time.Millisecond), 10*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, f := range w.flows {
+				f.passivateIdle(w.cfg.Now().Add(-w.cfg.ActorIdle))
+			}
+		}
+	}
+}
+
+// Stats is a snapshot of the runtime's bounded resources.
+type Stats struct {
+	// Actors is the number of keys with an actor in memory.
+	Actors int
+	// Running is the number of actors processing events right now.
+	Running int
+	// Queued is the number of events waiting in actors' mailboxes.
+	Queued int
+	// InFlight is the number of events pulled and not yet acknowledged.
+	InFlight int
+	// ActionsRunning is the number of actions running now.
+	ActionsRunning int
+}
+
+// Stats returns a snapshot of the runtime's bounded resources.
+func (w *Worker) Stats() Stats {
+	var s Stats
+	for _, f := range w.flows {
+		f.stats(&s)
+	}
+	s.ActionsRunning = int(w.pool.running.Load())
+	return s
+}

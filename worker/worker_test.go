@@ -1,0 +1,283 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/worker"
+)
+
+func TestPerKeyOrder(t *testing.T) {
+	t.Parallel()
+	const keys, perKey, publishers = 1000, 20, 4
+	b := setup(t)
+	startWorker(t, b.url, worker.Config{}, nil)
+	settled := countSettled(t, b.conn, "tally", keys*perKey)
+
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			ctx := context.Background()
+			var pending []*queue.PendingPublish
+			// Each publisher owns a quarter of the keys and sends each key's
+			// events in order, interleaved across its keys.
+			for i := range perKey {
+				for k := p; k < keys; k += publishers {
+					pp, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", k), add(i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					pending = append(pending, pp)
+				}
+				for _, pp := range pending {
+					if _, err := pp.Wait(ctx); err != nil {
+						t.Error(err)
+					}
+				}
+				pending = pending[:0]
+			}
+		})
+	}
+	wg.Wait()
+	settled.wait(t, 60*time.Second)
+
+	want := make([]int, perKey)
+	for i := range want {
+		want[i] = i
+	}
+	for k := range keys {
+		rec, d := readTally(t, b.conn, fmt.Sprintf("k%d", k))
+		if !slices.Equal(d.Seen, want) || rec.Version != perKey || rec.State != "open" {
+			t.Fatalf("k%d: version %d state %s applied %v", k, rec.Version, rec.State, d.Seen)
+		}
+	}
+}
+
+func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	startWorker(t, b.url, worker.Config{}, nil)
+	statuses := make(chan queue.Status, 16)
+	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx := context.Background()
+	for _, ev := range []queue.Envelope{
+		add(1),
+		{Event: "worked"},        // internal: clients may not send it
+		{Event: "no_such_event"}, // unknown
+		{Event: "add", Data: []byte(`{"n":"x"}`)}, // refused by Update
+		add(2),
+		{Event: "close"},
+		add(3), // closed is terminal
+	} {
+		if _, err := b.conn.Publish(ctx, "tally", "k", ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCodes := []string{"", "internal_event", "unknown_event", "invalid_data", "", "", "invalid_transition"}
+	for i, code := range wantCodes {
+		s := <-statuses
+		got := ""
+		if s.Error != nil {
+			got = s.Error.Code
+		}
+		if got != code || !s.Settled {
+			t.Fatalf("status %d: %+v, want code %q", i, s, code)
+		}
+		if code != "" && s.From != s.To {
+			t.Fatalf("rejection moved state: %+v", s)
+		}
+	}
+	rec, d := readTally(t, b.conn, "k")
+	if rec.State != "closed" || rec.Version != 3 || !slices.Equal(d.Seen, []int{1, 2}) {
+		t.Fatalf("state %+v data %v", rec, d)
+	}
+}
+
+func TestMalformedEventDoesNotStallKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w := startWorker(t, b.url, worker.Config{}, nil)
+	_ = w
+	statuses := make(chan queue.Status, 16)
+	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := rawPublish(b.conn, "tally", "k", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.conn.Publish(context.Background(), "tally", "k", add(7)); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-statuses; s.Error == nil || s.Error.Code != "malformed" {
+		t.Fatalf("first status %+v", s)
+	}
+	if s := <-statuses; s.Error != nil || s.Version != 1 {
+		t.Fatalf("second status %+v", s)
+	}
+}
+
+func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	calls := make(chan worker.ActionCall[tally], 4)
+	startWorker(t, b.url, worker.Config{}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
+		calls <- c
+		<-release
+		return nil, nil
+	})
+	statuses := make(chan queue.Status, 16)
+	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx := context.Background()
+	ack, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("job-w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sent while the work is pending: applied only once the key settles.
+	if _, err := b.conn.Publish(ctx, "tally", "k", add(1)); err != nil {
+		t.Fatal(err)
+	}
+	c := <-calls
+	if c.JobID != "job-w" || c.IdempotencyKey != "k/1/slow" || c.Attempt != 1 {
+		t.Fatalf("call %+v", c)
+	}
+	if s := <-statuses; s.JobID != ack.ID || s.Settled || s.To != "open" {
+		t.Fatalf("transition status %+v", s)
+	}
+	// The event is acknowledged before the slow work ends.
+	waitFor(t, 5*time.Second, "work event acknowledged", func() bool {
+		info, err := b.conn.Info(ctx, "tally")
+		return err == nil && info.Pending == 1
+	})
+	close(release)
+	if s := <-statuses; s.JobID != "job-w" || !s.Settled || s.Event != "worked" || s.Action != "slow" {
+		t.Fatalf("outcome status %+v", s)
+	}
+	if s := <-statuses; s.Event != "add" || s.Version != 3 {
+		t.Fatalf("deferred event status %+v", s)
+	}
+}
+
+func TestActionRetriesThenFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	startWorker(t, b.url, worker.Config{ActionRetries: 2, RetryBackoff: time.Millisecond}, func(context.Context, worker.ActionCall[tally]) (any, error) {
+		return nil, fmt.Errorf("gateway down")
+	})
+	statuses := make(chan queue.Status, 16)
+	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if _, err := b.conn.Publish(context.Background(), "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
+		t.Fatal(err)
+	}
+	<-statuses // work applied
+	for attempt := 1; attempt <= 2; attempt++ {
+		s := <-statuses
+		if s.Error == nil || s.Error.Code != "retrying" || s.Attempt != attempt || s.JobID != "j" || s.Settled {
+			t.Fatalf("retry status %+v", s)
+		}
+	}
+	s := <-statuses
+	if s.Error == nil || s.Error.Code != "action_failed" || s.To != "closed" || !s.Settled || s.JobID != "j" {
+		t.Fatalf("final status %+v", s)
+	}
+}
+
+func TestCompareAndSetWithTwoActorsForOneKey(t *testing.T) {
+	t.Parallel()
+	const events = 300
+	b := setup(t)
+	// Two workers on one partition share its consumer, so events of the
+	// same key reach two actors at once: only compare-and-set keeps them
+	// from overwriting each other.
+	cfg := worker.Config{Queue: queue.Spec{Partitions: 1}, Batch: 4, MaxInFlight: 8, GroupCommit: 2}
+	startWorker(t, b.url, cfg, nil)
+	startWorker(t, b.url, cfg, nil)
+	settled := countSettled(t, b.conn, "tally", events)
+	ctx := context.Background()
+	for i := range events {
+		if _, err := b.conn.PublishAsync("tally", "hot", add(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.conn.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	settled.wait(t, 60*time.Second)
+	rec, d := readTally(t, b.conn, "hot")
+	seen := slices.Sorted(slices.Values(d.Seen))
+	if rec.Version != events || len(seen) != events || slices.Compact(seen)[events-1] != events-1 {
+		t.Fatalf("version %d, %d applied, want %d each exactly once", rec.Version, len(d.Seen), events)
+	}
+}
+
+func TestBackpressureBoundsMemory(t *testing.T) {
+	t.Parallel()
+	const events = 10_000
+	b := setup(t)
+	gate := make(chan struct{})
+	var closeGate sync.Once
+	defer closeGate.Do(func() { close(gate) })
+	cfg := worker.Config{Queue: queue.Spec{Partitions: 2}, Batch: 16, MaxInFlight: 32, Mailbox: 8, Concurrency: 2}
+	ctx := context.Background()
+	// Fill the stream first, so 10,000 events wait while the worker runs.
+	if _, err := b.conn.Provision(ctx, queue.Spec{Workflow: "tally", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range events {
+		ev := add(i)
+		if i < 10 {
+			ev = queue.Envelope{Event: "work"} // every key waits on slow work
+		}
+		if _, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", i%10), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.conn.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, b.url, cfg, func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	// Work is pending on every key: the mailboxes fill and pulling stops.
+	waitFor(t, 10*time.Second, "a mailbox to fill", func() bool { return w.Stats().Queued >= cfg.Mailbox })
+	for range 20 {
+		s := w.Stats()
+		if s.InFlight > 2*cfg.MaxInFlight || s.Queued > 10*(cfg.Mailbox+cfg.GroupCommit) {
+			t.Fatalf("held %d in flight, %d queued: past the bounds", s.InFlight, s.Queued)
+		}
+		time.Sleep(5 * time.Millisecond) // sampling, not synchronisation
+	}
+	info, err := b.conn.Info(ctx, "tally")
+	if err != nil || info.Pending < events-2*uint64(cfg.MaxInFlight) {
+		t.Fatalf("stream holds %d (%v): events were pulled past the bound", info.Pending, err)
+	}
+	closeGate.Do(func() { close(gate) })
+	waitFor(t, 60*time.Second, "stream to drain", func() bool {
+		info, err := b.conn.Info(ctx, "tally")
+		return err == nil && info.Pending == 0
+	})
+}
