@@ -129,7 +129,8 @@ type Puller struct {
 	cons    jetstream.Consumer
 	handler Handler
 
-	credits chan struct{} // one token per message held
+	credits chan struct{} // one token per message held or asked for
+	held    atomic.Int64  // messages delivered and not finished
 	stop    chan struct{} // closed by Stop: pull no more
 	once    sync.Once
 	cancel  context.CancelFunc
@@ -178,9 +179,14 @@ func (p *Puller) Stop(ctx context.Context) error {
 func (p *Puller) Stopped() <-chan struct{} { return p.done }
 
 // InFlight is the number of messages delivered and not yet finished.
-func (p *Puller) InFlight() int { return len(p.credits) }
+func (p *Puller) InFlight() int { return int(p.held.Load()) }
 
 func (p *Puller) release() { <-p.credits }
+
+func (p *Puller) releaseHeld() {
+	p.held.Add(-1)
+	p.release()
+}
 
 // acquire waits for room for at least one message and takes as much room as
 // there is, up to Batch.
@@ -276,8 +282,9 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 		ID:        raw.Headers().Get(HeaderMsgID),
 		Data:      raw.Data(),
 		raw:       raw,
-		release:   p.release,
+		release:   p.releaseHeld,
 	}
+	p.held.Add(1)
 	if md, err := raw.Metadata(); err == nil {
 		m.Sequence = md.Sequence.Stream
 		m.Delivered = md.NumDelivered

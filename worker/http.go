@@ -9,6 +9,11 @@ import (
 // the start-up chain is done and while NATS is connected, 503 otherwise) and
 // /metrics.
 func (w *Worker) Handler() http.Handler {
+	w.httpOnce.Do(func() { w.http = w.newHandler() })
+	return w.http
+}
+
+func (w *Worker) newHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(rw, "ok")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ type Worker struct {
 	stopOnce sync.Once
 	stopErr  error
 	stopped  chan struct{}
+
+	httpOnce sync.Once
+	http     http.Handler
 }
 
 // New returns a worker for the given workflows on conn. Nothing runs until

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/orderly-dev/orderly/embedded"
+	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/queue"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func httpStatus(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitHTTP polls url until it answers want: readiness has no event to wait on.
+func waitHTTP(t *testing.T, url string, want int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for httpStatus(url) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer %d within %s", url, want, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func noenv(string) string { return "" }
+
+func TestReadyzOnlyAfterStartUp(t *testing.T) {
+	t.Parallel()
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr syncBuffer
+	go func() {
+		done <- run(ctx, []string{"--nats-url", "nats://" + natsAddr, "--http", httpAddr, "--log-level", "debug", "--connect-timeout", "200ms"}, noenv, &stderr, &stderr)
+	}()
+	// No NATS yet: alive, not ready.
+	waitHTTP(t, "http://"+httpAddr+"/healthz", 200, 5*time.Second)
+	if code := httpStatus("http://" + httpAddr + "/readyz"); code != 503 {
+		t.Fatalf("readyz before start-up: %d", code)
+	}
+	srv, err := embedded.Start(embedded.Config{Listen: natsAddr, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 20*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	for _, step := range []string{"start-up: connecting", "start-up: provisioning", "start-up: pulling", "start-up: ready"} {
+		if !strings.Contains(stderr.String(), step) {
+			t.Errorf("log lacks %q", step)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--sim-fail-rate", "2"}, {"graph", "--format", "png"}, {"--log-level", "loud"}} {
+		err := run(context.Background(), args, noenv, &out, &out)
+		var usage interface{ Unwrap() error }
+		if !errors.As(err, &usage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	env := map[string]string{"ORDERLY_SIM_FAIL_RATE": "3"}
+	err := run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "sim-fail-rate") {
+		t.Fatalf("ORDERLY_SIM_FAIL_RATE=3: %v", err)
+	}
+}
+
+func TestGraph(t *testing.T) {
+	t.Parallel()
+	for format, want := range map[string]string{"mermaid": "stateDiagram-v2", "dot": "digraph"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"graph", "--format", format}, noenv, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "awaiting_payment") {
+			t.Errorf("%s: %s", format, out.String())
+		}
+	}
+}
+
+// binaries builds worker and enqueue once per test binary.
+var binaries = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "orderly-bin")
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/orderly-dev/orderly/cmd/worker", "github.com/orderly-dev/orderly/cmd/enqueue").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return dir, nil
+})
+
+type proc struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{} // closed when the process has exited, err set
+	err    error
+}
+
+func startWorker(t *testing.T, dataDir, natsAddr, httpAddr string, extra ...string) *proc {
+	t.Helper()
+	dir, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--listen", natsAddr, "--http", httpAddr, "--data-dir", dataDir, "--log-level", "info"}, extra...)
+	cmd := exec.Command(filepath.Join(dir, "worker"), args...)
+	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("worker output:\n%s", p.out.String())
+		}
+	})
+	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	return p
+}
+
+func enqueue(t *testing.T, natsAddr string, args ...string) (string, int) {
+	t.Helper()
+	dir, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(dir, "enqueue"), append(args, "--nats-url", "nats://"+natsAddr)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+func TestEndToEndBinaries(t *testing.T) {
+	t.Parallel()
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	startWorker(t, t.TempDir(), natsAddr, httpAddr, "--sim-latency", "5ms")
+
+	for _, step := range []struct{ event, state string }{
+		{"start_processing", "processing"}, {"request_payment", "awaiting_payment"}, {"confirm_payment", "completed"},
+	} {
+		out, code := enqueue(t, natsAddr, "order-1", step.event, "--wait")
+		if code != 0 || !strings.Contains(out, step.state) {
+			t.Fatalf("%s: exit %d\n%s", step.event, code, out)
+		}
+	}
+	out, code := enqueue(t, natsAddr, "status", "order-1", "--json")
+	var st struct {
+		Key, State string
+		Version    uint64
+		Data       json.RawMessage
+		UpdatedAt  time.Time `json:"updated_at"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Key != "order-1" || st.State != "completed" || st.Version != 6 || st.UpdatedAt.IsZero() {
+		t.Fatalf("status: exit %d %s", code, out)
+	}
+	out, code = enqueue(t, natsAddr, "order-2", "confirm_payment", "--wait")
+	if code != 1 || !strings.Contains(out, "invalid_transition") {
+		t.Fatalf("rejected event: exit %d\n%s", code, out)
+	}
+	// A quick burst without --wait is applied in order: each event waits
+	// for the previous one's slow work.
+	for _, ev := range []string{"start_processing", "request_payment"} {
+		if _, code := enqueue(t, natsAddr, "order-3", ev); code != 0 {
+			t.Fatalf("%s: exit %d", ev, code)
+		}
+	}
+	out, code = enqueue(t, natsAddr, "order-3", "confirm_payment", "--wait")
+	if code != 0 || !strings.Contains(out, "completed") {
+		t.Fatalf("burst: exit %d\n%s", code, out)
+	}
+}
+
+func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
+	t.Parallel()
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	dataDir := t.TempDir()
+	w := startWorker(t, dataDir, natsAddr, httpAddr, "--sim-latency", "1ms")
+
+	conn := natstest.Conn(t, "nats://"+natsAddr)
+	var acked []string
+	stopped := make(chan struct{})
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := 0; ; i++ {
+			key := fmt.Sprintf("sig-%d", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := conn.Publish(ctx, "order", key, queue.Envelope{Event: "start_processing"})
+			cancel()
+			if err == nil {
+				acked = append(acked, key)
+			}
+			select {
+			case <-stopped:
+				return
+			default:
+			}
+			if i == 200 {
+				_ = w.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	}()
+	select {
+	case <-w.exited:
+		if w.err != nil {
+			t.Fatalf("worker exit: %v\n%s", w.err, w.out.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("worker did not exit after SIGTERM")
+	}
+	close(stopped)
+	<-published
+	conn.Close()
+	if len(acked) < 200 {
+		t.Fatalf("only %d acknowledged", len(acked))
+	}
+
+	startWorker(t, dataDir, natsAddr, freeAddr(t), "--sim-latency", "1ms")
+	conn2 := natstest.Conn(t, "nats://"+natsAddr)
+	deadline := time.Now().Add(60 * time.Second)
+	for _, key := range acked {
+		for {
+			rec, err := conn2.ReadState(context.Background(), "order", key)
+			if err == nil && rec.State == "processing" && rec.Version == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v %v: an acknowledged event was lost", key, rec, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's two output streams.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
