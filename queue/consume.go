@@ -191,8 +191,12 @@ func (p *Puller) releaseHeld() {
 // acquire waits for room for at least one message and takes as much room as
 // there is, up to Batch.
 func (p *Puller) acquire(ctx context.Context) int {
-	if ctx.Err() != nil {
+	select {
+	case <-p.stop:
 		return 0
+	case <-ctx.Done():
+		return 0
+	default:
 	}
 	select {
 	case p.credits <- struct{}{}:

@@ -213,6 +213,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 	for i, m := range msgs {
 		if b.rec.handled(m.Sequence) {
 			b.ack = append(b.ack, m) // redelivered after it was applied
+			a.f.w.duplicates.Add(1)
 			continue
 		}
 		if len(b.rec.Pending) > 0 {
@@ -306,6 +307,9 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 func (a *actor) finish(b *batch) {
 	f := a.f
 	for _, m := range b.ack {
+		if f.w.dropAck != nil && f.w.dropAck(m) {
+			continue
+		}
 		_ = m.Ack()
 	}
 	for _, m := range b.term {

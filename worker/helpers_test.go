@@ -85,7 +85,7 @@ func startWorker(t *testing.T, url string, cfg worker.Config, slow worker.Action
 	}
 	conn := natstest.Conn(t, url)
 	if os.Getenv("ORDERLY_TEST_LOG") != "" {
-		l := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel)
+		l := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 		cfg.Logger = &l
 	}
 	w, err := worker.New(conn, cfg, wf)

@@ -39,6 +39,11 @@ type Worker struct {
 
 	httpOnce sync.Once
 	http     http.Handler
+
+	duplicates atomic.Int64
+	// dropAck, set only by tests, loses the ack of the messages it picks, as
+	// a connection that fails between commit and ack would.
+	dropAck func(*queue.Msg) bool
 }
 
 // New returns a worker for the given workflows on conn. Nothing runs until
@@ -194,6 +199,9 @@ type Stats struct {
 	InFlight int
 	// ActionsRunning is the number of actions running now.
 	ActionsRunning int
+	// Duplicates counts redelivered events found already applied and
+	// acknowledged without being applied again, since start.
+	Duplicates int64
 }
 
 // Stats returns a snapshot of the runtime's bounded resources.
@@ -203,5 +211,6 @@ func (w *Worker) Stats() Stats {
 		f.stats(&s)
 	}
 	s.ActionsRunning = int(w.pool.running.Load())
+	s.Duplicates = w.duplicates.Load()
 	return s
 }

@@ -1,0 +1,126 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/embedded"
+	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/worker"
+)
+
+func TestRedeliveryAfterLostAckIsNotAppliedTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := worker.Config{Queue: queue.Spec{AckWait: 500 * time.Millisecond}}
+	w := startWorker(t, b.url, cfg, nil)
+	worker.SetDropAck(w, func(m *queue.Msg) bool { return m.Delivered == 1 })
+	settled := countSettled(t, b.conn, "tally", 2)
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := b.conn.Publish(ctx, "tally", "k", add(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled.wait(t, 10*time.Second)
+	// Both acks were lost: JetStream delivers both again after the ack wait.
+	waitFor(t, 10*time.Second, "redeliveries acknowledged", func() bool {
+		info, err := b.conn.Info(ctx, "tally")
+		return err == nil && info.Pending == 0
+	})
+	if d := w.Stats().Duplicates; d != 2 {
+		t.Fatalf("%d duplicates skipped, want 2", d)
+	}
+	rec, d := readTally(t, b.conn, "k")
+	if rec.Version != 2 || !slices.Equal(d.Seen, []int{0, 1}) {
+		t.Fatalf("version %d applied %v", rec.Version, d.Seen)
+	}
+}
+
+func TestNATSServerRestartDuringTraffic(t *testing.T) {
+	t.Parallel()
+	const keys, perKey = 50, 20
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	start := func() *embedded.Server {
+		s, err := embedded.Start(embedded.Config{Listen: addr, DataDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	srv := start()
+	url := "nats://" + addr
+	w := startWorker(t, url, worker.Config{Queue: queue.Spec{AckWait: 5 * time.Second}}, nil)
+	producer := natstest.Conn(t, url)
+
+	// Producers retry with the same job id until JetStream acknowledges:
+	// the duplicate window makes the retries harmless.
+	var wg sync.WaitGroup
+	half := make(chan struct{})
+	var once sync.Once
+	for k := range keys {
+		wg.Go(func() {
+			for i := range perKey {
+				if k == 0 && i == perKey/2 {
+					once.Do(func() { close(half) })
+				}
+				id := fmt.Sprintf("k%d-%d", k, i)
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					_, err := producer.Publish(ctx, "tally", fmt.Sprintf("k%d", k), add(i), queue.WithID(id))
+					cancel()
+					if err == nil {
+						break
+					}
+					if errors.Is(err, queue.ErrInvalidKey) {
+						t.Error(err)
+						return
+					}
+					time.Sleep(50 * time.Millisecond) // producer back-off while the server is away
+				}
+			}
+		})
+	}
+	<-half
+	srv.Shutdown()
+	waitFor(t, 5*time.Second, "readiness to report the outage", func() bool { return !w.Ready() })
+	time.Sleep(5 * time.Second) // the outage itself
+	srv = start()
+	defer srv.Shutdown()
+	wg.Wait()
+	waitFor(t, 30*time.Second, "readiness to recover", w.Ready)
+
+	want := make([]int, perKey)
+	for i := range want {
+		want[i] = i
+	}
+	check := natstest.Conn(t, url)
+	waitFor(t, 60*time.Second, "every key to apply its events", func() bool {
+		for k := range keys {
+			rec, err := check.ReadState(context.Background(), "tally", fmt.Sprintf("k%d", k))
+			if err != nil || rec.Version < perKey {
+				return false
+			}
+		}
+		return true
+	})
+	for k := range keys {
+		rec, d := readTally(t, check, fmt.Sprintf("k%d", k))
+		if rec.Version != perKey || !slices.Equal(d.Seen, want) {
+			t.Fatalf("k%d: version %d applied %v", k, rec.Version, d.Seen)
+		}
+	}
+}
