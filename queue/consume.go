@@ -28,9 +28,10 @@ type Msg struct {
 	// Data is the raw message body.
 	Data []byte
 
-	raw      jetstream.Msg
-	finished atomic.Bool
-	release  func()
+	raw         jetstream.Msg
+	consumerSeq uint64
+	finished    atomic.Bool
+	release     func()
 }
 
 // Headers returns the message headers (read-only).
@@ -103,6 +104,16 @@ type PullConfig struct {
 	// OnPull is called after each pull request with the number of messages it
 	// delivered. Default: none.
 	OnPull func(n int)
+	// Shared says other clients pull the same consumer at once. By default a
+	// puller takes itself for its partition's only client and keeps the
+	// partition in stream order: deliveries lost in transit (a server
+	// restart, a cut connection) show as a gap in the consumer's delivery
+	// sequence or a failed pull, and JetStream would redeliver them only
+	// after the ack wait, behind newer events. The puller then stops, waits
+	// until it holds nothing, and rewinds the consumer to its ack floor, so
+	// everything unacknowledged comes again in stream order. It rewinds once
+	// at start too, for deliveries a crashed predecessor left behind.
+	Shared bool
 }
 
 func (c PullConfig) withDefaults() PullConfig {
@@ -131,10 +142,14 @@ type Puller struct {
 
 	credits chan struct{} // one token per message held or asked for
 	held    atomic.Int64  // messages delivered and not finished
-	stop    chan struct{} // closed by Stop: pull no more
-	once    sync.Once
-	cancel  context.CancelFunc
-	done    chan struct{}
+
+	rewind    bool   // a delivery was lost: rewind before pulling again
+	delivered uint64 // consumer sequence of the last delivery, 0 after a rewind
+	conn      *Conn
+	stop      chan struct{} // closed by Stop: pull no more
+	once      sync.Once
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // Pull starts pulling cfg's partition and handing messages to h until Stop
@@ -154,6 +169,8 @@ func (c *Conn) Pull(ctx context.Context, cfg PullConfig, h Handler) (*Puller, er
 		stop:    make(chan struct{}),
 		cancel:  cancel,
 		done:    make(chan struct{}),
+		rewind:  !cfg.Shared,
+		conn:    c,
 	}
 	go p.run(ctx)
 	return p, nil
@@ -222,6 +239,11 @@ func (p *Puller) run(ctx context.Context) {
 	defer p.cancel()
 	retry := 100 * time.Millisecond
 	for {
+		if p.rewind {
+			if !p.rewindConsumer(ctx) {
+				return
+			}
+		}
 		n := p.acquire(ctx)
 		if n == 0 {
 			return
@@ -231,6 +253,8 @@ func (p *Puller) run(ctx context.Context) {
 			p.release()
 		}
 		if err != nil && ctx.Err() == nil {
+			// What the failed request delivered may be lost on the way.
+			p.rewind = !p.cfg.Shared
 			if p.cfg.OnError != nil {
 				p.cfg.OnError(err)
 			}
@@ -267,7 +291,18 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 			p.release()
 			continue
 		}
-		p.handler(ctx, p.wrap(raw))
+		m := p.wrap(raw)
+		if !p.cfg.Shared {
+			if p.rewind || p.delivered != 0 && m.consumerSeq != p.delivered+1 {
+				// A gap: something before m was lost. m and what follows
+				// come again after the rewind.
+				p.rewind = true
+				m.finish()
+				continue
+			}
+			p.delivered = m.consumerSeq
+		}
+		p.handler(ctx, m)
 	}
 	if p.cfg.OnPull != nil {
 		p.cfg.OnPull(got)
@@ -291,7 +326,32 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 	p.held.Add(1)
 	if md, err := raw.Metadata(); err == nil {
 		m.Sequence = md.Sequence.Stream
+		m.consumerSeq = md.Sequence.Consumer
 		m.Delivered = md.NumDelivered
 	}
 	return m
+}
+
+// rewindConsumer waits until the puller holds nothing, then resets the
+// consumer to its ack floor. False if the puller was stopped meanwhile.
+func (p *Puller) rewindConsumer(ctx context.Context) bool {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		if p.held.Load() == 0 {
+			err := p.conn.resetConsumer(ctx, streamName(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
+			if err == nil {
+				p.rewind, p.delivered = false, 0
+				return true
+			}
+			if p.cfg.OnError != nil {
+				p.cfg.OnError(fmt.Errorf("rewind partition %d: %w", p.cfg.Partition, err))
+			}
+		}
+		select {
+		case <-time.After(wait):
+		case <-p.stop:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -329,4 +330,26 @@ func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, s Spec) error {
 		p.Updated = append(p.Updated, "bucket "+want.Bucket)
 		return nil
 	}
+}
+
+// resetConsumer rewinds a consumer to its ack floor: every unacknowledged
+// message is delivered again, in stream order. (nats.go has no call for the
+// server's CONSUMER.RESET API yet.)
+func (c *Conn) resetConsumer(ctx context.Context, stream, consumer string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.RESET."+stream+"."+consumer, []byte("{}"))
+	if err != nil {
+		return fmt.Errorf("queue: reset consumer %s: %w", consumer, err)
+	}
+	var r struct {
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return fmt.Errorf("queue: reset consumer %s: %w", consumer, err)
+	}
+	if r.Error != nil {
+		return fmt.Errorf("queue: reset consumer %s: %w", consumer, r.Error)
+	}
+	return nil
 }

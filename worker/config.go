@@ -49,6 +49,13 @@ type Config struct {
 	// ShutdownTimeout bounds Stop: how long running actions get to finish
 	// before they are left pending in durable state. Default: 20s.
 	ShutdownTimeout time.Duration
+	// SharedConsumers says other workers pull the same partitions at once.
+	// By default a worker takes itself for the only one, and after a lost
+	// delivery rewinds a partition's consumer to restore stream order (see
+	// queue.PullConfig.Shared); that rewind would disturb other pullers.
+	// With SharedConsumers, compare-and-set still keeps every update, but a
+	// lost delivery can reach its key after newer events. Default: false.
+	SharedConsumers bool
 	// Logger receives the runtime's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
 	// Now is the clock. Default: time.Now.

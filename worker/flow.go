@@ -68,7 +68,8 @@ func (f *flow) startPulling(ctx context.Context) error {
 			Partition:   p,
 			Batch:       cfg.Batch,
 			MaxInFlight: cfg.MaxInFlight,
-			OnError:     func(err error) { log.Warn().Err(err).Msg("pull failed; retrying") },
+			Shared:      cfg.SharedConsumers,
+			OnError:     func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
 		}, f.route)
 		if err != nil {
 			return err

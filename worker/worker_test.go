@@ -209,7 +209,7 @@ func TestCompareAndSetWithTwoActorsForOneKey(t *testing.T) {
 	// Two workers on one partition share its consumer, so events of the
 	// same key reach two actors at once: only compare-and-set keeps them
 	// from overwriting each other.
-	cfg := worker.Config{Queue: queue.Spec{Partitions: 1}, Batch: 4, MaxInFlight: 8, GroupCommit: 2}
+	cfg := worker.Config{Queue: queue.Spec{Partitions: 1}, Batch: 4, MaxInFlight: 8, GroupCommit: 2, SharedConsumers: true}
 	startWorker(t, b.url, cfg, nil)
 	startWorker(t, b.url, cfg, nil)
 	settled := countSettled(t, b.conn, "tally", events)

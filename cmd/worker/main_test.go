@@ -309,3 +309,24 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestReadmeDiagramMatchesGraph(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "<!-- diagram:begin -->")
+	block, _, ok2 := strings.Cut(rest, "<!-- diagram:end -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md lacks the diagram markers")
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"graph"}, noenv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "\n```mermaid\n" + out.String() + "```\n"
+	if block != want {
+		t.Fatalf("README.md's diagram drifted from `worker graph`; paste this between the markers:\n%s", want)
+	}
+}
