@@ -64,7 +64,6 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	c.Queue = c.Queue.WithDefaults()
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -77,6 +76,9 @@ func (c Config) WithDefaults() Config {
 	}
 	def(&c.Batch, 256)
 	def(&c.MaxInFlight, 2*c.Batch)
+	// The consumer must let a partition hold what MaxInFlight allows.
+	def(&c.Queue.MaxAckPending, max(1024, c.MaxInFlight))
+	c.Queue = c.Queue.WithDefaults()
 	def(&c.Mailbox, 64)
 	def(&c.GroupCommit, 64)
 	def(&c.Concurrency, 64)

@@ -91,6 +91,13 @@ func (f *flow) stopPulling(ctx context.Context) {
 // mailbox is full, or while MaxActors are busy, so the partition stops
 // pulling: backpressure instead of memory.
 func (f *flow) route(ctx context.Context, m *queue.Msg) {
+	if err := queue.ValidateKey(m.Key); err != nil {
+		// Published around the contract's checks (plain NATS): it can never
+		// be stored as state, so it must not hold up its partition.
+		f.log.Warn().Err(err).Str("key", m.Key).Msg("event for an invalid key terminated")
+		_ = m.Term("invalid key")
+		return
+	}
 	f.mu.Lock()
 	for {
 		if f.draining {

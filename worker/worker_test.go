@@ -117,6 +117,10 @@ func TestMalformedEventDoesNotStallKey(t *testing.T) {
 	if err := rawPublish(b.conn, "tally", "k", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
+	// A key no state can be stored under, sent around the client's checks.
+	if err := rawPublish(b.conn, "tally", "a:b", []byte(`{"event":"add","data":{"n":1}}`)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.conn.Publish(context.Background(), "tally", "k", add(7)); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +130,11 @@ func TestMalformedEventDoesNotStallKey(t *testing.T) {
 	if s := <-statuses; s.Error != nil || s.Version != 1 {
 		t.Fatalf("second status %+v", s)
 	}
+	// Neither bad message is left behind to be redelivered.
+	waitFor(t, 10*time.Second, "the stream to empty", func() bool {
+		info, err := b.conn.Info(context.Background(), "tally")
+		return err == nil && info.Pending == 0
+	})
 }
 
 func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
