@@ -177,3 +177,15 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// subscribeKey collects the statuses of key until the test ends.
+func subscribeKey(t *testing.T, conn *queue.Conn, key string) <-chan queue.Status {
+	t.Helper()
+	statuses := make(chan queue.Status, 64)
+	sub, err := conn.SubscribeStatus("tally", key, func(s queue.Status) { statuses <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return statuses
+}

@@ -63,12 +63,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	startWorker(t, b.url, worker.Config{}, nil)
-	statuses := make(chan queue.Status, 16)
-	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	statuses := subscribeKey(t, b.conn, "k")
 	ctx := context.Background()
 	for _, ev := range []queue.Envelope{
 		add(1),
@@ -108,12 +103,7 @@ func TestMalformedEventDoesNotStallKey(t *testing.T) {
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{}, nil)
 	_ = w
-	statuses := make(chan queue.Status, 16)
-	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	statuses := subscribeKey(t, b.conn, "k")
 	if err := rawPublish(b.conn, "tally", "k", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -147,12 +137,7 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 		<-release
 		return nil, nil
 	})
-	statuses := make(chan queue.Status, 16)
-	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	statuses := subscribeKey(t, b.conn, "k")
 	ctx := context.Background()
 	ack, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("job-w"))
 	if err != nil {
@@ -189,12 +174,7 @@ func TestActionRetriesThenFails(t *testing.T) {
 	startWorker(t, b.url, worker.Config{ActionRetries: 2, RetryBackoff: time.Millisecond}, func(context.Context, worker.ActionCall[tally]) (any, error) {
 		return nil, fmt.Errorf("gateway down")
 	})
-	statuses := make(chan queue.Status, 16)
-	sub, err := b.conn.SubscribeStatus("tally", "k", func(s queue.Status) { statuses <- s })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	statuses := subscribeKey(t, b.conn, "k")
 	if _, err := b.conn.Publish(context.Background(), "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
 		t.Fatal(err)
 	}
