@@ -232,17 +232,25 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 	if _, err := b.conn.Provision(ctx, queue.Spec{Workflow: "tally", Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
+	var window []*queue.PendingPublish
 	for i := range events {
 		ev := add(i)
 		if i < 10 {
 			ev = queue.Envelope{Event: "work"} // every key waits on slow work
 		}
-		if _, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", i%10), ev); err != nil {
+		p, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", i%10), ev)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := b.conn.Flush(ctx); err != nil {
-		t.Fatal(err)
+		window = append(window, p)
+		if len(window) == 1000 || i == events-1 { // stay within the client's async window
+			for _, p := range window {
+				if _, err := p.Wait(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			window = window[:0]
+		}
 	}
 	w := startWorker(t, b.url, cfg, func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
 		select {
