@@ -87,3 +87,17 @@ func consumerName(workflow string, p int) string {
 func keyFromSubject(subject string) string {
 	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
+
+func timersStreamName(workflow string) string {
+	return "ORDERLY_TIMERS_" + strings.ToUpper(workflow)
+}
+
+// scheduleSubject holds the pending schedule of one kind for key.
+func scheduleSubject(workflow, kind, key string) string {
+	return ns + ".timers." + workflow + "." + kind + "." + key
+}
+
+// firedSubject is where a schedule delivers; the events stream sources it.
+func firedSubject(workflow, kind, key string) string {
+	return ns + ".timers." + workflow + ".fired." + kind + "." + key
+}

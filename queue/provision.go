@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -127,6 +128,9 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	}
 	p.Spec = spec
 
+	if err := c.ensureStream(ctx, &p, timersStreamConfig(spec)); err != nil {
+		return p, err
+	}
 	if err := c.ensureStream(ctx, &p, eventsStreamConfig(spec)); err != nil {
 		return p, err
 	}
@@ -163,6 +167,37 @@ func eventsStreamConfig(s Spec) jetstream.StreamConfig {
 		MaxMsgSize: s.MaxPayload,
 		Duplicates: s.DuplicateWindow,
 		Replicas:   s.Replicas,
+		// Fired timers come in from the timers stream, into the partition of
+		// their key: wildcard 2 of the fired subject is the key, hashed as
+		// the events transform hashes it.
+		Sources: []*jetstream.StreamSource{{
+			Name: timersStreamName(s.Workflow),
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{
+				Source:      firedSubject(s.Workflow, "*", "*"),
+				Destination: ns + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",2)}}.{{wildcard(2)}}",
+			}},
+		}},
+	}
+}
+
+// timersStreamConfig holds scheduled events (JetStream message schedules,
+// which cannot live in a discard-new stream like the events one). One
+// pending schedule per kind and key: a new one replaces the old.
+func timersStreamConfig(s Spec) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              timersStreamName(s.Workflow),
+		Description:       "Orderly timers of workflow " + s.Workflow,
+		Subjects:          []string{ns + ".timers." + s.Workflow + ".>"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Discard:           jetstream.DiscardOld,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgsPerSubject: 1,
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		Replicas:          s.Replicas,
 	}
 }
 
@@ -246,7 +281,8 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize &&
 		have.Replicas == want.Replicas && have.Description == want.Description &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
-		len(have.Subjects) == len(want.Subjects)
+		limit(have.MaxMsgsPerSubject) == limit(want.MaxMsgsPerSubject) && have.AllowMsgSchedules == want.AllowMsgSchedules &&
+		len(have.Subjects) == len(want.Subjects) && len(have.Sources) == len(want.Sources)
 	if !same {
 		return false
 	}
@@ -255,10 +291,24 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 			return false
 		}
 	}
+	for i, w := range want.Sources {
+		h := have.Sources[i]
+		if h.Name != w.Name || !slices.Equal(h.SubjectTransforms, w.SubjectTransforms) {
+			return false
+		}
+	}
 	if (have.SubjectTransform == nil) != (want.SubjectTransform == nil) {
 		return false
 	}
 	return want.SubjectTransform == nil || *have.SubjectTransform == *want.SubjectTransform
+}
+
+// limit treats 0 and -1 alike: the server stores "no limit" as -1.
+func limit(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 func (c *Conn) ensureConsumer(ctx context.Context, p *Provisioned, stream string, want jetstream.ConsumerConfig) error {

@@ -58,10 +58,18 @@ func (p *actionPool) submit(j job) {
 	}
 }
 
+// forget leaves a job's action pending in durable state, to be resumed by
+// the next owner of its key: a wake-up is scheduled at once rather than
+// waiting for the one armed when the action started.
 func (p *actionPool) forget(j job) {
 	j.f.mu.Lock()
 	delete(j.f.inflight, j.p.ID)
 	j.f.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := j.f.armResume(ctx, j.key, j.version, p.w.cfg.Now()); err != nil {
+		j.f.log.Warn().Err(err).Str("key", j.key).Msg("cannot schedule resumption; the one armed at start stands")
+	}
 }
 
 // stop lets running actions finish within timeout (then cancels them) and

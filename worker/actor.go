@@ -96,7 +96,23 @@ type batch struct {
 	term     []*queue.Msg
 	starts   []pending
 	leftover []*queue.Msg
+	arm      *armed // the state timeout to schedule with this commit
+	resume   bool   // schedule a wake-up for pending work with this commit
 }
+
+// armed is a state timeout to schedule: event fires after after, tagged with
+// the visit (the version the key entered the state at).
+type armed struct {
+	event statemachine.Event
+	after time.Duration
+	visit uint64
+}
+
+// Timer kinds.
+const (
+	timerTimeout = "timeout"
+	timerResume  = "resume"
+)
 
 // process applies events in order to a copy of the state, commits the copy
 // once (compare-and-set on the revision it was loaded at; on conflict it
@@ -133,6 +149,11 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 				return nil
 			}
 			a.rec, a.rev, a.ent = b.rec, rev, b.ent
+		} else if b.resume {
+			// Work still pending and nothing to commit: keep a wake-up armed.
+			if err := a.schedule(ctx, &b); err != nil {
+				f.log.Warn().Err(err).Str("key", a.key).Msg("cannot re-arm resumption")
+			}
 		}
 		a.finish(&b)
 		return b.leftover
@@ -175,18 +196,9 @@ func (a *actor) load(ctx context.Context) error {
 		return err
 	}
 	a.rec, a.rev, a.ent, a.loaded = rec, rev, ent, true
-	var resume []pending
-	f.mu.Lock()
-	for _, p := range rec.Pending {
-		if !f.inflight[p.ID] {
-			f.inflight[p.ID] = true
-			resume = append(resume, p)
-		}
-	}
-	f.mu.Unlock()
-	for _, p := range resume {
-		f.log.Info().Str("key", a.key).Str("action", p.Action).Str("job_id", p.JobID).Msg("resuming pending action")
-		f.w.pool.submit(job{f: f, key: a.key, p: p, ent: ent.snapshot(), version: rec.Version, state: rec.State})
+	if len(rec.Pending) > 0 {
+		f.log.Info().Str("key", a.key).Int("actions", len(rec.Pending)).Msg("resuming pending actions")
+		a.submit(rec.Pending)
 	}
 	return nil
 }
@@ -216,6 +228,14 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			a.f.w.duplicates.Add(1)
 			continue
 		}
+		kind, visit, isTimer := m.Timer()
+		if isTimer && kind == timerResume {
+			// Not an event of the machine: a wake-up, so that work left
+			// pending (by a crash) is resumed even if nothing else comes.
+			b.ack = append(b.ack, m)
+			b.resume = len(b.rec.Pending) > 0
+			continue
+		}
 		if len(b.rec.Pending) > 0 {
 			b.leftover = msgs[i:]
 			break
@@ -228,7 +248,17 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			b.term = append(b.term, m)
 			continue
 		}
-		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: statemachine.SourceClient}, now)
+		src := statemachine.SourceClient
+		if isTimer {
+			if kind != timerTimeout || visit != b.rec.Entered {
+				// Armed in an earlier visit of the state: it must not fire.
+				b.ack = append(b.ack, m)
+				a.f.w.staleTimers.Add(1)
+				continue
+			}
+			src = statemachine.SourceTimer
+		}
+		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: src}, now)
 		b.rec.noteApplied(m.Sequence)
 		if st.Error == nil {
 			b.changed = true
@@ -256,6 +286,9 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 		b.rec.Entered = b.rec.Version
 	}
 	b.rec.State = string(out.to)
+	if out.arm != nil {
+		b.arm = &armed{event: out.arm.Event, after: out.arm.After, visit: b.rec.Entered}
+	}
 	for _, act := range out.actions {
 		p := pending{
 			ID:     a.key + "/" + strconv.FormatUint(b.rec.Version, 10) + "/" + act.Name,
@@ -280,6 +313,9 @@ func (a *actor) status(rec *record, jobID, event string, now time.Time) queue.St
 }
 
 func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
+	if err := a.schedule(ctx, b); err != nil {
+		return 0, err
+	}
 	data, err := b.ent.encode()
 	if err != nil {
 		return 0, err
@@ -303,6 +339,24 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 	}
 }
 
+// schedule arms the batch's timers before its commit, so that a crash right
+// after the commit cannot lose them. A timer whose commit then fails fires
+// for a visit that never happened, and is ignored.
+func (a *actor) schedule(ctx context.Context, b *batch) error {
+	f := a.f
+	now := f.w.cfg.Now()
+	if b.arm != nil && b.arm.visit == b.rec.Entered {
+		ev := queue.Envelope{Event: string(b.arm.event)}
+		if err := f.w.conn.Schedule(ctx, f.name, a.key, timerTimeout, b.arm.visit, now.Add(b.arm.after), ev); err != nil {
+			return err
+		}
+	}
+	if (len(b.starts) > 0 || b.resume) && len(b.rec.Pending) > 0 {
+		return f.armResume(ctx, a.key, b.rec.Version, now.Add(f.w.cfg.ResumeAfter))
+	}
+	return nil
+}
+
 // finish does what follows a commit: acknowledge, publish, start actions.
 func (a *actor) finish(b *batch) {
 	f := a.f
@@ -320,15 +374,26 @@ func (a *actor) finish(b *batch) {
 			f.log.Warn().Err(err).Str("key", a.key).Msg("cannot publish status")
 		}
 	}
-	if len(b.starts) == 0 {
-		return
+	starts := b.starts
+	if b.resume {
+		starts = a.rec.Pending
 	}
+	a.submit(starts)
+}
+
+// submit hands actions to the pool, except those already running here.
+func (a *actor) submit(ps []pending) {
+	f := a.f
+	var todo []pending
 	f.mu.Lock()
-	for _, p := range b.starts {
-		f.inflight[p.ID] = true
+	for _, p := range ps {
+		if !f.inflight[p.ID] {
+			f.inflight[p.ID] = true
+			todo = append(todo, p)
+		}
 	}
 	f.mu.Unlock()
-	for _, p := range b.starts {
+	for _, p := range todo {
 		f.w.pool.submit(job{f: f, key: a.key, p: p, ent: a.ent.snapshot(), version: a.rec.Version, state: a.rec.State})
 	}
 }

@@ -40,6 +40,11 @@ type Config struct {
 	// RetryBackoff is the first retry's delay; it doubles each attempt, with
 	// jitter, up to 30 times itself. Default: 200ms.
 	RetryBackoff time.Duration
+	// ResumeAfter is how long after starting an action a durable wake-up
+	// event is due for its key, which resumes the action if it is still
+	// pending then (its worker crashed, say); it is re-armed while work stays
+	// pending. Default: ActionTimeout × (ActionRetries + 2).
+	ResumeAfter time.Duration
 	// ActorIdle is how long a key's actor stays in memory with nothing to do
 	// before it is passivated. Default: 1m.
 	ActorIdle time.Duration
@@ -86,6 +91,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.MaxActors, 100_000)
 	defDur(&c.ActionTimeout, 30*time.Second)
 	defDur(&c.RetryBackoff, 200*time.Millisecond)
+	defDur(&c.ResumeAfter, c.ActionTimeout*time.Duration(c.ActionRetries+2))
 	defDur(&c.ActorIdle, time.Minute)
 	defDur(&c.ShutdownTimeout, 20*time.Second)
 	if c.Logger == nil {

@@ -255,3 +255,9 @@ func (f *flow) stats(s *Stats) {
 		s.InFlight += p.InFlight()
 	}
 }
+
+// armResume schedules a wake-up event for key: when it comes, whichever
+// worker owns the key then resumes the actions still pending.
+func (f *flow) armResume(ctx context.Context, key string, version uint64, at time.Time) error {
+	return f.w.conn.Schedule(ctx, f.name, key, timerResume, version, at, queue.Envelope{Event: "$resume"})
+}

@@ -29,15 +29,21 @@ type addEvent struct {
 }
 
 // tallyMachine: open --add--> open (records n), open --close--> closed,
-// open --work--> open [action slow: ok→worked, fail→work_failed].
+// open --work--> open [action slow: ok→worked, fail→work_failed],
+// open --wait--> waiting, waiting --back--> open, and after 1s in waiting
+// --expired--> closed.
 func tallyMachine(t testing.TB) *statemachine.Machine[tally] {
 	m, err := statemachine.New(statemachine.Definition[tally]{
 		Name:    "tally",
 		Initial: "open",
-		States:  []statemachine.StateDef{{Name: "open"}, {Name: "closed", Terminal: true}},
+		States: []statemachine.StateDef{
+			{Name: "open"}, {Name: "closed", Terminal: true},
+			{Name: "waiting", Timeout: &statemachine.Timeout{After: time.Second, Event: "expired"}},
+		},
 		Events: []statemachine.EventDef{
 			{Name: "add", Client: true}, {Name: "close", Client: true}, {Name: "work", Client: true},
 			{Name: "worked"}, {Name: "work_failed"},
+			{Name: "wait", Client: true}, {Name: "back", Client: true}, {Name: "expired"},
 		},
 		Actions: []statemachine.ActionDef{{Name: "slow", OnSuccess: "worked", OnFailure: "work_failed"}},
 		Transitions: []statemachine.Transition[tally]{
@@ -53,6 +59,9 @@ func tallyMachine(t testing.TB) *statemachine.Machine[tally] {
 			{From: "open", On: "work", To: "open", Actions: []string{"slow"}},
 			{From: "open", On: "worked", To: "open"},
 			{From: "open", On: "work_failed", To: "closed"},
+			{From: "open", On: "wait", To: "waiting"},
+			{From: "waiting", On: "back", To: "open"},
+			{From: "waiting", On: "expired", To: "closed"},
 		},
 	})
 	if err != nil {
@@ -76,13 +85,7 @@ func setup(t *testing.T) bundle {
 // test ends.
 func startWorker(t *testing.T, url string, cfg worker.Config, slow worker.ActionFunc[tally]) *worker.Worker {
 	t.Helper()
-	if slow == nil {
-		slow = func(context.Context, worker.ActionCall[tally]) (any, error) { return nil, nil }
-	}
-	wf, err := worker.NewWorkflow(tallyMachine(t), map[string]worker.ActionFunc[tally]{"slow": slow})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wf := tallyWorkflow(t, slow)
 	conn := natstest.Conn(t, url)
 	if os.Getenv("ORDERLY_TEST_LOG") != "" {
 		l := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
@@ -189,3 +192,19 @@ func subscribeKey(t *testing.T, conn *queue.Conn, key string) <-chan queue.Statu
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	return statuses
 }
+
+func tallyWorkflow(t *testing.T, slow worker.ActionFunc[tally]) worker.Workflow {
+	t.Helper()
+	if slow == nil {
+		slow = func(context.Context, worker.ActionCall[tally]) (any, error) { return nil, nil }
+	}
+	wf, err := worker.NewWorkflow(tallyMachine(t), map[string]worker.ActionFunc[tally]{"slow": slow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wf
+}
+
+func natstestConn(t *testing.T, url string) *queue.Conn { return natstest.Conn(t, url) }
+
+func itoa(n int) string { return fmt.Sprint(n) }

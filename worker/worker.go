@@ -40,7 +40,8 @@ type Worker struct {
 	httpOnce sync.Once
 	http     http.Handler
 
-	duplicates atomic.Int64
+	duplicates  atomic.Int64
+	staleTimers atomic.Int64
 	// dropAck, set only by tests, loses the ack of the messages it picks, as
 	// a connection that fails between commit and ack would.
 	dropAck func(*queue.Msg) bool
@@ -202,6 +203,9 @@ type Stats struct {
 	// Duplicates counts redelivered events found already applied and
 	// acknowledged without being applied again, since start.
 	Duplicates int64
+	// StaleTimers counts timeouts that arrived after their key had left the
+	// state visit that armed them, and were ignored, since start.
+	StaleTimers int64
 }
 
 // Stats returns a snapshot of the runtime's bounded resources.
@@ -212,5 +216,6 @@ func (w *Worker) Stats() Stats {
 	}
 	s.ActionsRunning = int(w.pool.running.Load())
 	s.Duplicates = w.duplicates.Load()
+	s.StaleTimers = w.staleTimers.Load()
 	return s
 }

@@ -32,6 +32,8 @@ type options struct {
 	replicas        int
 	batch           int
 	concurrency     int
+	actionTimeout   time.Duration
+	actionRetries   int
 	actorIdle       time.Duration
 	maxActors       int
 	shutdownTimeout time.Duration
@@ -53,6 +55,8 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of streams and buckets (3 on a cluster)")
 	fs.IntVar(&o.batch, "batch", 256, "most events per pull of a partition")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "most slow calls at once")
+	fs.DurationVar(&o.actionTimeout, "action-timeout", 30*time.Second, "bound on one attempt of a slow call")
+	fs.IntVar(&o.actionRetries, "action-retries", 3, "retries of a failed slow call before the order fails")
 	fs.DurationVar(&o.actorIdle, "actor-idle", time.Minute, "idle time after which a key's actor leaves memory")
 	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
@@ -150,6 +154,8 @@ func serve(ctx context.Context, o options, log zerolog.Logger) error {
 		},
 		Batch:           o.batch,
 		Concurrency:     o.concurrency,
+		ActionTimeout:   o.actionTimeout,
+		ActionRetries:   o.actionRetries,
 		ActorIdle:       o.actorIdle,
 		MaxActors:       o.maxActors,
 		ShutdownTimeout: o.shutdownTimeout,
