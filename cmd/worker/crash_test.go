@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// publishStarts sends start_processing for n keys named prefix-i and waits
+// for JetStream to store them all.
+func publishStarts(t *testing.T, conn *queue.Conn, prefix string, n int) []string {
+	t.Helper()
+	var keys []string
+	var pending []*queue.PendingPublish
+	for i := range n {
+		key := fmt.Sprintf("%s-%d", prefix, i)
+		p, err := conn.PublishAsync("order", key, queue.Envelope{Event: "start_processing"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key)
+		pending = append(pending, p)
+	}
+	for _, p := range pending {
+		if _, err := p.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
+}
+
+// inFlight waits until n keys have been moved to processing with their
+// fetch still running.
+func inFlight(t *testing.T, conn *queue.Conn, n int) {
+	t.Helper()
+	got := make(chan struct{}, n)
+	sub, err := conn.SubscribeStatus("order", "", func(s queue.Status) {
+		if s.Event == "start_processing" && !s.Settled {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for range n {
+		select {
+		case <-got:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("fewer than %d keys in flight", n)
+		}
+	}
+}
+
+// allProcessedOnce waits until every key has applied start_processing and
+// order_fetched, each exactly once: version 2, never more.
+func allProcessedOnce(t *testing.T, conn *queue.Conn, keys []string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for _, key := range keys {
+		for {
+			rec, err := conn.ReadState(context.Background(), "order", key)
+			if err == nil && rec.Version > 2 {
+				t.Fatalf("%s: version %d: a transition was applied twice", key, rec.Version)
+			}
+			if err == nil && rec.State == "processing" && rec.Version == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s stuck: %+v %v", key, rec, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func TestKill9WithSlowWorkInFlight(t *testing.T) {
+	t.Parallel()
+	natsAddr := freeAddr(t)
+	dataDir := t.TempDir()
+	flags := []string{"--sim-latency", "700ms", "--action-timeout", "1s"}
+	w := startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
+	conn := natstest.Conn(t, "nats://"+natsAddr)
+	keys := publishStarts(t, conn, "crash", 500)
+	inFlight(t, conn, 100)
+	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-w.exited
+	conn.Close()
+
+	startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
+	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 90*time.Second)
+}
+
+func TestSigtermWithSlowWorkInFlight(t *testing.T) {
+	t.Parallel()
+	natsAddr := freeAddr(t)
+	dataDir := t.TempDir()
+	flags := []string{"--sim-latency", "3s", "--action-timeout", "5s", "--shutdown-timeout", "1s"}
+	w := startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
+	conn := natstest.Conn(t, "nats://"+natsAddr)
+	keys := publishStarts(t, conn, "term", 50)
+	inFlight(t, conn, 50)
+	start := time.Now()
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	if w.err != nil {
+		t.Fatalf("exit: %v", w.err)
+	}
+	if d := time.Since(start); d > 6*time.Second {
+		t.Fatalf("exit took %s with a 1s shutdown timeout", d)
+	}
+	conn.Close()
+
+	startWorker(t, dataDir, natsAddr, freeAddr(t), "--sim-latency", "10ms")
+	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 30*time.Second)
+}
