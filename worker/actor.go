@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -93,11 +94,17 @@ type batch struct {
 	changed  bool
 	statuses []queue.Status
 	ack      []*queue.Msg
-	term     []*queue.Msg
+	dead     []deadLetter
 	starts   []pending
 	leftover []*queue.Msg
 	arm      *armed // the state timeout to schedule with this commit
 	resume   bool   // schedule a wake-up for pending work with this commit
+}
+
+// deadLetter is an event that can never be processed, and why.
+type deadLetter struct {
+	m      *queue.Msg
+	reason string
 }
 
 // armed is a state timeout to schedule: event fires after after, tagged with
@@ -124,9 +131,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 		if !a.loaded {
 			if err := a.load(ctx); err != nil {
 				f.log.Error().Err(err).Str("key", a.key).Msg("cannot load state; events go back to the stream")
-				for _, m := range msgs {
-					_ = m.Nak(time.Second)
-				}
+				f.giveBack(msgs)
 				return nil
 			}
 		}
@@ -143,9 +148,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 			if err != nil {
 				f.log.Error().Err(err).Str("key", a.key).Msg("cannot commit state; events go back to the stream")
 				a.loaded = false
-				for _, m := range msgs {
-					_ = m.Nak(time.Second)
-				}
+				f.giveBack(msgs)
 				return nil
 			}
 			a.rec, a.rev, a.ent = b.rec, rev, b.ent
@@ -240,12 +243,13 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			b.leftover = msgs[i:]
 			break
 		}
+		if max := int(f.spec.MaxPayload); len(m.Data) > max {
+			b.poison(a.status(&b.rec, m.ID, "", now), m, "too_large", fmt.Sprintf("%d bytes, the limit is %d", len(m.Data), max))
+			continue
+		}
 		var env queue.Envelope
 		if err := json.Unmarshal(m.Data, &env); err != nil || env.Event == "" {
-			st := a.status(&b.rec, m.ID, env.Event, now)
-			st.Error = &queue.StatusError{Code: "malformed", Message: "event is not {\"event\": \"...\", \"data\": ...} JSON"}
-			b.statuses = append(b.statuses, st)
-			b.term = append(b.term, m)
+			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, "malformed", "event is not {\"event\": \"...\", \"data\": ...} JSON")
 			continue
 		}
 		src := statemachine.SourceClient
@@ -259,6 +263,11 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			src = statemachine.SourceTimer
 		}
 		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: src}, now)
+		if st.Error != nil && st.Error.Code == statemachine.Code(statemachine.ErrUnknownEvent) {
+			// No version of the workflow can ever apply it.
+			b.poison(st, m, st.Error.Code, st.Error.Message)
+			continue
+		}
 		b.rec.noteApplied(m.Sequence)
 		if st.Error == nil {
 			b.changed = true
@@ -270,6 +279,14 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		b.rec.UpdatedAt = now
 	}
 	return b
+}
+
+// poison reports an event that can never be processed and sends it to the
+// dead letters; its key goes on with the next event.
+func (b *batch) poison(st queue.Status, m *queue.Msg, code, msg string) {
+	st.Error = &queue.StatusError{Code: code, Message: msg}
+	b.statuses = append(b.statuses, st)
+	b.dead = append(b.dead, deadLetter{m, code + ": " + msg})
 }
 
 // step applies one event to the batch's copy and returns its status.
@@ -366,8 +383,8 @@ func (a *actor) finish(b *batch) {
 		}
 		_ = m.Ack()
 	}
-	for _, m := range b.term {
-		_ = m.Term("malformed")
+	for _, d := range b.dead {
+		f.deadLetter(d.m, d.reason)
 	}
 	for i := range b.statuses {
 		if err := f.w.conn.PublishStatus(&b.statuses[i]); err != nil {

@@ -3,6 +3,7 @@ package worker
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -94,8 +95,7 @@ func (f *flow) route(ctx context.Context, m *queue.Msg) {
 	if err := queue.ValidateKey(m.Key); err != nil {
 		// Published around the contract's checks (plain NATS): it can never
 		// be stored as state, so it must not hold up its partition.
-		f.log.Warn().Err(err).Str("key", m.Key).Msg("event for an invalid key terminated")
-		_ = m.Term("invalid key")
+		f.deadLetter(m, "invalid_key: "+err.Error())
 		return
 	}
 	f.mu.Lock()
@@ -260,4 +260,31 @@ func (f *flow) stats(s *Stats) {
 // worker owns the key then resumes the actions still pending.
 func (f *flow) armResume(ctx context.Context, key string, version uint64, at time.Time) error {
 	return f.w.conn.Schedule(ctx, f.name, key, timerResume, version, at, queue.Envelope{Event: "$resume"})
+}
+
+// giveBack returns events that could not be processed to the stream, to be
+// delivered again; one on its last delivery goes to the dead letters.
+func (f *flow) giveBack(msgs []*queue.Msg) {
+	for _, m := range msgs {
+		if m.Delivered >= uint64(f.spec.MaxDeliver) {
+			f.deadLetter(m, fmt.Sprintf("max_deliveries: delivered %d times", m.Delivered))
+			continue
+		}
+		_ = m.Nak(time.Second)
+	}
+}
+
+// deadLetter copies m to the dead-letter stream, then terminates it. If the
+// copy fails, m goes back to the stream instead: it is never dropped.
+func (f *flow) deadLetter(m *queue.Msg, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.w.conn.DeadLetter(ctx, f.name, m, reason); err != nil {
+		f.log.Error().Err(err).Str("key", m.Key).Msg("cannot dead-letter; the event goes back to the stream")
+		_ = m.Nak(time.Second)
+		return
+	}
+	f.w.deadLettered.Add(1)
+	f.log.Warn().Str("key", m.Key).Str("job_id", m.ID).Str("reason", reason).Msg("dead-lettered")
+	_ = m.Term(reason)
 }

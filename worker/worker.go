@@ -40,8 +40,9 @@ type Worker struct {
 	httpOnce sync.Once
 	http     http.Handler
 
-	duplicates  atomic.Int64
-	staleTimers atomic.Int64
+	duplicates   atomic.Int64
+	deadLettered atomic.Int64
+	staleTimers  atomic.Int64
 	// dropAck, set only by tests, loses the ack of the messages it picks, as
 	// a connection that fails between commit and ack would.
 	dropAck func(*queue.Msg) bool
@@ -206,6 +207,8 @@ type Stats struct {
 	// StaleTimers counts timeouts that arrived after their key had left the
 	// state visit that armed them, and were ignored, since start.
 	StaleTimers int64
+	// DeadLettered counts events sent to the dead letters since start.
+	DeadLettered int64
 }
 
 // Stats returns a snapshot of the runtime's bounded resources.
@@ -217,5 +220,6 @@ func (w *Worker) Stats() Stats {
 	s.ActionsRunning = int(w.pool.running.Load())
 	s.Duplicates = w.duplicates.Load()
 	s.StaleTimers = w.staleTimers.Load()
+	s.DeadLettered = w.deadLettered.Load()
 	return s
 }

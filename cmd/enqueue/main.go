@@ -1,6 +1,7 @@
 // Command enqueue is Orderly's command-line producer and inspector: it
 // publishes events (one, or many from a JSON lines file), follows a job until
-// it settles, prints a key's state and watches status changes.
+// it settles, prints a key's state, watches status changes, and lists and
+// replays dead letters.
 //
 // Run "enqueue --help" for the usage. Exit status: 0 ok; 1 a runtime failure
 // (rejected or failed job, queue full, no server, bad key or data, timeout,
@@ -30,8 +31,10 @@ const usageHead = `Usage:
   enqueue [flags] --file FILE             publish JSON lines {"key","event","data","id"} (FILE - is stdin)
   enqueue status [flags] KEY              print the key's current state
   enqueue watch [flags] [KEY]             print status changes as they happen (every key without KEY)
+  enqueue dlq list [flags]                list dead letters, oldest first: SEQ KEY REASON JOB_ID AT
+  enqueue dlq replay [flags] SEQ|--all    republish dead letters to their keys (new job ids) and delete them
 
-Flags may stand before or after the arguments. "status" and "watch" are
+Flags may stand before or after the arguments. "status", "watch" and "dlq" are
 reserved: publish to a key of that name with "enqueue [flags] -- status EVENT".
 The connection flags, --workflow and --log-level are also read from
 ORDERLY_<FLAG> (dashes as underscores); --nats-url also from NATS_URL.
@@ -41,7 +44,7 @@ bad key or data, timeout, no state), 2 usage error.
 Flags:
 `
 
-const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] (see enqueue --help)"
+const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | dlq list | dlq replay SEQ|--all (see enqueue --help)"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -83,7 +86,10 @@ type options struct {
 	timeout            time.Duration
 	timeoutSet         bool
 	window             int
-	sub                string   // "", "status" or "watch"
+	limit              int      // dlq list
+	all                bool     // dlq replay
+	seq                uint64   // dlq replay SEQ
+	sub                string   // "", "status", "watch" or "dlq"
 	args               []string // positional arguments after sub
 }
 
@@ -112,12 +118,14 @@ func (c command) parse(args []string) (options, error) {
 	fs := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(env)
-	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch: one JSON object per line)")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing and --wait (0: none); for watch, how long to watch (unset: until interrupted)")
+	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, dlq: one JSON object per line)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing, --wait and dlq (0: none); for watch, how long to watch (unset: until interrupted)")
 	fs.StringVar(&o.id, "id", "", "job id and idempotency key (default: a new unique id)")
 	fs.BoolVar(&o.wait, "wait", false, "follow the job until it settles and print its final state")
 	fs.StringVar(&o.file, "file", "", "publish the JSON lines of `FILE` (- for stdin) instead of KEY EVENT")
 	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
+	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all)")
+	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(c.stdout, usageHead+fs.FlagUsages())
@@ -129,13 +137,18 @@ func (c command) parse(args []string) (options, error) {
 		return o, cli.Usagef("%v", err)
 	}
 	o.args = fs.Args()
-	if len(o.args) > 0 && fs.ArgsLenAtDash() != 0 && (o.args[0] == "status" || o.args[0] == "watch") {
+	if len(o.args) > 0 && fs.ArgsLenAtDash() != 0 && (o.args[0] == "status" || o.args[0] == "watch" || o.args[0] == "dlq") {
 		o.sub, o.args = o.args[0], o.args[1:]
 	}
 	o.timeoutSet = fs.Changed("timeout")
 	for _, name := range []string{"id", "wait", "file", "window"} {
 		if fs.Changed(name) && o.sub != "" {
 			return o, cli.Usagef("--%s does not apply to %s", name, o.sub)
+		}
+	}
+	for _, f := range [...]struct{ name, cmd string }{{"limit", "list"}, {"all", "replay"}} {
+		if fs.Changed(f.name) && (o.sub != "dlq" || len(o.args) == 0 || o.args[0] != f.cmd) {
+			return o, cli.Usagef("--%s applies only to dlq %s", f.name, f.cmd)
 		}
 	}
 	return o, o.validate()
@@ -158,6 +171,8 @@ func (o *options) validate() error {
 		return cli.Usagef("--window %d: want 1 to 4000", o.window)
 	case o.timeout < 0:
 		return cli.Usagef("--timeout %s: must not be negative", o.timeout)
+	case o.sub == "dlq":
+		return o.validateDLQ()
 	}
 	if o.sub == "watch" && !o.timeoutSet {
 		o.timeout = 0
@@ -181,7 +196,7 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 	if err := queue.ValidateWorkflow(o.workflow); err != nil {
 		return err
 	}
-	if len(o.args) > 0 && o.file == "" {
+	if len(o.args) > 0 && o.file == "" && o.sub != "dlq" {
 		if err := queue.ValidateKey(o.args[0]); err != nil {
 			return err
 		}
@@ -204,6 +219,8 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		return c.status(ctx, conn, o)
 	case o.sub == "watch":
 		return c.watch(ctx, conn, o)
+	case o.sub == "dlq":
+		return c.dlq(ctx, conn, o)
 	case o.file != "":
 		return c.bulk(ctx, conn, o)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/orderly-dev/orderly/queue"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 // setup starts a server, provisions workflow "order" (one partition unless
 // spec says otherwise) and returns its URL and a connection to it.
@@ -251,7 +251,7 @@ func TestUsageErrors(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	out, _, code := runCLI(t, context.Background(), "--help")
-	for _, want := range []string{"status [flags] KEY", "watch [flags] [KEY]", "--file", "--nats-url", "--wait"} {
+	for _, want := range []string{"status [flags] KEY", "watch [flags] [KEY]", "dlq list", "dlq replay", "--limit", "--all", "--file", "--nats-url", "--wait"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("code %d, help lacks %q:\n%s", code, want, out)
 		}

@@ -24,7 +24,7 @@ import (
 	"github.com/orderly-dev/orderly/queue"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()

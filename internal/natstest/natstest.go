@@ -5,6 +5,8 @@ import (
 	"context"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -37,4 +39,13 @@ func Conn(t testing.TB, url string) *queue.Conn {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// LeakOptions are the goleak options every package's TestMain uses: they
+// ignore the one nats-server goroutine that outlives a server shut down
+// while a stream source is still being set up (it ends on its own timeout).
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*stream).trySetupSourceConsumer.func3"),
+	}
 }
