@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,33 +99,65 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 	}
 }
 
-func TestMalformedEventDoesNotStallKey(t *testing.T) {
+func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{}, nil)
-	_ = w
 	statuses := subscribeKey(t, b.conn, "k")
+	ctx := context.Background()
 	if err := rawPublish(b.conn, "tally", "k", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "no_such_event"}); err != nil {
 		t.Fatal(err)
 	}
 	// A key no state can be stored under, sent around the client's checks.
 	if err := rawPublish(b.conn, "tally", "a:b", []byte(`{"event":"add","data":{"n":1}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(context.Background(), "tally", "k", add(7)); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "k", add(7)); err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []string{"malformed", "unknown_event"} {
+		if s := <-statuses; s.Error == nil || s.Error.Code != code {
+			t.Fatalf("status %+v, want %s", s, code)
+		}
+	}
+	if s := <-statuses; s.Error != nil || s.Version != 1 {
+		t.Fatalf("the next event of the key: %+v", s)
+	}
+	waitFor(t, 10*time.Second, "three dead letters", func() bool { return w.Stats().DeadLettered == 3 })
+	dead, err := b.conn.DeadLetters(ctx, "tally", 0)
+	if err != nil || len(dead) != 3 {
+		t.Fatalf("%d dead letters: %v", len(dead), err)
+	}
+	reasons := map[string]string{}
+	var malformed uint64
+	for _, d := range dead {
+		kind := strings.SplitN(d.Reason, ":", 2)[0]
+		reasons[d.Key+" "+kind] = d.Reason
+		if kind == "malformed" {
+			malformed = d.Sequence
+		}
+	}
+	for _, want := range []string{"k malformed", "k unknown_event", "a:b invalid_key"} {
+		if reasons[want] == "" {
+			t.Errorf("no dead letter %q among %v", want, reasons)
+		}
+	}
+	// Nothing is left in the stream to be redelivered.
+	waitFor(t, 10*time.Second, "the stream to empty", func() bool {
+		info, err := b.conn.Info(ctx, "tally")
+		return err == nil && info.Pending == 0
+	})
+	// Replay resubmits it: still malformed, it comes back to the dead letters.
+	if _, err := b.conn.Replay(ctx, "tally", malformed); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-statuses; s.Error == nil || s.Error.Code != "malformed" {
-		t.Fatalf("first status %+v", s)
+		t.Fatalf("replayed: %+v", s)
 	}
-	if s := <-statuses; s.Error != nil || s.Version != 1 {
-		t.Fatalf("second status %+v", s)
-	}
-	// Neither bad message is left behind to be redelivered.
-	waitFor(t, 10*time.Second, "the stream to empty", func() bool {
-		info, err := b.conn.Info(context.Background(), "tally")
-		return err == nil && info.Pending == 0
-	})
+	waitFor(t, 10*time.Second, "the replay to be dead-lettered again", func() bool { return w.Stats().DeadLettered == 4 })
 }
 
 func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
