@@ -187,6 +187,14 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 	if s := <-statuses; s.JobID != ack.ID || s.Settled || s.To != "open" {
 		t.Fatalf("transition status %+v", s)
 	}
+	// A key waiting on slow work does not hold up other keys.
+	other := subscribeKey(t, b.conn, "other")
+	if _, err := b.conn.Publish(ctx, "tally", "other", add(5)); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-other; s.Error != nil || s.Version != 1 {
+		t.Fatalf("other key: %+v", s)
+	}
 	// The event is acknowledged before the slow work ends.
 	waitFor(t, 5*time.Second, "work event acknowledged", func() bool {
 		info, err := b.conn.Info(ctx, "tally")
