@@ -104,7 +104,8 @@ type PullConfig struct {
 	// OnPull is called after each pull request with the number of messages it
 	// delivered. Default: none.
 	OnPull func(n int)
-	// Shared says other clients pull the same consumer at once. By default a
+	// Shared says other clients pull the same consumer at once, which needs
+	// a consumer provisioned with Spec.Unpinned. By default a
 	// puller takes itself for its partition's only client and keeps the
 	// partition in stream order: deliveries lost in transit (a server
 	// restart, a cut connection) show as a gap in the consumer's delivery
@@ -277,7 +278,11 @@ func (p *Puller) run(ctx context.Context) {
 // pull sends one pull request for n messages and hands each to the handler as
 // it arrives, so a small batch is not held back waiting for a full one.
 func (p *Puller) pull(ctx context.Context, n int) (int, error) {
-	batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.cfg.MaxWait))
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(p.cfg.MaxWait)}
+	if !p.cfg.Shared {
+		opts = append(opts, jetstream.FetchPriorityGroup(PriorityGroup))
+	}
+	batch, err := p.cons.Fetch(n, opts...)
 	if err != nil {
 		return 0, err
 	}

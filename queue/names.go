@@ -101,3 +101,5 @@ func scheduleSubject(workflow, kind, key string) string {
 func firedSubject(workflow, kind, key string) string {
 	return ns + ".timers." + workflow + ".fired." + kind + "." + key
 }
+
+func membersBucketName(workflow string) string { return "orderly_members_" + workflow }

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -44,7 +43,22 @@ type Spec struct {
 	MaxAckPending int
 	// DeadLetterMaxAge is how long dead letters are kept. Default: 14 days.
 	DeadLetterMaxAge time.Duration
+	// PinnedTTL is how long a partition stays pinned to a client that has
+	// stopped pulling (a dead worker) before another may take it.
+	// Default: 5s.
+	PinnedTTL time.Duration
+	// MemberTTL is how long a worker stays a member of the workflow's group
+	// without a heartbeat. Default: 5s.
+	MemberTTL time.Duration
+	// Unpinned provisions consumers without a pinned priority group, so that
+	// several clients can pull one partition at once; per-key order then
+	// rests on nothing but compare-and-set. For tests of that safety net.
+	Unpinned bool
 }
+
+// PriorityGroup is the pinned priority group of every partition consumer:
+// JetStream delivers a partition to one client of the group at a time.
+const PriorityGroup = "orderly"
 
 // WithDefaults returns s with every zero field set to its default.
 func (s Spec) WithDefaults() Spec {
@@ -74,6 +88,12 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.DeadLetterMaxAge <= 0 {
 		s.DeadLetterMaxAge = 14 * 24 * time.Hour
+	}
+	if s.PinnedTTL <= 0 {
+		s.PinnedTTL = 5 * time.Second
+	}
+	if s.MemberTTL <= 0 {
+		s.MemberTTL = 5 * time.Second
 	}
 	return s
 }
@@ -142,7 +162,23 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 			return p, err
 		}
 	}
-	if err := c.ensureBucket(ctx, &p, spec); err != nil {
+	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{
+		Bucket:      bucketName(spec.Workflow),
+		Description: "Orderly state of workflow " + spec.Workflow,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    spec.Replicas,
+	}); err != nil {
+		return p, err
+	}
+	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{
+		Bucket:      membersBucketName(spec.Workflow),
+		Description: "Orderly workers of workflow " + spec.Workflow,
+		History:     1,
+		TTL:         spec.MemberTTL,
+		Storage:     jetstream.FileStorage, // must outlive a server restart
+		Replicas:    spec.Replicas,
+	}); err != nil {
 		return p, err
 	}
 	return p, nil
@@ -218,7 +254,7 @@ func dlqStreamConfig(s Spec) jetstream.StreamConfig {
 }
 
 func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
+	c := jetstream.ConsumerConfig{
 		Durable:       consumerName(s.Workflow, partition),
 		Description:   fmt.Sprintf("Orderly workflow %s, partition %d", s.Workflow, partition),
 		FilterSubject: partitionSubject(s.Workflow, partition),
@@ -230,6 +266,14 @@ func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {
 		MaxWaiting:    512,
 		Replicas:      s.Replicas,
 	}
+	if !s.Unpinned {
+		// The fence of partition ownership: whatever the workers believe,
+		// the server delivers a partition to one of them at a time.
+		c.PriorityPolicy = jetstream.PriorityPolicyPinned
+		c.PriorityGroups = []string{PriorityGroup}
+		c.PinnedTTL = s.PinnedTTL
+	}
+	return c
 }
 
 var partitionRE = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)`)
@@ -331,7 +375,8 @@ func (c *Conn) ensureConsumer(ctx context.Context, p *Provisioned, stream string
 		have := cons.CachedInfo().Config
 		if have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
 			have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
-			have.Description == want.Description && have.MaxWaiting == want.MaxWaiting {
+			have.Description == want.Description && have.MaxWaiting == want.MaxWaiting &&
+			have.PriorityPolicy == want.PriorityPolicy && have.PinnedTTL == want.PinnedTTL {
 			return nil
 		}
 		if _, err := c.js.UpdateConsumer(ctx, stream, want); err != nil {
@@ -342,14 +387,7 @@ func (c *Conn) ensureConsumer(ctx context.Context, p *Provisioned, stream string
 	}
 }
 
-func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, s Spec) error {
-	want := jetstream.KeyValueConfig{
-		Bucket:      bucketName(s.Workflow),
-		Description: "Orderly state of workflow " + s.Workflow,
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.Replicas,
-	}
+func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, want jetstream.KeyValueConfig) error {
 	for attempt := 0; ; attempt++ {
 		kv, err := c.js.KeyValue(ctx, want.Bucket)
 		switch {
@@ -371,7 +409,7 @@ func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, s Spec) error {
 			return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
 		}
 		cfg := st.(*jetstream.KeyValueBucketStatus).Config()
-		if cfg.Replicas == want.Replicas && cfg.History == want.History && cfg.Description == want.Description {
+		if cfg.Replicas == want.Replicas && cfg.History == want.History && cfg.Description == want.Description && cfg.TTL == want.TTL {
 			return nil
 		}
 		if _, err := c.js.UpdateKeyValue(ctx, want); err != nil {
@@ -383,23 +421,28 @@ func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, s Spec) error {
 }
 
 // resetConsumer rewinds a consumer to its ack floor: every unacknowledged
-// message is delivered again, in stream order. (nats.go has no call for the
-// server's CONSUMER.RESET API yet.)
+// message is delivered again, in stream order.
 func (c *Conn) resetConsumer(ctx context.Context, stream, consumer string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.RESET."+stream+"."+consumer, []byte("{}"))
+	if _, err := c.js.ResetConsumer(ctx, stream, consumer); err != nil {
+		return fmt.Errorf("queue: reset consumer %s: %w", consumer, err)
+	}
+	return nil
+}
+
+// Unpin releases a partition's consumer from the client it is pinned to, so
+// that the next client to pull it becomes its only receiver at once rather
+// than after PinnedTTL.
+func (c *Conn) Unpin(ctx context.Context, workflow string, partition int) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := c.js.Stream(ctx, streamName(workflow))
+	if err == nil {
+		err = s.UnpinConsumer(ctx, consumerName(workflow, partition), PriorityGroup)
+	}
 	if err != nil {
-		return fmt.Errorf("queue: reset consumer %s: %w", consumer, err)
-	}
-	var r struct {
-		Error *jetstream.APIError `json:"error"`
-	}
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return fmt.Errorf("queue: reset consumer %s: %w", consumer, err)
-	}
-	if r.Error != nil {
-		return fmt.Errorf("queue: reset consumer %s: %w", consumer, r.Error)
+		return fmt.Errorf("queue: unpin partition %d: %w", partition, err)
 	}
 	return nil
 }

@@ -20,6 +20,8 @@ type actor struct {
 	key string
 	f   *flow
 
+	partition int // set by route, under f.mu
+
 	// guarded by f.mu
 	mailbox  []*queue.Msg
 	internal []internalEvent

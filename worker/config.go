@@ -3,6 +3,8 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -54,6 +56,10 @@ type Config struct {
 	// ShutdownTimeout bounds Stop: how long running actions get to finish
 	// before they are left pending in durable state. Default: 20s.
 	ShutdownTimeout time.Duration
+	// ID names this worker in its group; each partition is pulled by one
+	// member of the group at a time. Default: the host name and a random
+	// suffix.
+	ID string
 	// SharedConsumers says other workers pull the same partitions at once.
 	// By default a worker takes itself for the only one, and after a lost
 	// delivery rewinds a partition's consumer to restore stream order (see
@@ -100,6 +106,10 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s-%06x", host, rand.Uint32()&0xffffff)
 	}
 	return c
 }

@@ -15,13 +15,15 @@ import (
 // flow is one workflow at run time: its partitions' pullers and the actors
 // of its live keys.
 type flow struct {
-	w       *Worker
-	eng     engine
-	name    string
-	log     zerolog.Logger
-	spec    queue.Spec
-	bucket  *queue.Bucket
-	pullers []*queue.Puller
+	w      *Worker
+	eng    engine
+	name   string
+	log    zerolog.Logger
+	spec   queue.Spec
+	bucket *queue.Bucket
+
+	pmu     sync.Mutex // guards pullers; held while ownership changes
+	pullers map[int]*queue.Puller
 
 	mu       sync.Mutex
 	actors   map[string]*actor
@@ -39,12 +41,14 @@ func newFlow(w *Worker, e engine) *flow {
 		actors:   map[string]*actor{},
 		freed:    make(chan struct{}),
 		inflight: map[string]bool{},
+		pullers:  map[int]*queue.Puller{},
 	}
 }
 
 func (f *flow) provision(ctx context.Context) error {
 	spec := f.w.cfg.Queue
 	spec.Workflow = f.name
+	spec.Unpinned = f.w.cfg.SharedConsumers
 	p, err := f.w.conn.Provision(ctx, spec)
 	if err != nil {
 		return err
@@ -58,34 +62,6 @@ func (f *flow) provision(ctx context.Context) error {
 	f.spec = p.Spec
 	f.bucket, err = f.w.conn.Bucket(ctx, f.name)
 	return err
-}
-
-func (f *flow) startPulling(ctx context.Context) error {
-	cfg := f.w.cfg
-	for p := range f.spec.Partitions {
-		log := f.log.With().Int("partition", p).Logger()
-		pl, err := f.w.conn.Pull(ctx, queue.PullConfig{
-			Workflow:    f.name,
-			Partition:   p,
-			Batch:       cfg.Batch,
-			MaxInFlight: cfg.MaxInFlight,
-			Shared:      cfg.SharedConsumers,
-			OnError:     func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
-		}, f.route)
-		if err != nil {
-			return err
-		}
-		f.pullers = append(f.pullers, pl)
-	}
-	return nil
-}
-
-func (f *flow) stopPulling(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, p := range f.pullers {
-		wg.Go(func() { _ = p.Stop(ctx) })
-	}
-	wg.Wait()
 }
 
 // route hands a pulled event to its key's actor. It blocks while the key's
@@ -117,6 +93,7 @@ func (f *flow) route(ctx context.Context, m *queue.Msg) {
 			a = &actor{key: m.Key, f: f}
 			f.actors[m.Key] = a
 		}
+		a.partition = m.Partition
 		if len(a.mailbox) >= f.w.cfg.Mailbox {
 			if a.room == nil {
 				a.room = make(chan struct{})
@@ -222,10 +199,21 @@ func (f *flow) passivateIdle(cutoff time.Time) {
 // waiting in a mailbox, so another worker can take it at once.
 func (f *flow) handBack() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.draining = true
+	f.mu.Unlock()
+	f.handBackPartition(-1)
+}
+
+// handBackPartition naks the events waiting in the mailboxes of partition p's
+// keys (every key's for -1): the partition's next owner gets them again.
+func (f *flow) handBackPartition(p int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	n := 0
 	for _, a := range f.actors {
+		if p >= 0 && a.partition != p {
+			continue
+		}
 		for _, m := range a.mailbox {
 			_ = m.Nak(0)
 			n++
@@ -237,7 +225,7 @@ func (f *flow) handBack() {
 		}
 	}
 	if n > 0 {
-		f.log.Info().Int("events", n).Msg("stopping: handed back unstarted events")
+		f.log.Info().Int("events", n).Int("partition", p).Msg("handed back unstarted events")
 	}
 }
 
@@ -251,9 +239,14 @@ func (f *flow) stats(s *Stats) {
 		}
 		s.Queued += len(a.mailbox)
 	}
+	f.mu.Unlock()
+	f.pmu.Lock()
 	for _, p := range f.pullers {
 		s.InFlight += p.InFlight()
 	}
+	s.Partitions += len(f.pullers)
+	f.pmu.Unlock()
+	f.mu.Lock()
 }
 
 // armResume schedules a wake-up event for key: when it comes, whichever
@@ -287,4 +280,15 @@ func (f *flow) deadLetter(m *queue.Msg, reason string) {
 	f.w.deadLettered.Add(1)
 	f.log.Warn().Str("key", m.Key).Str("job_id", m.ID).Str("reason", reason).Msg("dead-lettered")
 	_ = m.Term(reason)
+}
+
+// touchWaiting resets the ack timers of the events waiting in mailboxes.
+func (f *flow) touchWaiting() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, a := range f.actors {
+		for _, m := range a.mailbox {
+			_ = m.InProgress()
+		}
+	}
 }

@@ -1,12 +1,14 @@
 package worker
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 )
 
 // Handler serves /healthz (200 while the process lives), /readyz (200 once
-// the start-up chain is done and while NATS is connected, 503 otherwise) and
+// the start-up chain is done and while NATS is connected, 503 otherwise),
+// /partitions (this worker's id and the partitions it pulls, as JSON) and
 // /metrics.
 func (w *Worker) Handler() http.Handler {
 	w.httpOnce.Do(func() { w.http = w.newHandler() })
@@ -24,6 +26,10 @@ func (w *Worker) newHandler() http.Handler {
 			return
 		}
 		fmt.Fprintln(rw, "ready")
+	})
+	mux.HandleFunc("GET /partitions", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(map[string]any{"worker_id": w.cfg.ID, "partitions": w.Partitions()})
 	})
 	mux.HandleFunc("GET /metrics", func(rw http.ResponseWriter, _ *http.Request) {
 		s := w.Stats()

@@ -36,6 +36,7 @@ type Worker struct {
 	stopOnce sync.Once
 	stopErr  error
 	stopped  chan struct{}
+	leaving  chan struct{} // closed when Stop begins
 
 	httpOnce sync.Once
 	http     http.Handler
@@ -61,7 +62,7 @@ func New(conn *queue.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	if len(workflows) == 0 {
 		return nil, errors.New("worker: no workflow")
 	}
-	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{})}
+	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{}), leaving: make(chan struct{})}
 	seen := map[string]bool{}
 	for _, wf := range workflows {
 		if wf.e == nil {
@@ -109,10 +110,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.pool.start(runCtx)
 	w.bg.Go(func() { w.janitor(runCtx) })
 	for _, f := range w.flows {
-		w.log.Info().Str("workflow", f.name).Int("partitions", f.spec.Partitions).Msg("start-up: pulling partitions")
-		if err := f.startPulling(runCtx); err != nil {
+		w.log.Info().Str("workflow", f.name).Int("partitions", f.spec.Partitions).Str("worker_id", w.cfg.ID).Msg("start-up: joining the group and pulling its share of partitions")
+		if err := f.rebalance(runCtx); err != nil {
 			cancel()
 			return err
+		}
+		if !w.cfg.SharedConsumers {
+			w.bg.Go(func() { f.own(runCtx) })
 		}
 	}
 	w.ready.Store(true)
@@ -152,9 +156,10 @@ func (w *Worker) stop(ctx context.Context) error {
 	hard := context.AfterFunc(ctx, w.cancel)
 	defer hard()
 	w.log.Info().Msg("stopping: no more pulls")
+	close(w.leaving) // the ownership loops stop changing what we own
 	var wg sync.WaitGroup
 	for _, f := range w.flows {
-		wg.Go(func() { f.stopPulling(ctx) })
+		wg.Go(func() { f.leave(ctx) })
 	}
 	wg.Wait()
 	for _, f := range w.flows {
@@ -171,12 +176,18 @@ func (w *Worker) stop(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// janitor passivates actors idle for longer than ActorIdle. It runs on its
+// janitor passivates actors idle for longer than ActorIdle and keeps the
+// events waiting in mailboxes from being redelivered. It runs on its
 // own ticker, so traffic cannot starve it.
 func (w *Worker) janitor(ctx context.Context) {
 	every := min(max(w.cfg.ActorIdle/4, 10*time.Millisecond), 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// Events waiting in a mailbox behind slow work would run out their ack
+	// wait and be delivered again, and again, until JetStream gave up on
+	// them: tell it they are in hand.
+	touch := time.NewTicker(max(w.cfg.Queue.AckWait/3, 10*time.Millisecond))
+	defer touch.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,6 +195,10 @@ func (w *Worker) janitor(ctx context.Context) {
 		case <-t.C:
 			for _, f := range w.flows {
 				f.passivateIdle(w.cfg.Now().Add(-w.cfg.ActorIdle))
+			}
+		case <-touch.C:
+			for _, f := range w.flows {
+				f.touchWaiting()
 			}
 		}
 	}
@@ -199,6 +214,8 @@ type Stats struct {
 	Queued int
 	// InFlight is the number of events pulled and not yet acknowledged.
 	InFlight int
+	// Partitions is the number of partitions this worker pulls now.
+	Partitions int
 	// ActionsRunning is the number of actions running now.
 	ActionsRunning int
 	// Duplicates counts redelivered events found already applied and

@@ -319,3 +319,38 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 		return err == nil && info.Pending == 0
 	})
 }
+
+func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	cfg := worker.Config{Queue: queue.Spec{AckWait: 300 * time.Millisecond, MaxDeliver: 2}}
+	w := startWorker(t, b.url, cfg, func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	statuses := subscribeKey(t, b.conn, "k")
+	ctx := context.Background()
+	if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "work"}); err != nil {
+		t.Fatal(err)
+	}
+	<-statuses
+	if _, err := b.conn.Publish(ctx, "tally", "k", add(1)); err != nil {
+		t.Fatal(err)
+	}
+	// Held ten ack waits behind the slow work, past MaxDeliver had it been
+	// redelivered each time.
+	time.Sleep(3 * time.Second) // the scenario is the passing of time itself
+	close(release)
+	<-statuses // worked
+	if s := <-statuses; s.Event != "add" || s.Error != nil {
+		t.Fatalf("waiting event: %+v", s)
+	}
+	// Kept in hand, it was never delivered again.
+	if s := w.Stats(); s.Duplicates != 0 || s.DeadLettered != 0 {
+		t.Fatalf("%d redelivered, %d dead-lettered", s.Duplicates, s.DeadLettered)
+	}
+}

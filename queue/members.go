@@ -1,0 +1,53 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Heartbeat records worker id as a live member of the workflow's group for
+// Spec.MemberTTL; a worker calls it well within that period.
+func (c *Conn) Heartbeat(ctx context.Context, workflow, id string) error {
+	kv, err := c.js.KeyValue(ctx, membersBucketName(workflow))
+	if err != nil {
+		return fmt.Errorf("queue: members of %s: %w", workflow, err)
+	}
+	if _, err := kv.PutString(ctx, id, "alive"); err != nil {
+		return fmt.Errorf("queue: heartbeat of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Members lists the live workers of the workflow's group, sorted.
+func (c *Conn) Members(ctx context.Context, workflow string) ([]string, error) {
+	kv, err := c.js.KeyValue(ctx, membersBucketName(workflow))
+	if err != nil {
+		return nil, fmt.Errorf("queue: members of %s: %w", workflow, err)
+	}
+	ids, err := kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: members of %s: %w", workflow, err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Leave removes worker id from the group at once, so the others take its
+// partitions without waiting for its heartbeat to expire.
+func (c *Conn) Leave(ctx context.Context, workflow, id string) error {
+	kv, err := c.js.KeyValue(ctx, membersBucketName(workflow))
+	if err != nil {
+		return fmt.Errorf("queue: members of %s: %w", workflow, err)
+	}
+	if err := kv.Delete(ctx, id); err != nil {
+		return fmt.Errorf("queue: leave %s: %w", id, err)
+	}
+	return nil
+}
