@@ -83,7 +83,7 @@ func TestReadyzOnlyAfterStartUp(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
-	for _, step := range []string{"start-up: connecting", "start-up: provisioning", "start-up: pulling", "start-up: ready"} {
+	for _, step := range []string{"start-up: connecting", "start-up: provisioning", "start-up: joining the group", "partitions owned", "start-up: ready"} {
 		if !strings.Contains(stderr.String(), step) {
 			t.Errorf("log lacks %q", step)
 		}
