@@ -38,6 +38,7 @@ type options struct {
 	maxActors       int
 	shutdownTimeout time.Duration
 	logLevel        string
+	id              string
 }
 
 func flags(name string, o *options) *pflag.FlagSet {
@@ -60,6 +61,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.actorIdle, "actor-idle", time.Minute, "idle time after which a key's actor leaves memory")
 	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
+	fs.StringVar(&o.id, "id", "", "this worker's name in its group (default: host name and a random suffix; on Kubernetes, the pod name)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	return fs
 }
@@ -159,6 +161,7 @@ func serve(ctx context.Context, o options, log zerolog.Logger) error {
 		ActorIdle:       o.actorIdle,
 		MaxActors:       o.maxActors,
 		ShutdownTimeout: o.shutdownTimeout,
+		ID:              o.id,
 		Logger:          &log,
 	}, wf)
 	if err != nil {
