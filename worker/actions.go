@@ -121,11 +121,22 @@ func (p *actionPool) run(j job) {
 	var lastErr error
 	for attempt := 1; attempt <= cfg.ActionRetries+1; attempt++ {
 		ctx, cancel := context.WithTimeout(p.runCtx, cfg.ActionTimeout)
+		began := time.Now()
 		res, err := j.ent.runAction(ctx, actionCall{
 			workflow: f.name, key: j.key, action: j.p.Action, jobID: j.p.JobID,
 			idempotencyKey: j.p.ID, attempt: attempt,
 		})
 		cancel()
+		outcome := "ok"
+		switch {
+		case err == nil:
+		case IsPermanent(err) || attempt > cfg.ActionRetries:
+			outcome = "failed"
+		default:
+			outcome = "retry"
+			p.w.metrics.retries.WithLabelValues(f.name, j.p.Action).Inc()
+		}
+		p.w.metrics.actionTime.WithLabelValues(f.name, j.p.Action, outcome).Observe(time.Since(began).Seconds())
 		if err == nil {
 			p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnSuccess, data: res})
 			return

@@ -231,6 +231,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		if b.rec.handled(m.Sequence) {
 			b.ack = append(b.ack, m) // redelivered after it was applied
 			a.f.w.duplicates.Add(1)
+			a.f.w.metrics.duplicates.WithLabelValues(a.f.name).Inc()
 			continue
 		}
 		kind, visit, isTimer := m.Timer()
@@ -388,6 +389,7 @@ func (a *actor) finish(b *batch) {
 	for _, d := range b.dead {
 		f.deadLetter(d.m, d.reason)
 	}
+	f.w.metrics.observe(f.name, b.statuses)
 	for i := range b.statuses {
 		if err := f.w.conn.PublishStatus(&b.statuses[i]); err != nil {
 			f.log.Warn().Err(err).Str("key", a.key).Msg("cannot publish status")

@@ -68,6 +68,7 @@ func (f *flow) provision(ctx context.Context) error {
 // mailbox is full, or while MaxActors are busy, so the partition stops
 // pulling: backpressure instead of memory.
 func (f *flow) route(ctx context.Context, m *queue.Msg) {
+	f.w.metrics.received.WithLabelValues(f.name).Inc()
 	if err := queue.ValidateKey(m.Key); err != nil {
 		// Published around the contract's checks (plain NATS): it can never
 		// be stored as state, so it must not hold up its partition.
@@ -278,6 +279,7 @@ func (f *flow) deadLetter(m *queue.Msg, reason string) {
 		return
 	}
 	f.w.deadLettered.Add(1)
+	f.w.metrics.deadLettered.WithLabelValues(f.name, reasonCode(reason)).Inc()
 	f.log.Warn().Str("key", m.Key).Str("job_id", m.ID).Str("reason", reason).Msg("dead-lettered")
 	_ = m.Term(reason)
 }

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -31,11 +33,6 @@ func (w *Worker) newHandler() http.Handler {
 		rw.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(rw).Encode(map[string]any{"worker_id": w.cfg.ID, "partitions": w.Partitions()})
 	})
-	mux.HandleFunc("GET /metrics", func(rw http.ResponseWriter, _ *http.Request) {
-		s := w.Stats()
-		rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		fmt.Fprintf(rw, "orderly_live_actors %d\norderly_running_actors %d\norderly_mailbox_depth %d\norderly_in_flight_events %d\norderly_actions_running %d\n",
-			s.Actors, s.Running, s.Queued, s.InFlight, s.ActionsRunning)
-	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -132,6 +132,10 @@ func (f *flow) acquire(ctx context.Context, p int) (*queue.Puller, error) {
 		MaxInFlight: cfg.MaxInFlight,
 		Shared:      cfg.SharedConsumers,
 		OnError:     func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
+		OnPull: func(n int) {
+			f.w.metrics.lastPull.Store(time.Now().UnixNano())
+			f.w.metrics.pullBatch.WithLabelValues(f.name).Observe(float64(n))
+		},
 	}, f.route)
 }
 

@@ -41,6 +41,7 @@ type Worker struct {
 	httpOnce sync.Once
 	http     http.Handler
 
+	metrics      *metrics
 	duplicates   atomic.Int64
 	deadLettered atomic.Int64
 	staleTimers  atomic.Int64
@@ -75,6 +76,7 @@ func New(conn *queue.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 		w.flows = append(w.flows, newFlow(w, wf.e))
 	}
 	w.pool = newActionPool(w)
+	w.metrics = newMetrics(w)
 	return w, nil
 }
 
@@ -119,14 +121,27 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.bg.Go(func() { f.own(runCtx) })
 		}
 	}
+	w.metrics.lastPull.Store(time.Now().UnixNano())
 	w.ready.Store(true)
 	w.log.Info().Msg("start-up: ready")
 	return nil
 }
 
-// Ready reports whether the worker has started, is connected to NATS and is
-// not stopping: what /readyz answers.
-func (w *Worker) Ready() bool { return w.ready.Load() && w.conn.Connected() }
+// stallAfter is how long without a completed pull request makes a worker
+// that owns partitions unready: a pull completes at least every second,
+// with or without events.
+const stallAfter = 15 * time.Second
+
+// Ready reports whether the worker has started, is connected to NATS, has
+// not stalled (a pull completed within stallAfter, if it owns partitions)
+// and is not stopping: what /readyz answers.
+func (w *Worker) Ready() bool {
+	if !w.ready.Load() || !w.conn.Connected() {
+		return false
+	}
+	last := time.Unix(0, w.metrics.lastPull.Load())
+	return time.Since(last) < stallAfter || w.Stats().Partitions == 0
+}
 
 // Stop stops the worker gently: it stops pulling, lets actors commit what
 // they hold and publish its status, hands events not yet started back to

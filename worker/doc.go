@@ -1,0 +1,75 @@
+// Package worker is Orderly's runtime: it runs workflows (a
+// statemachine.Machine paired with the functions that do its actions)
+// against NATS JetStream, inside any Go program.
+//
+// For each workflow a Worker pulls events in bounded batches from every
+// partition of the workflow's stream and routes each to the actor of its
+// key. The actor applies the key's events in order through the machine,
+// commits the new state to the key's KV entry with compare-and-set, only
+// then acknowledges the events and publishes a status per change on
+// orderly.status.<workflow>.<key>, and hands the actions the transitions
+// named to a bounded pool. An action's outcome comes back to the actor as
+// the action's success or failure event and goes through the same table. A
+// per-state timeout is a durable JetStream message schedule, armed with the
+// commit that enters the state, that fires even if no worker runs at the
+// time; one armed for an earlier visit of the state is ignored.
+//
+// # Using it
+//
+//	m := statemachine.MustNew(def)                    // your Definition[D]
+//	wf, err := worker.NewWorkflow(m, map[string]worker.ActionFunc[D]{
+//		"charge": func(ctx context.Context, c worker.ActionCall[D]) (any, error) {
+//			return gateway.Charge(ctx, c.Data.Amount, c.IdempotencyKey)
+//		},
+//	})
+//	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{url}})
+//	w, err := worker.New(conn, worker.Config{}, wf) // more workflows may follow
+//	err = w.Start(ctx)                              // provisions, then pulls; ctx ending is a hard stop
+//	...
+//	err = w.Stop(shutdownCtx)                       // stop pulling, finish what is in hand
+//
+// Config's zero value is the default for every field. Start returns once the
+// worker is ready; Ready and Handler (/healthz, /readyz, /metrics) report
+// on it, Stats counts its bounded resources, and Stopped is closed once it
+// has stopped. An ActionFunc steers its retries with Permanent (give up)
+// and RetryAfter (try again after d). Producers use package queue; tests use
+// package orderlytest.
+//
+// # The seed's patterns
+//
+// Orderly is the GenServer patterns of its seed made distributed:
+//
+//   - Call with cast semantics: a producer's publish returns once JetStream
+//     has stored the event; the slow work runs after that, and its progress
+//     comes as statuses (queue.Conn.PublishAndWait follows them).
+//   - handle_continue: an actor loads its key's state before it handles
+//     anything; Start returns only once streams, consumers and buckets are
+//     in place.
+//   - Pure state machines: transitions are package statemachine's; a
+//     rejected event leaves the state as it was and is published, never
+//     dropped.
+//   - Timeouts: per-state timeouts (above); idle actors passivate on a
+//     ticker of their own that traffic cannot starve.
+//   - Backpressure, never unbounded queues: a full mailbox stops its
+//     partition's pulls; a busy action pool blocks the actor that hands it
+//     work, whose mailbox then fills.
+//
+// # GenServer, Task, Agent: which Orderly uses where
+//
+// A GenServer (a long-lived process with a mailbox, handling one message at
+// a time) is each key's actor: it owns the key's state, its mailbox is
+// bounded by Config.Mailbox, it activates on the key's first event and
+// passivates after Config.ActorIdle, and it is the only writer of its key
+// in this worker. Use it when state and ordering matter.
+//
+// A Task (one goroutine doing one job and producing a result) is each
+// action: an ActionFunc runs on the action pool, at most
+// Config.Concurrency at once, and its result is fed back to the actor as an
+// event. It never touches the key's state, so a slow gateway never blocks
+// the key's other bookkeeping. Use it for slow work with a result.
+//
+// An Agent (plain state behind a lock, get and update, no messages) is
+// what the runtime's bookkeeping is: the registry of live actors, the
+// in-flight actions, the counters behind Stats, and orderlytest's Clock
+// and Spy. Use it for shared state that needs no ordering or lifecycle.
+package worker

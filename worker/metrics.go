@@ -1,0 +1,121 @@
+package worker
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// metrics are the worker's Prometheus metrics, in a registry of its own so
+// that two workers in one process do not collide.
+type metrics struct {
+	reg          *prometheus.Registry
+	received     *prometheus.CounterVec
+	applied      *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	duplicates   *prometheus.CounterVec
+	transitions  *prometheus.CounterVec
+	actionTime   *prometheus.HistogramVec
+	retries      *prometheus.CounterVec
+	deadLettered *prometheus.CounterVec
+	pullBatch    *prometheus.HistogramVec
+	lastPull     atomic.Int64 // unix nanoseconds of the last completed pull
+}
+
+func newMetrics(w *Worker) *metrics {
+	wf := []string{"workflow"}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_events_received_total", Help: "Events pulled from the stream.",
+		}, wf),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_events_applied_total", Help: "Events applied and committed (client events, action outcomes, timeouts).",
+		}, wf),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_events_rejected_total", Help: "Events rejected, by reason (the status error code).",
+		}, []string{"workflow", "reason"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_duplicates_skipped_total", Help: "Redelivered events found applied already and acknowledged without applying.",
+		}, wf),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_transitions_total", Help: "Committed transitions, by states.",
+		}, []string{"workflow", "from", "to"}),
+		actionTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orderly_action_duration_seconds", Help: "Duration of one attempt of an action, by outcome (ok, retry, failed).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"workflow", "action", "outcome"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_action_retries_total", Help: "Action attempts that failed and were retried.",
+		}, []string{"workflow", "action"}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_dead_lettered_total", Help: "Events sent to the dead letters, by reason.",
+		}, []string{"workflow", "reason"}),
+		pullBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orderly_pull_batch_size", Help: "Events delivered by one pull request.",
+			Buckets: []float64{0, 1, 4, 16, 64, 256, 1024},
+		}, wf),
+	}
+	m.reg.MustRegister(m.received, m.applied, m.rejected, m.duplicates, m.transitions,
+		m.actionTime, m.retries, m.deadLettered, m.pullBatch,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, f := range w.flows {
+		gauge := func(name, help string, v func() float64) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: name, Help: help, ConstLabels: prometheus.Labels{"workflow": f.name},
+			}, v)
+		}
+		m.reg.MustRegister(
+			gauge("orderly_live_actors", "Keys with an actor in memory.", func() float64 {
+				var s Stats
+				f.stats(&s)
+				return float64(s.Actors)
+			}),
+			gauge("orderly_mailbox_depth", "Events waiting in actors' mailboxes.", func() float64 {
+				var s Stats
+				f.stats(&s)
+				return float64(s.Queued)
+			}),
+			gauge("orderly_owned_partitions", "Partitions this worker pulls.", func() float64 {
+				f.pmu.Lock()
+				defer f.pmu.Unlock()
+				return float64(len(f.pullers))
+			}),
+			gauge("orderly_consumer_lag", "Events stored and not yet acknowledged, all partitions (-1: unknown).", func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				info, err := w.conn.Info(ctx, f.name)
+				if err != nil {
+					return -1
+				}
+				return float64(info.Pending)
+			}),
+		)
+	}
+	return m
+}
+
+// observe counts what a committed batch did.
+func (m *metrics) observe(workflow string, statuses []queue.Status) {
+	for _, st := range statuses {
+		switch {
+		case st.Error == nil || st.Error.Code == "action_failed":
+			m.applied.WithLabelValues(workflow).Inc()
+			m.transitions.WithLabelValues(workflow, st.From, st.To).Inc()
+		default:
+			m.rejected.WithLabelValues(workflow, st.Error.Code).Inc()
+		}
+	}
+}
+
+// reasonCode is the code before the colon of a dead-letter reason.
+func reasonCode(reason string) string {
+	code, _, _ := strings.Cut(reason, ":")
+	return code
+}

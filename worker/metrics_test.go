@@ -1,0 +1,86 @@
+package worker_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/worker"
+)
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
+}
+
+// metric returns the value of the first sample matching series (a regexp
+// of the name and labels), 0 if there is none.
+func metric(t *testing.T, body, series string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + series + ` ([0-9.e+-]+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestMetricsMoveWithTraffic(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w := startWorker(t, b.url, worker.Config{}, func(context.Context, worker.ActionCall[tally]) (any, error) { return nil, nil })
+	srv := httptest.NewServer(w.Handler())
+	defer srv.Close()
+
+	before := scrape(t, srv.URL)
+	if got := metric(t, before, `orderly_owned_partitions\{workflow="tally"\}`); got != 16 {
+		t.Fatalf("owned partitions %v", got)
+	}
+	settled := countSettled(t, b.conn, "tally", 3) // add, add, worked
+	ctx := context.Background()
+	for _, ev := range []queue.Envelope{add(1), add(2), {Event: "work"}, {Event: "nope"}} {
+		if _, err := b.conn.Publish(ctx, "tally", "m", ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled.wait(t, 10*time.Second)
+	var after string
+	waitFor(t, 10*time.Second, "the counters", func() bool {
+		after = scrape(t, srv.URL)
+		return metric(t, after, `orderly_events_applied_total\{workflow="tally"\}`) == 4 &&
+			metric(t, after, `orderly_dead_lettered_total\{reason="unknown_event",workflow="tally"\}`) == 1
+	})
+	for series, want := range map[string]float64{
+		`orderly_events_received_total\{workflow="tally"\}`:                                    4,
+		`orderly_events_rejected_total\{reason="unknown_event",workflow="tally"\}`:             1,
+		`orderly_transitions_total\{from="open",to="open",workflow="tally"\}`:                  4,
+		`orderly_dead_lettered_total\{reason="unknown_event",workflow="tally"\}`:               1,
+		`orderly_action_duration_seconds_count\{action="slow",outcome="ok",workflow="tally"\}`: 1,
+		`orderly_live_actors\{workflow="tally"\}`:                                              1,
+	} {
+		if got := metric(t, after, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+		if metric(t, before, series) == want && want != 1 {
+			t.Errorf("%s did not move", series)
+		}
+	}
+}
