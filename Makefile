@@ -30,3 +30,7 @@ build: ## build bin/worker and bin/enqueue
 .PHONY: ci
 ci: ## what CI runs
 	bash .ci/run
+
+.PHONY: bench-e2e
+bench-e2e: ## Orderly end to end vs raw JetStream, one embedded server (ARGS=-million adds 1M keys)
+	$(GO) run ./internal/e2ebench $(ARGS)

@@ -88,7 +88,7 @@ func (m *Msg) InProgress() error { return m.raw.InProgress() }
 type PullConfig struct {
 	// Workflow and Partition name the consumer to pull. Required.
 	Workflow  string
-	Partition int
+	Partition int // The partition to pull.
 	// Batch is the most messages asked for in one pull request. Default: 256.
 	Batch int
 	// MaxInFlight is the most messages held at once: delivered and not yet
@@ -112,9 +112,16 @@ type PullConfig struct {
 	// sequence or a failed pull, and JetStream would redeliver them only
 	// after the ack wait, behind newer events. The puller then stops, waits
 	// until it holds nothing, and rewinds the consumer to its ack floor, so
-	// everything unacknowledged comes again in stream order. It rewinds once
-	// at start too, for deliveries a crashed predecessor left behind.
+	// everything unacknowledged comes again in stream order. It rewinds at
+	// start too (see Handover), and whenever the pin moves to it from
+	// another client, so that whatever that client held unacknowledged comes
+	// to it again, in order, before anything newer.
 	Shared bool
+	// Handover says another client may still be pulling the partition,
+	// finishing what it holds before it lets go. The puller then rewinds
+	// when the pin first comes to it, not at start: a rewind while the
+	// other still delivers would let it apply events after newer ones.
+	Handover bool
 }
 
 func (c PullConfig) withDefaults() PullConfig {
@@ -146,6 +153,8 @@ type Puller struct {
 
 	rewind    bool   // a delivery was lost: rewind before pulling again
 	delivered uint64 // consumer sequence of the last delivery, 0 after a rewind
+	pin       string // the pin id this puller holds the partition under
+	pinned    bool   // a pin was seen since start
 	conn      *Conn
 	stop      chan struct{} // closed by Stop: pull no more
 	once      sync.Once
@@ -170,8 +179,8 @@ func (c *Conn) Pull(ctx context.Context, cfg PullConfig, h Handler) (*Puller, er
 		stop:    make(chan struct{}),
 		cancel:  cancel,
 		done:    make(chan struct{}),
-		rewind:  !cfg.Shared,
 		conn:    c,
+		rewind:  !cfg.Shared && !cfg.Handover,
 	}
 	go p.run(ctx)
 	return p, nil
@@ -287,7 +296,30 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 		return 0, err
 	}
 	got := 0
-	for raw := range batch.Messages() {
+	msgs := batch.Messages()
+	// A fetch whose connection was closed under it may never close its
+	// channel: give up on it when nothing arrives for longer than the
+	// request could last, or on a hard stop.
+	idle := p.cfg.MaxWait + 5*time.Second
+	wait := time.NewTimer(idle)
+	defer wait.Stop()
+	for {
+		var raw jetstream.Msg
+		ok, abandoned := false, false
+		select {
+		case raw, ok = <-msgs:
+		case <-ctx.Done():
+			abandoned = true
+		case <-wait.C:
+			abandoned = true
+		}
+		if abandoned {
+			return got, errAbandoned
+		}
+		if !ok {
+			break
+		}
+		wait.Reset(idle)
 		got++
 		if ctx.Err() != nil {
 			// Stopped hard: hand the rest back at once rather than let
@@ -298,9 +330,21 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 		}
 		m := p.wrap(raw)
 		if !p.cfg.Shared {
-			if p.rewind || p.delivered != 0 && m.consumerSeq != p.delivered+1 {
-				// A gap: something before m was lost. m and what follows
-				// come again after the rewind.
+			pin := raw.Headers().Get("Nats-Pin-Id")
+			// The first pin after a rewind at start is no news; any other
+			// new pin means another client held the partition meanwhile.
+			newPin := pin != "" && pin != p.pin && (p.pinned || p.cfg.Handover)
+			if pin != "" && !p.pinned {
+				p.pinned = true
+				p.pin = pin
+			}
+			if p.rewind || newPin || p.delivered != 0 && m.consumerSeq != p.delivered+1 {
+				// A new pin, or a gap: something before m may be held by
+				// the partition's previous client, or was lost. m and what
+				// follows come again after the rewind.
+				if newPin {
+					p.pin = pin
+				}
 				p.rewind = true
 				m.finish()
 				continue
@@ -318,6 +362,10 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 	}
 	return got, err
 }
+
+// errAbandoned: a pull request's messages stopped coming without the request
+// ending; whatever it still carried is lost to this puller (and rewound).
+var errAbandoned = errors.New("queue: pull request abandoned")
 
 func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 	m := &Msg{

@@ -32,8 +32,8 @@ const HeaderMsgID = jetstream.MsgIDHeader
 
 // Envelope is the JSON body of an event message: {"event": "...", "data": {...}}.
 type Envelope struct {
-	Event string          `json:"event"`
-	Data  json.RawMessage `json:"data,omitempty"`
+	Event string          `json:"event"`          // The event's name.
+	Data  json.RawMessage `json:"data,omitempty"` // The event's payload, any JSON; optional.
 }
 
 // PubAck is JetStream's acknowledgement of a stored event.

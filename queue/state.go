@@ -24,10 +24,10 @@ var (
 // StateRecord is the public part of a key's stored state (contract v1);
 // the worker stores more fields beside these.
 type StateRecord struct {
-	State     string          `json:"state"`
-	Version   uint64          `json:"version"`
-	Data      json.RawMessage `json:"data"`
-	UpdatedAt time.Time       `json:"updated_at"`
+	State     string          `json:"state"`      // The key's current state.
+	Version   uint64          `json:"version"`    // Counts the key's committed changes.
+	Data      json.RawMessage `json:"data"`       // The workflow's data for the key, as JSON.
+	UpdatedAt time.Time       `json:"updated_at"` // When the state was last committed.
 }
 
 // Bucket is a workflow's state bucket: one value per key, written only with

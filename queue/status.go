@@ -11,17 +11,17 @@ import (
 // Status is one state change (or rejection) of a key, published on
 // orderly.status.<workflow>.<key>. Its JSON form is part of contract v1.
 type Status struct {
-	Workflow string `json:"workflow"`
-	Key      string `json:"key"`
+	Workflow string `json:"workflow"` // The workflow's name.
+	Key      string `json:"key"`      // The entity key.
 	// JobID is the job whose event caused this status; for the outcome and
 	// retries of slow work, the job that started it.
 	JobID string `json:"job_id"`
-	Event string `json:"event"`
-	From  string `json:"from"`
-	To    string `json:"to"`
+	Event string `json:"event"` // The event applied or rejected (the action's name for a retry).
+	From  string `json:"from"`  // The state before.
+	To    string `json:"to"`    // The state after; equal to From for a rejection.
 	// Version counts the key's committed changes.
 	Version uint64    `json:"version"`
-	At      time.Time `json:"at"`
+	At      time.Time `json:"at"` // When the change was committed.
 	// Settled is true when no slow work is left for the key.
 	Settled bool `json:"settled"`
 	// Error is set when the event was rejected or slow work failed.
@@ -30,8 +30,6 @@ type Status struct {
 	Action string `json:"action,omitempty"`
 	// Attempt is the attempt number of a retried action.
 	Attempt int `json:"attempt,omitempty"`
-	// Data is the key's data after the change.
-	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // StatusError says why an event was rejected or work failed.
@@ -40,9 +38,10 @@ type StatusError struct {
 	// unknown_event, internal_event, invalid_data, malformed, too_large,
 	// action_failed, retrying, ...
 	Code    string `json:"code"`
-	Message string `json:"message"`
+	Message string `json:"message"` // Says what went wrong, for people.
 }
 
+// Error makes a StatusError an error: "code: message".
 func (e *StatusError) Error() string { return e.Code + ": " + e.Message }
 
 // PublishStatus broadcasts st on its key's status subject. Status is

@@ -52,7 +52,7 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Enve
 		if err == nil {
 			return ack, Status{
 				Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event,
-				To: rec.State, Version: rec.Version, At: rec.UpdatedAt, Settled: true, Data: rec.Data,
+				To: rec.State, Version: rec.Version, At: rec.UpdatedAt, Settled: true,
 			}, nil
 		}
 		if !errors.Is(err, ErrNoState) {

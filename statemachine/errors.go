@@ -28,8 +28,8 @@ var (
 // InvalidTransitionError reports an event the definition does not accept in
 // the current state, including any event in a terminal state.
 type InvalidTransitionError struct {
-	From  State
-	Event Event
+	From  State // The state the event arrived in.
+	Event Event // The event no transition accepts there.
 }
 
 // Error says which event was refused in which state.
@@ -43,9 +43,9 @@ func (e *InvalidTransitionError) Code() string { return "invalid_transition" }
 // GuardError reports that transitions exist for (From, Event) but every guard
 // refused; Reasons holds each guard's refusal in definition order.
 type GuardError struct {
-	From    State
-	Event   Event
-	Reasons []error
+	From    State   // The state the event was refused in.
+	Event   Event   // The refused event.
+	Reasons []error // Each guard's refusal, in definition order.
 }
 
 // Error lists the guards' reasons.
@@ -61,8 +61,8 @@ func (e *GuardError) Code() string { return "guard_refused" }
 
 // ValidationError lists every problem New found in a definition.
 type ValidationError struct {
-	Workflow string
-	Problems []string
+	Workflow string   // The definition's name.
+	Problems []string // Every problem found, one sentence each.
 }
 
 // Error lists every problem, one a line.

@@ -31,14 +31,14 @@ const (
 
 // Input is one event to apply.
 type Input struct {
-	Event  Event
+	Event  Event           // The event's name.
 	Data   json.RawMessage // the event's payload; may be nil
-	Source Source
+	Source Source          // Who sent it: a client, an action's outcome or a timer.
 }
 
 // StateDef declares a state.
 type StateDef struct {
-	Name     State
+	Name     State    // The state's name, as stored and published.
 	Terminal bool     // no event is accepted once here
 	Timeout  *Timeout // optional; nil means the state may be held forever
 }
@@ -46,23 +46,23 @@ type StateDef struct {
 // Timeout fires Event after the machine has stayed After in a state. Entering
 // the state from another one starts it; a self-loop does not restart it.
 type Timeout struct {
-	After time.Duration
-	Event Event // an internal event accepted by a transition from the state
+	After time.Duration // How long after entering the state the event fires.
+	Event Event         // an internal event accepted by a transition from the state
 }
 
 // EventDef declares an event.
 type EventDef struct {
-	Name   Event
-	Client bool // true: clients may send it; false: internal (action outcome, timeout)
+	Name   Event // The event's name, as it appears on the wire.
+	Client bool  // true: clients may send it; false: internal (action outcome, timeout)
 }
 
 // ActionDef declares slow work that a transition starts once it is committed.
 // Its outcome comes back as an internal event so that it, too, goes through
 // the transition table. Both events are required.
 type ActionDef struct {
-	Name      string
-	OnSuccess Event // fed back with the action's result as Data
-	OnFailure Event // fed back when the action fails for good, Data {"error":"..."}
+	Name      string // The action's name, as transitions list it.
+	OnSuccess Event  // fed back with the action's result as Data
+	OnFailure Event  // fed back when the action fails for good, Data {"error":"..."}
 }
 
 // Transition moves the machine from From to To on event On.
@@ -71,9 +71,9 @@ type ActionDef struct {
 // in definition order, whose guard passes is taken. Guard and Update must be
 // pure: the runtime may call them again when it replays events.
 type Transition[D any] struct {
-	From State
-	On   Event
-	To   State
+	From State // The state the transition leaves.
+	On   Event // The event that triggers it.
+	To   State // The state it enters (may equal From).
 	// Guard, optional: nil allows the transition; a non-nil error is the
 	// reason it is refused.
 	Guard func(data D, in Input) error
@@ -87,12 +87,12 @@ type Transition[D any] struct {
 // Definition describes a workflow. D is the data the workflow carries with
 // its state; it must be JSON-serialisable for the runtime to store it.
 type Definition[D any] struct {
-	Name        string // workflow name, a NATS subject token: [a-z0-9_-]+
-	Initial     State
-	States      []StateDef
-	Events      []EventDef
-	Transitions []Transition[D]
-	Actions     []ActionDef
+	Name        string          // workflow name, a NATS subject token: [a-z0-9_-]+
+	Initial     State           // The state a new key starts in.
+	States      []StateDef      // Every state, in the order diagrams list them.
+	Events      []EventDef      // Every event, client and internal.
+	Transitions []Transition[D] // The transition table; order matters among guarded alternatives.
+	Actions     []ActionDef     // The slow work transitions may start.
 }
 
 type stateEvent struct {
@@ -258,8 +258,8 @@ func (m *Machine[D]) HasEvent(e Event) bool {
 // Step is the transition Apply chose, for the runtime to commit. Actions and
 // Arm point into the machine's immutable definition and must not be modified.
 type Step[D any] struct {
-	From, To State
-	Event    Event
+	From, To State       // The state left and the state entered (equal for a self-loop).
+	Event    Event       // The event applied.
 	Data     D           // the new data; the input data if the transition has no Update
 	Actions  []ActionDef // to start after the step is committed
 	// Arm, when non-nil, is the timeout to start: the step enters, from

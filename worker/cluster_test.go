@@ -127,8 +127,10 @@ func settledInOrder(t *testing.T, conn *queue.Conn, prefix string, keys, rounds 
 	}
 }
 
+// Not parallel: a 3-node cluster, three workers and 1,000 keys of traffic
+// are load enough for two cores; sharing them would make it measure the
+// machine, not the takeover.
 func TestClusterOwnershipFailoverAndRebalance(t *testing.T) {
-	t.Parallel()
 	const keys, rounds = 1000, 4
 	cluster := natstest.StartCluster(t, 3)
 	url := cluster.URL()

@@ -22,8 +22,9 @@ type flow struct {
 	spec   queue.Spec
 	bucket *queue.Bucket
 
-	pmu     sync.Mutex // guards pullers; held while ownership changes
+	pmu     sync.Mutex // guards pullers and members; held while ownership changes
 	pullers map[int]*queue.Puller
+	members []string // the group as of the last rebalance
 
 	mu       sync.Mutex
 	actors   map[string]*actor

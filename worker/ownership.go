@@ -56,11 +56,13 @@ func (f *flow) rebalance(ctx context.Context) error {
 	for p := range want {
 		want[p] = p
 	}
+	var members []string
 	if !f.w.cfg.SharedConsumers {
 		if err := f.w.conn.Heartbeat(ctx, f.name, f.w.cfg.ID); err != nil {
 			return err
 		}
-		members, err := f.w.conn.Members(ctx, f.name)
+		var err error
+		members, err = f.w.conn.Members(ctx, f.name)
 		if err != nil {
 			return err
 		}
@@ -96,12 +98,13 @@ func (f *flow) rebalance(ctx context.Context) error {
 	}
 	wg.Wait()
 	for _, p := range come {
-		pl, err := f.acquire(ctx, p)
+		pl, err := f.acquire(ctx, p, f.previousOwnerGone(p, members))
 		if err != nil {
 			return err
 		}
 		f.pullers[p] = pl
 	}
+	f.members = members
 	if len(gone)+len(come) > 0 {
 		owned := make([]int, 0, len(f.pullers))
 		for p := range f.pullers {
@@ -113,12 +116,28 @@ func (f *flow) rebalance(ctx context.Context) error {
 	return nil
 }
 
+// previousOwnerGone reports whether the member that owned p before this
+// change of members has left the group. On a worker's first assignment the
+// previous split is taken to be the current members without it.
+func (f *flow) previousOwnerGone(p int, members []string) bool {
+	prev := f.members
+	if len(prev) == 0 {
+		prev = slices.DeleteFunc(slices.Clone(members), func(id string) bool { return id == f.w.cfg.ID })
+	}
+	if len(prev) == 0 {
+		return true
+	}
+	return !slices.Contains(members, prev[p%len(prev)])
+}
+
 // acquire starts pulling partition p. A previous owner that is gone may
-// still hold the pin: take it from it at once. The puller's first step
-// rewinds the partition, so events the previous owner held unacknowledged
-// come again, in order.
-func (f *flow) acquire(ctx context.Context, p int) (*queue.Puller, error) {
-	if !f.w.cfg.SharedConsumers {
+// still hold the pin: take it from it at once; a live one unpins the
+// partition itself once it has let go, and until then the server keeps
+// delivering to it alone. When the pin comes to this worker the puller
+// rewinds the partition, so what the previous owner held unacknowledged
+// comes again, in order, before anything newer.
+func (f *flow) acquire(ctx context.Context, p int, unpin bool) (*queue.Puller, error) {
+	if unpin && !f.w.cfg.SharedConsumers {
 		if err := f.w.conn.Unpin(ctx, f.name, p); err != nil {
 			f.log.Debug().Err(err).Int("partition", p).Msg("unpin before acquiring")
 		}
@@ -130,8 +149,13 @@ func (f *flow) acquire(ctx context.Context, p int) (*queue.Puller, error) {
 		Partition:   p,
 		Batch:       cfg.Batch,
 		MaxInFlight: cfg.MaxInFlight,
-		Shared:      cfg.SharedConsumers,
-		OnError:     func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
+		// A pull request must end well within the ack wait: what it
+		// delivers while a rewind waits for it is dropped, and must not be
+		// delivered again inside the same request.
+		MaxWait:  min(time.Second, f.spec.AckWait/3),
+		Shared:   cfg.SharedConsumers,
+		Handover: !unpin,
+		OnError:  func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
 		OnPull: func(n int) {
 			f.w.metrics.lastPull.Store(time.Now().UnixNano())
 			f.w.metrics.pullBatch.WithLabelValues(f.name).Observe(float64(n))

@@ -34,11 +34,11 @@ func publishStarts(t *testing.T, conn *queue.Conn, prefix string, n int) []strin
 	return keys
 }
 
-// inFlight waits until n keys have been moved to processing with their
-// fetch still running.
-func inFlight(t *testing.T, conn *queue.Conn, n int) {
+// watchInFlight counts keys moved to processing with their fetch still
+// running; subscribe before publishing, or fast statuses are missed.
+func watchInFlight(t *testing.T, conn *queue.Conn) func(n int) {
 	t.Helper()
-	got := make(chan struct{}, n)
+	got := make(chan struct{}, 1000)
 	sub, err := conn.SubscribeStatus("order", "", func(s queue.Status) {
 		if s.Event == "start_processing" && !s.Settled {
 			select {
@@ -50,12 +50,15 @@ func inFlight(t *testing.T, conn *queue.Conn, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
-	for range n {
-		select {
-		case <-got:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("fewer than %d keys in flight", n)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func(n int) {
+		t.Helper()
+		for range n {
+			select {
+			case <-got:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("fewer than %d keys in flight", n)
+			}
 		}
 	}
 }
@@ -89,8 +92,9 @@ func TestKill9WithSlowWorkInFlight(t *testing.T) {
 	flags := []string{"--sim-latency", "700ms", "--action-timeout", "1s"}
 	w := startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
 	conn := natstest.Conn(t, "nats://"+natsAddr)
+	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "crash", 500)
-	inFlight(t, conn, 100)
+	inFlight(100)
 	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +112,9 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	flags := []string{"--sim-latency", "3s", "--action-timeout", "5s", "--shutdown-timeout", "1s"}
 	w := startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
 	conn := natstest.Conn(t, "nats://"+natsAddr)
+	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "term", 50)
-	inFlight(t, conn, 50)
+	inFlight(50)
 	start := time.Now()
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,11 @@
+// Package deploy holds Orderly's deployment files: the Kubernetes manifests
+// in k8s/ (a kustomize base, components for autoscaling with KEDA or an HPA,
+// and example overlays), Helm values for the official NATS chart in helm/,
+// and, at the repository root, the Dockerfile.
+//
+// The package has no code. Its tests decode every manifest strictly into the
+// Kubernetes API types, build every overlay with kustomize, and cross-check
+// the result against the real worker binary (probe paths and ports, the
+// environment variables it reads, its shutdown timeout, the consumers KEDA
+// watches) and against the Dockerfile.
+package deploy

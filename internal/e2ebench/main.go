@@ -1,0 +1,83 @@
+// Command e2ebench measures Orderly end to end against raw JetStream, in one
+// run, on one fresh embedded nats-server (in this process, so peak RSS counts
+// the server, the worker and the load generator together).
+//
+//	go run ./internal/e2ebench            # or: make bench-e2e
+//	go run ./internal/e2ebench -only raw,noop -cpuprofile cpu.out -memprofile mem.out
+//	go run ./internal/e2ebench -only million
+//
+// Scenarios (-only picks some; default: all but million):
+//
+//	raw      raw JetStream: PublishAsync with a window of 4096, one pull
+//	         consumer taking 256 messages per pull, explicit ack, file
+//	         storage, 256-byte messages, over -keys subjects
+//	noop     Orderly, a workflow whose client event makes a transition with
+//	         no action: enqueue → settled status
+//	work     Orderly, a workflow whose client event starts one action that
+//	         sleeps -work (10ms): enqueue → settled status of its outcome
+//	paced    raw and both workflows at -rate events/s for -paced: enqueue-ack
+//	         and enqueue → settled (raw: → consumed) latencies
+//	idle     heap and goroutines per idle actor: -keys actors, measured
+//	         before and after they are passivated
+//	million  1,000,000 distinct keys, one event each, through the default
+//	         worker (MaxActors 100,000): peak RSS and live actors
+//
+// Every figure is the median of -repeat runs; each run's value is printed
+// beside it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "e2ebench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("e2ebench", flag.ContinueOnError)
+	fs.IntVar(&c.repeat, "repeat", 3, "runs of each scenario; the median is reported")
+	fs.IntVar(&c.keys, "keys", 10_000, "distinct keys the events are spread over")
+	fs.IntVar(&c.events, "events", 100_000, "events per throughput run (raw, noop)")
+	fs.IntVar(&c.workEvents, "work-events", 30_000, "events per throughput run of the 10ms-work workflow")
+	fs.DurationVar(&c.work, "work", defaultWork, "simulated work of the work workflow's action")
+	fs.IntVar(&c.rate, "rate", 5_000, "events/s of the paced runs")
+	fs.DurationVar(&c.paced, "paced", defaultPaced, "length of each paced run")
+	fs.IntVar(&c.window, "window", 4096, "most publishes awaiting their ack (the Orderly publisher is capped at the 4,000 its connection allows)")
+	fs.IntVar(&c.size, "size", 256, "message size in bytes (Orderly: the event body)")
+	fs.IntVar(&c.millionKeys, "million-keys", 1_000_000, "distinct keys of the million scenario")
+	fs.IntVar(&c.concurrency, "concurrency", 0, "worker Config.Concurrency (0: its default)")
+	fs.IntVar(&c.maxActors, "max-actors", 0, "worker Config.MaxActors (0: its default)")
+	fs.StringVar(&c.only, "only", "raw,noop,work,paced,idle", "comma-separated scenarios: raw,noop,work,paced,idle,million")
+	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
+	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
+	fs.StringVar(&c.blockProfile, "blockprofile", "", "write a blocking profile (whole process) to this file at the end")
+	fs.StringVar(&c.mutexProfile, "mutexprofile", "", "write a mutex-contention profile (whole process) to this file at the end")
+	fs.StringVar(&c.dataDir, "data-dir", "", "the server's store (default: a temporary directory, removed at the end)")
+	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "the longest one run may take")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.repeat < 1 || c.keys < 1 || c.events < 1 || c.workEvents < 1 || c.rate < 1 || c.window < 1 {
+		return c, fmt.Errorf("-repeat, -keys, -events, -work-events, -rate and -window must be positive")
+	}
+	if c.size < 64 {
+		return c, fmt.Errorf("-size %d: at least 64", c.size)
+	}
+	return c, nil
+}

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/statemachine"
+	"github.com/orderly-dev/orderly/worker"
+)
+
+// orderlyWindow caps the Orderly publisher's window: a queue.Conn allows
+// 4,000 asynchronous publishes awaiting their ack (JetStream's default).
+const orderlyWindow = 4000
+
+// idleActorIdle is the ActorIdle of the idle scenario: long enough that no
+// actor is passivated before the first measurement, short enough to wait for.
+const idleActorIdle = 5 * time.Second
+
+type workKind int
+
+const (
+	kindNoop workKind = iota // the client event makes a transition with no action
+	kindWork                 // the client event starts one action that sleeps
+)
+
+// benchData is the workflows' data: none.
+type benchData struct{}
+
+// workflow returns the bench workflow called name. noop: ready --ping-->
+// ready, settled on its first status. work: ready --work--> working [sleep],
+// working --done|failed--> ready, settled on the status of the outcome.
+func workflow(kind workKind, name string, work time.Duration) (worker.Workflow, error) {
+	if kind == kindNoop {
+		m, err := statemachine.New(statemachine.Definition[benchData]{
+			Name:    name,
+			Initial: "ready",
+			// "close" is never sent: a state needs a way out to be valid.
+			States: []statemachine.StateDef{{Name: "ready"}, {Name: "closed", Terminal: true}},
+			Events: []statemachine.EventDef{{Name: "ping", Client: true}, {Name: "close", Client: true}},
+			Transitions: []statemachine.Transition[benchData]{
+				{From: "ready", On: "ping", To: "ready"},
+				{From: "ready", On: "close", To: "closed"},
+			},
+		})
+		if err != nil {
+			return worker.Workflow{}, err
+		}
+		return worker.NewWorkflow(m, nil)
+	}
+	m, err := statemachine.New(statemachine.Definition[benchData]{
+		Name:    name,
+		Initial: "ready",
+		States:  []statemachine.StateDef{{Name: "ready"}, {Name: "working"}},
+		Events: []statemachine.EventDef{
+			{Name: "work", Client: true}, {Name: "done"}, {Name: "failed"},
+		},
+		Actions: []statemachine.ActionDef{{Name: "sleep", OnSuccess: "done", OnFailure: "failed"}},
+		Transitions: []statemachine.Transition[benchData]{
+			{From: "ready", On: "work", To: "working", Actions: []string{"sleep"}},
+			{From: "working", On: "done", To: "ready"},
+			{From: "working", On: "failed", To: "ready"},
+		},
+	})
+	if err != nil {
+		return worker.Workflow{}, err
+	}
+	return worker.NewWorkflow(m, map[string]worker.ActionFunc[benchData]{
+		"sleep": func(ctx context.Context, _ worker.ActionCall[benchData]) (any, error) {
+			t := time.NewTimer(work)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return nil, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		},
+	})
+}
+
+// envelope returns the event, its body padded to size bytes.
+func envelope(event string, size int) (queue.Envelope, error) {
+	fixed := len(`{"event":"","data":{"p":""}}`) + len(event)
+	if size < fixed {
+		return queue.Envelope{}, fmt.Errorf("-size %d: an event body takes at least %d bytes", size, fixed)
+	}
+	ev := queue.Envelope{Event: event, Data: json.RawMessage(`{"p":"` + strings.Repeat("x", size-fixed) + `"}`)}
+	if b, _ := json.Marshal(ev); len(b) != size {
+		return queue.Envelope{}, fmt.Errorf("event body is %d bytes, want %d", len(b), size)
+	}
+	return ev, nil
+}
+
+type orderlyRun struct {
+	kind     workKind
+	name     string // the workflow's name, fresh for each run
+	events   int
+	keys     int
+	distinct bool // key i for event i (keys == events)
+	rate     int  // 0: as fast as it goes; else paced
+	// actorIdle and after, set by the idle scenario: the worker's ActorIdle,
+	// and what to do once every event is settled, before the worker stops.
+	actorIdle time.Duration
+	after     func(ctx context.Context, w *worker.Worker) error
+}
+
+type pendingFuture struct{ p *queue.PendingPublish }
+
+func (f pendingFuture) wait(ctx context.Context) error { _, err := f.p.Wait(ctx); return err }
+
+// orderly measures one run of Orderly end to end: events published on one
+// connection (windowed, or paced) with known job ids, a worker on another
+// connection, and their settled statuses received on a third; done is when
+// the settled status of the event's job arrives.
+func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err error) {
+	cfg := b.cfg
+	kindEvent := map[workKind]string{kindNoop: "ping", kindWork: "work"}[run.kind]
+	ev, err := envelope(kindEvent, cfg.size)
+	if err != nil {
+		return r, err
+	}
+	wf, err := workflow(run.kind, run.name, cfg.work)
+	if err != nil {
+		return r, err
+	}
+	connect := func(role string) (*queue.Conn, error) {
+		return queue.Connect(ctx, queue.Config{URLs: []string{b.url}, Name: "e2ebench-" + role})
+	}
+	wconn, err := connect("worker")
+	if err != nil {
+		return r, err
+	}
+	defer wconn.Close()
+	pconn, err := connect("publisher")
+	if err != nil {
+		return r, err
+	}
+	defer pconn.Close()
+	sconn, err := connect("status")
+	if err != nil {
+		return r, err
+	}
+	defer sconn.Close()
+
+	w, err := worker.New(wconn, worker.Config{
+		Concurrency: cfg.concurrency,
+		MaxActors:   cfg.maxActors,
+		ActorIdle:   run.actorIdle,
+	}, wf)
+	if err != nil {
+		return r, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return r, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if serr := w.Stop(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("stop worker: %w", serr)
+		}
+		if derr := b.deleteStreams(ctx, run.name); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+
+	n := run.events
+	c := newClock()
+	doneAt := make([]atomic.Int64, n)
+	var sendAt, ackAt []int64
+	if run.rate > 0 {
+		sendAt, ackAt = make([]int64, n), make([]int64, n)
+	}
+	prefix := run.name + "-"
+	var (
+		settled, failed atomic.Int64
+		lastNS          atomic.Int64
+		firstErr        atomic.Pointer[queue.StatusError]
+		done            = make(chan struct{})
+	)
+	sub, err := sconn.SubscribeStatus(run.name, "", func(st queue.Status) {
+		if !st.Settled {
+			return
+		}
+		s, ok := strings.CutPrefix(st.JobID, prefix)
+		if !ok {
+			return
+		}
+		i, err := strconv.Atoi(s)
+		if err != nil || i < 0 || i >= n {
+			return
+		}
+		now := c.now()
+		if !doneAt[i].CompareAndSwap(0, now) {
+			return // a second settled status of one job: not counted twice
+		}
+		if st.Error != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, st.Error)
+		}
+		if settled.Add(1) == int64(n) {
+			lastNS.Store(now)
+			close(done)
+		}
+	})
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	// Peak live actors, sampled.
+	var (
+		peakActors atomic.Int64
+		sampling   sync.WaitGroup
+		stopSample = make(chan struct{})
+	)
+	sampling.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			peakActors.Store(max(peakActors.Load(), int64(w.Stats().Actors)))
+			select {
+			case <-stopSample:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	stopSampling := sync.OnceFunc(func() { close(stopSample); sampling.Wait() })
+	defer stopSampling()
+
+	resetPeakRSS()
+	pub := func(i int) (ackWaiter, error) {
+		var key string
+		if run.distinct {
+			key = "m" + strconv.Itoa(i)
+		} else {
+			key = "k" + strconv.Itoa(i%run.keys)
+		}
+		p, err := pconn.PublishAsync(run.name, key, ev, queue.WithID(prefix+strconv.Itoa(i)))
+		if err != nil {
+			return nil, err
+		}
+		return pendingFuture{p}, nil
+	}
+	start := c.now()
+	if run.rate > 0 {
+		r.rate, err = publishPaced(ctx, c, n, run.rate, sendAt, ackAt, pub)
+	} else {
+		err = publishWindow(ctx, n, min(cfg.window, orderlyWindow), pub)
+	}
+	if err != nil {
+		return r, err
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return r, fmt.Errorf("%d of %d events settled (worker: %+v): %w", settled.Load(), n, w.Stats(), ctx.Err())
+	}
+	r.eps = float64(n) / time.Duration(lastNS.Load()-start).Seconds()
+	r.rss = peakRSS()
+	stopSampling()
+	r.actors = max(int(peakActors.Load()), w.Stats().Actors)
+	r.errors = failed.Load()
+	if e := firstErr.Load(); e != nil {
+		fmt.Printf("  (%s: %d events settled with an error; the first: %s)\n", run.name, r.errors, e)
+	}
+	if run.rate > 0 {
+		at := make([]int64, n)
+		for i := range doneAt {
+			at[i] = doneAt[i].Load()
+		}
+		r.ackP50, r.ackP99 = latencies(sendAt, ackAt)
+		r.doneP50, r.doneP99 = latencies(sendAt, at)
+	}
+	if run.after != nil {
+		if err := run.after(ctx, w); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+type idleResult struct {
+	actors                   int
+	heapLive, heapPassivated uint64
+	gLive, gPassivated       int
+}
+
+func (r idleResult) String() string {
+	if r.actors == 0 {
+		return "no live actors measured"
+	}
+	per := r.perActor()
+	gper := float64(r.gLive-r.gPassivated) / float64(r.actors)
+	return fmt.Sprintf("%d live idle actors: Go heap %s with them, %s once passivated: %.0f B per idle actor; goroutines %d → %d: %.3f per idle actor",
+		r.actors, mib(r.heapLive), mib(r.heapPassivated), per, r.gLive, r.gPassivated, gper)
+}
+
+// perActor is the heap an idle actor holds, in bytes.
+func (r idleResult) perActor() float64 {
+	if r.actors == 0 {
+		return 0
+	}
+	return (float64(r.heapLive) - float64(r.heapPassivated)) / float64(r.actors)
+}
+
+// idle measures what an idle actor costs: the live heap and goroutines with
+// cfg.keys idle actors, and again once the janitor has passivated them all.
+// Both figures cover the whole process; the server's share (the state
+// bucket holds the same keys either way) cancels out in the difference.
+func (b *bench) idle(ctx context.Context) (idleResult, error) {
+	var res idleResult
+	measure := func() (uint64, int) {
+		time.Sleep(200 * time.Millisecond) // let acks and statuses drain
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc, runtime.NumGoroutine()
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)
+	defer cancel()
+	_, err := b.orderly(ctx, orderlyRun{
+		kind: kindNoop, name: "idle", events: b.cfg.keys, keys: b.cfg.keys, actorIdle: idleActorIdle,
+		after: func(ctx context.Context, w *worker.Worker) error {
+			res.heapLive, res.gLive = measure()
+			res.actors = w.Stats().Actors
+			for w.Stats().Actors > 0 {
+				select {
+				case <-ctx.Done():
+					return errors.New("actors were not passivated in time")
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			res.heapPassivated, res.gPassivated = measure()
+			return nil
+		},
+	})
+	return res, err
+}

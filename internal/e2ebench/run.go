@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/orderly-dev/orderly/embedded"
+)
+
+const (
+	defaultWork    = 10 * time.Millisecond
+	defaultPaced   = 5 * time.Second
+	defaultTimeout = 3 * time.Minute
+)
+
+type config struct {
+	repeat, keys, events, workEvents int
+	work                             time.Duration
+	rate                             int
+	paced                            time.Duration
+	window, size                     int
+	millionKeys                      int
+	concurrency, maxActors           int
+	only                             string
+	million                          bool
+	cpuProfile, memProfile           string
+	blockProfile, mutexProfile       string
+	dataDir                          string
+	timeout                          time.Duration
+}
+
+// result is one run of one scenario.
+type result struct {
+	eps     float64 // events/s, publish of the first → last settled (raw: consumed)
+	ackP50  time.Duration
+	ackP99  time.Duration
+	doneP50 time.Duration // enqueue → settled (raw: → consumed)
+	doneP99 time.Duration
+	rate    float64 // paced runs: the rate achieved
+	rss     uint64  // peak RSS of the process during the run, bytes
+	actors  int     // peak live actors
+	errors  int64   // settled statuses that carried an error
+}
+
+func run(ctx context.Context, args []string) error {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, s := range strings.Split(cfg.only, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "raw", "noop", "work", "paced", "idle", "million":
+			want[s] = true
+		case "":
+		default:
+			return fmt.Errorf("-only: unknown scenario %q", s)
+		}
+	}
+	if cfg.million {
+		want["million"] = true
+	}
+
+	if cfg.blockProfile != "" {
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+	}
+	if cfg.mutexProfile != "" {
+		runtime.SetMutexProfileFraction(20)
+	}
+	dir := cfg.dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "orderly-e2ebench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	b := &bench{cfg: cfg, url: srv.ClientURL()}
+	if err := b.connectAdmin(); err != nil {
+		return err
+	}
+	defer b.admin.Close()
+
+	printMachine(cfg, dir)
+	start := time.Now()
+
+	var raw, noop, work, praw, pnoop, pwork []result
+	repeat := func(name string, runs *[]result, f func(i int) (result, error)) error {
+		for i := range cfg.repeat {
+			r, err := b.timed(ctx, func(ctx context.Context) (result, error) { return f(i) })
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", name, i+1, err)
+			}
+			fmt.Printf("  %-11s run %d/%d: %s\n", name, i+1, cfg.repeat, r)
+			*runs = append(*runs, r)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	if want["raw"] {
+		if err := repeat("raw", &raw, func(i int) (result, error) {
+			return b.raw(ctx, fmt.Sprintf("t%d", i), cfg.events, 0)
+		}); err != nil {
+			return err
+		}
+	}
+	if want["noop"] {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		err = repeat("noop", &noop, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindNoop, name: fmt.Sprintf("noop%d", i), events: cfg.events, keys: cfg.keys})
+		})
+		stop()
+		if err != nil {
+			return err
+		}
+	}
+	if want["work"] {
+		if err := repeat("work", &work, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindWork, name: fmt.Sprintf("work%d", i), events: cfg.workEvents, keys: cfg.keys})
+		}); err != nil {
+			return err
+		}
+	}
+	if want["paced"] {
+		n := int(int64(cfg.rate) * int64(cfg.paced) / int64(time.Second))
+		if err := repeat("paced raw", &praw, func(i int) (result, error) {
+			return b.raw(ctx, fmt.Sprintf("p%d", i), n, cfg.rate)
+		}); err != nil {
+			return err
+		}
+		if err := repeat("paced noop", &pnoop, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindNoop, name: fmt.Sprintf("pnoop%d", i), events: n, keys: cfg.keys, rate: cfg.rate})
+		}); err != nil {
+			return err
+		}
+		if err := repeat("paced work", &pwork, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindWork, name: fmt.Sprintf("pwork%d", i), events: n, keys: cfg.keys, rate: cfg.rate})
+		}); err != nil {
+			return err
+		}
+	}
+	var idle *idleResult
+	if want["idle"] {
+		r, err := b.idle(ctx)
+		if err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		fmt.Printf("  idle       : %s\n", r)
+		idle = &r
+	}
+	var million *result
+	if want["million"] {
+		r, err := b.timed(ctx, func(ctx context.Context) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindNoop, name: "million", events: cfg.millionKeys, keys: cfg.millionKeys, distinct: true})
+		})
+		if err != nil {
+			return fmt.Errorf("million: %w", err)
+		}
+		fmt.Printf("  million    : %s\n", r)
+		million = &r
+	}
+	for name, path := range map[string]string{"allocs": cfg.memProfile, "block": cfg.blockProfile, "mutex": cfg.mutexProfile} {
+		if path != "" {
+			if err := writeProfile(name, path); err != nil {
+				return err
+			}
+		}
+	}
+
+	fmt.Println()
+	printTable(cfg, raw, noop, work, praw, pnoop, pwork)
+	if idle != nil {
+		fmt.Printf("\nIdle actors (%d keys, one event each, ActorIdle %s): %s\n", cfg.keys, idleActorIdle, idle)
+		per := idle.perActor()
+		mark := map[bool]string{true: "met   ", false: "MISSED"}[per <= 4096]
+		fmt.Printf("  %s  at most 4 KiB per live idle actor: %.0f B\n", mark, per)
+	}
+	if million != nil {
+		fmt.Printf("\nMillion keys (%d distinct keys, one no-op event each, MaxActors %s): %s events/s, peak RSS %s, peak live actors %d\n",
+			cfg.millionKeys, orDefault(cfg.maxActors, "100,000 (default)"), group(million.eps), mib(million.rss), million.actors)
+		mark := map[bool]string{true: "met   ", false: "MISSED"}[million.rss < 300e6]
+		fmt.Printf("  %s  1,000,000 keys with peak RSS under 300 MB: %.0f MB\n", mark, float64(million.rss)/1e6)
+	}
+	fmt.Printf("\nTotal time: %s\n", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// timed runs f with the run's time limit.
+func (b *bench) timed(ctx context.Context, f func(context.Context) (result, error)) (result, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)
+	defer cancel()
+	return f(ctx)
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2ebench: cpu profile:", err)
+		}
+	}, nil
+}
+
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func printMachine(cfg config, dir string) {
+	fmt.Printf("Orderly end-to-end benchmark against raw JetStream, one fresh embedded nats-server (in this process; store %s)\n", dir)
+	fmt.Printf("machine: %d CPUs (%s), %s RAM, %s %s/%s, GOMAXPROCS %d\n",
+		runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
+	fmt.Printf("runs of each scenario: %d (the median is reported); %d-byte messages over %d keys; publish window %d (Orderly: %d)\n",
+		cfg.repeat, cfg.size, cfg.keys, cfg.window, min(cfg.window, orderlyWindow))
+	fmt.Println()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err == nil {
+				return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	return "unknown"
+}
+
+func median[T int | int64 | float64 | uint64 | time.Duration](rs []result, f func(result) T) T {
+	v := make([]T, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+func maxOf[T int | int64 | uint64](rs []result, f func(result) T) T {
+	var m T
+	for _, r := range rs {
+		m = max(m, f(r))
+	}
+	return m
+}
+
+func orDefault(v int, def string) string {
+	if v > 0 {
+		return group(float64(v))
+	}
+	return def
+}

@@ -1,0 +1,174 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/orderly-dev/orderly/embedded"
+	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/statemachine"
+	"github.com/orderly-dev/orderly/worker"
+)
+
+// Counter is the data of the examples' workflow, "counter": every add event
+// adds its n to Total, and a guard refuses a total above 10; close ends it.
+type Counter struct {
+	Total int `json:"total"`
+}
+
+// runCounter starts what the examples talk to: an in-process nats-server and
+// a worker running "counter". It returns the producer's connection and a
+// function that stops everything.
+func runCounter() (*queue.Conn, func()) {
+	dir, err := os.MkdirTemp("", "queue-example-")
+	if err != nil {
+		panic(err)
+	}
+	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		panic(err)
+	}
+	conn, err := queue.Connect(context.Background(), queue.Config{URLs: []string{srv.ClientURL()}})
+	if err != nil {
+		panic(err)
+	}
+	type add struct {
+		N int `json:"n"`
+	}
+	m := statemachine.MustNew(statemachine.Definition[Counter]{
+		Name: "counter", Initial: "counting",
+		States: []statemachine.StateDef{{Name: "counting"}, {Name: "closed", Terminal: true}},
+		Events: []statemachine.EventDef{{Name: "add", Client: true}, {Name: "close", Client: true}},
+		Transitions: []statemachine.Transition[Counter]{{From: "counting", On: "close", To: "closed"}, {
+			From: "counting", On: "add", To: "counting",
+			Guard: func(d Counter, in statemachine.Input) error {
+				var a add
+				if json.Unmarshal(in.Data, &a) != nil || d.Total+a.N > 10 {
+					return errors.New("a total above 10")
+				}
+				return nil
+			},
+			Update: func(d Counter, in statemachine.Input) (Counter, error) {
+				var a add
+				err := json.Unmarshal(in.Data, &a)
+				d.Total += a.N
+				return d, err
+			},
+		}},
+	})
+	wf, err := worker.NewWorkflow(m, nil)
+	if err != nil {
+		panic(err)
+	}
+	w, err := worker.New(conn, worker.Config{Queue: queue.Spec{Partitions: 1}}, wf)
+	if err != nil {
+		panic(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		panic(err)
+	}
+	return conn, func() {
+		_ = w.Stop(context.Background())
+		conn.Close()
+		srv.Shutdown()
+		_ = os.RemoveAll(dir)
+	}
+}
+
+func add(n int) queue.Envelope {
+	return queue.Envelope{Event: "add", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+}
+
+// Publish an event and wait for the worker to settle it: the producer's
+// "call". The job id is the idempotency key: publishing job-1 again within
+// the duplicate window stores nothing.
+func ExampleConn_PublishAndWait() {
+	conn, stop := runCounter()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	ack, st, err := conn.PublishAndWait(ctx, "counter", "c-1", add(4), queue.WithID("job-1"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(ack.ID, st.Event, st.To, "version", st.Version)
+
+	// A rejected event settles too; its status says why.
+	_, st, err = conn.PublishAndWait(ctx, "counter", "c-1", add(20))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(st.Error.Code, "version", st.Version)
+
+	ack, _, err = conn.PublishAndWait(ctx, "counter", "c-1", add(4), queue.WithID("job-1"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("duplicate:", ack.Duplicate)
+	// Output:
+	// job-1 add counting version 1
+	// guard_refused version 1
+	// duplicate: true
+}
+
+// Read a key's durable state: what survives restarts, unlike statuses.
+func ExampleConn_ReadState() {
+	conn, stop := runCounter()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, _, err := conn.PublishAndWait(ctx, "counter", "c-1", add(3)); err != nil {
+		panic(err)
+	}
+	rec, err := conn.ReadState(ctx, "counter", "c-1")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(rec.State, rec.Version, string(rec.Data))
+
+	_, err = conn.ReadState(ctx, "counter", "c-2")
+	fmt.Println(errors.Is(err, queue.ErrNoState))
+	// Output:
+	// counting 1 {"total":3}
+	// true
+}
+
+// Follow every key of a workflow as it changes. Statuses are pub/sub: a
+// subscriber sees what is published while it is subscribed.
+func ExampleConn_SubscribeStatus() {
+	conn, stop := runCounter()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	statuses := make(chan queue.Status, 8)
+	sub, err := conn.SubscribeStatus("counter", "", func(st queue.Status) { statuses <- st })
+	if err != nil {
+		panic(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	for _, n := range []int{1, 2, 30} {
+		if _, err := conn.Publish(ctx, "counter", "c-1", add(n)); err != nil {
+			panic(err)
+		}
+	}
+	for range 3 {
+		st := <-statuses
+		if st.Error != nil {
+			fmt.Println(st.Key, st.Event, "rejected:", st.Error.Code)
+			continue
+		}
+		fmt.Println(st.Key, st.Event, "version", st.Version)
+	}
+	// Output:
+	// c-1 add version 1
+	// c-1 add version 2
+	// c-1 add rejected: guard_refused
+}
