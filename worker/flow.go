@@ -233,7 +233,6 @@ func (f *flow) handBackPartition(p int) {
 
 func (f *flow) stats(s *Stats) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	s.Actors += len(f.actors)
 	for _, a := range f.actors {
 		if a.running {
@@ -248,7 +247,6 @@ func (f *flow) stats(s *Stats) {
 	}
 	s.Partitions += len(f.pullers)
 	f.pmu.Unlock()
-	f.mu.Lock()
 }
 
 // armResume schedules a wake-up event for key: when it comes, whichever
