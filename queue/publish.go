@@ -147,7 +147,7 @@ func publishError(subject string, err error) error {
 	switch {
 	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages exceeded"),
 		errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum bytes exceeded"):
-		return fmt.Errorf("queue: publish %s: %w: %v", subject, ErrQueueFull, err)
+		return fmt.Errorf("queue: publish %s: %w: the stream holds its limit of unprocessed events; retry later or add workers", subject, ErrQueueFull)
 	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "message size exceeds"),
 		errors.Is(err, nats.ErrMaxPayload):
 		return fmt.Errorf("queue: publish %s: %w: %v", subject, ErrPayloadTooLarge, err)
