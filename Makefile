@@ -11,7 +11,7 @@ test: ## run every test with the race detector (what CI runs)
 	$(GO) test -race -count=1 ./...
 
 .PHONY: bench
-bench: ## run the micro-benchmarks with allocations
+bench: ## run the Go benchmarks with allocations (micro-benchmarks and the 100,000-key one)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: lint
