@@ -152,7 +152,7 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("queue: connect to %s: %w", redact(cfg.url()), ctx.Err())
+		return nil, fmt.Errorf("queue: connect to %s: %w", Redact(cfg.url()), ctx.Err())
 	}
 	if r.err != nil {
 		return nil, connectError(cfg.url(), r.err)
@@ -168,13 +168,14 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 
 func connectError(url string, err error) error {
 	if errors.Is(err, nats.ErrNoServers) {
-		return fmt.Errorf("queue: connect to %s: %w: %v", redact(url), ErrNoServer, err)
+		return fmt.Errorf("queue: connect to %s: %w: %v", Redact(url), ErrNoServer, err)
 	}
-	return fmt.Errorf("queue: connect to %s: %w", redact(url), err)
+	return fmt.Errorf("queue: connect to %s: %w", Redact(url), err)
 }
 
-// redact hides passwords and tokens embedded in URLs, so they never reach a log.
-func redact(urls string) string {
+// Redact hides user names, passwords and tokens embedded in a list of URLs
+// (comma-separated), so that they never reach a log or an error.
+func Redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		if at := strings.LastIndex(p, "@"); at >= 0 {

@@ -330,3 +330,32 @@ func TestReadmeDiagramMatchesGraph(t *testing.T) {
 		t.Fatalf("README.md's diagram drifted from `worker graph`; paste this between the markers:\n%s", want)
 	}
 }
+
+func TestCredentialsNeverLogged(t *testing.T) {
+	t.Parallel()
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr syncBuffer
+	env := map[string]string{"ORDERLY_PASSWORD": "flag-secret-2", "ORDERLY_TOKEN": "token-secret-3"}
+	go func() {
+		done <- run(ctx, []string{"--nats-url", "nats://alice:url-secret-1@" + natsAddr, "--http", httpAddr,
+			"--log-level", "trace", "--connect-timeout", "200ms"}, func(k string) string { return env[k] }, &stderr, &stderr)
+	}()
+	// Let it try, fail and log its retries, then stop it.
+	waitFor := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "NATS not reachable yet") && time.Now().Before(waitFor) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	out := stderr.String()
+	if !strings.Contains(out, "connecting to NATS") {
+		t.Fatalf("no connection log:\n%s", out)
+	}
+	for _, secret := range []string{"url-secret-1", "flag-secret-2", "token-secret-3", "alice"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log holds %q:\n%s", secret, out)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -138,7 +139,7 @@ func serve(ctx context.Context, o options, log zerolog.Logger) error {
 		cfg.URLs = []string{ns.ClientURL()}
 	}
 
-	log.Info().Strs("urls", cfg.URLs).Msg("start-up: connecting to NATS")
+	log.Info().Str("urls", queue.Redact(strings.Join(cfg.URLs, ","))).Msg("start-up: connecting to NATS")
 	conn, err := connect(ctx, cfg, log)
 	if err != nil {
 		return err
