@@ -225,6 +225,11 @@ func (f *flow) handBackPartition(p int) {
 			close(a.room)
 			a.room = nil
 		}
+		if a.elem != nil && p >= 0 {
+			// Idle, and its key has a new owner now: its cached state would
+			// only be stale if the partition came back.
+			f.passivate(a)
+		}
 	}
 	if n > 0 {
 		f.log.Info().Int("events", n).Int("partition", p).Msg("handed back unstarted events")
