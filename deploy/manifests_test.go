@@ -1032,16 +1032,6 @@ func workerInfo(t *testing.T) worker {
 	return w
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func get(url string) (int, string) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -1086,10 +1076,10 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		t.Fatal("the example's worker has no user and password")
 	}
 
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	cmd := exec.Command(w.path, "--listen", natsAddr, "--data-dir", t.TempDir(), "--http", httpAddr, "--replicas", "1")
 	cmd.Env = environ
-	var out syncBuffer
+	var out natstest.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -1189,23 +1179,6 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("worker did not exit after SIGTERM")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -48,12 +47,7 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 	t.Parallel()
 	const keys, perKey = 50, 20
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := natstest.FreeAddr(t)
 	start := func() *embedded.Server {
 		s, err := embedded.Start(embedded.Config{Listen: addr, DataDir: dir})
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,12 +208,7 @@ func TestNotProvisioned(t *testing.T) {
 
 func TestNoServer(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "nats://" + l.Addr().String()
-	l.Close()
+	url := "nats://" + natstest.FreeAddr(t)
 	start := time.Now()
 	_, errOut, code := runCLI(t, context.Background(), "--nats-url", url, "k", "e")
 	if code != 1 || !strings.Contains(errOut, url) || !strings.Contains(errOut, "no NATS server reachable") {

@@ -87,10 +87,10 @@ func allProcessedOnce(t *testing.T, conn *queue.Conn, keys []string, within time
 
 func TestKill9WithSlowWorkInFlight(t *testing.T) {
 	t.Parallel()
-	natsAddr := freeAddr(t)
+	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
 	flags := []string{"--sim-latency", "700ms", "--action-timeout", "1s"}
-	w := startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
+	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
 	conn := natstest.Conn(t, "nats://"+natsAddr)
 	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "crash", 500)
@@ -101,16 +101,16 @@ func TestKill9WithSlowWorkInFlight(t *testing.T) {
 	<-w.exited
 	conn.Close()
 
-	startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
+	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
 	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 90*time.Second)
 }
 
 func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	t.Parallel()
-	natsAddr := freeAddr(t)
+	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
 	flags := []string{"--sim-latency", "3s", "--action-timeout", "5s", "--shutdown-timeout", "1s"}
-	w := startWorker(t, dataDir, natsAddr, freeAddr(t), flags...)
+	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
 	conn := natstest.Conn(t, "nats://"+natsAddr)
 	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "term", 50)
@@ -132,6 +132,6 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	}
 	conn.Close()
 
-	startWorker(t, dataDir, natsAddr, freeAddr(t), "--sim-latency", "10ms")
+	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
 	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 30*time.Second)
 }

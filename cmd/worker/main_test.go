@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,16 +24,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func httpStatus(url string) int {
 	resp, err := http.Get(url)
@@ -61,10 +50,10 @@ func noenv(string) string { return "" }
 
 func TestReadyzOnlyAfterStartUp(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var stderr syncBuffer
+	var stderr natstest.Output
 	go func() {
 		done <- run(ctx, []string{"--nats-url", "nats://" + natsAddr, "--http", httpAddr, "--log-level", "debug", "--connect-timeout", "200ms"}, noenv, &stderr, &stderr)
 	}()
@@ -140,7 +129,7 @@ var binaries = sync.OnceValues(func() (string, error) {
 
 type proc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *natstest.Output
 	exited chan struct{} // closed when the process has exited, err set
 	err    error
 }
@@ -153,7 +142,7 @@ func startWorker(t *testing.T, dataDir, natsAddr, httpAddr string, extra ...stri
 	}
 	args := append([]string{"--listen", natsAddr, "--http", httpAddr, "--data-dir", dataDir, "--log-level", "info"}, extra...)
 	cmd := exec.Command(filepath.Join(dir, "worker"), args...)
-	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{cmd: cmd, out: &natstest.Output{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -192,7 +181,7 @@ func enqueue(t *testing.T, natsAddr string, args ...string) (string, int) {
 
 func TestEndToEndBinaries(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	startWorker(t, t.TempDir(), natsAddr, httpAddr, "--sim-latency", "5ms")
 
 	for _, step := range []struct{ event, state string }{
@@ -232,7 +221,7 @@ func TestEndToEndBinaries(t *testing.T) {
 
 func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	dataDir := t.TempDir()
 	w := startWorker(t, dataDir, natsAddr, httpAddr, "--sim-latency", "1ms")
 
@@ -275,7 +264,7 @@ func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 		t.Fatalf("only %d acknowledged", len(acked))
 	}
 
-	startWorker(t, dataDir, natsAddr, freeAddr(t), "--sim-latency", "1ms")
+	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "1ms")
 	conn2 := natstest.Conn(t, "nats://"+natsAddr)
 	deadline := time.Now().Add(60 * time.Second)
 	for _, key := range acked {
@@ -290,24 +279,6 @@ func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's two output streams.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestReadmeDiagramMatchesGraph(t *testing.T) {
@@ -333,10 +304,10 @@ func TestReadmeDiagramMatchesGraph(t *testing.T) {
 
 func TestCredentialsNeverLogged(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var stderr syncBuffer
+	var stderr natstest.Output
 	env := map[string]string{"ORDERLY_PASSWORD": "flag-secret-2", "ORDERLY_TOKEN": "token-secret-3"}
 	go func() {
 		done <- run(ctx, []string{"--nats-url", "nats://alice:url-secret-1@" + natsAddr, "--http", httpAddr,
