@@ -140,7 +140,7 @@ func (w *Worker) Ready() bool {
 		return false
 	}
 	last := time.Unix(0, w.metrics.lastPull.Load())
-	return time.Since(last) < stallAfter || w.Stats().Partitions == 0
+	return time.Since(last) < stallAfter || !w.ownsPartitions()
 }
 
 // Stop stops the worker gently: it stops pulling, lets actors commit what
@@ -254,4 +254,18 @@ func (w *Worker) Stats() Stats {
 	s.StaleTimers = w.staleTimers.Load()
 	s.DeadLettered = w.deadLettered.Load()
 	return s
+}
+
+// ownsPartitions reports whether the worker pulls any partition, without
+// walking its actors as Stats does: /readyz is probed often.
+func (w *Worker) ownsPartitions() bool {
+	for _, f := range w.flows {
+		f.pmu.Lock()
+		n := len(f.pullers)
+		f.pmu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
