@@ -1,10 +1,12 @@
 // Command e2ebench measures Orderly end to end against raw JetStream, in one
-// run, on one fresh embedded nats-server (in this process, so peak RSS counts
-// the server, the worker and the load generator together).
+// run, on one fresh embedded nats-server: in this process by default (peak
+// RSS then counts the server, the worker and the load generator together),
+// or with -server process in a child process, so that the worker's memory
+// is measured apart from the broker's.
 //
 //	go run ./internal/e2ebench            # or: make bench-e2e
 //	go run ./internal/e2ebench -only raw,noop -cpuprofile cpu.out -memprofile mem.out
-//	go run ./internal/e2ebench -only million
+//	go run ./internal/e2ebench -only million -server process
 //
 // Scenarios (-only picks some; default: all but million):
 //
@@ -38,6 +40,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if dir := os.Getenv(serveEnv); dir != "" {
+		if err := serve(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "e2ebench server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "e2ebench:", err)
 		os.Exit(1)
@@ -63,9 +72,11 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
+	fs.StringVar(&c.heapProfile, "heapprofile", "", "write the in-use heap profile taken when the Go heap peaked during the Orderly runs to this file")
 	fs.StringVar(&c.blockProfile, "blockprofile", "", "write a blocking profile (whole process) to this file at the end")
 	fs.StringVar(&c.mutexProfile, "mutexprofile", "", "write a mutex-contention profile (whole process) to this file at the end")
 	fs.StringVar(&c.dataDir, "data-dir", "", "the server's store (default: a temporary directory, removed at the end)")
+	fs.StringVar(&c.server, "server", "inproc", "where the nats-server runs: inproc (in this process) or process (a child process, so that this process's peak RSS is the worker's and the load generator's alone)")
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "the longest one run may take")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -75,6 +86,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.repeat < 1 || c.keys < 1 || c.events < 1 || c.workEvents < 1 || c.rate < 1 || c.window < 1 {
 		return c, fmt.Errorf("-repeat, -keys, -events, -work-events, -rate and -window must be positive")
+	}
+	if c.server != "inproc" && c.server != "process" {
+		return c, fmt.Errorf("-server %q: inproc or process", c.server)
 	}
 	if c.size < 64 {
 		return c, fmt.Errorf("-size %d: at least 64", c.size)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,10 +132,13 @@ func resetPeakRSS() bool {
 	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 }
 
-// peakRSS reads VmHWM: the peak resident set of the whole process (server,
-// worker and load generator) since start or since resetPeakRSS.
-func peakRSS() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
+// peakRSS reads VmHWM: the peak resident set of this process since start or
+// since resetPeakRSS (with -server inproc: server, worker and load generator
+// together).
+func peakRSS() uint64 { return vmHWM("/proc/self/status") }
+
+func vmHWM(statusFile string) uint64 {
+	b, err := os.ReadFile(statusFile)
 	if err != nil {
 		return 0
 	}
@@ -154,6 +160,9 @@ func (r result) String() string {
 			group(r.rate), ms(r.ackP50), ms(r.ackP99), ms(r.doneP50), ms(r.doneP99))
 	}
 	s += fmt.Sprintf(", peak RSS %s", mib(r.rss))
+	if r.serverRSS > 0 {
+		s += fmt.Sprintf(" (server process: %s)", mib(r.serverRSS))
+	}
 	if r.actors > 0 {
 		s += fmt.Sprintf(", peak live actors %d", r.actors)
 	}
@@ -183,4 +192,33 @@ func group(v float64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// peakHeap keeps the in-use heap profile of the moment the Go heap was
+// largest among its samples, to show what the peak is made of.
+type peakHeap struct {
+	path string
+	max  uint64
+	prof bytes.Buffer
+}
+
+func (h *peakHeap) sample() {
+	if h.path == "" {
+		return
+	}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if v := s[0].Value.Uint64(); v > h.max {
+		h.max = v
+		h.prof.Reset()
+		_ = pprof.Lookup("heap").WriteTo(&h.prof, 0)
+	}
+}
+
+func (h *peakHeap) write() error {
+	if h.path == "" || h.prof.Len() == 0 {
+		return nil
+	}
+	fmt.Printf("  heap profile at the peak (%s of objects) written to %s\n", mib(h.max), h.path)
+	return os.WriteFile(h.path, h.prof.Bytes(), 0o644)
 }

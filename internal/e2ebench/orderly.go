@@ -223,11 +223,13 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		sampling   sync.WaitGroup
 		stopSample = make(chan struct{})
 	)
+	heap := peakHeap{path: cfg.heapProfile}
 	sampling.Go(func() {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
 			peakActors.Store(max(peakActors.Load(), int64(w.Stats().Actors)))
+			heap.sample()
 			select {
 			case <-stopSample:
 				return
@@ -237,8 +239,14 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	})
 	stopSampling := sync.OnceFunc(func() { close(stopSample); sampling.Wait() })
 	defer stopSampling()
+	defer func() {
+		if herr := heap.write(); herr != nil && err == nil {
+			err = herr
+		}
+	}()
 
 	resetPeakRSS()
+	b.srv.resetPeak()
 	pub := func(i int) (ackWaiter, error) {
 		var key string
 		if run.distinct {
@@ -267,7 +275,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		return r, fmt.Errorf("%d of %d events settled (worker: %+v): %w", settled.Load(), n, w.Stats(), ctx.Err())
 	}
 	r.eps = float64(n) / time.Duration(lastNS.Load()-start).Seconds()
-	r.rss = peakRSS()
+	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	stopSampling()
 	r.actors = max(int(peakActors.Load()), w.Stats().Actors)
 	r.errors = failed.Load()

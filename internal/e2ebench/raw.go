@@ -16,6 +16,7 @@ import (
 type bench struct {
 	cfg     config
 	url     string
+	srv     *natsServer
 	admin   *nats.Conn
 	adminJS jetstream.JetStream
 }
@@ -152,6 +153,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 	defer cc.Stop()
 
 	resetPeakRSS()
+	b.srv.resetPeak()
 	shared := make([]byte, cfg.size)
 	pub := func(i int) (ackWaiter, error) {
 		data := shared
@@ -181,7 +183,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 		return result{}, fmt.Errorf("%d of %d messages consumed: %w", consumed.Load(), n, ctx.Err())
 	}
 	r.eps = float64(n) / time.Duration(doneNS.Load()-start).Seconds()
-	r.rss = peakRSS()
+	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	if rate > 0 {
 		r.ackP50, r.ackP99 = latencies(sendAt, ackAt)
 		r.doneP50, r.doneP99 = latencies(sendAt, doneAt)

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/orderly-dev/orderly/embedded"
 )
 
 const (
@@ -30,8 +28,9 @@ type config struct {
 	only                             string
 	million                          bool
 	cpuProfile, memProfile           string
+	heapProfile                      string
 	blockProfile, mutexProfile       string
-	dataDir                          string
+	dataDir, server                  string
 	timeout                          time.Duration
 }
 
@@ -43,12 +42,14 @@ type result struct {
 	doneP50 time.Duration // enqueue → settled (raw: → consumed)
 	doneP99 time.Duration
 	rate    float64 // paced runs: the rate achieved
-	rss     uint64  // peak RSS of the process during the run, bytes
-	actors  int     // peak live actors
-	errors  int64   // settled statuses that carried an error
+	rss     uint64  // peak RSS of this process during the run, bytes
+	// serverRSS is the server's peak RSS with -server process.
+	serverRSS uint64
+	actors    int   // peak live actors
+	errors    int64 // settled statuses that carried an error
 }
 
-func run(ctx context.Context, args []string) error {
+func run(ctx context.Context, args []string) (err error) {
 	cfg, err := parseFlags(args)
 	if err != nil {
 		return err
@@ -80,12 +81,16 @@ func run(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	srv, err := startServer(ctx, cfg.server, dir)
 	if err != nil {
 		return err
 	}
-	defer srv.Shutdown()
-	b := &bench{cfg: cfg, url: srv.ClientURL()}
+	defer func() {
+		if serr := srv.stop(); serr != nil && err == nil {
+			err = fmt.Errorf("server: %w", serr)
+		}
+	}()
+	b := &bench{cfg: cfg, url: srv.url, srv: srv}
 	if err := b.connectAdmin(); err != nil {
 		return err
 	}
@@ -193,8 +198,12 @@ func run(ctx context.Context, args []string) error {
 	if million != nil {
 		fmt.Printf("\nMillion keys (%d distinct keys, one no-op event each, MaxActors %s): %s events/s, peak RSS %s, peak live actors %d\n",
 			cfg.millionKeys, orDefault(cfg.maxActors, "100,000 (default)"), group(million.eps), mib(million.rss), million.actors)
+		whose := "server, worker and load generator in one process"
+		if cfg.server == "process" {
+			whose = fmt.Sprintf("worker and load generator; the server process's own: %.0f MB", float64(million.serverRSS)/1e6)
+		}
 		mark := map[bool]string{true: "met   ", false: "MISSED"}[million.rss < 300e6]
-		fmt.Printf("  %s  1,000,000 keys with peak RSS under 300 MB: %.0f MB\n", mark, float64(million.rss)/1e6)
+		fmt.Printf("  %s  1,000,000 keys with peak RSS under 300 MB: %.0f MB (%s)\n", mark, float64(million.rss)/1e6, whose)
 	}
 	fmt.Printf("\nTotal time: %s\n", time.Since(start).Round(time.Second))
 	return nil
@@ -240,7 +249,11 @@ func writeProfile(name, path string) error {
 }
 
 func printMachine(cfg config, dir string) {
-	fmt.Printf("Orderly end-to-end benchmark against raw JetStream, one fresh embedded nats-server (in this process; store %s)\n", dir)
+	where := "in this process"
+	if cfg.server == "process" {
+		where = "in a child process"
+	}
+	fmt.Printf("Orderly end-to-end benchmark against raw JetStream, one fresh embedded nats-server (%s; store %s)\n", where, dir)
 	fmt.Printf("machine: %d CPUs (%s), %s RAM, %s %s/%s, GOMAXPROCS %d\n",
 		runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
 	fmt.Printf("runs of each scenario: %d (the median is reported); %d-byte messages over %d keys; publish window %d (Orderly: %d)\n",
