@@ -43,6 +43,9 @@ func printTable(cfg config, raw, noop, work, praw, pnoop, pwork []result) {
 		all := append(append([]result(nil), tput...), paced...)
 		if len(all) > 0 {
 			cells[7] = mib(maxOf(all, func(r result) uint64 { return r.rss }))
+			if srv := maxOf(all, func(r result) uint64 { return r.serverRSS }); srv > 0 {
+				cells[7] += " (server " + mib(srv) + ")"
+			}
 			if a := maxOf(all, func(r result) int { return r.actors }); a > 0 {
 				cells[8] = group(float64(a))
 			}
