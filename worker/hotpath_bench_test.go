@@ -118,6 +118,7 @@ func hotActor(b *testing.B) *actor {
 	b.Helper()
 	w := &Worker{cfg: Config{}.WithDefaults()}
 	w.log = *w.cfg.Logger
+	w.metrics = newMetrics(w) // route and apply count events
 	f := newFlow(w, hotWorkflow(b).e)
 	f.spec = w.cfg.Queue
 	ent, err := f.eng.newEntity(nil)
