@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -48,7 +47,7 @@ func (e *StatusError) Error() string { return e.Code + ": " + e.Message }
 // pub/sub: it is not stored, and a subscriber that is away misses it; the
 // key's state in the bucket is the durable record.
 func (c *Conn) PublishStatus(st *Status) error {
-	body, err := json.Marshal(st)
+	body, err := marshalStatus(st)
 	if err != nil {
 		return fmt.Errorf("queue: encode status: %w", err)
 	}
@@ -75,7 +74,7 @@ func (c *Conn) SubscribeStatus(workflow, key string, h func(Status)) (*Subscript
 	}
 	sub, err := c.nc.Subscribe(StatusSubject(workflow, key), func(m *nats.Msg) {
 		var st Status
-		if json.Unmarshal(m.Data, &st) == nil {
+		if unmarshalStatus(m.Data, &st) == nil {
 			h(st)
 		}
 	})

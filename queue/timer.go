@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -32,7 +31,7 @@ func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit u
 	if kind == "" || kind == "fired" {
 		return fmt.Errorf("queue: schedule: bad kind %q", kind)
 	}
-	body, err := json.Marshal(ev)
+	body, err := marshalEnvelope(&ev)
 	if err != nil {
 		return fmt.Errorf("queue: schedule: %w", err)
 	}

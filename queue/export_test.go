@@ -1,0 +1,9 @@
+package queue
+
+// The hand-written codecs, for the benchmarks in package queue_test
+// (functions, not variables holding them, so that escape analysis sees the
+// calls as the real callers' are seen).
+
+func MarshalEnvelope(ev *Envelope) ([]byte, error)  { return marshalEnvelope(ev) }
+func MarshalStatus(st *Status) ([]byte, error)      { return marshalStatus(st) }
+func UnmarshalStatus(data []byte, st *Status) error { return unmarshalStatus(data, st) }
