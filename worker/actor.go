@@ -192,7 +192,7 @@ func (a *actor) load(ctx context.Context) error {
 	case err != nil:
 		return err
 	default:
-		if err := json.Unmarshal(val, &rec); err != nil {
+		if err := unmarshalRecord(val, &rec); err != nil {
 			return err
 		}
 	}
@@ -251,7 +251,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			continue
 		}
 		var env queue.Envelope
-		if err := json.Unmarshal(m.Data, &env); err != nil || env.Event == "" {
+		if err := unmarshalEnvelope(m.Data, &env); err != nil || env.Event == "" {
 			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, "malformed", "event is not {\"event\": \"...\", \"data\": ...} JSON")
 			continue
 		}
@@ -341,7 +341,7 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 		return 0, err
 	}
 	b.rec.Data = data
-	val, err := json.Marshal(&b.rec)
+	val, err := marshalRecord(&b.rec)
 	if err != nil {
 		return 0, err
 	}
