@@ -13,6 +13,10 @@
 //	raw      raw JetStream: PublishAsync with a window of 4096, one pull
 //	         consumer taking 256 messages per pull, explicit ack, file
 //	         storage, 256-byte messages, over -keys subjects
+//	rawstate the broker work of Orderly's no-op pipeline done with raw
+//	         JetStream alone: raw, plus per message an asynchronous write to
+//	         a one-message-per-subject stream, then the ack and a status
+//	         publish received on a third connection (a ceiling for noop)
 //	noop     Orderly, a workflow whose client event makes a transition with
 //	         no action: enqueue → settled status
 //	work     Orderly, a workflow whose client event starts one action that
@@ -68,7 +72,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.millionKeys, "million-keys", 1_000_000, "distinct keys of the million scenario")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "worker Config.Concurrency (0: its default)")
 	fs.IntVar(&c.maxActors, "max-actors", 0, "worker Config.MaxActors (0: its default)")
-	fs.StringVar(&c.only, "only", "raw,noop,work,paced,idle", "comma-separated scenarios: raw,noop,work,paced,idle,million")
+	fs.IntVar(&c.partitions, "partitions", 0, "worker Config.Queue.Partitions (0: its default)")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,work,paced,idle", "comma-separated scenarios: raw,rawstate,noop,work,paced,idle,million")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")

@@ -154,6 +154,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	w, err := worker.New(wconn, worker.Config{
 		Concurrency: cfg.concurrency,
 		MaxActors:   cfg.maxActors,
+		Queue:       queue.Spec{Partitions: cfg.partitions},
 		ActorIdle:   run.actorIdle,
 	}, wf)
 	if err != nil {

@@ -25,6 +25,7 @@ type config struct {
 	window, size                     int
 	millionKeys                      int
 	concurrency, maxActors           int
+	partitions                       int
 	only                             string
 	million                          bool
 	cpuProfile, memProfile           string
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "noop", "work", "paced", "idle", "million":
+		case "raw", "rawstate", "noop", "work", "paced", "idle", "million":
 			want[s] = true
 		case "":
 		default:
@@ -99,7 +100,7 @@ func run(ctx context.Context, args []string) (err error) {
 	printMachine(cfg, dir)
 	start := time.Now()
 
-	var raw, noop, work, praw, pnoop, pwork []result
+	var raw, rawState, noop, work, praw, pnoop, pwork []result
 	repeat := func(name string, runs *[]result, f func(i int) (result, error)) error {
 		for i := range cfg.repeat {
 			r, err := b.timed(ctx, func(ctx context.Context) (result, error) { return f(i) })
@@ -117,6 +118,13 @@ func run(ctx context.Context, args []string) (err error) {
 	if want["raw"] {
 		if err := repeat("raw", &raw, func(i int) (result, error) {
 			return b.raw(ctx, fmt.Sprintf("t%d", i), cfg.events, 0)
+		}); err != nil {
+			return err
+		}
+	}
+	if want["rawstate"] {
+		if err := repeat("raw+state", &rawState, func(i int) (result, error) {
+			return b.rawState(ctx, fmt.Sprintf("t%d", i), cfg.events)
 		}); err != nil {
 			return err
 		}
@@ -188,7 +196,7 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 
 	fmt.Println()
-	printTable(cfg, raw, noop, work, praw, pnoop, pwork)
+	printTable(cfg, raw, rawState, noop, work, praw, pnoop, pwork)
 	if idle != nil {
 		fmt.Printf("\nIdle actors (%d keys, one event each, ActorIdle %s): %s\n", cfg.keys, idleActorIdle, idle)
 		per := idle.perActor()

@@ -8,7 +8,7 @@ import (
 
 // printTable prints the results as a Markdown table (ready for
 // BENCHMARKS.md) and the targets of issue 8, met or missed.
-func printTable(cfg config, raw, noop, work, praw, pnoop, pwork []result) {
+func printTable(cfg config, raw, rawState, noop, work, praw, pnoop, pwork []result) {
 	rawEPS := median(raw, func(r result) float64 { return r.eps })
 	rawP99 := median(praw, func(r result) time.Duration { return r.doneP99 })
 	fmt.Printf("Throughput: %d events per run (10 ms work: %d) over %d keys. Latency: paced at %s events/s for %s.\n",
@@ -53,8 +53,13 @@ func printTable(cfg config, raw, noop, work, praw, pnoop, pwork []result) {
 		fmt.Println("| " + strings.Join(cells, " | ") + " |")
 	}
 	row("raw JetStream", raw, praw)
+	row("raw JetStream + state write + status", rawState, nil)
 	row("Orderly, no-op", noop, pnoop)
 	row(fmt.Sprintf("Orderly, %s work", cfg.work), work, pwork)
+	if len(rawState) > 0 && len(noop) > 0 {
+		fmt.Printf("\nOrderly no-op against the same broker work done raw (raw + state write + status): %.0f %%.\n",
+			100*median(noop, func(r result) float64 { return r.eps })/median(rawState, func(r result) float64 { return r.eps }))
+	}
 	if len(pnoop)+len(pwork)+len(praw) > 0 {
 		fmt.Printf("\nPaced rate achieved (median): raw %s, no-op %s, work %s events/s.\n",
 			group(median(praw, func(r result) float64 { return r.rate })),
