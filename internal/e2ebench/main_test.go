@@ -1,0 +1,24 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestSmall runs every scenario but million at a small scale, so the
+// benchmark cannot rot between the runs that produce BENCHMARKS.md: each
+// scenario fails the run if an event is lost, settles twice or errs.
+func TestSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := run(ctx, []string{
+		"-repeat", "1", "-events", "2000", "-keys", "200",
+		"-rate", "1000", "-paced", "500ms", "-work", "1ms",
+		"-only", "raw,rawstate,noop,work,paced",
+		"-timeout", "60s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
