@@ -13,7 +13,7 @@ func TestSmall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	err := run(ctx, []string{
-		"-repeat", "1", "-events", "2000", "-keys", "200",
+		"-repeat", "1", "-events", "2000", "-work-events", "2000", "-keys", "200",
 		"-rate", "1000", "-paced", "500ms", "-work", "1ms",
 		"-only", "raw,rawstate,noop,work,paced",
 		"-timeout", "60s",
