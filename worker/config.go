@@ -69,7 +69,8 @@ type Config struct {
 	SharedConsumers bool
 	// Logger receives the runtime's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
-	// Now is the clock. Default: time.Now.
+	// Now is the clock: of state timestamps, timers, passivation and the
+	// stall check of Ready. Default: time.Now.
 	Now func() time.Time
 }
 

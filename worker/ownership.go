@@ -157,7 +157,7 @@ func (f *flow) acquire(ctx context.Context, p int, unpin bool) (*queue.Puller, e
 		Handover: !unpin,
 		OnError:  func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
 		OnPull: func(n int) {
-			f.w.metrics.lastPull.Store(time.Now().UnixNano())
+			f.w.metrics.lastPull.Store(f.w.cfg.Now().UnixNano())
 			f.w.metrics.pullBatch.WithLabelValues(f.name).Observe(float64(n))
 		},
 	}, f.route)

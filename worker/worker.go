@@ -121,7 +121,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.bg.Go(func() { f.own(runCtx) })
 		}
 	}
-	w.metrics.lastPull.Store(time.Now().UnixNano())
+	w.metrics.lastPull.Store(w.cfg.Now().UnixNano())
 	w.ready.Store(true)
 	w.log.Info().Msg("start-up: ready")
 	return nil
@@ -140,7 +140,7 @@ func (w *Worker) Ready() bool {
 		return false
 	}
 	last := time.Unix(0, w.metrics.lastPull.Load())
-	return time.Since(last) < stallAfter || !w.ownsPartitions()
+	return w.cfg.Now().Sub(last) < stallAfter || !w.ownsPartitions()
 }
 
 // Stop stops the worker gently: it stops pulling, lets actors commit what

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -353,4 +354,53 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	if s := w.Stats(); s.Duplicates != 0 || s.DeadLettered != 0 {
 		t.Fatalf("%d redelivered, %d dead-lettered", s.Duplicates, s.DeadLettered)
 	}
+}
+
+// A worker whose consumption has stalled (every partition blocked behind a
+// full mailbox) reports itself unready once no pull has completed for 15 s
+// of its clock, and ready again once pulls complete.
+func TestReadinessReportsStalledConsumption(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ahead atomic.Int64 // how far the worker's clock runs ahead of the wall
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
+	cfg := worker.Config{
+		Queue:   queue.Spec{Partitions: 1},
+		Mailbox: 1,
+		Now:     func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) },
+	}
+	w := startWorker(t, b.url, cfg, func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	if !w.Ready() {
+		t.Fatal("not ready after start")
+	}
+	ctx := context.Background()
+	// Slow work holds the key; one event fills its mailbox, and the next
+	// blocks the only partition's puller.
+	for _, ev := range []queue.Envelope{{Event: "work"}, add(1), add(2)} {
+		if _, err := b.conn.Publish(ctx, "tally", "k", ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the puller to block on the full mailbox", func() bool {
+		s := w.Stats()
+		return s.Queued == 1 && s.InFlight == 2
+	})
+	ahead.Store(int64(16 * time.Second))
+	if w.Ready() {
+		t.Fatal("ready although no pull completed for 16 s")
+	}
+	releaseOnce.Do(func() { close(release) })
+	waitFor(t, 10*time.Second, "readiness once pulls complete again", w.Ready)
+	waitFor(t, 10*time.Second, "the waiting events to be applied", func() bool {
+		rec, err := b.conn.ReadState(ctx, "tally", "k")
+		return err == nil && rec.Version == 4
+	})
 }
