@@ -71,17 +71,7 @@ func marshalStatus(st *Status) ([]byte, error) {
 
 // unmarshalStatus is json.Unmarshal(data, st) for a zero st.
 func unmarshalStatus(data []byte, st *Status) error {
-	v, ok := decodeStatus(data)
-	if !ok {
-		// Into a variable of its own: handing st to encoding/json would
-		// move the caller's variable to the heap on the fast path too.
-		var slow Status
-		err := json.Unmarshal(data, &slow)
-		*st = slow
-		return err
-	}
-	*st = v
-	return nil
+	return jsonx.Unmarshal(data, st, decodeStatus)
 }
 
 // decodeStatus decodes a status as marshalStatus writes it (whitespace

@@ -17,17 +17,7 @@ import (
 
 // unmarshalEnvelope is json.Unmarshal(data, env) for a zero env.
 func unmarshalEnvelope(data []byte, env *queue.Envelope) error {
-	v, ok := decodeEnvelope(data)
-	if !ok {
-		// Into a variable of its own: handing env to encoding/json would
-		// move the caller's variable to the heap on the fast path too.
-		var slow queue.Envelope
-		err := json.Unmarshal(data, &slow)
-		*env = slow
-		return err
-	}
-	*env = v
-	return nil
+	return jsonx.Unmarshal(data, env, decodeEnvelope)
 }
 
 // decodeEnvelope decodes {"event":"...","data":...} with data optional;
@@ -96,17 +86,7 @@ func marshalRecord(r *record) ([]byte, error) {
 
 // unmarshalRecord is json.Unmarshal(data, r) for a zero r.
 func unmarshalRecord(data []byte, r *record) error {
-	v, ok := decodeRecord(data)
-	if !ok {
-		// Into a variable of its own: handing r to encoding/json would
-		// move the caller's variable to the heap on the fast path too.
-		var slow record
-		err := json.Unmarshal(data, &slow)
-		*r = slow
-		return err
-	}
-	*r = v
-	return nil
+	return jsonx.Unmarshal(data, r, decodeRecord)
 }
 
 // decodeRecord decodes a record as marshalRecord writes it (whitespace
