@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -70,6 +71,18 @@ func StatusSubject(workflow, key string) string {
 
 // DeadLetterSubject is where dead letters of key are stored.
 func DeadLetterSubject(workflow, key string) string { return ns + ".dlq." + workflow + "." + key }
+
+// PartitionOf returns the partition of partitions that key's events (and
+// fired timers) go to: what the events stream's subject transform
+// {{partition(n,1)}} computes, the FNV-1a 32-bit hash of the key modulo n.
+func PartitionOf(key string, partitions int) int {
+	if partitions <= 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(partitions))
+}
 
 func partitionSubject(workflow string, partition int) string {
 	return ns + ".events." + workflow + "." + strconv.Itoa(partition) + ".*"

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -25,15 +26,59 @@ const (
 // must be a subject token other than "fired"; visit is handed back in
 // HeaderTimerVisit. Delivery is at whole seconds, never early.
 func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit uint64, at time.Time, ev Envelope) error {
-	if err := ValidateKey(key); err != nil {
+	m, err := scheduleMsg(workflow, key, kind, visit, at, ev)
+	if err != nil {
 		return err
 	}
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("queue: schedule %s for %s: %w", kind, key, err)
+	}
+	return nil
+}
+
+// PendingSchedule is a schedule sent without waiting for JetStream to store it.
+type PendingSchedule struct {
+	kind, key string
+	f         jetstream.PubAckFuture
+}
+
+// Wait returns once the schedule is stored, or why it was not.
+func (p *PendingSchedule) Wait(ctx context.Context) error {
+	select {
+	case <-p.f.Ok():
+		return nil
+	case err := <-p.f.Err():
+		return fmt.Errorf("queue: schedule %s for %s: %w", p.kind, p.key, err)
+	case <-ctx.Done():
+		return fmt.Errorf("queue: schedule %s for %s: %w", p.kind, p.key, ctx.Err())
+	}
+}
+
+// ScheduleAsync is Schedule without waiting, so that the schedules of many
+// keys pipeline on one connection. The caller bounds how many are
+// outstanding, as with PublishAsync.
+func (c *Conn) ScheduleAsync(workflow, key, kind string, visit uint64, at time.Time, ev Envelope) (*PendingSchedule, error) {
+	m, err := scheduleMsg(workflow, key, kind, visit, at, ev)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("queue: schedule %s for %s: %w", kind, key, err)
+	}
+	return &PendingSchedule{kind: kind, key: key, f: f}, nil
+}
+
+func scheduleMsg(workflow, key, kind string, visit uint64, at time.Time, ev Envelope) (*nats.Msg, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
 	if kind == "" || kind == "fired" {
-		return fmt.Errorf("queue: schedule: bad kind %q", kind)
+		return nil, fmt.Errorf("queue: schedule: bad kind %q", kind)
 	}
 	body, err := marshalEnvelope(&ev)
 	if err != nil {
-		return fmt.Errorf("queue: schedule: %w", err)
+		return nil, fmt.Errorf("queue: schedule: %w", err)
 	}
 	// Round up: a timeout must not fire before its time.
 	at = at.UTC().Truncate(time.Second)
@@ -45,10 +90,60 @@ func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit u
 	m.Header.Set(HeaderTimerVisit, strconv.FormatUint(visit, 10))
 	// The same schedule sent twice (a retried commit) is stored once.
 	m.Header.Set(jetstream.MsgIDHeader, kind+"."+key+"."+strconv.FormatUint(visit, 10)+"."+strconv.FormatInt(at.Unix(), 10))
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("queue: schedule %s for %s: %w", kind, key, err)
+	return m, nil
+}
+
+// TimerKeys calls fn with the key of every pending schedule of kind in
+// workflow, one call per key, in no particular order, until fn returns
+// false or ctx ends. Schedules made meanwhile may or may not be seen. It
+// reads headers only, through a short-lived consumer, so its memory does not
+// grow with the number of schedules.
+func (c *Conn) TimerKeys(ctx context.Context, workflow, kind string, fn func(key string) bool) error {
+	if err := ValidateWorkflow(workflow); err != nil {
+		return err
 	}
-	return nil
+	stream := timersStreamName(workflow)
+	cons, err := c.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		FilterSubject:     scheduleSubject(workflow, kind, "*"),
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute, // if we vanish before deleting it
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("queue: timers of %s: %w", workflow, ErrNotProvisioned)
+	}
+	if err != nil {
+		return fmt.Errorf("queue: timers of %s: %w", workflow, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = c.js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
+	}()
+	if cons.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("queue: timers of %s: %w", workflow, err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("queue: timers of %s: %w", workflow, err)
+		}
+		if !fn(keyFromSubject(m.Subject())) {
+			return nil
+		}
+		md, err := m.Metadata()
+		if err != nil || md.NumPending == 0 {
+			return nil // the last one there was when we began, or later
+		}
+	}
 }
 
 // Timer reports whether m is a scheduled event, with its kind and visit.

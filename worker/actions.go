@@ -1,10 +1,12 @@
 package worker
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,7 +15,7 @@ import (
 	"github.com/orderly-dev/orderly/queue"
 )
 
-// job is one action to run for a key.
+// job is one action to run for a key, at its next attempt.
 type job struct {
 	f       *flow
 	key     string
@@ -21,15 +23,32 @@ type job struct {
 	ent     entity // the key's data as committed with the transition
 	version uint64
 	state   string
+	attempt int // the attempt to run next, from 1
 }
 
-// actionPool runs actions outside the actors, at most Concurrency at once.
-// Its queue is bounded too: an actor that cannot hand over an action waits,
-// and so its mailbox fills and its partition stops pulling.
+// actionPool runs actions outside the actors, at most Concurrency at once,
+// on that many runner goroutines. A job waiting for a runner sits in a FIFO,
+// and one waiting for its next attempt in a heap of due times served by one
+// timer goroutine: neither holds a runner or a goroutine of its own, so a
+// key backing off never delays another key's action.
+//
+// Submitting never blocks the actor. The FIFO and the heap hold only the
+// pending actions of live actors: an actor with work pending is never
+// passivated and takes no new event until that work is fed back, and the
+// live actors are bounded by MaxActors. So together they hold at most
+// MaxActors × the most actions one transition starts (one, in the order
+// workflow), and a busy pool holds the partitions back through MaxActors.
 type actionPool struct {
 	w       *Worker
-	jobs    chan job
 	running atomic.Int64
+
+	mu     sync.Mutex
+	ready  []job // FIFO: ready[head:] wait for a runner
+	head   int
+	later  laterHeap     // wait for their next attempt
+	closed bool          // stop began: nothing more is taken, or accepted
+	wake   chan struct{} // a job is ready (buffered: Concurrency)
+	rewake chan struct{} // the earliest due time changed (buffered: 1)
 
 	soft    chan struct{} // closed by stop: start no more actions
 	runCtx  context.Context
@@ -38,23 +57,130 @@ type actionPool struct {
 }
 
 func newActionPool(w *Worker) *actionPool {
-	return &actionPool{w: w, jobs: make(chan job, w.cfg.Concurrency), soft: make(chan struct{})}
+	return &actionPool{
+		w:      w,
+		wake:   make(chan struct{}, w.cfg.Concurrency),
+		rewake: make(chan struct{}, 1),
+		soft:   make(chan struct{}),
+	}
 }
 
 func (p *actionPool) start(ctx context.Context) {
 	p.runCtx = ctx
 	for range p.w.cfg.Concurrency {
-		p.wg.Go(p.loop)
+		p.wg.Go(p.runner)
+	}
+	p.wg.Go(p.timers)
+}
+
+// submit queues a job, to run after delay; it never blocks. After stop the
+// job is forgotten: its action stays pending in the key's durable state,
+// with a wake-up due at once for whoever owns the key next.
+func (p *actionPool) submit(j job, delay time.Duration) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.forget(j)
+		return
+	}
+	if delay > 0 {
+		heap.Push(&p.later, delayed{due: time.Now().Add(delay), j: j})
+		first := p.later[0].j.p.ID == j.p.ID
+		p.mu.Unlock()
+		if first {
+			signal(p.rewake)
+		}
+		return
+	}
+	p.ready = append(p.ready, j)
+	p.mu.Unlock()
+	signal(p.wake)
+}
+
+// signal wakes one waiter on ch, or none if enough wake-ups are pending.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
-// submit queues a job; after stop it is dropped, and the action stays
-// pending in the key's durable state for whoever activates it next.
-func (p *actionPool) submit(j job) {
-	select {
-	case p.jobs <- j:
-	case <-p.soft:
-		p.forget(j)
+// take pops the oldest ready job.
+func (p *actionPool) take() (job, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.head == len(p.ready) {
+		return job{}, false
+	}
+	j := p.ready[p.head]
+	p.ready[p.head] = job{}
+	p.head++
+	switch {
+	case p.head == len(p.ready):
+		p.ready, p.head = p.ready[:0], 0
+		if cap(p.ready) > 4096 {
+			p.ready = nil // a burst is over: let its memory go
+		}
+	case p.head >= 1024 && 2*p.head >= len(p.ready):
+		n := copy(p.ready, p.ready[p.head:])
+		clear(p.ready[n:])
+		p.ready, p.head = p.ready[:n], 0
+	}
+	return j, true
+}
+
+func (p *actionPool) runner() {
+	for {
+		j, ok := p.take()
+		if !ok {
+			select {
+			case <-p.wake:
+				continue
+			case <-p.soft:
+				return
+			case <-p.runCtx.Done():
+				return
+			}
+		}
+		p.running.Add(1)
+		p.attempt(j)
+		p.running.Add(-1)
+	}
+}
+
+// timers moves jobs whose next attempt is due to the FIFO.
+func (p *actionPool) timers() {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		moved := 0
+		next := time.Duration(-1)
+		p.mu.Lock()
+		for !p.closed && len(p.later) > 0 && !p.later[0].due.After(now) {
+			p.ready = append(p.ready, heap.Pop(&p.later).(delayed).j)
+			moved++
+		}
+		if !p.closed && len(p.later) > 0 {
+			next = p.later[0].due.Sub(now)
+		}
+		p.mu.Unlock()
+		for range min(moved, cap(p.wake)) {
+			signal(p.wake)
+		}
+		if next >= 0 {
+			t.Reset(next)
+		} else {
+			t.Stop()
+		}
+		select {
+		case <-t.C:
+		case <-p.rewake:
+		case <-p.soft:
+			return
+		case <-p.runCtx.Done():
+			return
+		}
 	}
 }
 
@@ -72,13 +198,66 @@ func (p *actionPool) forget(j job) {
 	}
 }
 
+// forgetWindow bounds the wake-ups forgetAll has in flight at once.
+const forgetWindow = 256
+
+// forgetAll forgets jobs as forget does, with their wake-ups pipelined, so
+// that a stop with many jobs queued ends quickly.
+func (p *actionPool) forgetAll(jobs []job) {
+	if len(jobs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	now := p.w.cfg.Now()
+	failed := 0
+	var window []*queue.PendingSchedule
+	wait := func(ps *queue.PendingSchedule) {
+		if err := ps.Wait(ctx); err != nil {
+			failed++
+		}
+	}
+	for _, j := range jobs {
+		j.f.mu.Lock()
+		delete(j.f.inflight, j.p.ID)
+		j.f.mu.Unlock()
+		ps, err := p.w.conn.ScheduleAsync(j.f.name, j.key, timerResume, j.version, now, resumeEnvelope)
+		if err != nil {
+			failed++
+			continue
+		}
+		window = append(window, ps)
+		if len(window) == forgetWindow {
+			wait(window[0])
+			window = slices.Delete(window, 0, 1)
+		}
+	}
+	for _, ps := range window {
+		wait(ps)
+	}
+	if failed > 0 {
+		p.w.log.Warn().Int("jobs", failed).Msg("stopping: cannot schedule the resumption of some queued actions; the wake-ups armed at their start stand")
+	}
+	p.w.log.Info().Int("jobs", len(jobs)).Msg("stopping: left queued actions pending, to resume at once on the next owner")
+}
+
 // stop lets running actions finish within timeout (then cancels them) and
-// leaves queued ones pending.
+// leaves the others, queued or waiting for a retry, pending.
 func (p *actionPool) stop(timeout time.Duration) {
 	if p.stopped.Swap(true) {
 		return
 	}
+	p.mu.Lock()
+	p.closed = true
+	left := slices.Clone(p.ready[p.head:])
+	for _, d := range p.later {
+		left = append(left, d.j)
+	}
+	p.ready, p.head, p.later = nil, 0, nil
+	p.mu.Unlock()
 	close(p.soft)
+	forgot := make(chan struct{})
+	go func() { p.forgetAll(left); close(forgot) }()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	t := time.NewTimer(timeout)
@@ -89,82 +268,87 @@ func (p *actionPool) stop(timeout time.Duration) {
 		p.w.cancel()
 		<-done
 	}
+	<-forgot
 }
 
-func (p *actionPool) loop() {
-	for {
-		select {
-		case <-p.soft:
-			return
-		case <-p.runCtx.Done():
-			return
-		case j := <-p.jobs:
-			select {
-			case <-p.soft: // stopping: leave it pending
-				p.forget(j)
-				continue
-			default:
-			}
-			p.running.Add(1)
-			p.run(j)
-			p.running.Add(-1)
-		}
-	}
-}
-
-// run tries the action with backoff and feeds its outcome back to the key.
-func (p *actionPool) run(j job) {
+// attempt runs one attempt of a job's action and feeds its outcome back to
+// the key; after a failure worth retrying it queues the job again for the
+// next attempt, after the backoff, and notes the attempt in the key's state.
+func (p *actionPool) attempt(j job) {
 	cfg := p.w.cfg
 	f := j.f
 	def, _ := f.eng.action(j.p.Action)
-	log := f.log.With().Str("key", j.key).Str("action", j.p.Action).Str("job_id", j.p.JobID).Logger()
-	var lastErr error
-	for attempt := 1; attempt <= cfg.ActionRetries+1; attempt++ {
-		ctx, cancel := context.WithTimeout(p.runCtx, cfg.ActionTimeout)
-		began := time.Now()
-		res, err := j.ent.runAction(ctx, actionCall{
-			workflow: f.name, key: j.key, action: j.p.Action, jobID: j.p.JobID,
-			idempotencyKey: j.p.ID, attempt: attempt,
-		})
-		cancel()
-		outcome := "ok"
-		switch {
-		case err == nil:
-		case IsPermanent(err) || attempt > cfg.ActionRetries:
-			outcome = "failed"
-		default:
-			outcome = "retry"
-			p.w.metrics.retries.WithLabelValues(f.name, j.p.Action).Inc()
-		}
-		p.w.metrics.actionTime.WithLabelValues(f.name, j.p.Action, outcome).Observe(time.Since(began).Seconds())
-		if err == nil {
-			p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnSuccess, data: res})
-			return
-		}
-		lastErr = err
-		if p.runCtx.Err() != nil {
-			// Hard stop: the action stays pending in durable state.
-			p.forget(j)
-			return
-		}
-		if IsPermanent(err) || attempt > cfg.ActionRetries {
-			break
-		}
-		wait := backoff(cfg.RetryBackoff, attempt)
-		var ra *retryAfterError
-		if errors.As(err, &ra) {
-			wait = ra.d
-		}
-		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("action failed; retrying")
-		p.retrying(j, attempt, err)
-		if !sleep(p.runCtx, wait) {
-			p.forget(j)
-			return
-		}
+	ctx, cancel := context.WithTimeout(p.runCtx, cfg.ActionTimeout)
+	began := time.Now()
+	res, err := j.ent.runAction(ctx, actionCall{
+		workflow: f.name, key: j.key, action: j.p.Action, jobID: j.p.JobID,
+		idempotencyKey: j.p.ID, attempt: j.attempt,
+	})
+	cancel()
+	final := err != nil && (IsPermanent(err) || j.attempt > cfg.ActionRetries)
+	outcome := "ok"
+	switch {
+	case err == nil:
+	case final:
+		outcome = "failed"
+	default:
+		outcome = "retry"
+		p.w.metrics.retries.WithLabelValues(f.name, j.p.Action).Inc()
 	}
-	log.Warn().Err(lastErr).Msg("action failed for good")
-	data, _ := jsonError(lastErr)
-	p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnFailure, data: data, failure: lastErr.Error()})
+	p.w.metrics.actionTime.WithLabelValues(f.name, j.p.Action, outcome).Observe(time.Since(began).Seconds())
+	if err == nil {
+		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnSuccess, data: res})
+		return
+	}
+	log := f.log.With().Str("key", j.key).Str("action", j.p.Action).Str("job_id", j.p.JobID).Logger()
+	if p.runCtx.Err() != nil {
+		// Hard stop: the action stays pending in durable state.
+		p.forget(j)
+		return
+	}
+	if final {
+		log.Warn().Err(err).Int("attempt", j.attempt).Msg("action failed for good")
+		data, _ := jsonError(err)
+		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnFailure, data: data, failure: err.Error()})
+		return
+	}
+	wait := backoff(cfg.RetryBackoff, j.attempt)
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		wait = ra.d
+	}
+	log.Warn().Err(err).Int("attempt", j.attempt).Dur("retry_in", wait).Msg("action failed; retrying")
+	p.retrying(j, j.attempt, err)
+	j.attempt++
+	msg := err.Error()
+	if len(msg) > maxLastError {
+		msg = msg[:maxLastError]
+	}
+	f.deliver(j.key, internalEvent{pendingID: j.p.ID, retry: &retryNote{
+		attempt: j.attempt, at: cfg.Now().Add(wait).UTC(), err: msg,
+	}})
+	p.submit(j, wait)
+}
+
+// delayed is a job waiting for its next attempt, due at due.
+type delayed struct {
+	due time.Time
+	j   job
+}
+
+// laterHeap orders delayed jobs by due time, soonest first.
+type laterHeap []delayed
+
+func (h laterHeap) Len() int           { return len(h) }
+func (h laterHeap) Less(i, k int) bool { return h[i].due.Before(h[k].due) }
+func (h laterHeap) Swap(i, k int)      { h[i], h[k] = h[k], h[i] }
+func (h *laterHeap) Push(x any)        { *h = append(*h, x.(delayed)) }
+func (h *laterHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	old[len(old)-1] = delayed{}
+	*h = old[:len(old)-1]
+	return d
 }
 
 func (p *actionPool) outcome(j job, ev internalEvent) {

@@ -37,12 +37,22 @@ type actor struct {
 	ent    entity
 }
 
-// internalEvent is an action's outcome on its way back to its key.
+// internalEvent is an action's outcome on its way back to its key, or,
+// with retry set, a note that an attempt failed and another will follow.
 type internalEvent struct {
 	pendingID string
 	event     statemachine.Event
 	data      json.RawMessage
 	failure   string // the last error, when the action failed for good
+	retry     *retryNote
+}
+
+// retryNote records a failed attempt in the pending entry, so that a
+// restart keeps the retry budget and `enqueue status` shows it.
+type retryNote struct {
+	attempt int       // the next attempt
+	at      time.Time // when it is due
+	err     string    // the failed attempt's error
 }
 
 // run processes the actor's work until it has none, then parks it. It takes
@@ -217,6 +227,13 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		if i < 0 {
 			continue // fed back already (a retry raced a reload)
 		}
+		if r := ev.retry; r != nil {
+			if p := &b.rec.Pending[i]; r.attempt > p.Attempt {
+				p.Attempt, p.NextAttemptAt, p.LastError = r.attempt, r.at, r.err
+				b.changed = true
+			}
+			continue
+		}
 		p := b.rec.Pending[i]
 		b.rec.Pending = slices.Delete(b.rec.Pending, i, i+1)
 		b.changed = true
@@ -311,9 +328,11 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 	}
 	for _, act := range out.actions {
 		p := pending{
-			ID:     a.key + "/" + strconv.FormatUint(b.rec.Version, 10) + "/" + act.Name,
-			Action: act.Name,
-			JobID:  jobID,
+			ID:      a.key + "/" + strconv.FormatUint(b.rec.Version, 10) + "/" + act.Name,
+			Action:  act.Name,
+			JobID:   jobID,
+			Attempt: 1,
+			Since:   now,
 		}
 		b.rec.Pending = append(b.rec.Pending, p)
 		b.starts = append(b.starts, p)
@@ -414,8 +433,17 @@ func (a *actor) submit(ps []pending) {
 		}
 	}
 	f.mu.Unlock()
+	now := f.w.cfg.Now()
 	for _, p := range todo {
-		f.w.pool.submit(job{f: f, key: a.key, p: p, ent: a.ent.snapshot(), version: a.rec.Version, state: a.rec.State})
+		// A resumed action waits for the attempt its failed one asked for.
+		var delay time.Duration
+		if !p.NextAttemptAt.IsZero() {
+			delay = p.NextAttemptAt.Sub(now)
+		}
+		f.w.pool.submit(job{
+			f: f, key: a.key, p: p, ent: a.ent.snapshot(), version: a.rec.Version, state: a.rec.State,
+			attempt: max(p.Attempt, 1),
+		}, delay)
 	}
 }
 

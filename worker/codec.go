@@ -75,6 +75,22 @@ func marshalRecord(r *record) ([]byte, error) {
 			b = jsonx.AppendString(b, p.JobID)
 			b = append(b, `,"attempt":`...)
 			b = strconv.AppendInt(b, int64(p.Attempt), 10)
+			if !p.Since.IsZero() {
+				b = append(b, `,"since":`...)
+				if b, ok = jsonx.AppendTime(b, p.Since); !ok {
+					return json.Marshal(r) // for its error
+				}
+			}
+			if !p.NextAttemptAt.IsZero() {
+				b = append(b, `,"next_attempt_at":`...)
+				if b, ok = jsonx.AppendTime(b, p.NextAttemptAt); !ok {
+					return json.Marshal(r)
+				}
+			}
+			if p.LastError != "" {
+				b = append(b, `,"last_error":`...)
+				b = jsonx.AppendString(b, p.LastError)
+			}
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -109,12 +125,22 @@ func decodeRecord(data []byte) (_ record, ok bool) {
 		r.Pending = []pending{} // [] is an empty slice, not nil, as in encoding/json
 		for d.More() {
 			d.Open()
-			r.Pending = append(r.Pending, pending{
+			p := pending{
 				ID:      d.Key("id").String(),
 				Action:  d.Key("action").String(),
 				JobID:   d.Key("job_id").String(),
 				Attempt: d.Key("attempt").Int(),
-			})
+			}
+			if d.Has("since") {
+				p.Since = d.Key("since").Time()
+			}
+			if d.Has("next_attempt_at") {
+				p.NextAttemptAt = d.Key("next_attempt_at").Time()
+			}
+			if d.Has("last_error") {
+				p.LastError = d.Key("last_error").String()
+			}
+			r.Pending = append(r.Pending, p)
 			d.Close()
 		}
 	}

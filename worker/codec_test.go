@@ -86,8 +86,10 @@ func sampleRecord() record {
 		State: "awaiting_payment", Version: 12, Data: json.RawMessage(`{"items":["a<b"],"total":12.5}`),
 		UpdatedAt: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Applied:   []uint64{1, 18446744073709551615},
-		Pending:   []pending{{ID: "k/12/charge", Action: "charge", JobID: "j", Attempt: 2}, {ID: "k/12/mail"}},
-		Entered:   11,
+		Pending: []pending{{ID: "k/12/charge", Action: "charge", JobID: "j", Attempt: 2,
+			Since: time.Date(2026, 11, 25, 9, 59, 0, 5, time.UTC), NextAttemptAt: time.Date(2026, 11, 25, 10, 0, 4, 0, time.UTC),
+			LastError: "gateway: 503 <busy>"}, {ID: "k/12/mail"}},
+		Entered: 11,
 	}
 }
 
@@ -149,7 +151,11 @@ func FuzzMarshalRecord(f *testing.F) {
 			r.Pending = []pending{}
 		}
 		for i := range int(pendings % 4) {
-			r.Pending = append(r.Pending, pending{ID: id + strconv.Itoa(i), Action: action, JobID: jobID, Attempt: attempt + i})
+			p := pending{ID: id + strconv.Itoa(i), Action: action, JobID: jobID, Attempt: attempt + i}
+			if i%2 == 1 {
+				p.Since, p.NextAttemptAt, p.LastError = r.UpdatedAt, r.UpdatedAt.Add(time.Duration(seq%1e9)), action
+			}
+			r.Pending = append(r.Pending, p)
 		}
 		checkRecord(t, r)
 	})
@@ -165,12 +171,13 @@ func checkUnmarshalRecord(t *testing.T, data []byte) {
 	}
 }
 
-// recordInputs are records decodeRecord takes (the first four) and others it
+// recordInputs are records decodeRecord takes (the first five) and others it
 // must leave to encoding/json.
 var recordInputs = []string{
 	`{"state":"ready","version":1000,"data":{},"updated_at":"2026-11-25T10:00:00.123456789Z","applied":[1000000,1000001],"entered":1}`,
 	`{"state":"","version":0,"data":null,"updated_at":"0001-01-01T00:00:00Z","entered":0}`,
 	`{"state":"s","version":1,"data":[1,"a"],"updated_at":"2026-11-25T10:00:00+09:00","applied":[],"pending":[],"entered":1}`,
+	`{"state":"s","version":2,"data":{},"updated_at":"2026-11-25T10:00:00Z","pending":[{"id":"k/2/a","action":"a","job_id":"j","attempt":3,"since":"2026-11-25T09:00:00.5Z","next_attempt_at":"2026-11-25T10:00:04Z","last_error":"503"},{"id":"k/2/b","action":"b","job_id":"j","attempt":1,"since":"2026-11-25T09:00:00Z"}],"entered":1}`,
 	`{ "state" : "s" , "version" : 1 , "data" : { "a" : 1 } , "updated_at" : "2026-11-25T10:00:00Z" , "pending" : [ { "id" : "k/1/a" , "action" : "a" , "job_id" : "j" , "attempt" : 0 } , {"id":"","action":"","job_id":"","attempt":-1} ] , "entered" : 1 }`,
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","applied":null,"entered":1}`,
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","applied":[1,-2],"entered":1}`,
@@ -180,6 +187,8 @@ var recordInputs = []string{
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","pending":[{"id":"a","action":"b","job_id":"c"}],"entered":1}`,
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","pending":[{"id":"a","action":"b","job_id":"c","attempt":1,"x":1}],"entered":1}`,
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","pending":[null],"entered":1}`,
+	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","pending":[{"id":"a","action":"b","job_id":"c","attempt":2,"last_error":"x","since":"2026-11-25T10:00:00Z"}],"entered":1}`,
+	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","pending":[{"id":"a","action":"b","job_id":"c","attempt":2,"since":"2026-11-25T10:00:00"}],"entered":1}`,
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z","entered":1,"future_field":true}`,
 	`{"state":"ready","version":1,"data":{},"updated_at":"2026-11-25T10:00:00Z"}`,
 	`{"state":"ready","version":1,"data":{},"entered":1}`,
@@ -194,7 +203,7 @@ var recordInputs = []string{
 func TestUnmarshalRecord(t *testing.T) {
 	for i, in := range recordInputs {
 		checkUnmarshalRecord(t, []byte(in))
-		if _, ok := decodeRecord([]byte(in)); !ok && i < 4 {
+		if _, ok := decodeRecord([]byte(in)); !ok && i < 5 {
 			t.Errorf("decodeRecord left %s to encoding/json", in)
 		}
 	}

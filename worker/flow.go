@@ -22,9 +22,17 @@ type flow struct {
 	spec   queue.Spec
 	bucket *queue.Bucket
 
-	pmu     sync.Mutex // guards pullers and members; held while ownership changes
+	pmu     sync.Mutex // guards pullers, members and handedFrom; held while ownership changes
 	pullers map[int]*queue.Puller
 	members []string // the group as of the last rebalance
+	// handedFrom names, for each partition taken over from a member alive
+	// at the time, that member: if it leaves the group later, the work it
+	// was doing for the partition's keys may have been cut off.
+	handedFrom map[int]string
+
+	emu          sync.Mutex // guards expediteWant and expediting
+	expediteWant map[int]bool
+	expediting   bool
 
 	mu       sync.Mutex
 	actors   map[string]*actor
@@ -43,6 +51,9 @@ func newFlow(w *Worker, e engine) *flow {
 		freed:    make(chan struct{}),
 		inflight: map[string]bool{},
 		pullers:  map[int]*queue.Puller{},
+
+		handedFrom:   map[int]string{},
+		expediteWant: map[int]bool{},
 	}
 }
 
@@ -257,8 +268,11 @@ func (f *flow) stats(s *Stats) {
 // armResume schedules a wake-up event for key: when it comes, whichever
 // worker owns the key then resumes the actions still pending.
 func (f *flow) armResume(ctx context.Context, key string, version uint64, at time.Time) error {
-	return f.w.conn.Schedule(ctx, f.name, key, timerResume, version, at, queue.Envelope{Event: "$resume"})
+	return f.w.conn.Schedule(ctx, f.name, key, timerResume, version, at, resumeEnvelope)
 }
+
+// resumeEnvelope is the body of a resume wake-up; no machine sees it.
+var resumeEnvelope = queue.Envelope{Event: "$resume"}
 
 // giveBack returns events that could not be processed to the stream, to be
 // delivered again; one on its last delivery goes to the dead letters.

@@ -2,8 +2,12 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orderly-dev/orderly/queue"
@@ -94,16 +98,38 @@ func (f *flow) rebalance(ctx context.Context) error {
 	for _, p := range gone {
 		pl := f.pullers[p]
 		delete(f.pullers, p)
+		delete(f.handedFrom, p)
 		wg.Go(func() { f.release(ctx, p, pl) })
 	}
 	wg.Wait()
+	// Work the owner of a partition was doing is cut off when that owner
+	// dies: expedite its keys' wake-ups (see expedite), for partitions taken
+	// from a member gone, and for those handed over by a member alive then
+	// and gone since (it may have died with their keys' work in hand).
+	var orphaned []int
+	for p, from := range f.handedFrom {
+		if !slices.Contains(members, from) {
+			orphaned = append(orphaned, p)
+			delete(f.handedFrom, p)
+		}
+	}
 	for _, p := range come {
-		pl, err := f.acquire(ctx, p, f.previousOwnerGone(p, members))
+		prev := f.previousOwner(p, members)
+		gone := prev == "" || !slices.Contains(members, prev)
+		pl, err := f.acquire(ctx, p, gone)
 		if err != nil {
+			f.expediteLater(ctx, orphaned)
 			return err
 		}
 		f.pullers[p] = pl
+		switch {
+		case gone:
+			orphaned = append(orphaned, p)
+		case prev != f.w.cfg.ID:
+			f.handedFrom[p] = prev
+		}
 	}
+	f.expediteLater(ctx, orphaned)
 	f.members = members
 	if len(gone)+len(come) > 0 {
 		owned := make([]int, 0, len(f.pullers))
@@ -116,18 +142,20 @@ func (f *flow) rebalance(ctx context.Context) error {
 	return nil
 }
 
-// previousOwnerGone reports whether the member that owned p before this
-// change of members has left the group. On a worker's first assignment the
-// previous split is taken to be the current members without it.
-func (f *flow) previousOwnerGone(p int, members []string) bool {
+// previousOwner returns the member that owned p before this change of
+// members, "" if there was none; whether it has left the group says whether
+// p is taken from a live owner or from a gone one. On a worker's first
+// assignment the previous split is taken to be the current members without
+// it.
+func (f *flow) previousOwner(p int, members []string) string {
 	prev := f.members
 	if len(prev) == 0 {
 		prev = slices.DeleteFunc(slices.Clone(members), func(id string) bool { return id == f.w.cfg.ID })
 	}
 	if len(prev) == 0 {
-		return true
+		return ""
 	}
-	return !slices.Contains(members, prev[p%len(prev)])
+	return prev[p%len(prev)]
 }
 
 // acquire starts pulling partition p. A previous owner that is gone may
@@ -211,4 +239,119 @@ func (w *Worker) Partitions() map[string][]int {
 		out[f.name] = ps
 	}
 	return out
+}
+
+// expediteParallel bounds the keys expedite handles at once.
+const expediteParallel = 16
+
+// expediteLater runs expedite for ps in the background, after acquiring:
+// it is network work, done without f.pmu. One run at a time per flow;
+// partitions that come meanwhile wait for the next. Stopping the worker
+// (the end of ctx) ends it.
+func (f *flow) expediteLater(ctx context.Context, ps []int) {
+	if len(ps) == 0 {
+		return
+	}
+	f.emu.Lock()
+	defer f.emu.Unlock()
+	for _, p := range ps {
+		f.expediteWant[p] = true
+	}
+	if f.expediting {
+		return
+	}
+	f.expediting = true
+	f.w.bg.Go(func() {
+		for {
+			f.emu.Lock()
+			ps := slices.Sorted(maps.Keys(f.expediteWant))
+			clear(f.expediteWant)
+			if len(ps) == 0 || ctx.Err() != nil {
+				f.expediting = false
+				f.emu.Unlock()
+				return
+			}
+			f.emu.Unlock()
+			n, err := f.expedite(ctx, ps)
+			if err != nil && ctx.Err() == nil {
+				f.log.Warn().Err(err).Ints("partitions", ps).Int("keys", n).Msg("cannot expedite every wake-up of work cut off; the others come when armed")
+				continue
+			}
+			if n > 0 {
+				f.log.Info().Ints("partitions", ps).Int("keys", n).Msg("work cut off by a previous owner: wake-ups expedited")
+			}
+		}
+	})
+}
+
+// expedite brings the durable wake-ups of the keys of partitions ps that
+// have work pending forward to now, so that work cut off by the death of
+// the partition's previous owner resumes at once rather than ResumeAfter
+// after it began. It finds the keys among the pending resume schedules (one
+// per key); the pending list in each key's state decides, so a key whose
+// work finished gets no wake-up. A live owner that gets a wake-up for an
+// action it is running ignores it (f.inflight). It returns how many keys it
+// woke.
+func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
+	want := make([]bool, f.spec.Partitions)
+	for _, p := range ps {
+		want[p] = true
+	}
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, expediteParallel)
+		n    atomic.Int64
+		errs = make(chan error, 1)
+	)
+	err := f.w.conn.TimerKeys(ctx, f.name, timerResume, func(key string) bool {
+		if !want[queue.PartitionOf(key, f.spec.Partitions)] {
+			return true
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			woke, err := f.expediteKey(ctx, key)
+			if woke {
+				n.Add(1)
+			}
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		})
+		return true
+	})
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return int(n.Load()), err
+}
+
+// expediteKey schedules key's wake-up at once if its state has work pending.
+func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
+	val, _, err := f.bucket.Get(ctx, key)
+	if errors.Is(err, queue.ErrNoState) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var rec record
+	if err := unmarshalRecord(val, &rec); err != nil {
+		return false, fmt.Errorf("state of %s: %w", key, err)
+	}
+	if len(rec.Pending) == 0 {
+		return false, nil
+	}
+	return true, f.armResume(ctx, key, rec.Version, f.w.cfg.Now())
 }

@@ -27,14 +27,29 @@ type record struct {
 	Entered uint64 `json:"entered"`
 }
 
-// pending is one action in flight: durable, so a restarted worker resumes it.
+// pending is one action in flight: durable, so a restarted worker resumes it
+// where it was (queue.PendingWork is its public reading).
 type pending struct {
 	// ID is the idempotency key handed to the action: key/version/action.
-	ID      string `json:"id"`
-	Action  string `json:"action"`
-	JobID   string `json:"job_id"`
-	Attempt int    `json:"attempt"`
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	JobID  string `json:"job_id"`
+	// Attempt is the attempt running or next to run, from 1 (0 in records
+	// written before it was kept: read as 1). Kept so that a restart does not
+	// reset the retry budget.
+	Attempt int `json:"attempt"`
+	// Since is when the action was started.
+	Since time.Time `json:"since,omitzero"`
+	// NextAttemptAt is when the next attempt is due after a failed one; a
+	// resumed action waits for it.
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	// LastError is the last failed attempt's error, cut to maxLastError.
+	LastError string `json:"last_error,omitempty"`
 }
+
+// maxLastError bounds the error kept in a pending entry: the record is
+// written on every commit of its key.
+const maxLastError = 256
 
 // maxApplied bounds the dedup log. An event not in it is applied: a
 // redelivery only follows a lost ack, within the ack wait, so its sequence

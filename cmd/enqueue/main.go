@@ -304,8 +304,26 @@ func (c command) status(ctx context.Context, conn *queue.Conn, o options) error 
 	if data == "" {
 		data = "null"
 	}
-	_, err = fmt.Fprintf(c.stdout, "%s %s version=%d updated_at=%s data=%s\n",
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s version=%d updated_at=%s data=%s\n",
 		key, rec.State, rec.Version, rec.UpdatedAt.Format(time.RFC3339Nano), data)
+	// Slow work not done yet, one line each: what runs, which attempt, since
+	// when (and, after a failed attempt, when the next is due and why).
+	for _, p := range rec.Pending {
+		fmt.Fprintf(&b, "  pending action=%s attempt=%d", p.Action, max(p.Attempt, 1))
+		if !p.Since.IsZero() {
+			fmt.Fprintf(&b, " since=%s", p.Since.Format(time.RFC3339Nano))
+		}
+		if !p.NextAttemptAt.IsZero() {
+			fmt.Fprintf(&b, " next_attempt_at=%s", p.NextAttemptAt.Format(time.RFC3339Nano))
+		}
+		fmt.Fprintf(&b, " job=%s", p.JobID)
+		if p.LastError != "" {
+			fmt.Fprintf(&b, " last_error=%q", p.LastError)
+		}
+		b.WriteByte('\n')
+	}
+	_, err = io.WriteString(c.stdout, b.String())
 	return err
 }
 
