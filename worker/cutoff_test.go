@@ -270,27 +270,34 @@ func TestRetryAttemptIsKeptAcrossRestart(t *testing.T) {
 }
 
 // TestWorkCutOffByGracefulStopResumes: a graceful stop with more queued
-// actions than slots leaves every one of them to resume at once: the next
-// worker finishes them all within 5s of its start, and runs none that had
-// finished again.
+// actions than slots, and slow work still running when the shutdown timeout
+// ends, leaves every one of them to resume at once: the next worker
+// finishes them all within 5s of its start, and runs none that had finished
+// again.
 func TestWorkCutOffByGracefulStopResumes(t *testing.T) {
 	t.Parallel()
-	const n = 200
+	const n, slots, quick = 200, 16, 20
 	b := setup(t)
 	keys := keyNames("g", n)
 	done := watchWorked(t, b.conn)
 	first := newCalls()
-	w1 := startWorker(t, b.url, worker.Config{Concurrency: 4, ShutdownTimeout: time.Second}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
+	w1 := startWorker(t, b.url, worker.Config{Concurrency: slots, ShutdownTimeout: time.Second}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
 		first.note(c)
+		d := 3 * time.Second // longer than the shutdown timeout
+		if first.total() <= quick {
+			d = 50 * time.Millisecond
+		}
 		select {
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(d):
 			return nil, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	})
 	publishWork(t, b.conn, keys)
-	waitFor(t, 15*time.Second, "some work done", func() bool { return len(done.snapshot()) >= 4 })
+	waitFor(t, 15*time.Second, "quick work done and every slot busy", func() bool {
+		return len(done.snapshot()) >= quick && w1.Stats().ActionsRunning == slots
+	})
 	stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	began := time.Now()
