@@ -193,7 +193,7 @@ func (p *actionPool) forget(j job) {
 	j.f.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := j.f.armResume(ctx, j.key, j.version, p.w.cfg.Now()); err != nil {
+	if err := j.f.armResume(ctx, j.key, j.version, j.f.resumeNow()); err != nil {
 		j.f.log.Warn().Err(err).Str("key", j.key).Msg("cannot schedule resumption; the one armed at start stands")
 	}
 }
@@ -209,7 +209,6 @@ func (p *actionPool) forgetAll(jobs []job) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	now := p.w.cfg.Now()
 	failed := 0
 	var window []*queue.PendingSchedule
 	wait := func(ps *queue.PendingSchedule) {
@@ -221,7 +220,7 @@ func (p *actionPool) forgetAll(jobs []job) {
 		j.f.mu.Lock()
 		delete(j.f.inflight, j.p.ID)
 		j.f.mu.Unlock()
-		ps, err := p.w.conn.ScheduleAsync(j.f.name, j.key, timerResume, j.version, now, resumeEnvelope)
+		ps, err := p.w.conn.ScheduleAsync(j.f.name, j.key, timerResume, j.version, j.f.resumeNow(), resumeEnvelope)
 		if err != nil {
 			failed++
 			continue

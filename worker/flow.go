@@ -271,6 +271,11 @@ func (f *flow) armResume(ctx context.Context, key string, version uint64, at tim
 	return f.w.conn.Schedule(ctx, f.name, key, timerResume, version, at, resumeEnvelope)
 }
 
+// resumeNow is the time to arm a wake-up that is due at once. Schedule
+// rounds up to the next whole second; one a second in the past fires on the
+// server's next scheduling round (a quarter of a second) instead.
+func (f *flow) resumeNow() time.Time { return f.w.cfg.Now().Add(-time.Second) }
+
 // resumeEnvelope is the body of a resume wake-up; no machine sees it.
 var resumeEnvelope = queue.Envelope{Event: "$resume"}
 

@@ -353,5 +353,5 @@ func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
 	if len(rec.Pending) == 0 {
 		return false, nil
 	}
-	return true, f.armResume(ctx, key, rec.Version, f.w.cfg.Now())
+	return true, f.armResume(ctx, key, rec.Version, f.resumeNow())
 }

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -134,4 +138,74 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 
 	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
 	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 30*time.Second)
+}
+
+// TestWorkCutOffByCrashResumes: kill -9 with slow work running and more
+// queued than slots, with the default action timeout (so the wake-ups armed
+// at the start are 2m30s away). After a restart every key finishes within
+// 10s, and no key whose work had finished has it resumed.
+func TestWorkCutOffByCrashResumes(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	natsAddr := natstest.FreeAddr(t)
+	dataDir := t.TempDir()
+	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "1s", "--concurrency", "4")
+	conn := natstest.Conn(t, "nats://"+natsAddr)
+	var mu sync.Mutex
+	finished := map[string]bool{}
+	sub, err := conn.SubscribeStatus("order", "", func(s queue.Status) {
+		if s.Event == "order_fetched" && s.Settled && s.Error == nil {
+			mu.Lock()
+			finished[s.Key] = true
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := publishStarts(t, conn, "cut", n)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		k := len(finished)
+		mu.Unlock()
+		if k >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d keys finished their work", k)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-w.exited
+	_ = sub.Unsubscribe()
+	conn.Close()
+	mu.Lock()
+	before := maps.Clone(finished)
+	mu.Unlock()
+	if len(before) >= n/2 {
+		t.Fatalf("%d of %d keys finished before the kill: too few cut off", len(before), n)
+	}
+
+	restarted := time.Now()
+	w2 := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
+	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, time.Until(restarted.Add(10*time.Second)))
+	t.Logf("%d keys finished before the kill; all %d within %s of the restart", len(before), n, time.Since(restarted).Round(time.Millisecond))
+	resumed := 0
+	for line := range strings.Lines(w2.out.String()) {
+		var l struct{ Message, Key string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Message != "resuming pending actions" {
+			continue
+		}
+		resumed++
+		if before[l.Key] {
+			t.Errorf("%s: its work had finished before the kill, and was resumed", l.Key)
+		}
+	}
+	if resumed == 0 {
+		t.Errorf("no key was resumed; log:\n%s", w2.out.String())
+	}
 }
