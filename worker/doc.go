@@ -51,8 +51,9 @@
 //   - Timeouts: per-state timeouts (above); idle actors passivate on a
 //     ticker of their own that traffic cannot starve.
 //   - Backpressure, never unbounded queues: a full mailbox stops its
-//     partition's pulls; a busy action pool blocks the actor that hands it
-//     work, whose mailbox then fills.
+//     partition's pulls; a key with slow work pending takes no new event,
+//     so its mailbox fills, and the actions waiting for the pool are
+//     bounded by the actors in memory (Config.MaxActors).
 //
 // # GenServer, Task, Agent: which Orderly uses where
 //
