@@ -37,7 +37,8 @@ type StateRecord struct {
 // PendingWork is one action of a key started and not yet fed back.
 type PendingWork struct {
 	// ID is the idempotency key handed to the action: key/version/action.
-	ID     string `json:"id"`
+	ID string `json:"id"`
+	// Action names the action.
 	Action string `json:"action"`
 	// JobID is the job whose event started the action.
 	JobID string `json:"job_id"`
