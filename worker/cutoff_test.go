@@ -210,6 +210,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 	if d := began.Sub(seen); d > 100*time.Millisecond {
 		t.Fatalf("other's action began %s after its status, behind a key in backoff", d)
 	}
+	t.Logf("other's action began %s after its status was received", began.Sub(seen))
 
 	// The backoff itself is kept: busy's second attempt comes after 4s.
 	waitFor(t, 15*time.Second, "busy's second attempt", func() bool {
