@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/internal/ratelog"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -41,6 +42,10 @@ type flow struct {
 	draining bool          // stopping: mailboxes are handed back, not taken
 	inflight map[string]bool
 	runs     sync.WaitGroup
+
+	// pullFailures spaces the log lines of failed pulls, all partitions
+	// together: a server going away fails every partition at once.
+	pullFailures ratelog.Limiter
 }
 
 func newFlow(w *Worker, e engine) *flow {
@@ -54,6 +59,7 @@ func newFlow(w *Worker, e engine) *flow {
 
 		handedFrom:   map[int]string{},
 		expediteWant: map[int]bool{},
+		pullFailures: ratelog.Limiter{Every: logEvery},
 	}
 }
 

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/orderly-dev/orderly/internal/ratelog"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -39,6 +42,7 @@ func assigned(members []string, id string, partitions int) []int {
 func (f *flow) own(ctx context.Context) {
 	t := time.NewTicker(max(f.spec.MemberTTL/5, 50*time.Millisecond))
 	defer t.Stop()
+	failures := ratelog.Limiter{Every: logEvery}
 	for {
 		select {
 		case <-ctx.Done():
@@ -47,7 +51,7 @@ func (f *flow) own(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := f.rebalance(ctx); err != nil {
-				f.log.Warn().Err(err).Msg("membership: cannot rebalance; keeping the partitions held")
+				f.logFailure(f.log, &failures, err, "membership: cannot rebalance; keeping the partitions held")
 			}
 		}
 	}
@@ -183,7 +187,9 @@ func (f *flow) acquire(ctx context.Context, p int, unpin bool) (*queue.Puller, e
 		MaxWait:  min(time.Second, f.spec.AckWait/3),
 		Shared:   cfg.SharedConsumers,
 		Handover: !unpin,
-		OnError:  func(err error) { log.Warn().Err(err).Msg("pull failed; retrying (and rewinding the partition)") },
+		OnError: func(err error) {
+			f.logFailure(log, &f.pullFailures, err, "pull failed; retrying (and rewinding the partition)")
+		},
 		OnPull: func(n int) {
 			f.w.metrics.lastPull.Store(f.w.cfg.Now().UnixNano())
 			f.w.metrics.pullBatch.WithLabelValues(f.name).Observe(float64(n))
@@ -354,4 +360,22 @@ func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	return true, f.armResume(ctx, key, rec.Version, f.resumeNow())
+}
+
+// logEvery is the least time between two log lines about the same
+// repeating failure of a loop (a pull, the membership heartbeat).
+const logEvery = 15 * time.Second
+
+// logFailure logs a failure of a loop that retries on its own. While the
+// connection is down every loop fails, and the connection already says so
+// (at most once per 15s): those failures go to debug. Otherwise the first
+// failure is a warning, then at most one line per logEvery.
+func (f *flow) logFailure(log zerolog.Logger, l *ratelog.Limiter, err error, msg string) {
+	if !f.w.conn.Connected() {
+		log.Debug().Err(err).Msg(msg)
+		return
+	}
+	if ok, held := l.Allow(time.Now()); ok {
+		log.Warn().Err(err).Int("failures_not_logged", held).Msg(msg)
+	}
 }
