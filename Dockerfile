@@ -4,7 +4,11 @@
 # user. deploy/deploy_test.go checks this file's shape against the code and
 # the Kubernetes manifests.
 #
-#   docker build -t ghcr.io/orderly-dev/orderly:dev .
+#   docker build -t ghcr.io/orderly-dev/orderly:dev \
+#     --build-arg VERSION=$(git describe --tags --always --dirty) --build-arg REVISION=$(git rev-parse HEAD) .
+#
+# VERSION and REVISION are what `worker --version` and orderly_build_info
+# report: the build context has no .git for Go to read them from.
 #   docker run --rm -p 8080:8080 ghcr.io/orderly-dev/orderly:dev   # embedded NATS inside
 #   docker run --rm -e NATS_URL=nats://nats:4222 ghcr.io/orderly-dev/orderly:dev
 
@@ -16,8 +20,12 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG TARGETOS
 ARG TARGETARCH
+ARG VERSION=""
+ARG REVISION=""
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/worker ./cmd/enqueue
+    GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+    -ldflags="-s -w -X github.com/orderly-dev/orderly/internal/buildinfo.version=${VERSION} -X github.com/orderly-dev/orderly/internal/buildinfo.revision=${REVISION}" \
+    -o /out/ ./cmd/worker ./cmd/enqueue
 # The embedded server's store, owned by the runtime user (distroless has no shell to make it).
 RUN mkdir -p /out/data
 

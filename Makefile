@@ -23,9 +23,15 @@ lint: ## gofmt and go vet
 run: ## run the worker with an embedded NATS server (store in ./orderly-data)
 	$(GO) run ./cmd/worker
 
+# What --version and orderly_build_info report (see internal/buildinfo).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/orderly-dev/orderly/internal/buildinfo.version=$(VERSION) \
+	-X github.com/orderly-dev/orderly/internal/buildinfo.revision=$(REVISION)
+
 .PHONY: build
-build: ## build bin/worker and bin/enqueue
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/worker ./cmd/enqueue
+build: ## build bin/worker and bin/enqueue, stamped with VERSION and REVISION (default: from git)
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/enqueue
 
 .PHONY: ci
 ci: ## what CI runs

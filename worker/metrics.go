@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/orderly-dev/orderly/internal/buildinfo"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -65,6 +66,7 @@ func newMetrics(w *Worker) *metrics {
 	m.reg.MustRegister(m.received, m.applied, m.rejected, m.duplicates, m.transitions,
 		m.actionTime, m.retries, m.deadLettered, m.pullBatch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(buildInfo())
 	for _, f := range w.flows {
 		gauge := func(name, help string, v func() float64) prometheus.Collector {
 			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -118,4 +120,16 @@ func (m *metrics) observe(workflow string, statuses []queue.Status) {
 func reasonCode(reason string) string {
 	code, _, _ := strings.Cut(reason, ":")
 	return code
+}
+
+// buildInfo is the constant 1 labelled with the running build, as
+// Prometheus' own *_build_info metrics.
+func buildInfo() prometheus.Collector {
+	b := buildinfo.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orderly_build_info", Help: "The running build: Orderly's version, VCS revision and Go version; always 1.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
 }

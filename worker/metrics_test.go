@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -82,5 +83,26 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		if metric(t, before, series) == want && want != 1 {
 			t.Errorf("%s did not move", series)
 		}
+	}
+}
+
+// TestMetricsBuildInfo: /metrics names the running build, as --version
+// does, for dashboards that compare replicas.
+func TestMetricsBuildInfo(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w, err := worker.New(b.conn, worker.Config{}, tallyWorkflow(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(w.Handler())
+	defer srv.Close()
+	body := scrape(t, srv.URL)
+	m := regexp.MustCompile(`(?m)^orderly_build_info\{goversion="([^"]+)",revision="([^"]+)",version="([^"]+)"\} 1$`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no orderly_build_info{goversion,revision,version} 1 in:\n%s", body)
+	}
+	if m[1] != runtime.Version() {
+		t.Errorf("goversion %q, want %q", m[1], runtime.Version())
 	}
 }

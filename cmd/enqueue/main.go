@@ -112,6 +112,8 @@ func (c command) parse(args []string) (options, error) {
 	// env holds the flags that may come from the environment: how to reach
 	// NATS and which workflow, not per-call flags such as --id.
 	env := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
+	// Shorter than the worker's 30s: a command line wants a quick answer.
+	o.conn.ConnectTimeout = 2 * time.Second
 	o.conn.Register(env, "NATS server URL (default nats://127.0.0.1:4222)")
 	env.StringVar(&o.workflow, "workflow", "order", "workflow name")
 	env.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug, info, warn or error")
@@ -126,6 +128,7 @@ func (c command) parse(args []string) (options, error) {
 	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
 	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all)")
 	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter")
+	version := cli.VersionFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(c.stdout, usageHead+fs.FlagUsages())
@@ -133,8 +136,15 @@ func (c command) parse(args []string) (options, error) {
 		}
 		return o, &cli.UsageError{Err: err}
 	}
+	if *version {
+		cli.PrintVersion(c.stdout, "enqueue")
+		return o, pflag.ErrHelp // done, as after --help
+	}
 	if err := cli.ApplyEnv(env, c.getenv); err != nil {
 		return o, cli.Usagef("%v", err)
+	}
+	if err := o.conn.Validate(); err != nil {
+		return o, err
 	}
 	o.args = fs.Args()
 	if len(o.args) > 0 && fs.ArgsLenAtDash() != 0 && (o.args[0] == "status" || o.args[0] == "watch" || o.args[0] == "dlq") {

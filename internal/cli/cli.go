@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
+	"github.com/orderly-dev/orderly/internal/buildinfo"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -19,8 +20,15 @@ import (
 // both binaries takes them.
 type ConnFlags struct {
 	URL, User, Password, Token, NKey, Creds, CA, Cert, Key string
-	ConnectTimeout                                         time.Duration
+	// ConnectTimeout is how long to wait for a server at start; 0: wait
+	// until interrupted. A value set before Register is the flag's
+	// default; none: DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 }
+
+// DefaultConnectTimeout is --connect-timeout's default unless the binary
+// sets its own.
+const DefaultConnectTimeout = 5 * time.Second
 
 // Register adds the flags to fs.
 func (f *ConnFlags) Register(fs *pflag.FlagSet, urlHelp string) {
@@ -29,11 +37,23 @@ func (f *ConnFlags) Register(fs *pflag.FlagSet, urlHelp string) {
 	fs.StringVar(&f.Password, "password", "", "NATS password")
 	fs.StringVar(&f.Token, "token", "", "NATS token")
 	fs.StringVar(&f.NKey, "nkey", "", "NATS NKey seed file")
-	fs.StringVar(&f.Creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&f.Creds, "creds", "", "NATS credentials file (read again on each reconnect)")
 	fs.StringVar(&f.CA, "tls-ca", "", "CA certificate file to verify the server")
 	fs.StringVar(&f.Cert, "tls-cert", "", "client certificate file")
 	fs.StringVar(&f.Key, "tls-key", "", "client key file")
-	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", 5*time.Second, "how long to wait for a NATS server")
+	def := f.ConnectTimeout
+	if def <= 0 {
+		def = DefaultConnectTimeout
+	}
+	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", def, "how long to wait for a NATS server at start, retrying, before giving up (0: wait until interrupted)")
+}
+
+// Validate returns a *UsageError for a flag value that cannot work.
+func (f *ConnFlags) Validate() error {
+	if f.ConnectTimeout < 0 {
+		return Usagef("--connect-timeout %s: want 0 (wait until interrupted) or more", f.ConnectTimeout)
+	}
+	return nil
 }
 
 // Config turns the flags into a queue.Config.
@@ -44,23 +64,37 @@ func (f *ConnFlags) Config(name string, log *zerolog.Logger) queue.Config {
 			urls = append(urls, u)
 		}
 	}
+	timeout := f.ConnectTimeout
+	if timeout == 0 {
+		timeout = -1 // queue: no bound but the context
+	}
 	return queue.Config{
 		URLs: urls, Name: name,
 		User: f.User, Password: f.Password, Token: f.Token,
 		NKeySeedFile: f.NKey, CredsFile: f.Creds,
 		CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key,
-		ConnectTimeout: f.ConnectTimeout,
+		ConnectTimeout: timeout,
 		Logger:         log,
 	}
 }
 
+// NoEnv is the annotation of a flag that ApplyEnv leaves alone (--version:
+// an ORDERLY_VERSION set for another purpose must not turn a worker into a
+// version printer).
+const NoEnv = "orderly/noenv"
+
+// fromEnv is the annotation in which ApplyEnv records the variable a flag
+// was set from.
+const fromEnv = "orderly/env"
+
 // ApplyEnv sets every flag not given on the command line from its
 // environment variable ORDERLY_<FLAG> (dashes as underscores), and
 // --nats-url also from NATS_URL. The command line wins over the environment.
+// Origin says afterwards where a flag's value came from.
 func ApplyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 	var err error
 	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || err != nil {
+		if fl.Changed || err != nil || fl.Annotations[NoEnv] != nil {
 			return
 		}
 		name := "ORDERLY_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
@@ -73,9 +107,38 @@ func ApplyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 		}
 		if e := fs.Set(fl.Name, v); e != nil {
 			err = fmt.Errorf("%s=%q: %w", name, v, e)
+			return
 		}
+		_ = fs.SetAnnotation(fl.Name, fromEnv, []string{name})
 	})
 	return err
+}
+
+// Origin says where flag name's value came from after ApplyEnv: "--name"
+// (the command line), the environment variable's name, or "" (the
+// default).
+func Origin(fs *pflag.FlagSet, name string) string {
+	fl := fs.Lookup(name)
+	switch {
+	case fl == nil || !fl.Changed:
+		return ""
+	case fl.Annotations[fromEnv] != nil:
+		return fl.Annotations[fromEnv][0]
+	}
+	return "--" + name
+}
+
+// VersionFlag adds --version to fs (never read from the environment).
+func VersionFlag(fs *pflag.FlagSet) *bool {
+	v := fs.Bool("version", false, "print the version, VCS revision and Go version, and exit")
+	_ = fs.SetAnnotation("version", NoEnv, []string{"true"})
+	return v
+}
+
+// PrintVersion writes the line --version prints: the program's name and
+// its build (see buildinfo).
+func PrintVersion(w io.Writer, program string) {
+	fmt.Fprintln(w, program, buildinfo.Get())
 }
 
 // UsageError is a mistake in how a command was called: exit code 2.
