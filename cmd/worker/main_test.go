@@ -55,7 +55,7 @@ func TestReadyzOnlyAfterStartUp(t *testing.T) {
 	done := make(chan error, 1)
 	var stderr natstest.Output
 	go func() {
-		done <- run(ctx, []string{"--nats-url", "nats://" + natsAddr, "--http", httpAddr, "--log-level", "debug", "--connect-timeout", "200ms"}, noenv, &stderr, &stderr)
+		done <- run(ctx, []string{"--nats-url", "nats://" + natsAddr, "--http", httpAddr, "--log-level", "debug", "--connect-timeout", "0"}, noenv, &stderr, &stderr)
 	}()
 	// No NATS yet: alive, not ready.
 	waitHTTP(t, "http://"+httpAddr+"/healthz", 200, 5*time.Second)
@@ -120,7 +120,7 @@ var binaries = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/orderly-dev/orderly/cmd/worker", "github.com/orderly-dev/orderly/cmd/enqueue").CombinedOutput()
+	out, err := exec.Command("go", "build", "-ldflags", testLDFlags, "-o", dir+string(os.PathSeparator), "github.com/orderly-dev/orderly/cmd/worker", "github.com/orderly-dev/orderly/cmd/enqueue").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,9 @@ import (
 )
 
 type options struct {
+	reconnectTimeout time.Duration
+	version          *bool
+
 	conn            cli.ConnFlags
 	listen, dataDir string
 	httpAddr        string
@@ -45,7 +49,10 @@ type options struct {
 func flags(name string, o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SortFlags = false
+	o.conn.ConnectTimeout = 30 * time.Second
 	o.conn.Register(fs, "NATS server or cluster; empty: start an embedded server")
+	fs.DurationVar(&o.reconnectTimeout, "reconnect-timeout", 3*time.Minute, "once started, how long the NATS connection may stay down (reconnecting, or refused) before /healthz fails and the worker exits 1 to be restarted (0: never)")
+	o.version = cli.VersionFlag(fs)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "where the embedded server accepts clients")
 	fs.StringVar(&o.dataDir, "data-dir", "./orderly-data", "the embedded server's JetStream store")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of /healthz, /readyz and /metrics")
@@ -88,32 +95,136 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return &cli.UsageError{Err: err}
 	}
+	if *o.version {
+		cli.PrintVersion(stdout, "worker")
+		return nil
+	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if err := cli.ApplyEnv(fs, getenv); err != nil {
 		return &cli.UsageError{Err: err}
 	}
-	if o.simFailRate < 0 || o.simFailRate > 1 {
-		return cli.Usagef("--sim-fail-rate %v: want a probability in [0,1]", o.simFailRate)
+	if err := o.validate(); err != nil {
+		return err
 	}
 	log, err := cli.Logger(stderr, o.logLevel)
 	if err != nil {
 		return &cli.UsageError{Err: err}
 	}
-	return serve(ctx, o, log)
+	return serve(ctx, o, fs, log)
+}
+
+// maxBatch bounds --batch: a partition holds up to twice its batch of
+// events, each up to the stream's largest message, in memory.
+const maxBatch = 4096
+
+// validate turns every flag value that cannot work into a usage error, so
+// that none of them reaches a panic or a failure after start-up.
+func (o *options) validate() error {
+	positive := func(name string, d time.Duration) error {
+		if d <= 0 {
+			return cli.Usagef("--%s %s: want a positive duration", name, d)
+		}
+		return nil
+	}
+	notNegative := func(name string, d time.Duration, zero string) error {
+		if d < 0 {
+			return cli.Usagef("--%s %s: want 0 (%s) or more", name, d, zero)
+		}
+		return nil
+	}
+	atLeast := func(name string, v, lo int64) error {
+		if v < lo {
+			return cli.Usagef("--%s %d: want %d or more", name, v, lo)
+		}
+		return nil
+	}
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(o.conn.Validate())
+	add(notNegative("reconnect-timeout", o.reconnectTimeout, "never give up"))
+	if _, _, err := embedded.ParseListen(o.listen); err != nil {
+		add(cli.Usagef("--listen: %v", err))
+	}
+	if o.dataDir == "" {
+		add(cli.Usagef("--data-dir: want a directory"))
+	}
+	if _, port, err := net.SplitHostPort(o.httpAddr); err != nil {
+		add(cli.Usagef("--http %q: %v", o.httpAddr, err))
+	} else if _, err := net.LookupPort("tcp", port); err != nil || strings.HasPrefix(port, "-") {
+		add(cli.Usagef("--http %q: bad port %q", o.httpAddr, port))
+	}
+	add(notNegative("sim-latency", o.simLatency, "no latency"))
+	if !(o.simFailRate >= 0 && o.simFailRate <= 1) { // NaN too
+		add(cli.Usagef("--sim-fail-rate %v: want a probability in [0,1]", o.simFailRate))
+	}
+	add(positive("payment-timeout", o.paymentTimeout))
+	add(atLeast("queue-limit", o.queueLimit, 1))
+	if o.partitions < 1 || o.partitions > 1024 {
+		add(cli.Usagef("--partitions %d: want 1 to 1024", o.partitions))
+	}
+	if o.replicas < 1 || o.replicas > 5 {
+		add(cli.Usagef("--replicas %d: want 1 to 5", o.replicas))
+	}
+	if o.batch < 1 || o.batch > maxBatch {
+		add(cli.Usagef("--batch %d: want 1 to %d", o.batch, maxBatch))
+	}
+	add(atLeast("concurrency", int64(o.concurrency), 1))
+	add(notNegative("action-timeout", o.actionTimeout, "the default"))
+	add(atLeast("action-retries", int64(o.actionRetries), 0))
+	add(positive("actor-idle", o.actorIdle))
+	add(atLeast("max-actors", int64(o.maxActors), 1))
+	add(positive("shutdown-timeout", o.shutdownTimeout))
+	if o.id != "" && !validID(o.id) {
+		add(cli.Usagef("--id %q: want 1-255 characters of A-Z a-z 0-9 - _ = . (a NATS KV key)", o.id))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	// One line per problem, all of them at once.
+	return &cli.UsageError{Err: errors.Join(errs...)}
+}
+
+// validID reports whether id can name a worker: it is a key of the
+// members bucket.
+func validID(id string) bool {
+	if len(id) > 255 || strings.HasPrefix(id, ".") || strings.HasSuffix(id, ".") || strings.Contains(id, "..") {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_=.", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // serve runs the start-up chain (HTTP, NATS, worker), then waits for ctx to
-// end and shuts down in reverse order.
-func serve(ctx context.Context, o options, log zerolog.Logger) error {
+// end, or for the NATS connection to be lost for longer than
+// --reconnect-timeout, and shuts down in reverse order. A signal at any
+// moment ends it with nil: exit 0.
+func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger) error {
+	// A signal during start-up ends the start-up, which is not a failure.
+	interrupted := func(err error) error {
+		if ctx.Err() != nil {
+			log.Info().Err(err).Msg("signal received during start-up: exiting")
+			return nil
+		}
+		return err
+	}
 	// /readyz answers 503 until the chain is done, so HTTP comes first.
 	var current atomic.Pointer[worker.Worker]
+	live := &liveness{bound: o.reconnectTimeout}
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	srv := &http.Server{Handler: handler(&current), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: handler(&current, live), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -123,28 +234,47 @@ func serve(ctx context.Context, o options, log zerolog.Logger) error {
 	log.Info().Str("addr", ln.Addr().String()).Msg("start-up: http listening (/healthz, /readyz, /metrics)")
 
 	cfg := o.conn.Config("orderly-worker", &log)
+	urlFrom := cli.Origin(fs, "nats-url")
 	if o.conn.URL == "" {
-		log.Info().Str("listen", o.listen).Str("data_dir", o.dataDir).Msg("start-up: starting embedded NATS server")
+		log.Info().Str("listen", o.listen).Str("data_dir", o.dataDir).Msg("start-up: no NATS URL (--nats-url, ORDERLY_NATS_URL, NATS_URL): starting an embedded NATS server")
 		ns, err := embedded.Start(embedded.Config{
 			Listen: o.listen, DataDir: o.dataDir,
 			User: o.conn.User, Password: o.conn.Password, Logger: &log,
 		})
 		if err != nil {
-			return err
+			return interrupted(err)
 		}
 		defer func() {
 			log.Info().Msg("shutting down embedded NATS server")
 			ns.Shutdown()
 		}()
 		cfg.URLs = []string{ns.ClientURL()}
+		urlFrom = "the embedded server"
+	} else {
+		// Someone with NATS_URL exported for the nats CLI gets no embedded
+		// server: say so, and louder if they asked for one on the command line.
+		log.Info().Str("from", urlFrom).Msg("start-up: NATS URL given; no embedded NATS server")
+		for _, name := range []string{"listen", "data-dir"} {
+			switch from := cli.Origin(fs, name); {
+			case from == "--"+name:
+				log.Warn().Str("nats_url_from", urlFrom).Msgf("--%s is ignored: the NATS URL from %s is used, and no embedded server starts", name, urlFrom)
+			case from != "":
+				log.Info().Str("nats_url_from", urlFrom).Msgf("%s is ignored: the NATS URL from %s is used, and no embedded server starts", from, urlFrom)
+			}
+		}
 	}
 
-	log.Info().Str("urls", queue.Redact(strings.Join(cfg.URLs, ","))).Msg("start-up: connecting to NATS")
-	conn, err := connect(ctx, cfg, log)
+	ev := log.Info().Str("urls", queue.Redact(strings.Join(cfg.URLs, ","))).Str("from", urlFrom)
+	if o.conn.ConnectTimeout > 0 {
+		ev = ev.Dur("connect_timeout", o.conn.ConnectTimeout)
+	}
+	ev.Msg("start-up: connecting to NATS")
+	conn, err := queue.Connect(ctx, cfg)
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
 	defer conn.Close()
+	live.conn.Store(conn)
 
 	wf, err := order.NewWorkflow(order.Config{PaymentTimeout: o.paymentTimeout},
 		order.NewSimGateway(order.SimConfig{Latency: o.simLatency, FailRate: o.simFailRate}))
@@ -172,11 +302,24 @@ func serve(ctx context.Context, o options, log zerolog.Logger) error {
 	// The worker lives until SIGTERM, and then stops gently: its start
 	// context must not end with the signal's.
 	if err := w.Start(context.WithoutCancel(ctx)); err != nil {
-		return err
+		return interrupted(err)
 	}
 
-	<-ctx.Done()
-	log.Info().Msg("signal received: draining")
+	// Run until a signal, or until the connection is lost for good.
+	wctx, stopWatching := context.WithCancel(ctx)
+	lost := make(chan error, 1)
+	var watching sync.WaitGroup
+	watching.Go(func() { lost <- live.watch(wctx) })
+	var exit error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("signal received: draining")
+	case exit = <-lost:
+		log.Error().Err(exit).Msg("NATS lost: stopping, to be restarted")
+	}
+	stopWatching()
+	watching.Wait()
+
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout+5*time.Second)
 	defer cancel()
 	if err := w.Stop(sctx); err != nil {
@@ -185,31 +328,65 @@ func serve(ctx context.Context, o options, log zerolog.Logger) error {
 	if err := conn.Drain(); err != nil {
 		log.Warn().Err(err).Msg("drain NATS connection")
 	}
+	return exit
+}
+
+// liveness is what /healthz answers once connected: a connection closed
+// for good, or down for longer than bound, is a process that must be
+// restarted.
+type liveness struct {
+	bound time.Duration // 0: no bound
+	conn  atomic.Pointer[queue.Conn]
+}
+
+// check returns why the process is not alive, or nil.
+func (l *liveness) check(now time.Time) error {
+	c := l.conn.Load()
+	if c == nil {
+		return nil // starting up: --connect-timeout bounds that
+	}
+	select {
+	case <-c.Closed():
+		return errors.New("NATS connection closed")
+	default:
+	}
+	if since := c.DisconnectedSince(); l.bound > 0 && !since.IsZero() && now.Sub(since) >= l.bound {
+		return fmt.Errorf("NATS connection down for %s (--reconnect-timeout %s)", now.Sub(since).Round(time.Millisecond), l.bound)
+	}
 	return nil
 }
 
-// connect retries until NATS answers or ctx ends: in a cluster the worker
-// may well start before NATS does.
-func connect(ctx context.Context, cfg queue.Config, log zerolog.Logger) (*queue.Conn, error) {
-	for wait := time.Second; ; wait = min(2*wait, 15*time.Second) {
-		conn, err := queue.Connect(ctx, cfg)
-		if err == nil {
-			return conn, nil
-		}
-		if !errors.Is(err, queue.ErrNoServer) {
-			return nil, err
-		}
-		log.Warn().Err(err).Dur("retry_in", wait).Msg("NATS not reachable yet")
+// watch returns check's error as soon as there is one, or nil when ctx
+// ends.
+func (l *liveness) watch(ctx context.Context) error {
+	c := l.conn.Load()
+	var tick <-chan time.Time
+	if l.bound > 0 {
+		t := time.NewTicker(min(max(l.bound/10, 10*time.Millisecond), time.Second))
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			return nil, err
-		case <-time.After(wait):
+			return nil
+		case <-c.Closed():
+		case <-tick:
+		}
+		if err := l.check(time.Now()); err != nil {
+			return err
 		}
 	}
 }
 
-func handler(current *atomic.Pointer[worker.Worker]) http.Handler {
+func handler(current *atomic.Pointer[worker.Worker], live *liveness) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			if err := live.check(time.Now()); err != nil {
+				http.Error(rw, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		if w := current.Load(); w != nil {
 			w.Handler().ServeHTTP(rw, r)
 			return
