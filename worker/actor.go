@@ -269,7 +269,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		}
 		var env queue.Envelope
 		if err := unmarshalEnvelope(m.Data, &env); err != nil || env.Event == "" {
-			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, "malformed", "event is not {\"event\": \"...\", \"data\": ...} JSON")
+			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, "malformed", malformed(err))
 			continue
 		}
 		src := statemachine.SourceClient

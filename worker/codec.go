@@ -12,16 +12,50 @@ import (
 // (written once per commit, read once per activation): by hand, because
 // encoding/json's reflection was a sixth of the pipeline's CPU. The output is
 // byte for byte encoding/json's, and anything the fast paths do not take (see
-// jsonx) goes to encoding/json, so the results are the same; the fuzz tests
-// check it.
+// jsonx) goes to encoding/json, so the results are the same (envelopes are
+// decoded strictly on both paths); the fuzz tests check it.
 
-// unmarshalEnvelope is json.Unmarshal(data, env) for a zero env.
+// unmarshalEnvelope is json.Unmarshal(data, env) for a zero env, made
+// strict: the body must be an object whose member names are "event" and
+// "data" exactly, each at most once (data optional). encoding/json alone
+// would take {"Event":...} (it matches names case-insensitively), let the
+// last of two "event" members win, and ignore unknown members: a producer's
+// mistake would be applied as some other event instead of reported.
 func unmarshalEnvelope(data []byte, env *queue.Envelope) error {
-	return jsonx.Unmarshal(data, env, decodeEnvelope)
+	if r, ok := decodeEnvelope(data); ok {
+		*env = r
+		return nil
+	}
+	return strictEnvelope(data, env)
 }
 
-// decodeEnvelope decodes {"event":"...","data":...} with data optional;
-// ok is false for anything else.
+// malformed says what is wrong with an event body that unmarshalEnvelope
+// refused with err (nil: the event name is empty).
+func malformed(err error) string {
+	const want = `event is not {"event": "...", "data": ...} JSON`
+	if err == nil {
+		return want + ": the event name is empty"
+	}
+	return want + ": " + err.Error()
+}
+
+// strictEnvelope is unmarshalEnvelope for what decodeEnvelope does not take:
+// encoding/json decodes the values, CheckFields checks the names.
+func strictEnvelope(data []byte, env *queue.Envelope) error {
+	var e queue.Envelope
+	if err := json.Unmarshal(data, &e); err != nil {
+		return err
+	}
+	if err := jsonx.CheckFields(data, "event", "data"); err != nil {
+		return err
+	}
+	*env = e
+	return nil
+}
+
+// decodeEnvelope decodes {"event":"...","data":...} with data optional, the
+// names spelled exactly, in that order; ok is false for anything else, which
+// includes every body strictEnvelope refuses.
 func decodeEnvelope(data []byte) (_ queue.Envelope, ok bool) {
 	d := jsonx.NewDecoder(data)
 	d.Open()

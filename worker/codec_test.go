@@ -3,30 +3,71 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/internal/jsonx"
 	"github.com/orderly-dev/orderly/queue"
 )
 
 // The hand-written codecs against encoding/json: same bytes out, same values
-// and errors in.
+// and errors in (envelopes: encoding/json made strict about names).
+
+// strictRef is the reference of unmarshalEnvelope: json.Unmarshal, and then
+// encoding/json's own tokens must show an object whose names are "event"
+// and "data" exactly, each at most once.
+func strictRef(data []byte) (queue.Envelope, error) {
+	var env queue.Envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return queue.Envelope{}, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return queue.Envelope{}, errors.New("not an object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return queue.Envelope{}, err
+		}
+		name := tok.(string)
+		if name != "event" && name != "data" || seen[name] {
+			return queue.Envelope{}, fmt.Errorf("field %q", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return queue.Envelope{}, err
+		}
+	}
+	return env, nil
+}
 
 func checkUnmarshalEnvelope(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got queue.Envelope
-	wantErr := json.Unmarshal(data, &want)
+	want, wantErr := strictRef(data)
+	var got queue.Envelope
 	err := unmarshalEnvelope(data, &got)
 	if (err == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {
-		t.Fatalf("unmarshalEnvelope(%q) = %#v, %v; encoding/json: %#v, %v", data, got, err, want, wantErr)
+		t.Fatalf("unmarshalEnvelope(%q) = %#v, %v; strict encoding/json: %#v, %v", data, got, err, want, wantErr)
+	}
+	// The fast path takes only what the general one takes, with its result.
+	if fast, ok := decodeEnvelope(data); ok {
+		var slow queue.Envelope
+		if err := strictEnvelope(data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("decodeEnvelope(%q) = %#v; strictEnvelope: %#v, %v", data, fast, slow, err)
+		}
 	}
 }
 
 // envelopeInputs are envelopes decodeEnvelope takes (the first eight) and
-// others it must leave to encoding/json.
+// others it must leave to strictEnvelope.
 var envelopeInputs = []string{
 	`{"event":"ping","data":{"p":"` + strings.Repeat("x", 224) + `"}}`,
 	`{"event":"ping"}`,
@@ -53,6 +94,31 @@ var envelopeInputs = []string{
 	`{"event":"ping","data":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`,
 	`{"event":"ping","data":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
 	`{}`, `[]`, `null`, `""`, ``, `{`, `{"event":"ping",}`,
+	`{"EVENT":"ping"}`, `{"event":"ping","Event":"pong"}`, `{"ev\u0065nt":"ping"}`, `{"data":1,"event":"ping","data":2}`,
+	`{"event":"confirm_payment","event":"start_processing"}`, `{"Event":"start_processing"}`, `{"event":"ping","Data":{}}`,
+}
+
+// Each body strictEnvelope refuses, and why.
+func TestStrictEnvelope(t *testing.T) {
+	for in, want := range map[string]error{
+		`{"Event":"start_processing"}`:                           jsonx.ErrUnknownField,
+		`{"event":"confirm_payment","event":"start_processing"}`: jsonx.ErrDuplicateField,
+		`{"event":"ping","data":1,"data":2}`:                     jsonx.ErrDuplicateField,
+		`{"event":"ping","extra":1}`:                             jsonx.ErrUnknownField,
+		`{"event":"ping","Data":{}}`:                             jsonx.ErrUnknownField,
+		`null`:                                                   jsonx.ErrNotObject,
+	} {
+		var env queue.Envelope
+		if err := unmarshalEnvelope([]byte(in), &env); !errors.Is(err, want) || env.Event != "" {
+			t.Errorf("unmarshalEnvelope(%s) = %+v, %v; want %v", in, env, err, want)
+		}
+	}
+	for _, in := range []string{`{"data":{},"event":"ping"}`, `{"ev\u0065nt":"ping"}`, ` {"event" : "ping"} `} {
+		var env queue.Envelope
+		if err := unmarshalEnvelope([]byte(in), &env); err != nil || env.Event != "ping" {
+			t.Errorf("unmarshalEnvelope(%s) = %+v, %v", in, env, err)
+		}
+	}
 }
 
 func TestUnmarshalEnvelope(t *testing.T) {

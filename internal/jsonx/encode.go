@@ -4,7 +4,8 @@
 // Every function here either produces exactly what encoding/json would, or
 // reports that it cannot (ok == false), so that the caller falls back to
 // encoding/json for that value: the codecs built on it are faster, never
-// different. The fuzz tests compare each against encoding/json.
+// different. The fuzz tests compare each against encoding/json. CheckFields
+// is the exception: a check of member names that encoding/json lacks.
 package jsonx
 
 import (
