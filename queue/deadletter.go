@@ -78,24 +78,44 @@ func (c *Conn) DeadLetter(ctx context.Context, workflow string, m *Msg, reason s
 	if m.raw != nil { // nil for a Msg not from a Puller
 		subject, orig = m.raw.Subject(), m.raw.Headers()
 	}
-	msg := nats.NewMsg(DeadLetterSubject(workflow, m.Key))
-	msg.Data = m.Data
+	msg := deadLetterMsg(workflow, m.Key, subject, orig, m.Data, m.ID, m.Sequence, m.Delivered, reason)
+	return c.publishDeadLetter(ctx, msg)
+}
+
+// deadLetterMsg is the dead-letter copy of the event stored as seq under
+// subject, for key: see DeadLetter.
+func deadLetterMsg(workflow, key, subject string, orig nats.Header, data []byte, id string, seq, delivered uint64, reason string) *nats.Msg {
+	msg := nats.NewMsg(DeadLetterSubject(workflow, key))
+	msg.Data = data
 	copyHeaders(msg.Header, orig)
-	if m.ID != "" {
-		msg.Header.Set(HeaderDLQJobID, m.ID)
+	if id != "" {
+		msg.Header.Set(HeaderDLQJobID, id)
 	}
-	if m.Sequence != 0 {
-		msg.Header.Set(HeaderMsgID, strconv.FormatUint(m.Sequence, 10)+"."+m.ID)
+	if seq != 0 {
+		msg.Header.Set(HeaderMsgID, strconv.FormatUint(seq, 10)+"."+id)
 	}
 	msg.Header.Set(HeaderDLQReason, headerValue(reason))
 	msg.Header.Set(HeaderDLQSubject, subject)
-	msg.Header.Set(HeaderDLQSequence, strconv.FormatUint(m.Sequence, 10))
-	msg.Header.Set(HeaderDLQDelivered, strconv.FormatUint(m.Delivered, 10))
+	msg.Header.Set(HeaderDLQSequence, strconv.FormatUint(seq, 10))
+	msg.Header.Set(HeaderDLQDelivered, strconv.FormatUint(delivered, 10))
 	msg.Header.Set(HeaderDLQAt, time.Now().UTC().Format(time.RFC3339Nano))
-	if _, err := c.js.PublishMsg(ctx, msg); err != nil {
-		return publishError(msg.Subject, err)
+	return msg
+}
+
+// ErrDeadLettersFull: the dead-letter stream holds its DeadLetterMaxBytes;
+// nothing was stored. Replaying or removing dead letters makes room.
+var ErrDeadLettersFull = errors.New("dead letters full")
+
+func (c *Conn) publishDeadLetter(ctx context.Context, msg *nats.Msg) error {
+	_, err := c.js.PublishMsg(ctx, msg)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if err = publishError(msg.Subject, err); errors.Is(err, ErrQueueFull) {
+		return fmt.Errorf("queue: dead-letter to %s: %w: the stream holds its limit (Spec.DeadLetterMaxBytes); replay or remove dead letters to make room",
+			msg.Subject, ErrDeadLettersFull)
+	}
+	return err
 }
 
 // copyHeaders adds src's headers to dst, except JetStream's Nats-* control

@@ -35,14 +35,31 @@ type Spec struct {
 	// AckWait is how long a delivered event may stay unacknowledged before
 	// JetStream delivers it again. Default: 30s.
 	AckWait time.Duration
-	// MaxDeliver is how many times an event is delivered before it is given
-	// up on (and dead-lettered by the worker). Default: 10.
+	// MaxDeliver is how many deliveries of an event whose key's state cannot
+	// be loaded or encoded (a fault of the data, not of the broker) the
+	// worker makes before it dead-letters the event (max_deliveries). The
+	// partition consumers themselves redeliver without limit: at a limit of
+	// its own JetStream would stop delivering an event for good, leaving it
+	// neither applied nor dead-lettered. Default: 10.
 	MaxDeliver int
 	// MaxAckPending bounds the unacknowledged events of one partition's
 	// consumer. Default: 1024.
 	MaxAckPending int
 	// DeadLetterMaxAge is how long dead letters are kept. Default: 14 days.
 	DeadLetterMaxAge time.Duration
+	// DeadLetterMaxBytes is the most bytes the dead-letter stream holds,
+	// reserved from the server's store when the stream is made. Past it a
+	// new dead letter is refused (discard-new), never an old one dropped:
+	// the event stays in the events stream, redelivered, until replaying or
+	// deleting dead letters makes room. Default: 256 MiB.
+	DeadLetterMaxBytes int64
+	// TimersMaxBytes is the most bytes the timers stream holds. Default: 0,
+	// no limit of its own (only the server's store): message schedules rule
+	// out discard-new, so at a limit JetStream would drop the oldest pending
+	// timers, timeouts that then never fire. A full store instead makes
+	// scheduling fail, and the worker retries until it works. A positive
+	// value sets the limit, with that consequence.
+	TimersMaxBytes int64
 	// PinnedTTL is how long a partition stays pinned to a client that has
 	// stopped pulling (a dead worker) before another may take it.
 	// Default: 5s.
@@ -88,6 +105,9 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.DeadLetterMaxAge <= 0 {
 		s.DeadLetterMaxAge = 14 * 24 * time.Hour
+	}
+	if s.DeadLetterMaxBytes <= 0 {
+		s.DeadLetterMaxBytes = 256 << 20
 	}
 	if s.PinnedTTL <= 0 {
 		s.PinnedTTL = 5 * time.Second
@@ -221,15 +241,17 @@ func eventsStreamConfig(s Spec) jetstream.StreamConfig {
 // pending schedule per kind and key: a new one replaces the old.
 func timersStreamConfig(s Spec) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              timersStreamName(s.Workflow),
-		Description:       "Orderly timers of workflow " + s.Workflow,
-		Subjects:          []string{ns + ".timers." + s.Workflow + ".>"},
-		Retention:         jetstream.LimitsPolicy,
-		Storage:           jetstream.FileStorage,
-		Discard:           jetstream.DiscardOld,
-		MaxMsgs:           -1,
-		MaxBytes:          -1,
-		MaxMsgSize:        -1,
+		Name:        timersStreamName(s.Workflow),
+		Description: "Orderly timers of workflow " + s.Workflow,
+		Subjects:    []string{ns + ".timers." + s.Workflow + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld, // message schedules allow no other
+		MaxMsgs:     -1,
+		MaxBytes:    limit(s.TimersMaxBytes),
+		// What fires comes into the events stream, which takes no more
+		// (JetStream refuses a source whose limit is above its target's).
+		MaxMsgSize:        s.MaxPayload,
 		MaxMsgsPerSubject: 1,
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
@@ -237,6 +259,13 @@ func timersStreamConfig(s Spec) jetstream.StreamConfig {
 	}
 }
 
+// headerRoom is what a dead letter may carry beyond an event of MaxPayload
+// bytes: Orderly's headers (its reason alone may take 1 KiB).
+const headerRoom = 8 << 10
+
+// dlqStreamConfig: discard-new, so that a full dead-letter stream makes
+// dead-lettering fail (the event stays deliverable, and the worker says so)
+// rather than silently drop the oldest dead letters.
 func dlqStreamConfig(s Spec) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        dlqStreamName(s.Workflow),
@@ -244,12 +273,14 @@ func dlqStreamConfig(s Spec) jetstream.StreamConfig {
 		Subjects:    []string{DeadLetterSubject(s.Workflow, "*")},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
 		MaxMsgs:     -1,
-		MaxBytes:    -1,
+		MaxBytes:    s.DeadLetterMaxBytes,
 		MaxAge:      s.DeadLetterMaxAge,
-		MaxMsgSize:  -1,
-		Replicas:    s.Replicas,
+		// The copy holds the event (at most MaxPayload with its headers)
+		// and its job id a second time, besides its own headers.
+		MaxMsgSize: 2*s.MaxPayload + headerRoom,
+		Replicas:   s.Replicas,
 	}
 }
 
@@ -261,7 +292,10 @@ func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.AckWait,
-		MaxDeliver:    s.MaxDeliver,
+		// Unlimited: the worker decides when an event has been delivered
+		// too often (see Spec.MaxDeliver); JetStream's own limit would park
+		// the event in the stream for good, undelivered and not dead-lettered.
+		MaxDeliver:    -1,
 		MaxAckPending: s.MaxAckPending,
 		MaxWaiting:    512,
 		Replicas:      s.Replicas,
@@ -322,6 +356,7 @@ func (c *Conn) ensureStream(ctx context.Context, p *Provisioned, want jetstream.
 func streamMatches(have, want jetstream.StreamConfig) bool {
 	same := have.Retention == want.Retention && have.Storage == want.Storage &&
 		have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs &&
+		limit(have.MaxBytes) == limit(want.MaxBytes) &&
 		have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize &&
 		have.Replicas == want.Replicas && have.Description == want.Description &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
@@ -376,7 +411,8 @@ func (c *Conn) ensureConsumer(ctx context.Context, p *Provisioned, stream string
 		if have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
 			have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
 			have.Description == want.Description && have.MaxWaiting == want.MaxWaiting &&
-			have.PriorityPolicy == want.PriorityPolicy && have.PinnedTTL == want.PinnedTTL {
+			have.PriorityPolicy == want.PriorityPolicy && have.PinnedTTL == want.PinnedTTL &&
+			have.Replicas == want.Replicas {
 			return nil
 		}
 		if _, err := c.js.UpdateConsumer(ctx, stream, want); err != nil {
