@@ -143,7 +143,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 		if !a.loaded {
 			if err := a.load(ctx); err != nil {
 				f.log.Error().Err(err).Str("key", a.key).Msg("cannot load state; events go back to the stream")
-				f.giveBack(msgs)
+				f.giveBack(msgs, err)
 				return nil
 			}
 		}
@@ -160,7 +160,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 			if err != nil {
 				f.log.Error().Err(err).Str("key", a.key).Msg("cannot commit state; events go back to the stream")
 				a.loaded = false
-				f.giveBack(msgs)
+				f.giveBack(msgs, err)
 				return nil
 			}
 			a.rec, a.rev, a.ent = b.rec, rev, b.ent
@@ -351,10 +351,12 @@ func (a *actor) status(rec *record, jobID, event string, now time.Time) queue.St
 	}
 }
 
+// commit schedules the batch's timers, then writes its state. Failures of
+// the broker (NATS away, a full store) are retried until they pass, the
+// events held unacknowledged meanwhile, so the key keeps its order and
+// nothing is lost if we never get through; only a fault of the data, or the
+// worker stopping, returns an error.
 func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
-	if err := a.schedule(ctx, b); err != nil {
-		return 0, err
-	}
 	data, err := b.ent.encode()
 	if err != nil {
 		return 0, err
@@ -365,12 +367,19 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 		return 0, err
 	}
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		rev, err := a.f.bucket.Put(ctx, a.key, val, a.rev)
-		if err == nil || errors.Is(err, queue.ErrConflict) || ctx.Err() != nil {
-			return rev, err
+		err := a.schedule(ctx, b)
+		var rev uint64
+		if err == nil {
+			rev, err = a.f.bucket.Put(ctx, a.key, val, a.rev)
+			if err == nil || errors.Is(err, queue.ErrConflict) {
+				a.f.commitWorked()
+				return rev, err
+			}
 		}
-		// NATS away or slow: the events stay unacknowledged while we retry,
-		// so nothing is lost if we never get through.
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		a.f.commitFailed(err)
 		a.f.log.Warn().Err(err).Str("key", a.key).Msg("commit failed; retrying")
 		if !sleep(ctx, wait) {
 			return 0, ctx.Err()

@@ -46,6 +46,8 @@ type flow struct {
 	// pullFailures spaces the log lines of failed pulls, all partitions
 	// together: a server going away fails every partition at once.
 	pullFailures ratelog.Limiter
+
+	trouble trouble // failures that keep events from ending (trouble.go)
 }
 
 func newFlow(w *Worker, e engine) *flow {
@@ -285,28 +287,42 @@ func (f *flow) resumeNow() time.Time { return f.w.cfg.Now().Add(-time.Second) }
 // resumeEnvelope is the body of a resume wake-up; no machine sees it.
 var resumeEnvelope = queue.Envelope{Event: "$resume"}
 
-// giveBack returns events that could not be processed to the stream, to be
-// delivered again; one on its last delivery goes to the dead letters.
-func (f *flow) giveBack(msgs []*queue.Msg) {
+// giveBack returns events whose key's state could not be loaded or
+// committed (cause) to the stream, to be delivered again. The state layer
+// retries the broker's failures itself, so cause is either the worker
+// stopping (the next owner takes the events at once) or a fault of the
+// stored or new data, which no retry cures: an event delivered
+// Spec.MaxDeliver times then goes to the dead letters.
+func (f *flow) giveBack(msgs []*queue.Msg, cause error) {
 	for _, m := range msgs {
-		if m.Delivered >= uint64(f.spec.MaxDeliver) {
-			f.deadLetter(m, fmt.Sprintf("max_deliveries: delivered %d times", m.Delivered))
-			continue
+		switch {
+		case f.w.ctx.Err() != nil:
+			_ = m.Nak(0)
+		case m.Delivered >= uint64(f.spec.MaxDeliver):
+			f.deadLetter(m, fmt.Sprintf("max_deliveries: delivered %d times; the key's state could not be loaded or committed: %v", m.Delivered, cause))
+		default:
+			_ = m.Nak(retryDelay(m.Delivered))
 		}
-		_ = m.Nak(time.Second)
 	}
 }
 
 // deadLetter copies m to the dead-letter stream, then terminates it. If the
-// copy fails, m goes back to the stream instead: it is never dropped.
+// copy fails (a full store or dead-letter stream), m goes back to the stream
+// instead, to come again after a delay that grows with each delivery: it is
+// never dropped, and never parked, since the consumers redeliver without
+// limit.
 func (f *flow) deadLetter(m *queue.Msg, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := f.w.conn.DeadLetter(ctx, f.name, m, reason); err != nil {
-		f.log.Error().Err(err).Str("key", m.Key).Msg("cannot dead-letter; the event goes back to the stream")
-		_ = m.Nak(time.Second)
+		delay := retryDelay(m.Delivered)
+		f.deadLetterFailed(err)
+		f.log.Error().Err(err).Str("key", m.Key).Str("job_id", m.ID).Str("reason", reason).Uint64("delivered", m.Delivered).
+			Dur("retry_in", delay).Msg("cannot dead-letter; the event goes back to the stream")
+		_ = m.Nak(delay)
 		return
 	}
+	f.deadLetterWorked()
 	f.w.deadLettered.Add(1)
 	f.w.metrics.deadLettered.WithLabelValues(f.name, reasonCode(reason)).Inc()
 	f.log.Warn().Str("key", m.Key).Str("job_id", m.ID).Str("reason", reason).Msg("dead-lettered")

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Handler serves /healthz (200 while the process lives), /readyz (200 once
-// the start-up chain is done and while NATS is connected, 503 otherwise),
+// the start-up chain is done and while NATS is connected, 503 otherwise;
+// either way followed by a line for each of Problems),
 // /partitions (this worker's id and the partitions it pulls, as JSON) and
 // /metrics.
 func (w *Worker) Handler() http.Handler {
@@ -23,11 +25,15 @@ func (w *Worker) newHandler() http.Handler {
 		fmt.Fprintln(rw, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		problems := w.Problems()
 		if !w.Ready() {
-			http.Error(rw, "not ready", http.StatusServiceUnavailable)
+			http.Error(rw, strings.Join(append([]string{"not ready"}, problems...), "\n"), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(rw, "ready")
+		for _, p := range problems {
+			fmt.Fprintln(rw, p)
+		}
 	})
 	mux.HandleFunc("GET /partitions", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "application/json")

@@ -26,7 +26,10 @@ type metrics struct {
 	retries      *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
 	pullBatch    *prometheus.HistogramVec
-	lastPull     atomic.Int64 // unix nanoseconds of the last completed pull
+	// attempts that failed for want of the store (trouble.go)
+	deadLetterFailures *prometheus.CounterVec
+	commitFailures     *prometheus.CounterVec
+	lastPull           atomic.Int64 // unix nanoseconds of the last completed pull
 }
 
 func newMetrics(w *Worker) *metrics {
@@ -58,13 +61,19 @@ func newMetrics(w *Worker) *metrics {
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_dead_lettered_total", Help: "Events sent to the dead letters, by reason.",
 		}, []string{"workflow", "reason"}),
+		deadLetterFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_dead_letter_failures_total", Help: "Attempts to dead-letter an event that failed (the event stays in the stream and is tried again).",
+		}, wf),
+		commitFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_commit_failures_total", Help: "Attempts to commit a key's state (and its timers) that failed (its events stay unacknowledged and are tried again).",
+		}, wf),
 		pullBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "orderly_pull_batch_size", Help: "Events delivered by one pull request.",
 			Buckets: []float64{0, 1, 4, 16, 64, 256, 1024},
 		}, wf),
 	}
 	m.reg.MustRegister(m.received, m.applied, m.rejected, m.duplicates, m.transitions,
-		m.actionTime, m.retries, m.deadLettered, m.pullBatch,
+		m.actionTime, m.retries, m.deadLettered, m.pullBatch, m.deadLetterFailures, m.commitFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(buildInfo())
 	for _, f := range w.flows {

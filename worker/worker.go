@@ -120,6 +120,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		if !w.cfg.SharedConsumers {
 			w.bg.Go(func() { f.own(runCtx) })
 		}
+		w.bg.Go(func() { f.sweepStrays(runCtx) })
 	}
 	w.metrics.lastPull.Store(w.cfg.Now().UnixNano())
 	w.ready.Store(true)
