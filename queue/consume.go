@@ -29,6 +29,7 @@ type Msg struct {
 	Data []byte
 
 	raw         jetstream.Msg
+	timer       bool // a fired timer: see Timer
 	consumerSeq uint64
 	finished    atomic.Bool
 	release     func()
@@ -151,6 +152,10 @@ type Puller struct {
 	credits chan struct{} // one token per message held or asked for
 	held    atomic.Int64  // messages delivered and not finished
 
+	// legacyUntil: timers stored under client subjects up to then are
+	// still timers (see legacyTimer); zero: none are.
+	legacyUntil time.Time
+
 	rewind    bool   // a delivery was lost: rewind before pulling again
 	delivered uint64 // consumer sequence of the last delivery, 0 after a rewind
 	pin       string // the pin id this puller holds the partition under
@@ -170,6 +175,14 @@ func (c *Conn) Pull(ctx context.Context, cfg PullConfig, h Handler) (*Puller, er
 	if err != nil {
 		return nil, fmt.Errorf("queue: consumer of %s partition %d: %w", cfg.Workflow, cfg.Partition, err)
 	}
+	stream, err := c.js.Stream(ctx, streamName(cfg.Workflow))
+	if err != nil {
+		return nil, fmt.Errorf("queue: stream of %s: %w", cfg.Workflow, err)
+	}
+	var legacyUntil time.Time
+	if v, ok := stream.CachedInfo().Config.Metadata[metaLegacyTimersUntil]; ok {
+		legacyUntil, _ = time.Parse(time.RFC3339Nano, v)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Puller{
 		cfg:     cfg,
@@ -181,6 +194,8 @@ func (c *Conn) Pull(ctx context.Context, cfg PullConfig, h Handler) (*Puller, er
 		done:    make(chan struct{}),
 		conn:    c,
 		rewind:  !cfg.Shared && !cfg.Handover,
+
+		legacyUntil: legacyUntil,
 	}
 	go p.run(ctx)
 	return p, nil
@@ -377,11 +392,15 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 		release:   p.releaseHeld,
 	}
 	p.held.Add(1)
+	var stored time.Time
 	if md, err := raw.Metadata(); err == nil {
 		m.Sequence = md.Sequence.Stream
 		m.consumerSeq = md.Sequence.Consumer
 		m.Delivered = md.NumDelivered
+		stored = md.Timestamp
 	}
+	m.timer = isTimerSubject(p.cfg.Workflow, raw.Subject()) ||
+		!p.legacyUntil.IsZero() && legacyTimer(raw.Headers(), p.cfg.Workflow, stored, p.legacyUntil)
 	return m
 }
 

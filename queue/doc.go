@@ -11,6 +11,7 @@
 //
 //	orderly.events.<workflow>.<key>              what producers publish to
 //	orderly.events.<workflow>.<partition>.<key>  what the stream stores (subject transform)
+//	orderly.events.<workflow>.<partition>.timer.<key>  fired timers, as the stream stores them
 //	orderly.status.<workflow>.<key>              status changes (core NATS pub/sub)
 //	orderly.dlq.<workflow>.<key>                 dead letters
 //

@@ -84,8 +84,11 @@ func PartitionOf(key string, partitions int) int {
 	return int(h.Sum32() % uint32(partitions))
 }
 
+// partitionSubject covers a partition's events and fired timers: one
+// filter, so JetStream delivers both in stream order (and as fast as one
+// filter goes; several filters on a consumer are much slower to serve).
 func partitionSubject(workflow string, partition int) string {
-	return ns + ".events." + workflow + "." + strconv.Itoa(partition) + ".*"
+	return ns + ".events." + workflow + "." + strconv.Itoa(partition) + ".>"
 }
 
 func streamName(workflow string) string    { return "ORDERLY_EVENTS_" + strings.ToUpper(workflow) }
@@ -113,6 +116,26 @@ func scheduleSubject(workflow, kind, key string) string {
 // firedSubject is where a schedule delivers; the events stream sources it.
 func firedSubject(workflow, kind, key string) string {
 	return ns + ".timers." + workflow + ".fired." + kind + "." + key
+}
+
+// timerToken marks the subjects under which the events stream stores fired
+// timers: orderly.events.<workflow>.<partition>.timer.<key>. Only the
+// stream's source of the timers stream puts messages there, because the
+// stream takes client publishes on orderly.events.<workflow>.* alone, one
+// token after the workflow, and stores them with two. That, not a header,
+// is what makes a message a timer.
+const timerToken = "timer"
+
+// isTimerSubject reports whether subject, stored in workflow's events
+// stream, is a fired timer's.
+func isTimerSubject(workflow, subject string) bool {
+	rest, ok := strings.CutPrefix(subject, ns+".events."+workflow+".")
+	if !ok {
+		return false
+	}
+	_, rest, _ = strings.Cut(rest, ".") // the partition
+	key, ok := strings.CutPrefix(rest, timerToken+".")
+	return ok && key != "" && !strings.Contains(key, ".")
 }
 
 func membersBucketName(workflow string) string { return "orderly_members_" + workflow }

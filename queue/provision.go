@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -159,9 +160,17 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	// The partition count is part of the stream's subject transform; an
 	// existing stream's count wins, so replicas started with another setting
 	// still agree on which key lives in which partition.
+	var legacyUntil time.Time
 	if info, err := c.js.Stream(ctx, streamName(spec.Workflow)); err == nil {
 		if n, ok := partitionsOf(info.CachedInfo().Config); ok {
 			spec.Partitions = n
+		}
+		if timersInClientForm(info.CachedInfo().Config) {
+			// Made by an earlier version, which stored fired timers under
+			// the subjects of client events: those still stored stay
+			// timers (see legacyTimer), those fired from now on do not
+			// come that way. The margin covers the update's own delay.
+			legacyUntil = info.CachedInfo().TimeStamp.Add(legacyMargin)
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return p, fmt.Errorf("queue: provision %s: %w", spec.Workflow, err)
@@ -171,7 +180,11 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	if err := c.ensureStream(ctx, &p, timersStreamConfig(spec)); err != nil {
 		return p, err
 	}
-	if err := c.ensureStream(ctx, &p, eventsStreamConfig(spec)); err != nil {
+	events := eventsStreamConfig(spec)
+	if !legacyUntil.IsZero() {
+		events.Metadata = map[string]string{metaLegacyTimersUntil: legacyUntil.UTC().Format(time.RFC3339Nano)}
+	}
+	if err := c.ensureStream(ctx, &p, events); err != nil {
 		return p, err
 	}
 	if err := c.ensureStream(ctx, &p, dlqStreamConfig(spec)); err != nil {
@@ -225,15 +238,44 @@ func eventsStreamConfig(s Spec) jetstream.StreamConfig {
 		Replicas:   s.Replicas,
 		// Fired timers come in from the timers stream, into the partition of
 		// their key: wildcard 2 of the fired subject is the key, hashed as
-		// the events transform hashes it.
+		// the events transform hashes it. They are stored apart from client
+		// events (timerToken), under subjects no client can publish into
+		// this stream, and each partition's consumer takes both.
 		Sources: []*jetstream.StreamSource{{
 			Name: timersStreamName(s.Workflow),
 			SubjectTransforms: []jetstream.SubjectTransformConfig{{
 				Source:      firedSubject(s.Workflow, "*", "*"),
-				Destination: ns + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",2)}}.{{wildcard(2)}}",
+				Destination: ns + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",2)}}." + timerToken + ".{{wildcard(2)}}",
 			}},
 		}},
 	}
+}
+
+// Stream metadata Orderly keeps on the events stream. Keys starting with
+// "orderly." survive every later update Provision makes.
+const (
+	// metaLegacyTimersUntil: fired timers stored under client subjects up
+	// to this time (RFC 3339, the server's clock) are still timers.
+	metaLegacyTimersUntil = "orderly.legacy_timers_until"
+	metaPrefix            = "orderly."
+)
+
+// legacyMargin is how long after the switch to timerToken subjects a timer
+// stored the old way is still taken for one: the update of a stream takes
+// a moment, and timers may fire meanwhile.
+const legacyMargin = 30 * time.Second
+
+// timersInClientForm reports whether cfg is an events stream of an earlier
+// version, which sourced fired timers into the subjects of client events.
+func timersInClientForm(cfg jetstream.StreamConfig) bool {
+	for _, src := range cfg.Sources {
+		for _, tr := range src.SubjectTransforms {
+			if strings.HasPrefix(tr.Destination, ns+".events.") && !strings.Contains(tr.Destination, "."+timerToken+".") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // timersStreamConfig holds scheduled events (JetStream message schedules,
@@ -341,8 +383,17 @@ func (c *Conn) ensureStream(ctx context.Context, p *Provisioned, want jetstream.
 		case err != nil:
 			return fmt.Errorf("queue: stream %s: %w", want.Name, err)
 		}
-		if streamMatches(s.CachedInfo().Config, want) {
+		have := s.CachedInfo().Config
+		if streamMatches(have, want) {
 			return nil
+		}
+		for k, v := range have.Metadata {
+			if _, set := want.Metadata[k]; !set && strings.HasPrefix(k, metaPrefix) {
+				if want.Metadata == nil {
+					want.Metadata = map[string]string{}
+				}
+				want.Metadata[k] = v
+			}
 		}
 		if _, err := c.js.UpdateStream(ctx, want); err != nil {
 			return fmt.Errorf("queue: update stream %s: %w", want.Name, err)
@@ -373,6 +424,11 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 	for i, w := range want.Sources {
 		h := have.Sources[i]
 		if h.Name != w.Name || !slices.Equal(h.SubjectTransforms, w.SubjectTransforms) {
+			return false
+		}
+	}
+	for k, v := range want.Metadata {
+		if have.Metadata[k] != v {
 			return false
 		}
 	}

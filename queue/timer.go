@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -146,13 +147,41 @@ func (c *Conn) TimerKeys(ctx context.Context, workflow, kind string, fn func(key
 	}
 }
 
-// Timer reports whether m is a scheduled event, with its kind and visit.
+// Timer reports whether m is a fired timer, with its kind and visit. A timer
+// is known by where the events stream stores it, which only the stream's
+// source of the timers stream can write to, never by its headers: anyone who
+// may publish an event may set those. A timer whose kind or visit header is
+// missing or broken has kind "" and visit 0.
 func (m *Msg) Timer() (kind string, visit uint64, ok bool) {
-	h := m.raw.Headers()
-	kind = h.Get(HeaderTimerKind)
-	if kind == "" || h.Get("Nats-Scheduler") == "" {
+	if !m.timer {
 		return "", 0, false
 	}
+	h := m.raw.Headers()
 	visit, err := strconv.ParseUint(h.Get(HeaderTimerVisit), 10, 64)
-	return kind, visit, err == nil
+	if kind = h.Get(HeaderTimerKind); kind == "" || err != nil {
+		return "", 0, true
+	}
+	return kind, visit, true
 }
+
+// legacyTimer reports whether a message stored under a client subject is a
+// timer fired before the events stream was switched to timerToken subjects:
+// stored by then (until, the server's clock), sourced from the workflow's
+// timers stream and fired by its scheduler. The server sets both headers
+// and refuses them from clients (nats-server 2.14 and later); the time bound
+// closes the door for good once the old timers are gone, whatever the
+// server.
+func legacyTimer(h nats.Header, workflow string, stored, until time.Time) bool {
+	if stored.IsZero() || stored.After(until) || h.Get(headerScheduler) == "" {
+		return false
+	}
+	origin, _, _ := strings.Cut(h.Get(headerStreamSource), " ")
+	origin, _, _ = strings.Cut(origin, ":") // "name:hash" for a source in another domain
+	return origin == timersStreamName(workflow)
+}
+
+// Headers the server sets on a fired timer and on a sourced message.
+const (
+	headerScheduler    = "Nats-Scheduler"
+	headerStreamSource = "Nats-Stream-Source"
+)

@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -197,5 +202,180 @@ func waitFired(t *testing.T, c *queue.Conn, key string) {
 	case <-got:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the schedule of %s never fired", key)
+	}
+}
+
+// waitStored waits until stream holds n messages.
+func waitStored(t *testing.T, js jetstream.JetStream, stream string, n uint64) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.CachedInfo().State.Msgs
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s holds %d messages, want %d", stream, got, n)
+		}
+		time.Sleep(50 * time.Millisecond) // no event to wait on: the server sources on its own
+	}
+}
+
+// TestForgedTimerHeadersAreNotTimers: a timer is known by where the events
+// stream stores it, not by its headers. A producer may publish an event with
+// the timer headers (Orderly-Timer-Kind, and Nats-Scheduler, which servers
+// before 2.14 accept from any client and which this test therefore brings
+// in the one way this server allows: from a stream source); it must not be
+// taken for a timer. A real timer still is.
+func TestForgedTimerHeadersAreNotTimers(t *testing.T) {
+	t.Parallel()
+	c, js := dlqSetup(t)
+	ctx := context.Background()
+	forged := func(subject string) *nats.Msg {
+		m := nats.NewMsg(subject)
+		m.Data = []byte(`{"event":"payment_timeout"}`)
+		m.Header.Set(queue.HeaderTimerKind, "timeout")
+		m.Header.Set(queue.HeaderTimerVisit, "3")
+		return m
+	}
+
+	// 1. What a producer can publish itself: the timer headers of Orderly.
+	if _, err := js.PublishMsg(ctx, forged(queue.EventSubject("order", "k1"))); err != nil {
+		t.Fatal(err)
+	}
+	// No stream takes a publish to where fired timers are stored.
+	if _, err := js.PublishMsg(ctx, forged("orderly.events.order.0.timer.k1")); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("a publish to a timer's stored subject: %v, want no stream to take it", err)
+	}
+	// This server refuses Nats-Scheduler from a client outright.
+	m := forged(queue.EventSubject("order", "k1"))
+	m.Header.Set("Nats-Scheduler", "orderly.timers.order.timeout.k1")
+	if _, err := js.PublishMsg(ctx, m); err == nil {
+		t.Log("this server stores a client's Nats-Scheduler header")
+	}
+
+	// 2. A message under a client subject that carries every header a fired
+	// timer has, Nats-Scheduler and Nats-Schedule-Next included, as older
+	// servers store them from any producer. The extra source stands in for
+	// that producer.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "FORGE", Subjects: []string{"forge.*"}, AllowMsgSchedules: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m = forged("forge.k1")
+	m.Header.Set("Nats-Scheduler", "forge.none")
+	m.Header.Set("Nats-Schedule-Next", "purge")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "ORDERLY_EVENTS_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Sources = append(cfg.Sources, &jetstream.StreamSource{Name: "FORGE", SubjectTransforms: []jetstream.SubjectTransformConfig{{
+		Source: "forge.*", Destination: "orderly.events.order.0.{{wildcard(1)}}",
+	}}})
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 2)
+
+	// 3. A real timer of the same key.
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, time.Now(), queue.Envelope{Event: "payment_timeout"}); err != nil {
+		t.Fatal(err)
+	}
+
+	msgs := pullN(t, c, 3)
+	for i, m := range msgs[:2] {
+		if kind, visit, ok := m.Timer(); ok {
+			t.Errorf("forged message %d (%s, headers %v) taken for timer %q visit %d", i+1, m.Subject(), m.Headers(), kind, visit)
+		}
+	}
+	if !strings.Contains(msgs[1].Headers()["Nats-Scheduler"][0], "forge.none") {
+		t.Errorf("the second message is not the forged one with Nats-Scheduler: %v", msgs[1].Headers())
+	}
+	kind, visit, ok := msgs[2].Timer()
+	if !ok || kind != "timeout" || visit != 7 || msgs[2].Key != "k1" {
+		t.Errorf("the real timer: %q visit %d ok %v key %s (subject %s)", kind, visit, ok, msgs[2].Key, msgs[2].Subject())
+	}
+}
+
+// TestTimersFiredBeforeAnUpgradeStillFire: an events stream made by an
+// earlier version stored fired timers under client subjects. Provisioning
+// moves new timers to their own subjects; those already stored stay timers,
+// and the mark that says so survives later updates of the stream.
+func TestTimersFiredBeforeAnUpgradeStillFire(t *testing.T) {
+	t.Parallel()
+	c, js := dlqSetup(t)
+	ctx := context.Background()
+	// Turn the stream and consumer back into what the earlier version made.
+	s, err := js.Stream(ctx, "ORDERLY_EVENTS_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Sources[0].SubjectTransforms[0].Destination = "orderly.events.order.{{partition(1,2)}}.{{wildcard(2)}}"
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, "ORDERLY_EVENTS_ORDER", "orderly_order_p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg := cons.CachedInfo().Config
+	ccfg.FilterSubjects, ccfg.FilterSubject = nil, "orderly.events.order.0.*"
+	if _, err := js.UpdateConsumer(ctx, "ORDERLY_EVENTS_ORDER", ccfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, time.Now(), queue.Envelope{Event: "payment_timeout"}); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 1)
+
+	p, err := c.Provision(ctx, queue.Spec{Workflow: "order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(p.Updated, "stream ORDERLY_EVENTS_ORDER") || !slices.Contains(p.Updated, "consumer orderly_order_p0") {
+		t.Fatalf("provision updated %v", p.Updated)
+	}
+	// A later update (another limit) keeps the mark.
+	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", QueueLimit: 500}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Schedule(ctx, "order", "k2", "timeout", 8, time.Now(), queue.Envelope{Event: "payment_timeout"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, "order", "k3", queue.Envelope{Event: "start_processing"}); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 3)
+
+	want := map[string]uint64{"k1": 7, "k2": 8}
+	for _, m := range pullN(t, c, 3) {
+		kind, visit, ok := m.Timer()
+		if m.Key == "k3" {
+			if ok {
+				t.Errorf("the client event %s is taken for a timer", m.Subject())
+			}
+			continue
+		}
+		if !ok || kind != "timeout" || visit != want[m.Key] {
+			t.Errorf("timer of %s under %s: %q visit %d ok %v", m.Key, m.Subject(), kind, visit, ok)
+		}
+	}
+	s, err = js.Stream(ctx, "ORDERLY_EVENTS_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := s.CachedInfo(); info.Config.MaxMsgs != 500 || info.Config.Metadata["orderly.legacy_timers_until"] == "" {
+		t.Errorf("after a later update: limit %d, metadata %v", info.Config.MaxMsgs, info.Config.Metadata)
 	}
 }
