@@ -26,8 +26,12 @@ type Config struct {
 	// Start locks it (the file orderly.lock in it) until Shutdown or the
 	// end of the process, so that two servers never share a store.
 	DataDir string
-	// User and Password, when set, are required of every client.
+	// User and Password, when set, are required of every client: the one
+	// user, which may do anything. Ignored when Users is set.
 	User, Password string
+	// Users, when set, are the server's only users, each allowed only what
+	// its Publish and Subscribe lists say. Default: none.
+	Users []User
 	// ServerName names the server. Default: "orderly-embedded".
 	ServerName string
 	// StartTimeout bounds how long Start waits for the server to accept
@@ -43,6 +47,16 @@ var ErrDataDirLocked = errors.New("data dir in use")
 
 // lockFile is the file in DataDir that Start locks.
 const lockFile = "orderly.lock"
+
+// User is one user of the embedded server and what it may do.
+type User struct {
+	// Name and Password authenticate the user. Both required.
+	Name, Password string
+	// Publish and Subscribe list the subjects the user may publish and
+	// subscribe to, NATS wildcards allowed; the server refuses every other
+	// subject. A nil list allows every subject.
+	Publish, Subscribe []string
+}
 
 // Server is a running embedded NATS server.
 type Server struct {
@@ -105,6 +119,19 @@ func Start(cfg Config) (*Server, error) {
 		Password:   cfg.Password,
 		NoSigs:     true, // the process owns its signals
 		MaxPayload: 8 << 20,
+	}
+	if len(cfg.Users) > 0 {
+		opts.Username, opts.Password = "", ""
+		for _, u := range cfg.Users {
+			if u.Name == "" || u.Password == "" {
+				return nil, fmt.Errorf("embedded: user %q: a name and a password are required", u.Name)
+			}
+			su := &server.User{Username: u.Name, Password: u.Password}
+			if u.Publish != nil || u.Subscribe != nil {
+				su.Permissions = &server.Permissions{Publish: allowOnly(u.Publish), Subscribe: allowOnly(u.Subscribe)}
+			}
+			opts.Users = append(opts.Users, su)
+		}
 	}
 	if open(opts) && !loopback(host) {
 		log.Warn().Str("listen", cfg.Listen).Msg("the embedded NATS server is open to the network without authentication: anyone who reaches this address can read and change every event and state (give it a user and password, or listen on 127.0.0.1)")
@@ -175,6 +202,18 @@ func loopback(host string) bool {
 		return ip.IsLoopback()
 	}
 	return host == "localhost"
+}
+
+// allowOnly allows the subjects of list and nothing else; nil: anything.
+// (To the server an empty allow list means no restriction at all.)
+func allowOnly(list []string) *server.SubjectPermission {
+	switch {
+	case list == nil:
+		return nil
+	case len(list) == 0:
+		return &server.SubjectPermission{Deny: []string{">"}}
+	}
+	return &server.SubjectPermission{Allow: list}
 }
 
 // ClientURL is the URL clients connect to.

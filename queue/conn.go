@@ -61,6 +61,12 @@ type Config struct {
 
 	// Logger receives connection events. Default: a disabled logger.
 	Logger *zerolog.Logger
+
+	// InboxPrefix starts the subjects the connection receives replies and
+	// pulled messages on. Default: "_INBOX", the NATS default. A worker
+	// whose user may subscribe only to its own prefix sets it (see the
+	// README's "Permissions").
+	InboxPrefix string
 }
 
 func (c Config) withDefaults() Config {
@@ -267,6 +273,9 @@ func (c *Conn) options(cfg Config) ([]nats.Option, error) {
 	}
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.NKeySeedFile != "" {
 		o, err := nats.NkeyOptionFromSeed(cfg.NKeySeedFile)

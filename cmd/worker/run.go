@@ -17,6 +17,7 @@ import (
 
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/cli"
+	"github.com/orderly-dev/orderly/internal/roles"
 	"github.com/orderly-dev/orderly/order"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -44,6 +45,7 @@ type options struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	id              string
+	roles           roleFlags
 }
 
 func flags(name string, o *options) *pflag.FlagSet {
@@ -71,6 +73,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group (default: host name and a random suffix; on Kubernetes, the pod name)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	o.roles.register(fs)
 	return fs
 }
 
@@ -106,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return &cli.UsageError{Err: err}
 	}
 	if err := o.validate(); err != nil {
+		return err
+	}
+	if err := o.roles.validate(o.conn); err != nil {
 		return err
 	}
 	log, err := cli.Logger(stderr, o.logLevel)
@@ -234,12 +240,18 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	log.Info().Str("addr", ln.Addr().String()).Msg("start-up: http listening (/healthz, /readyz, /metrics)")
 
 	cfg := o.conn.Config("orderly-worker", &log)
+	// Replies and pulled events under the worker's own prefix: the only one
+	// its role may subscribe to, so no producer can read them.
+	cfg.InboxPrefix = roles.WorkerInbox
 	urlFrom := cli.Origin(fs, "nats-url")
 	if o.conn.URL == "" {
 		log.Info().Str("listen", o.listen).Str("data_dir", o.dataDir).Msg("start-up: no NATS URL (--nats-url, ORDERLY_NATS_URL, NATS_URL): starting an embedded NATS server")
+		users, err := o.roles.users(o.conn, log)
+		if err != nil {
+			return err
+		}
 		ns, err := embedded.Start(embedded.Config{
-			Listen: o.listen, DataDir: o.dataDir,
-			User: o.conn.User, Password: o.conn.Password, Logger: &log,
+			Listen: o.listen, DataDir: o.dataDir, Users: users, Logger: &log,
 		})
 		if err != nil {
 			return interrupted(err)
@@ -261,6 +273,9 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 			case from != "":
 				log.Info().Str("nats_url_from", urlFrom).Msgf("%s is ignored: the NATS URL from %s is used, and no embedded server starts", from, urlFrom)
 			}
+		}
+		if o.roles != (roleFlags{}) {
+			log.Warn().Msg("start-up: --producer-user and --operator-user configure the embedded server; with a NATS URL they are ignored")
 		}
 	}
 

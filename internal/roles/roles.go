@@ -1,0 +1,161 @@
+// Package roles is Orderly's least-privilege permission model for NATS: the
+// subjects each kind of client may publish and subscribe to, for one
+// workflow. It is the one place the lists live. The embedded server
+// (cmd/worker) is configured from it; the NATS configuration of deploy/k8s
+// and the README's "Permissions" section are checked against it by tests,
+// so they cannot drift.
+//
+// Three roles:
+//
+//   - Producer publishes events and reads statuses and states: everything
+//     enqueue needs to publish (with or without --wait) and for status and
+//     watch. It cannot write a timer, a status, a state or a dead letter.
+//   - Operator is a producer that may also list and replay dead letters.
+//   - Worker is what the worker runtime needs, and no more: it provisions and
+//     reads its workflow's streams, consumer and buckets, writes states,
+//     statuses, timers and dead letters, but publishes no event.
+//
+// Producers and operators receive replies on _INBOX.>, the NATS default.
+// The worker receives its replies and its pulled events under its own
+// prefix, WorkerInbox, so that no producer can read them.
+package roles
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Role names a set of permissions.
+type Role string
+
+// The roles.
+const (
+	Producer Role = "producer" // publish events, read statuses and states
+	Operator Role = "operator" // a producer that also lists and replays dead letters
+	Worker   Role = "worker"   // what the worker runtime needs
+)
+
+// All lists the roles.
+func All() []Role { return []Role{Producer, Operator, Worker} }
+
+// WorkerInbox is the inbox prefix of the worker's connections
+// (queue.Config.InboxPrefix): the Worker role may subscribe to nothing else.
+const WorkerInbox = "_INBOX_orderly_worker"
+
+// Permissions are the subjects a role may publish and subscribe to, NATS
+// wildcards allowed; everything else is refused by the server.
+type Permissions struct {
+	Publish, Subscribe []string
+}
+
+// For returns role's permissions for workflow (a valid workflow name).
+func For(role Role, workflow string) (Permissions, error) {
+	if workflow == "" || strings.ContainsAny(workflow, ".*> \t") {
+		return Permissions{}, fmt.Errorf("roles: bad workflow name %q", workflow)
+	}
+	n := names(workflow)
+	producer := Permissions{
+		Publish: []string{
+			"orderly.events." + workflow + ".*",
+			api + "STREAM.INFO." + n.state,
+			api + "DIRECT.GET." + n.state + ".>",
+		},
+		Subscribe: []string{
+			"orderly.status." + workflow + ".>", // > as well as *: nats sub 'orderly.status.order.>'
+			"_INBOX.>",
+		},
+	}
+	switch role {
+	case Producer:
+		return producer, nil
+	case Operator:
+		op := producer
+		op.Publish = append(op.Publish[:len(op.Publish):len(op.Publish)],
+			api+"STREAM.INFO."+n.dlq,
+			api+"STREAM.MSG.GET."+n.dlq,
+			api+"STREAM.MSG.DELETE."+n.dlq,
+		)
+		return op, nil
+	case Worker:
+		pub := []string{
+			"orderly.status." + workflow + ".*",
+			// <kind>.<key> only: fired timers (fired.<kind>.<key>) are the
+			// server's to write.
+			"orderly.timers." + workflow + ".*.*",
+			"orderly.dlq." + workflow + ".*",
+			"$KV." + n.stateBucket + ".>",
+			"$KV." + n.membersBucket + ".>",
+		}
+		for _, s := range []string{n.events, n.timers, n.dlq, n.state, n.members} {
+			pub = append(pub, api+"STREAM.INFO."+s, api+"STREAM.CREATE."+s, api+"STREAM.UPDATE."+s)
+		}
+		pub = append(pub,
+			// Account limits, read when a bucket is created.
+			api+"INFO",
+			// The partition consumers: create or update, read, pull,
+			// acknowledge, rewind, unpin.
+			api+"CONSUMER.CREATE."+n.events+".>",
+			api+"CONSUMER.INFO."+n.events+".*",
+			api+"CONSUMER.MSG.NEXT."+n.events+".*",
+			api+"CONSUMER.RESET."+n.events+".*",
+			api+"CONSUMER.UNPIN."+n.events+".*",
+			"$JS.ACK."+n.events+".>",
+			// State reads.
+			api+"DIRECT.GET."+n.state+".>",
+			// Listing the members: a short-lived ordered consumer, with
+			// flow control.
+			api+"CONSUMER.CREATE."+n.members+".>",
+			"$JS.FC."+n.members+".>",
+		)
+		return Permissions{Publish: pub, Subscribe: []string{WorkerInbox + ".>"}}, nil
+	}
+	return Permissions{}, fmt.Errorf("roles: unknown role %q", role)
+}
+
+const api = "$JS.API."
+
+type streams struct {
+	events, timers, dlq, state, members string
+	stateBucket, membersBucket          string
+}
+
+// names of a workflow's streams and buckets, as package queue makes them.
+func names(workflow string) streams {
+	w := strings.ToUpper(workflow)
+	return streams{
+		events:        "ORDERLY_EVENTS_" + w,
+		timers:        "ORDERLY_TIMERS_" + w,
+		dlq:           "ORDERLY_DLQ_" + w,
+		state:         "KV_orderly_state_" + workflow,
+		members:       "KV_orderly_members_" + workflow,
+		stateBucket:   "orderly_state_" + workflow,
+		membersBucket: "orderly_members_" + workflow,
+	}
+}
+
+// Conf renders the three roles' permissions for workflow as nats.conf
+// variables, PRODUCER, OPERATOR and WORKER, each line indented by indent:
+// put them in an authorization block and give each user its role with
+// "permissions: $PRODUCER" (and so on).
+func Conf(workflow, indent string) (string, error) {
+	var b strings.Builder
+	for _, r := range All() {
+		p, err := For(r, workflow)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%s%s = {\n", indent, strings.ToUpper(string(r)))
+		for _, l := range []struct {
+			name string
+			subs []string
+		}{{"publish", p.Publish}, {"subscribe", p.Subscribe}} {
+			fmt.Fprintf(&b, "%s  %s: [\n", indent, l.name)
+			for _, s := range l.subs {
+				fmt.Fprintf(&b, "%s    %q\n", indent, s)
+			}
+			fmt.Fprintf(&b, "%s  ]\n", indent)
+		}
+		fmt.Fprintf(&b, "%s}\n", indent)
+	}
+	return b.String(), nil
+}
