@@ -105,7 +105,13 @@ func For(role Role, workflow string) (Permissions, error) {
 			// Listing the members: a short-lived ordered consumer, with
 			// flow control.
 			api+"CONSUMER.CREATE."+n.members+".>",
+			api+"CONSUMER.DELETE."+n.members+".*",
 			"$JS.FC."+n.members+".>",
+			// Listing the pending wake-ups at start: a short-lived
+			// consumer of the timers stream.
+			api+"CONSUMER.CREATE."+n.timers+".>",
+			api+"CONSUMER.MSG.NEXT."+n.timers+".*",
+			api+"CONSUMER.DELETE."+n.timers+".*",
 		)
 		return Permissions{Publish: pub, Subscribe: []string{WorkerInbox + ".>"}}, nil
 	}

@@ -2,6 +2,7 @@ package roles_test
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,25 +17,55 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the generated role blocks of the files below")
 
-// generated lists the files that carry the roles' permissions for workflow
-// "order", between a begin and an end marker, indented as they show them.
-var generated = []struct {
-	path, begin, end, indent string
-	fence                    bool // inside a Markdown code block
-}{
-	{"../../deploy/k8s/base/nats/configmap.yaml", "      # roles:begin", "      # roles:end", "      ", false},
-	{"../../README.md", "<!-- roles:begin -->", "<!-- roles:end -->", "", true},
+// block is a generated part of a file: what render returns, between a
+// begin and an end line.
+type block struct {
+	path, begin, end string
+	render           func() (string, error)
 }
 
-// TestGeneratedRoleBlocksMatch: the NATS configuration of deploy/k8s and the
+// blocks are the files that show the roles' permissions for workflow
+// "order".
+func blocks() []block {
+	conf := func(ind string, fence bool) func() (string, error) {
+		return func() (string, error) {
+			c, err := roles.Conf("order", "")
+			if fence {
+				return "```\n" + indent(c, ind) + "```\n", err
+			}
+			return indent(c, ind), err
+		}
+	}
+	b := []block{
+		{"../../deploy/k8s/base/nats/configmap.yaml", "      # roles:begin", "      # roles:end", conf("      ", false)},
+		{"../../README.md", "<!-- roles:begin -->", "<!-- roles:end -->", conf("", true)},
+	}
+	for _, r := range roles.All() {
+		b = append(b, block{"../../deploy/helm/nats-values.yaml", "          # roles:" + string(r) + ":begin", "          # roles:" + string(r) + ":end",
+			func() (string, error) {
+				p, err := roles.For(r, "order")
+				var y strings.Builder
+				y.WriteString("          permissions:\n")
+				for _, l := range []struct {
+					name string
+					subs []string
+				}{{"publish", p.Publish}, {"subscribe", p.Subscribe}} {
+					y.WriteString("            " + l.name + ":\n")
+					for _, s := range l.subs {
+						fmt.Fprintf(&y, "              - %q\n", s)
+					}
+				}
+				return y.String(), err
+			}})
+	}
+	return b
+}
+
+// TestGeneratedRoleBlocksMatch: the NATS configurations of deploy/ and the
 // README show exactly the permissions of package roles. Run with -update to
 // rewrite them after changing the roles.
 func TestGeneratedRoleBlocksMatch(t *testing.T) {
-	conf, err := roles.Conf("order", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, g := range generated {
+	for _, g := range blocks() {
 		data, err := os.ReadFile(g.path)
 		if err != nil {
 			t.Fatal(err)
@@ -46,9 +77,9 @@ func TestGeneratedRoleBlocksMatch(t *testing.T) {
 			continue
 		}
 		i += len(g.begin) + 1
-		want := indent(conf, g.indent)
-		if g.fence {
-			want = "```\n" + want + "```\n"
+		want, err := g.render()
+		if err != nil {
+			t.Fatal(err)
 		}
 		if text[i:j] == want {
 			continue
@@ -60,8 +91,8 @@ func TestGeneratedRoleBlocksMatch(t *testing.T) {
 			t.Logf("%s: rewritten", g.path)
 			continue
 		}
-		t.Errorf("%s: the roles block differs from package roles; run go test ./internal/roles -update\nhave:\n%s\nwant:\n%s",
-			filepath.Base(g.path), text[i:j], want)
+		t.Errorf("%s: the block after %q differs from package roles; run go test ./internal/roles -update\nhave:\n%s\nwant:\n%s",
+			filepath.Base(g.path), strings.TrimSpace(g.begin), text[i:j], want)
 	}
 }
 
