@@ -18,6 +18,11 @@
 // Producers and operators receive replies on _INBOX.>, the NATS default.
 // The worker receives its replies and its pulled events under its own
 // prefix, WorkerInbox, so that no producer can read them.
+//
+// A stream, bucket or JetStream call added to package queue needs its
+// subjects here too: the TestForgery tests of cmd/enqueue run the order
+// workflow and enqueue with these lists alone, and fail on any permissions
+// violation.
 package roles
 
 import (
