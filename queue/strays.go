@@ -16,7 +16,7 @@ import (
 // The stream takes the message (its subject matches the stream's), the
 // subject transform refuses a subject that is not literal, so the message is
 // stored untransformed, and no partition's consumer (filtered on
-// orderly.events.<workflow>.<partition>.*) ever delivers it: left alone it
+// orderly.events.<workflow>.<partition>.>) ever delivers it: left alone it
 // holds a place under the queue limit for good. The server offers no way to
 // refuse such a publish (only a client's own "pedantic" option would), so
 // the worker sweeps them out to the dead letters instead.

@@ -388,8 +388,34 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 	if _, st, err := prod.PublishAndWait(ctx, "order", "bad", queue.Envelope{Event: "no_such_event"}); err != nil || st.Error == nil {
 		t.Fatalf("%+v %v", st, err)
 	}
-	if dls, err := e.conn(t, roles.Operator).DeadLetters(ctx, "order", 0); err != nil || len(dls) != 1 || dls[0].Key != "bad" {
-		t.Fatalf("dead letters %+v %v", dls, err)
+	// An event no partition delivers (a wildcard for its key), which the
+	// worker sweeps out of the events stream to the dead letters.
+	if err := prod.PublishRaw("orderly.events.order.*", []byte(`{"event":"start_processing"}`)); err != nil {
+		t.Fatal(err)
+	}
+	op := e.conn(t, roles.Operator)
+	deadline = time.After(20 * time.Second)
+	for {
+		dls, err := op.DeadLetters(ctx, "order", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dls) == 2 {
+			if dls[0].Key != "bad" || dls[1].Subject != "orderly.events.order.*" {
+				t.Fatalf("dead letters %+v", dls)
+			}
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("dead letters %+v, want the unknown event and the stray", dls)
+		case <-time.After(100 * time.Millisecond): // the sweep runs every second
+		}
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if info, err := op.Info(ictx, "order"); err == nil {
+		t.Errorf("the operator read the events stream: %+v", info)
 	}
 	if !e.worker.Ready() {
 		t.Error("the worker is not ready")

@@ -105,6 +105,10 @@ func For(role Role, workflow string) (Permissions, error) {
 			api+"CONSUMER.RESET."+n.events+".*",
 			api+"CONSUMER.UNPIN."+n.events+".*",
 			"$JS.ACK."+n.events+".>",
+			// Sweeping events no partition delivers (a wildcard for a
+			// key) to the dead letters.
+			api+"STREAM.MSG.GET."+n.events,
+			api+"STREAM.MSG.DELETE."+n.events,
 			// State reads.
 			api+"DIRECT.GET."+n.state+".>",
 			// Listing the members: a short-lived ordered consumer, with
