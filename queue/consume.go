@@ -158,6 +158,7 @@ type Puller struct {
 
 	rewind    bool   // a delivery was lost: rewind before pulling again
 	delivered uint64 // consumer sequence of the last delivery, 0 after a rewind
+	counted   bool   // delivered is checked: after a rewind, which restarts the count at 1
 	pin       string // the pin id this puller holds the partition under
 	pinned    bool   // a pin was seen since start
 	conn      *Conn
@@ -353,10 +354,14 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 				p.pinned = true
 				p.pin = pin
 			}
-			if p.rewind || newPin || p.delivered != 0 && m.consumerSeq != p.delivered+1 {
+			if p.rewind || newPin || (p.counted || p.delivered != 0) && m.consumerSeq != p.delivered+1 {
 				// A new pin, or a gap: something before m may be held by
 				// the partition's previous client, or was lost. m and what
-				// follows come again after the rewind.
+				// follows come again after the rewind. The first delivery
+				// after a rewind must be the consumer's first, too: a pull
+				// request that outlived the rewind on the server (one nats.go
+				// gave up on by its own timer, say) may have taken the
+				// events before m, and they would come back only after m.
 				if newPin {
 					p.pin = pin
 				}
@@ -411,7 +416,7 @@ func (p *Puller) rewindConsumer(ctx context.Context) bool {
 		if p.held.Load() == 0 {
 			err := p.conn.resetConsumer(ctx, streamName(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
 			if err == nil {
-				p.rewind, p.delivered = false, 0
+				p.rewind, p.delivered, p.counted = false, 0, true
 				return true
 			}
 			if p.cfg.OnError != nil {
