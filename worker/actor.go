@@ -67,8 +67,10 @@ func (a *actor) run() {
 		f.mu.Lock()
 		internal := a.internal
 		a.internal = nil
-		var msgs []*queue.Msg
+		var msgs, back []*queue.Msg
+		var backFor time.Duration
 		if !f.draining && (!a.loaded || len(a.rec.Pending) == 0) && len(a.mailbox) > 0 {
+			back, backFor = f.holdBack(a)
 			n := min(len(a.mailbox), f.w.cfg.GroupCommit)
 			msgs = slices.Clone(a.mailbox[:n])
 			a.mailbox = slices.Delete(a.mailbox, 0, n)
@@ -77,12 +79,20 @@ func (a *actor) run() {
 				a.room = nil
 			}
 		}
-		if len(internal) == 0 && len(msgs) == 0 {
+		if len(internal) == 0 && len(msgs) == 0 && len(back) == 0 {
 			f.parked(a)
 			f.mu.Unlock()
 			return
 		}
 		f.mu.Unlock()
+		for _, m := range back {
+			// Before anything newer is applied: it comes again after the
+			// older event of the key it waits for.
+			_ = m.Nak(backFor)
+		}
+		if len(internal) == 0 && len(msgs) == 0 {
+			continue
+		}
 
 		leftover := a.process(ctx, internal, msgs)
 		if len(leftover) > 0 {

@@ -42,6 +42,9 @@ type flow struct {
 	draining bool          // stopping: mailboxes are handed back, not taken
 	inflight map[string]bool
 	runs     sync.WaitGroup
+	// handedBack holds, by key, the events handed back to the stream to
+	// come again; the key's later events wait for them (see holdBack).
+	handedBack map[string]*handedBack
 
 	// pullFailures spaces the log lines of failed pulls, all partitions
 	// together: a server going away fails every partition at once.
@@ -60,6 +63,7 @@ func newFlow(w *Worker, e engine) *flow {
 		pullers:  map[int]*queue.Puller{},
 
 		handedFrom:   map[int]string{},
+		handedBack:   map[string]*handedBack{},
 		expediteWant: map[int]bool{},
 		pullFailures: ratelog.Limiter{Every: logEvery},
 	}
@@ -230,6 +234,7 @@ func (f *flow) handBack() {
 func (f *flow) handBackPartition(p int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.forgetHandedBack(p)
 	n := 0
 	for _, a := range f.actors {
 		if p >= 0 && a.partition != p {
@@ -301,7 +306,9 @@ func (f *flow) giveBack(msgs []*queue.Msg, cause error) {
 		case m.Delivered >= uint64(f.spec.MaxDeliver):
 			f.deadLetter(m, fmt.Sprintf("max_deliveries: delivered %d times; the key's state could not be loaded or committed: %v", m.Delivered, cause))
 		default:
-			_ = m.Nak(retryDelay(m.Delivered))
+			delay := retryDelay(m.Delivered)
+			f.noteHandedBack(m, delay)
+			_ = m.Nak(delay)
 		}
 	}
 }

@@ -211,6 +211,7 @@ func (w *Worker) janitor(ctx context.Context) {
 		case <-t.C:
 			for _, f := range w.flows {
 				f.passivateIdle(w.cfg.Now().Add(-w.cfg.ActorIdle))
+				f.expireHandedBack()
 			}
 		case <-touch.C:
 			for _, f := range w.flows {
