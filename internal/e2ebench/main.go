@@ -27,6 +27,11 @@
 //	         before and after they are passivated
 //	million  1,000,000 distinct keys, one event each, through the default
 //	         worker (MaxActors 100,000): peak RSS and live actors
+//	pending  -pending-keys (100,000) distinct keys, one event each that
+//	         starts an action of -pending-work (500ms), through a worker
+//	         given -memory-limit (512MiB): peak RSS, Go heap and goroutines,
+//	         and the time until every key has settled; run it with
+//	         -server process so that the peak RSS is the worker's
 //
 // Every figure is the median of -repeat runs; each run's value is printed
 // beside it.
@@ -39,6 +44,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -70,10 +76,13 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.window, "window", 4096, "most publishes awaiting their ack (the Orderly publisher is capped at the 4,000 its connection allows)")
 	fs.IntVar(&c.size, "size", 256, "message size in bytes (Orderly: the event body)")
 	fs.IntVar(&c.millionKeys, "million-keys", 1_000_000, "distinct keys of the million scenario")
+	fs.IntVar(&c.pendingKeys, "pending-keys", 100_000, "distinct keys of the pending scenario")
+	fs.DurationVar(&c.pendingWork, "pending-work", 500*time.Millisecond, "each action's work in the pending scenario")
+	fs.StringVar(&c.memoryLimit, "memory-limit", "512MiB", "the worker's memory limit in the pending scenario (as worker --memory-limit; \"\" or 0: none)")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "worker Config.Concurrency (0: its default)")
 	fs.IntVar(&c.maxActors, "max-actors", 0, "worker Config.MaxActors (0: its default)")
 	fs.IntVar(&c.partitions, "partitions", 0, "worker Config.Queue.Partitions (0: its default)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,work,paced,idle", "comma-separated scenarios: raw,rawstate,noop,work,paced,idle,million")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,work,paced,idle", "comma-separated scenarios: raw,rawstate,noop,work,paced,idle,million,pending")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
@@ -88,6 +97,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.pendingKeys < 1 || c.pendingWork < 0 {
+		return c, fmt.Errorf("-pending-keys must be positive and -pending-work not negative")
 	}
 	if c.repeat < 1 || c.keys < 1 || c.events < 1 || c.workEvents < 1 || c.rate < 1 || c.window < 1 {
 		return c, fmt.Errorf("-repeat, -keys, -events, -work-events, -rate and -window must be positive")

@@ -202,13 +202,18 @@ type peakHeap struct {
 	prof bytes.Buffer
 }
 
+// heapObjects is the Go heap's objects, live or not yet swept, in bytes.
+func heapObjects() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 func (h *peakHeap) sample() {
 	if h.path == "" {
 		return
 	}
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(s)
-	if v := s[0].Value.Uint64(); v > h.max {
+	if v := heapObjects(); v > h.max {
 		h.max = v
 		h.prof.Reset()
 		_ = pprof.Lookup("heap").WriteTo(&h.prof, 0)

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
 	"github.com/orderly-dev/orderly/worker"
@@ -107,6 +110,11 @@ type orderlyRun struct {
 	keys     int
 	distinct bool // key i for event i (keys == events)
 	rate     int  // 0: as fast as it goes; else paced
+	// work is the action's work (kindWork); 0: -work.
+	work time.Duration
+	// memoryLimit is the worker's Config.MemoryLimit; when set, the Go
+	// runtime's soft limit is set from it too, as the worker command does.
+	memoryLimit int64
 	// actorIdle and after, set by the idle scenario: the worker's ActorIdle,
 	// and what to do once every event is settled, before the worker stops.
 	actorIdle time.Duration
@@ -128,7 +136,11 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	if err != nil {
 		return r, err
 	}
-	wf, err := workflow(run.kind, run.name, cfg.work)
+	work := cfg.work
+	if run.work > 0 {
+		work = run.work
+	}
+	wf, err := workflow(run.kind, run.name, work)
 	if err != nil {
 		return r, err
 	}
@@ -151,11 +163,17 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	}
 	defer sconn.Close()
 
+	if run.memoryLimit > 0 {
+		if soft, ok := memlimit.SetSoft(run.memoryLimit, os.Getenv); ok {
+			defer debug.SetMemoryLimit(soft.Previous)
+		}
+	}
 	w, err := worker.New(wconn, worker.Config{
 		Concurrency: cfg.concurrency,
 		MaxActors:   cfg.maxActors,
 		Queue:       queue.Spec{Partitions: cfg.partitions},
 		ActorIdle:   run.actorIdle,
+		MemoryLimit: run.memoryLimit,
 	}, wf)
 	if err != nil {
 		return r, err
@@ -218,9 +236,11 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	// Peak live actors, sampled.
+	// Peak live actors, Go heap and goroutines, sampled.
 	var (
 		peakActors atomic.Int64
+		peakGoHeap atomic.Uint64
+		peakG      atomic.Int64
 		sampling   sync.WaitGroup
 		stopSample = make(chan struct{})
 	)
@@ -230,6 +250,8 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		defer t.Stop()
 		for {
 			peakActors.Store(max(peakActors.Load(), int64(w.Stats().Actors)))
+			peakGoHeap.Store(max(peakGoHeap.Load(), heapObjects()))
+			peakG.Store(max(peakG.Load(), int64(runtime.NumGoroutine())))
 			heap.sample()
 			select {
 			case <-stopSample:
@@ -275,10 +297,12 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	case <-ctx.Done():
 		return r, fmt.Errorf("%d of %d events settled (worker: %+v): %w", settled.Load(), n, w.Stats(), ctx.Err())
 	}
-	r.eps = float64(n) / time.Duration(lastNS.Load()-start).Seconds()
+	r.elapsed = time.Duration(lastNS.Load() - start)
+	r.eps = float64(n) / r.elapsed.Seconds()
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	stopSampling()
 	r.actors = max(int(peakActors.Load()), w.Stats().Actors)
+	r.heap, r.goroutines = peakGoHeap.Load(), int(peakG.Load())
 	r.errors = failed.Load()
 	if e := firstErr.Load(); e != nil {
 		fmt.Printf("  (%s: %d events settled with an error; the first: %s)\n", run.name, r.errors, e)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/orderly-dev/orderly/internal/memlimit"
 )
 
 const (
@@ -24,6 +26,9 @@ type config struct {
 	paced                            time.Duration
 	window, size                     int
 	millionKeys                      int
+	pendingKeys                      int
+	pendingWork                      time.Duration
+	memoryLimit                      string
 	concurrency, maxActors           int
 	partitions                       int
 	only                             string
@@ -48,6 +53,11 @@ type result struct {
 	serverRSS uint64
 	actors    int   // peak live actors
 	errors    int64 // settled statuses that carried an error
+	// heap and goroutines are the peaks, sampled, of this process's Go heap
+	// in use (objects, live or not yet swept) and of its goroutines.
+	heap       uint64
+	goroutines int
+	elapsed    time.Duration // first publish → last settled
 }
 
 func run(ctx context.Context, args []string) (err error) {
@@ -58,7 +68,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "work", "paced", "idle", "million":
+		case "raw", "rawstate", "noop", "work", "paced", "idle", "million", "pending":
 			want[s] = true
 		case "":
 		default:
@@ -187,6 +197,27 @@ func run(ctx context.Context, args []string) (err error) {
 		fmt.Printf("  million    : %s\n", r)
 		million = &r
 	}
+	var pending *result
+	if want["pending"] {
+		limit, err := memlimit.Parse(cfg.memoryLimit)
+		if err != nil {
+			return fmt.Errorf("-memory-limit: %w", err)
+		}
+		if cfg.server != "process" {
+			fmt.Println("  (pending: without -server process the peak RSS counts the server too)")
+		}
+		r, err := b.timed(ctx, func(ctx context.Context) (result, error) {
+			return b.orderly(ctx, orderlyRun{
+				kind: kindWork, name: "pending", events: cfg.pendingKeys, keys: cfg.pendingKeys, distinct: true,
+				work: cfg.pendingWork, memoryLimit: limit,
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("pending: %w", err)
+		}
+		fmt.Printf("  pending    : %s\n", r)
+		pending = &r
+	}
 	for name, path := range map[string]string{"allocs": cfg.memProfile, "block": cfg.blockProfile, "mutex": cfg.mutexProfile} {
 		if path != "" {
 			if err := writeProfile(name, path); err != nil {
@@ -212,6 +243,9 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 		mark := map[bool]string{true: "met   ", false: "MISSED"}[million.rss < 300e6]
 		fmt.Printf("  %s  1,000,000 keys with peak RSS under 300 MB: %.0f MB (%s)\n", mark, float64(million.rss)/1e6, whose)
+	}
+	if pending != nil {
+		printPending(cfg, *pending)
 	}
 	fmt.Printf("\nTotal time: %s\n", time.Since(start).Round(time.Second))
 	return nil

@@ -95,3 +95,27 @@ func printTable(cfg config, raw, rawState, noop, work, praw, pnoop, pwork []resu
 		check(ack <= time.Millisecond, "enqueue-ack p99 ≤ 1 ms at %s events/s: %s", group(float64(cfg.rate)), ms(ack))
 	}
 }
+
+// printPending prints the pending scenario's figures and its target.
+func printPending(cfg config, r result) {
+	conc := cfg.concurrency
+	if conc <= 0 {
+		conc = 64
+	}
+	limit := cfg.memoryLimit
+	if limit == "" || limit == "0" {
+		limit = "none"
+	}
+	fmt.Printf("\nPending work (%s distinct keys, one event each starting a %s action; memory limit %s, Concurrency %d):\n",
+		group(float64(cfg.pendingKeys)), cfg.pendingWork, limit, conc)
+	whose := "server, worker and load generator in one process"
+	if cfg.server == "process" {
+		whose = fmt.Sprintf("worker and load generator; the server process's own: %s", mib(r.serverRSS))
+	}
+	fmt.Printf("  every key settled in %s (%s keys/s; Concurrency/work allows %s/s)\n",
+		r.elapsed.Round(100*time.Millisecond), group(r.eps), group(float64(conc)/cfg.pendingWork.Seconds()))
+	fmt.Printf("  peak RSS %s (%s); peak Go heap %s; peak goroutines %d; peak live actors %s\n",
+		mib(r.rss), whose, mib(r.heap), r.goroutines, group(float64(r.actors)))
+	mark := map[bool]string{true: "met   ", false: "MISSED"}[r.rss < 512<<20]
+	fmt.Printf("  %s  %s keys with %s work under 512 MiB of worker RSS: %s\n", mark, group(float64(cfg.pendingKeys)), cfg.pendingWork, mib(r.rss))
+}
