@@ -44,8 +44,10 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/internal/roles"
+	orderlyworker "github.com/orderly-dev/orderly/worker"
 )
 
 var binDir string // where the worker binary is built, removed after the tests
@@ -626,11 +628,7 @@ func checkWorker(t *testing.T, b built, w worker, df dockerfile) {
 			t.Errorf("worker: no %s limit", r)
 		}
 	}
-	if e, ok := env(c, "GOMEMLIMIT"); !ok {
-		t.Error("worker: GOMEMLIMIT unset")
-	} else {
-		checkMemLimit(t, "worker", e.Value, c.Resources.Limits[corev1.ResourceMemory])
-	}
+	checkWorkerMemory(t, &sts.Spec.Template, c)
 
 	// Hardening; the user is the Dockerfile's.
 	psc, sc := spec.SecurityContext, c.SecurityContext
@@ -657,6 +655,92 @@ func checkContainerHardening(t *testing.T, name string, sc *corev1.SecurityConte
 	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
 		t.Errorf("%s: capabilities %+v, want all dropped and none added", name, sc.Capabilities)
 	}
+}
+
+// checkWorkerMemory: the worker's memory limit (ORDERLY_MEMORY_LIMIT, or
+// by default GOMEMLIMIT or the container's limit) is within the container's
+// limit, GOMEMLIMIT if set leaves room below it, and the bounds the
+// environment sets explicitly fit in what that limit sizes: the sizing the
+// worker does at start-up finds nothing to warn of.
+func checkWorkerMemory(t *testing.T, tmpl *corev1.PodTemplateSpec, c *corev1.Container) {
+	t.Helper()
+	limit := c.Resources.Limits[corev1.ResourceMemory]
+	if limit.IsZero() {
+		t.Error("worker: no memory limit")
+		return
+	}
+	mem := limit.Value() // the cgroup's limit, read by default
+	if e, ok := env(c, "GOMEMLIMIT"); ok {
+		checkMemLimit(t, "worker", e.Value, limit)
+		if n, err := memlimit.Parse(e.Value); err == nil {
+			mem = n
+		}
+	}
+	if e, ok := env(c, "ORDERLY_MEMORY_LIMIT"); ok {
+		v, err := envValue(tmpl, c, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mem, err = memlimit.Parse(v); err != nil {
+			t.Fatalf("ORDERLY_MEMORY_LIMIT=%q: %v", v, err)
+		}
+		if mem <= 0 || mem > limit.Value() {
+			t.Errorf("worker: ORDERLY_MEMORY_LIMIT %d bytes, the container's memory limit is %d", mem, limit.Value())
+		}
+	}
+	cfg := orderlyworker.Config{MemoryLimit: mem}
+	for name, dst := range map[string]*int{
+		"ORDERLY_MAX_ACTORS": &cfg.MaxActors, "ORDERLY_BATCH": &cfg.Batch,
+		"ORDERLY_CONCURRENCY": &cfg.Concurrency, "ORDERLY_PARTITIONS": &cfg.Queue.Partitions,
+	} {
+		if e, ok := env(c, name); ok {
+			n, err := strconv.Atoi(e.Value)
+			if err != nil {
+				t.Fatalf("%s=%q: %v", name, e.Value, err)
+			}
+			*dst = n
+		}
+	}
+	_, plan := cfg.Sized(1)
+	for _, w := range plan.Warnings {
+		t.Errorf("worker: %s", w)
+	}
+}
+
+// envValue resolves an environment variable of container c the way the
+// kubelet would: a literal, or a resource of a container (the downward API).
+func envValue(tmpl *corev1.PodTemplateSpec, c *corev1.Container, e corev1.EnvVar) (string, error) {
+	if e.ValueFrom == nil {
+		return e.Value, nil
+	}
+	ref := e.ValueFrom.ResourceFieldRef
+	if ref == nil {
+		return "", fmt.Errorf("env %s: only literals and resourceFieldRef are resolved here", e.Name)
+	}
+	target := c
+	if ref.ContainerName != "" && ref.ContainerName != c.Name {
+		target = nil
+		for i := range tmpl.Spec.Containers {
+			if tmpl.Spec.Containers[i].Name == ref.ContainerName {
+				target = &tmpl.Spec.Containers[i]
+			}
+		}
+		if target == nil {
+			return "", fmt.Errorf("env %s: no container %s", e.Name, ref.ContainerName)
+		}
+	}
+	kind, res, ok := strings.Cut(ref.Resource, ".")
+	list := map[string]corev1.ResourceList{"limits": target.Resources.Limits, "requests": target.Resources.Requests}[kind]
+	q, set := list[corev1.ResourceName(res)]
+	if !ok || !set {
+		return "", fmt.Errorf("env %s: container %s has no %s", e.Name, target.Name, ref.Resource)
+	}
+	div := int64(1)
+	if !ref.Divisor.IsZero() {
+		div = ref.Divisor.Value()
+	}
+	// The kubelet rounds up.
+	return strconv.FormatInt((q.Value()+div-1)/div, 10), nil
 }
 
 // checkMemLimit: GOMEMLIMIT, in the Go runtime's syntax, is below the
@@ -1092,16 +1176,19 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 
 	var environ []string
 	vals := map[string]string{}
+	sts, _ := workerPod(t, b)
 	for _, e := range c.Env {
 		v := e.Value
-		if e.ValueFrom != nil {
-			if e.ValueFrom.SecretKeyRef == nil {
-				t.Fatalf("env %s: only secretKeyRef is handled here", e.Name)
-			}
-			var err error
-			if v, err = secretValue(b, e.ValueFrom.SecretKeyRef); err != nil {
-				t.Fatal(err)
-			}
+		var err error
+		switch {
+		case e.ValueFrom == nil:
+		case e.ValueFrom.SecretKeyRef != nil:
+			v, err = secretValue(b, e.ValueFrom.SecretKeyRef)
+		default:
+			v, err = envValue(&sts.Spec.Template, c, e)
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 		vals[e.Name] = v
 		if e.Name == "NATS_URL" {
@@ -1165,6 +1252,12 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 	}
 	if code, body := get(base + "/metrics"); code != http.StatusOK || !strings.Contains(body, "orderly_") {
 		t.Errorf("/metrics: %d %s", code, body)
+	}
+	// The worker took its memory limit from the manifest and sized its
+	// bounds to it without a warning.
+	if mem := c.Resources.Limits[corev1.ResourceMemory]; !strings.Contains(out.String(), `"memory_limit":"`+memlimit.Format(mem.Value())+`"`) ||
+		!strings.Contains(out.String(), "bounds sized to the memory limit") || strings.Contains(out.String(), "more than the") {
+		t.Errorf("the worker's log does not show its bounds sized to the manifest's memory limit %s without a warning", mem.String())
 	}
 
 	// The consumers the KEDA triggers watch exist, with the user and

@@ -20,13 +20,15 @@ type Config struct {
 	// workflow gets its own. Defaults: see queue.Spec.
 	Queue queue.Spec
 	// Batch is the most events asked for in one pull of a partition.
-	// Default: 256.
+	// Default: 256, at most MaxInFlight.
 	Batch int
 	// MaxInFlight is the most events of one partition held in memory at once
-	// (pulled and not yet acknowledged). Default: 2 × Batch.
+	// (pulled and not yet acknowledged). Default: 2 × Batch, less if
+	// MemoryLimit calls for it.
 	MaxInFlight int
 	// Mailbox is the most events waiting for one key; when a key's mailbox is
-	// full its partition stops pulling until there is room. Default: 64.
+	// full its partition stops pulling until there is room. Default: 64, at
+	// most MaxInFlight.
 	Mailbox int
 	// GroupCommit is the most events of one key applied together and
 	// committed with one state write. Default: 64.
@@ -50,9 +52,20 @@ type Config struct {
 	// ActorIdle is how long a key's actor stays in memory with nothing to do
 	// before it is passivated. Default: 1m.
 	ActorIdle time.Duration
-	// MaxActors caps the actors in memory; past it the least recently used
-	// idle ones are passivated first. Default: 100,000.
+	// MaxActors caps the actors of each workflow in memory; past it the
+	// least recently used idle ones are passivated first, and while none is
+	// idle the partitions stop pulling. An actor with slow work pending is
+	// not idle, so MaxActors bounds pending work too. Default: 100,000, less
+	// if MemoryLimit calls for it.
 	MaxActors int
+	// MemoryLimit is the memory in bytes the process may use. The bounds
+	// left at zero (MaxActors, MaxInFlight, Batch, Mailbox) are then sized
+	// so that what they hold at their fullest, by the cost model below,
+	// fits in it; bounds set explicitly are kept, and New logs a warning if
+	// they cannot fit. It does not set the Go runtime's soft limit (the
+	// worker command does: see internal/memlimit). Default: 0, no limit:
+	// every bound has its fixed default.
+	MemoryLimit int64
 	// ShutdownTimeout bounds Stop: how long running actions get to finish
 	// before they are left pending in durable state. Default: 20s.
 	ShutdownTimeout time.Duration
@@ -74,8 +87,140 @@ type Config struct {
 	Now func() time.Time
 }
 
-// WithDefaults returns c with every zero field set to its default.
+// The cost model behind MemoryLimit: what each unit of a bound holds at its
+// fullest, in heap and goroutine stacks, measured with the pending scenario
+// of internal/e2ebench (100,000 keys each with a 500 ms action, the Go
+// heap found live by a collection and the stacks at their peaks, at
+// several limits; see BENCHMARKS.md) and rounded up. The bounds together
+// get memShare of the limit, less memBase and memPerAction × Concurrency:
+// the collector lets the heap grow past what is live before it collects
+// (as far as twice with GOGC 100, less as it nears the runtime's soft
+// limit), and runtime metadata and pages freed but not yet returned need
+// room too. Events get at most half of what is left, actors the rest.
+const (
+	// memShare is the share of MemoryLimit the estimate may reach, in
+	// percent.
+	memShare = 50
+	// memBase is a worker's heap with nothing in flight: the runtime, the
+	// NATS connection's buffers, metrics.
+	memBase = 24 << 20
+	// memPerActor is a live key with one action pending: the actor, its
+	// state record and decoded data, the copy of the data its action
+	// reads, the map and list entries, the job waiting for a runner
+	// (measured: 800 bytes). Keys whose data is larger than a few hundred
+	// bytes cost more.
+	memPerActor = 1 << 10
+	// memPerEvent is one event pulled and not yet acknowledged: the NATS
+	// message with its headers, subjects and a body of a few hundred bytes
+	// (about 2 KiB), and the stack of the goroutine its key's actor runs on
+	// meanwhile (about 8 KiB). Larger bodies cost more (at most
+	// Queue.MaxPayload each).
+	memPerEvent = 10 << 10
+	// memPerAction is one action running: its runner's stack, context and
+	// timer, and the goroutine that applies its outcome (what the action
+	// itself allocates comes on top).
+	memPerAction = 16 << 10
+)
+
+// Floors of the sized bounds, however small the limit.
+const (
+	minMaxInFlight = 8
+	minMaxActors   = 100
+)
+
+// Fixed defaults of the sized bounds: what they are without MemoryLimit,
+// and at most with it.
+const (
+	defaultBatch     = 256
+	defaultMailbox   = 64
+	defaultMaxActors = 100_000
+)
+
+// MemoryPlan is how a Config spends its MemoryLimit: the bounds as sized and
+// the cost model's estimate of what they hold at their fullest.
+type MemoryPlan struct {
+	// Limit is Config.MemoryLimit; 0: none, and the rest is the estimate
+	// of the fixed defaults.
+	Limit int64
+	// Budget is the heap the estimate may reach: memShare of Limit.
+	Budget int64
+	// Estimate is the heap the bounds are estimated to hold at their
+	// fullest, for every workflow together.
+	Estimate int64
+	// Actors, Events and Actions are Estimate's parts: MaxActors, and
+	// MaxInFlight of every partition, of every workflow; Concurrency.
+	Actors, Events, Actions int64
+	// Warnings say what does not fit: explicit bounds, or a limit below
+	// what the smallest bounds need.
+	Warnings []string
+}
+
+// WithDefaults returns c with every zero field set to its default, and
+// sized to MemoryLimit for one workflow (see Sized).
 func (c Config) WithDefaults() Config {
+	c, _ = c.Sized(1)
+	return c
+}
+
+// Sized returns c with every zero field set to its default: with a
+// MemoryLimit, the bounds left at zero are sized so that workflows
+// workflows' estimated heap fits memShare of it (see the cost model
+// above); the MemoryPlan says how, and what does not fit.
+func (c Config) Sized(workflows int) (Config, MemoryPlan) {
+	workflows = max(workflows, 1)
+	var plan MemoryPlan
+	if c.MemoryLimit > 0 {
+		c = c.sizeTo(workflows)
+	}
+	c = c.withFixedDefaults()
+	plan.Limit = c.MemoryLimit
+	plan.Budget = c.MemoryLimit / 100 * memShare
+	parts := int64(workflows) * int64(c.Queue.Partitions)
+	plan.Actors = int64(workflows) * int64(c.MaxActors) * memPerActor
+	plan.Events = parts * int64(c.MaxInFlight) * memPerEvent
+	plan.Actions = int64(c.Concurrency) * memPerAction
+	plan.Estimate = memBase + plan.Actors + plan.Events + plan.Actions
+	if c.MemoryLimit > 0 && plan.Estimate > plan.Budget {
+		plan.Warnings = append(plan.Warnings, fmt.Sprintf(
+			"memory limit %d MiB: MaxActors %d, MaxInFlight %d per partition (%d partitions, %d workflows) and Concurrency %d hold an estimated %d MiB at their fullest, more than the %d MiB (%d %%) the limit leaves them; lower the bounds set explicitly or raise the limit",
+			c.MemoryLimit>>20, c.MaxActors, c.MaxInFlight, c.Queue.Partitions, workflows, c.Concurrency,
+			plan.Estimate>>20, plan.Budget>>20, memShare))
+	}
+	return c, plan
+}
+
+// sizeTo sets the bounds left at zero to what MemoryLimit affords.
+func (c Config) sizeTo(workflows int) Config {
+	conc := c.Concurrency
+	if conc <= 0 {
+		conc = 64
+	}
+	parts := int64(workflows) * int64(c.Queue.WithDefaults().Partitions)
+	avail := c.MemoryLimit/100*memShare - memBase - int64(conc)*memPerAction
+	if c.MaxInFlight <= 0 {
+		want := 2 * defaultBatch
+		if c.Batch > 0 {
+			want = 2 * c.Batch
+		}
+		fit := int(max(avail/2, 0) / (parts * memPerEvent))
+		c.MaxInFlight = max(min(want, fit), minMaxInFlight, c.Batch)
+	}
+	if c.Batch <= 0 {
+		c.Batch = min(defaultBatch, c.MaxInFlight)
+	}
+	if c.Mailbox <= 0 {
+		c.Mailbox = min(defaultMailbox, c.MaxInFlight)
+	}
+	if c.MaxActors <= 0 {
+		left := avail - parts*int64(c.MaxInFlight)*memPerEvent
+		fit := int(max(left, 0) / (int64(workflows) * memPerActor))
+		c.MaxActors = max(min(defaultMaxActors, fit), minMaxActors)
+	}
+	return c
+}
+
+// withFixedDefaults sets every zero field to its fixed default.
+func (c Config) withFixedDefaults() Config {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -86,16 +231,16 @@ func (c Config) WithDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.Batch, 256)
+	def(&c.Batch, defaultBatch)
 	def(&c.MaxInFlight, 2*c.Batch)
 	// The consumer must let a partition hold what MaxInFlight allows.
 	def(&c.Queue.MaxAckPending, max(1024, c.MaxInFlight))
 	c.Queue = c.Queue.WithDefaults()
-	def(&c.Mailbox, 64)
+	def(&c.Mailbox, defaultMailbox)
 	def(&c.GroupCommit, 64)
 	def(&c.Concurrency, 64)
 	def(&c.ActionRetries, 3)
-	def(&c.MaxActors, 100_000)
+	def(&c.MaxActors, defaultMaxActors)
 	defDur(&c.ActionTimeout, 30*time.Second)
 	defDur(&c.RetryBackoff, 200*time.Millisecond)
 	defDur(&c.ResumeAfter, c.ActionTimeout*time.Duration(c.ActionRetries+2))
@@ -127,4 +272,20 @@ func (c Config) validate() error {
 		return fmt.Errorf("worker: config: %w", err)
 	}
 	return nil
+}
+
+// logMemoryPlan says how the memory limit was spent, and warns of what does
+// not fit.
+func (w *Worker) logMemoryPlan(p MemoryPlan) {
+	if p.Limit <= 0 {
+		return
+	}
+	c := w.cfg
+	w.log.Info().Int64("memory_limit", p.Limit).Int("max_actors", c.MaxActors).
+		Int("max_in_flight", c.MaxInFlight).Int("batch", c.Batch).Int("mailbox", c.Mailbox).
+		Int("concurrency", c.Concurrency).Int64("estimate_mib", p.Estimate>>20).Int64("budget_mib", p.Budget>>20).
+		Msg("start-up: bounds sized to the memory limit")
+	for _, msg := range p.Warnings {
+		w.log.Warn().Msg(msg)
+	}
 }

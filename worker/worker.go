@@ -53,7 +53,7 @@ type Worker struct {
 // New returns a worker for the given workflows on conn. Nothing runs until
 // Start.
 func New(conn *queue.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
-	cfg = cfg.WithDefaults()
+	cfg, plan := cfg.Sized(len(workflows))
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -64,6 +64,7 @@ func New(conn *queue.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 		return nil, errors.New("worker: no workflow")
 	}
 	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{}), leaving: make(chan struct{})}
+	w.logMemoryPlan(plan)
 	seen := map[string]bool{}
 	for _, wf := range workflows {
 		if wf.e == nil {

@@ -330,3 +330,85 @@ func TestCredentialsNeverLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryLimitFlag: --memory-limit (or ORDERLY_MEMORY_LIMIT, or by
+// default GOMEMLIMIT) sizes the worker and sets the runtime's soft limit;
+// explicit bounds that cannot fit are warned of; a bad value is a usage
+// error.
+func TestMemoryLimitFlag(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{args: []string{"--memory-limit", "12XB"}},
+		{args: []string{"--memory-limit", "-1"}},
+		{env: map[string]string{"ORDERLY_MEMORY_LIMIT": "lots"}},
+		{env: map[string]string{"GOMEMLIMIT": "lots"}},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &out, &out)
+		var usage interface{ Unwrap() error }
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), "lots") && !strings.Contains(err.Error(), "memory-limit") {
+			t.Errorf("%v %v: %v, want a usage error naming the flag or value", tc.args, tc.env, err)
+		}
+	}
+
+	t.Run("flag", func(t *testing.T) {
+		t.Parallel()
+		// With the embedded server in the process, the worker sizes itself
+		// to half the limit.
+		w := startWorker(t, t.TempDir(), natstest.FreeAddr(t), natstest.FreeAddr(t), "--memory-limit", "256Mi")
+		out := w.out.String()
+		for _, want := range []string{`"memory_limit":"256MiB"`, `"source":"--memory-limit"`, `"worker_share":"128MiB"`,
+			`"go_soft_limit":"241591911"`, "bounds sized to the memory limit"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("log lacks %s", want)
+			}
+		}
+		if strings.Contains(out, `"max_actors":100000`) || strings.Contains(out, `"level":"warn","message":"memory limit`) {
+			t.Errorf("128 MiB left MaxActors at 100,000, or warned:\n%s", out)
+		}
+	})
+	t.Run("GOMEMLIMIT, explicit bounds that cannot fit", func(t *testing.T) {
+		t.Parallel()
+		out := startWorkerEnv(t, []string{"GOMEMLIMIT=200MiB"}, "--max-actors", "100000")
+		for _, want := range []string{`"memory_limit":"200MiB"`, `"source":"GOMEMLIMIT"`, `"go_soft_limit":"GOMEMLIMIT"`,
+			`"max_actors":100000`, "more than the 50 MiB"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("log lacks %s", want)
+			}
+		}
+	})
+}
+
+// startWorkerEnv runs the worker binary with the embedded server and only
+// env for its environment until it is ready, then stops it; it returns
+// what the worker logged.
+func startWorkerEnv(t *testing.T, env []string, extra ...string) string {
+	t.Helper()
+	dir, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := natstest.FreeAddr(t)
+	args := append([]string{"--listen", natstest.FreeAddr(t), "--http", httpAddr, "--data-dir", t.TempDir()}, extra...)
+	cmd := exec.Command(filepath.Join(dir, "worker"), args...)
+	cmd.Env = env
+	var out natstest.Output
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("worker output:\n%s", out.String())
+		}
+	})
+	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	return out.String()
+}

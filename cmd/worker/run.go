@@ -17,6 +17,7 @@ import (
 
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/cli"
+	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/internal/roles"
 	"github.com/orderly-dev/orderly/order"
 	"github.com/orderly-dev/orderly/queue"
@@ -42,6 +43,8 @@ type options struct {
 	actionRetries   int
 	actorIdle       time.Duration
 	maxActors       int
+	memoryLimit     memlimit.Flag
+	workerMemory    int64 // the worker's share of the memory limit
 	shutdownTimeout time.Duration
 	logLevel        string
 	id              string
@@ -64,12 +67,13 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.Int64Var(&o.queueLimit, "queue-limit", 1_000_000, "most events stored and not yet processed; past it publishing fails with \"queue full\"")
 	fs.IntVar(&o.partitions, "partitions", 16, "partitions of the events stream (fixed when the stream is created)")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of streams and buckets (3 on a cluster)")
-	fs.IntVar(&o.batch, "batch", 256, "most events per pull of a partition")
+	fs.IntVar(&o.batch, "batch", 256, "most events per pull of a partition; unless set, fewer if --memory-limit calls for it")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "most slow calls at once")
 	fs.DurationVar(&o.actionTimeout, "action-timeout", 30*time.Second, "bound on one attempt of a slow call")
 	fs.IntVar(&o.actionRetries, "action-retries", 3, "retries of a failed slow call before the order fails")
 	fs.DurationVar(&o.actorIdle, "actor-idle", time.Minute, "idle time after which a key's actor leaves memory")
-	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory")
+	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory; unless set, fewer if --memory-limit calls for it")
+	fs.Var(&o.memoryLimit, "memory-limit", "memory the process may use, in `BYTES` (536870912, 512Mi, 1Gi, 500MB; 0: no limit); sizes --max-actors, --batch and the events held in memory, and sets the Go runtime's soft limit to 90% of it unless GOMEMLIMIT is set (default: the lesser of GOMEMLIMIT and the cgroup's memory limit, else no limit)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group (default: host name and a random suffix; on Kubernetes, the pod name)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -118,7 +122,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return &cli.UsageError{Err: err}
 	}
+	limit := memlimit.Limit{Bytes: o.memoryLimit.Bytes, Source: cli.Origin(fs, "memory-limit")}
+	if limit.Source == "" {
+		if limit, err = memlimit.Detect(getenv); err != nil {
+			return &cli.UsageError{Err: err}
+		}
+	}
+	applyMemoryLimit(&o, limit, getenv, log)
 	return serve(ctx, o, fs, log)
+}
+
+// applyMemoryLimit sets the Go runtime's soft limit from the process's
+// memory limit and the worker's share of it: all of it with --nats-url;
+// half with the embedded server, which shares the process and whose memory
+// grows with what its streams hold.
+func applyMemoryLimit(o *options, limit memlimit.Limit, getenv func(string) string, log zerolog.Logger) {
+	if limit.Bytes <= 0 {
+		log.Info().Str("source", limit.Source).Msg("start-up: no memory limit; the runtime bounds have their fixed defaults")
+		return
+	}
+	o.workerMemory = limit.Bytes
+	if o.conn.URL == "" {
+		o.workerMemory = limit.Bytes / 2
+	}
+	ev := log.Info().Str("memory_limit", memlimit.Format(limit.Bytes)).Str("source", limit.Source).
+		Str("worker_share", memlimit.Format(o.workerMemory))
+	if soft, ok := memlimit.SetSoft(limit.Bytes, getenv); ok {
+		ev = ev.Str("go_soft_limit", memlimit.Format(soft.Bytes))
+	} else {
+		ev = ev.Str("go_soft_limit", "GOMEMLIMIT")
+	}
+	ev.Msg("start-up: memory limit")
 }
 
 // maxBatch bounds --batch: a partition holds up to twice its batch of
@@ -300,12 +334,13 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		Queue: queue.Spec{
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
 		},
-		Batch:           o.batch,
+		Batch:           explicit(fs, "batch", o.batch),
 		Concurrency:     o.concurrency,
 		ActionTimeout:   o.actionTimeout,
 		ActionRetries:   o.actionRetries,
 		ActorIdle:       o.actorIdle,
-		MaxActors:       o.maxActors,
+		MaxActors:       explicit(fs, "max-actors", o.maxActors),
+		MemoryLimit:     o.workerMemory,
 		ShutdownTimeout: o.shutdownTimeout,
 		ID:              o.id,
 		Logger:          &log,
@@ -430,4 +465,13 @@ func graph(args []string, stdout io.Writer) error {
 		return cli.Usagef("--format %q: want mermaid or dot", *format)
 	}
 	return nil
+}
+
+// explicit is v if flag name was set (on the command line or in the
+// environment), else 0: the worker's default, sized to the memory limit.
+func explicit(fs *pflag.FlagSet, name string, v int) int {
+	if cli.Origin(fs, name) == "" {
+		return 0
+	}
+	return v
 }

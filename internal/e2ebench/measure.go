@@ -209,6 +209,14 @@ func heapObjects() uint64 {
 	return s[0].Value.Uint64()
 }
 
+// goMemory reads the Go heap found live by the last collection and the
+// goroutine stacks, in bytes.
+func goMemory() (live, stacks uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
+}
+
 func (h *peakHeap) sample() {
 	if h.path == "" {
 		return

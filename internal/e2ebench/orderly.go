@@ -241,6 +241,8 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		peakActors atomic.Int64
 		peakGoHeap atomic.Uint64
 		peakG      atomic.Int64
+		peakLive   atomic.Uint64
+		peakStacks atomic.Uint64
 		sampling   sync.WaitGroup
 		stopSample = make(chan struct{})
 	)
@@ -252,6 +254,9 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 			peakActors.Store(max(peakActors.Load(), int64(w.Stats().Actors)))
 			peakGoHeap.Store(max(peakGoHeap.Load(), heapObjects()))
 			peakG.Store(max(peakG.Load(), int64(runtime.NumGoroutine())))
+			live, stacks := goMemory()
+			peakLive.Store(max(peakLive.Load(), live))
+			peakStacks.Store(max(peakStacks.Load(), stacks))
 			heap.sample()
 			select {
 			case <-stopSample:
@@ -303,6 +308,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	stopSampling()
 	r.actors = max(int(peakActors.Load()), w.Stats().Actors)
 	r.heap, r.goroutines = peakGoHeap.Load(), int(peakG.Load())
+	r.live, r.stacks = peakLive.Load(), peakStacks.Load()
 	r.errors = failed.Load()
 	if e := firstErr.Load(); e != nil {
 		fmt.Printf("  (%s: %d events settled with an error; the first: %s)\n", run.name, r.errors, e)

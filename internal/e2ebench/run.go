@@ -57,7 +57,10 @@ type result struct {
 	// in use (objects, live or not yet swept) and of its goroutines.
 	heap       uint64
 	goroutines int
-	elapsed    time.Duration // first publish → last settled
+	// live and stacks are the peaks of the heap the collector found live
+	// and of the goroutine stacks.
+	live, stacks uint64
+	elapsed      time.Duration // first publish → last settled
 }
 
 func run(ctx context.Context, args []string) (err error) {
@@ -226,8 +229,10 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	fmt.Println()
-	printTable(cfg, raw, rawState, noop, work, praw, pnoop, pwork)
+	if len(raw)+len(rawState)+len(noop)+len(work)+len(praw)+len(pnoop)+len(pwork) > 0 {
+		fmt.Println()
+		printTable(cfg, raw, rawState, noop, work, praw, pnoop, pwork)
+	}
 	if idle != nil {
 		fmt.Printf("\nIdle actors (%d keys, one event each, ActorIdle %s): %s\n", cfg.keys, idleActorIdle, idle)
 		per := idle.perActor()

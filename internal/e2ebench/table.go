@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/orderly-dev/orderly/internal/memlimit"
 )
 
 // printTable prints the results as a Markdown table (ready for
@@ -114,8 +116,12 @@ func printPending(cfg config, r result) {
 	}
 	fmt.Printf("  every key settled in %s (%s keys/s; Concurrency/work allows %s/s)\n",
 		r.elapsed.Round(100*time.Millisecond), group(r.eps), group(float64(conc)/cfg.pendingWork.Seconds()))
-	fmt.Printf("  peak RSS %s (%s); peak Go heap %s; peak goroutines %d; peak live actors %s\n",
-		mib(r.rss), whose, mib(r.heap), r.goroutines, group(float64(r.actors)))
-	mark := map[bool]string{true: "met   ", false: "MISSED"}[r.rss < 512<<20]
-	fmt.Printf("  %s  %s keys with %s work under 512 MiB of worker RSS: %s\n", mark, group(float64(cfg.pendingKeys)), cfg.pendingWork, mib(r.rss))
+	fmt.Printf("  peak RSS %s (%s); peak Go heap %s (found live by a collection: %s); peak goroutines %d (stacks %s); peak live actors %s\n",
+		mib(r.rss), whose, mib(r.heap), mib(r.live), r.goroutines, mib(r.stacks), group(float64(r.actors)))
+	bound, what := uint64(512<<20), "512 MiB (no limit given)"
+	if n, err := memlimit.Parse(cfg.memoryLimit); err == nil && n > 0 {
+		bound, what = uint64(n), "the memory limit, "+mib(uint64(n))
+	}
+	mark := map[bool]string{true: "met   ", false: "MISSED"}[r.rss < bound]
+	fmt.Printf("  %s  %s keys with %s work, worker RSS under %s: %s\n", mark, group(float64(cfg.pendingKeys)), cfg.pendingWork, what, mib(r.rss))
 }
