@@ -7,8 +7,9 @@
 //	go run ./internal/e2ebench            # or: make bench-e2e
 //	go run ./internal/e2ebench -only raw,noop -cpuprofile cpu.out -memprofile mem.out
 //	go run ./internal/e2ebench -only million -server process
+//	go run ./internal/e2ebench -only pending -server process -memory-limit 512MiB
 //
-// Scenarios (-only picks some; default: all but million):
+// Scenarios (-only picks some; default: all but million and pending):
 //
 //	raw      raw JetStream: PublishAsync with a window of 4096, one pull
 //	         consumer taking 256 messages per pull, explicit ack, file
