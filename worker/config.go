@@ -63,8 +63,8 @@ type Config struct {
 	// so that what they hold at their fullest, by the cost model below,
 	// fits in it; bounds set explicitly are kept, and New logs a warning if
 	// they cannot fit. It does not set the Go runtime's soft limit (the
-	// worker command does: see internal/memlimit). Default: 0, no limit:
-	// every bound has its fixed default.
+	// worker command does). Default: 0, no limit: every bound has its fixed
+	// default.
 	MemoryLimit int64
 	// ShutdownTimeout bounds Stop: how long running actions get to finish
 	// before they are left pending in durable state. Default: 20s.
@@ -131,9 +131,10 @@ const (
 // Fixed defaults of the sized bounds: what they are without MemoryLimit,
 // and at most with it.
 const (
-	defaultBatch     = 256
-	defaultMailbox   = 64
-	defaultMaxActors = 100_000
+	defaultBatch       = 256
+	defaultMailbox     = 64
+	defaultMaxActors   = 100_000
+	defaultConcurrency = 64
 )
 
 // MemoryPlan is how a Config spends its MemoryLimit: the bounds as sized and
@@ -193,7 +194,7 @@ func (c Config) Sized(workflows int) (Config, MemoryPlan) {
 func (c Config) sizeTo(workflows int) Config {
 	conc := c.Concurrency
 	if conc <= 0 {
-		conc = 64
+		conc = defaultConcurrency
 	}
 	parts := int64(workflows) * int64(c.Queue.WithDefaults().Partitions)
 	avail := c.MemoryLimit/100*memShare - memBase - int64(conc)*memPerAction
@@ -238,7 +239,7 @@ func (c Config) withFixedDefaults() Config {
 	c.Queue = c.Queue.WithDefaults()
 	def(&c.Mailbox, defaultMailbox)
 	def(&c.GroupCommit, 64)
-	def(&c.Concurrency, 64)
+	def(&c.Concurrency, defaultConcurrency)
 	def(&c.ActionRetries, 3)
 	def(&c.MaxActors, defaultMaxActors)
 	defDur(&c.ActionTimeout, 30*time.Second)
