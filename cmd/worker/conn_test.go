@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,16 @@ func authServer(t *testing.T, addr, dir, password string, out io.Writer) *embedd
 	return s
 }
 
+// hostPort is where srv accepts clients, as host:port.
+func hostPort(t *testing.T, srv *embedded.Server) string {
+	t.Helper()
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		t.Fatalf("server URL %q: %v", srv.ClientURL(), err)
+	}
+	return u.Host
+}
+
 func get(url string) (int, string) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -102,9 +113,11 @@ func get(url string) (int, string) {
 // password is back, it is ready again within 30s.
 func TestCredentialsChangedWhileRunning(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr, dir := natstest.FreeAddr(t), natstest.FreeAddr(t), t.TempDir()
+	httpAddr, dir := natstest.FreeAddr(t), t.TempDir()
 	var serverLog natstest.Output
-	srv := authServer(t, natsAddr, dir, "password-A", &serverLog)
+	// Port 0: the server picks a free port, which its restarts then reuse.
+	srv := authServer(t, "127.0.0.1:0", dir, "password-A", &serverLog)
+	natsAddr := hostPort(t, srv)
 	w := runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--user", "orderly", "--password", "password-A",
 		"--http", httpAddr, "--log-level", "info", "--reconnect-timeout", "2m")
 	base := "http://" + httpAddr
@@ -159,8 +172,9 @@ func TestCredentialsChangedWhileRunning(t *testing.T) {
 // exits with an error (exit 1), so that Kubernetes restarts it.
 func TestCredentialsWrongPastReconnectTimeout(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr, dir := natstest.FreeAddr(t), natstest.FreeAddr(t), t.TempDir()
-	srv := authServer(t, natsAddr, dir, "password-A", io.Discard)
+	httpAddr, dir := natstest.FreeAddr(t), t.TempDir()
+	srv := authServer(t, "127.0.0.1:0", dir, "password-A", io.Discard)
+	natsAddr := hostPort(t, srv)
 	const bound = 3 * time.Second
 	w := runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--user", "orderly", "--password", "password-A",
 		"--http", httpAddr, "--log-level", "info", "--reconnect-timeout", bound.String(), "--shutdown-timeout", "1s")
