@@ -27,9 +27,16 @@ type Spec struct {
 	QueueLimit int64
 	// MaxPayload is the largest event message in bytes. Default: 64 KiB.
 	MaxPayload int32
-	// DuplicateWindow is how long a job id is remembered for deduplication.
-	// Default: 2 minutes.
+	// DuplicateWindow is how long the events stream itself drops a
+	// publish whose job id it stored before (kept in the server's memory,
+	// lost on a restart). Default: 2 minutes, and never more than
+	// DedupeWindow.
 	DuplicateWindow time.Duration
+	// DedupeWindow is how long a job id taken by a worker stays claimed in
+	// the job bucket: within it the id is applied at most once, across
+	// restarts and replicas, and reusing it for another key or event is
+	// refused. Default: 24h.
+	DedupeWindow time.Duration
 	// Replicas of every stream and bucket: 1 on a single server, 3 on a
 	// cluster. Default: 1.
 	Replicas int
@@ -89,9 +96,15 @@ func (s Spec) WithDefaults() Spec {
 	if s.MaxPayload <= 0 {
 		s.MaxPayload = 64 << 10
 	}
+	if s.DedupeWindow <= 0 {
+		s.DedupeWindow = 24 * time.Hour
+	}
 	if s.DuplicateWindow <= 0 {
 		s.DuplicateWindow = 2 * time.Minute
 	}
+	// Past the dedupe window an id is free again: the stream must not
+	// still drop it.
+	s.DuplicateWindow = min(s.DuplicateWindow, s.DedupeWindow)
 	if s.Replicas <= 0 {
 		s.Replicas = 1
 	}
@@ -129,6 +142,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Replicas > 5 {
 		return fmt.Errorf("queue: %d replicas: at most 5", s.Replicas)
+	}
+	if s.DedupeWindow < time.Second {
+		return fmt.Errorf("queue: dedupe window %s: at least 1s", s.DedupeWindow)
 	}
 	return nil
 }
@@ -202,6 +218,9 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 		Storage:     jetstream.FileStorage,
 		Replicas:    spec.Replicas,
 	}); err != nil {
+		return p, err
+	}
+	if err := c.ensureBucket(ctx, &p, jobsBucketConfig(spec)); err != nil {
 		return p, err
 	}
 	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{

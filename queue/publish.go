@@ -42,11 +42,21 @@ type Envelope struct {
 type PubAck struct {
 	// ID is the job id (the Nats-Msg-Id header).
 	ID string
-	// Sequence is the event's sequence in the events stream.
+	// Sequence is the event's sequence in the events stream; for a
+	// duplicate, the original's.
 	Sequence uint64
-	// Duplicate is true when an event with the same id was stored within the
-	// duplicate window; this one was not stored again.
+	// Duplicate is true when an event of the same key and event name took
+	// this job id before, within the dedupe window (Spec.DedupeWindow): it
+	// is applied once, and this one was not stored again (or, after
+	// PublishAsync, is stored and will be skipped by the worker).
 	Duplicate bool
+	// Key, At and Taken name the original of a duplicate (zero otherwise):
+	// its key (empty if it is no longer known); when a worker took it if
+	// Taken, else when it was stored; Taken: a worker has taken it (it is
+	// applied or being applied), else it still waits in the queue.
+	Key   string
+	At    time.Time
+	Taken bool
 }
 
 // PublishOption sets a per-call publishing option.
@@ -54,59 +64,84 @@ type PublishOption func(*publishOptions)
 
 type publishOptions struct {
 	id       string
+	explicit bool         // id given by the caller, not made here
 	progress func(Status) // PublishAndWait only
 }
 
-// WithID sets the job id and idempotency key; by default a unique id is made.
+// WithID sets the job id and idempotency key; by default (or with "") a
+// unique id is made. An id is applied at most once per workflow within the
+// dedupe window: reusing it for another key or event fails with
+// ErrIDConflict. See ValidateJobID for what an id may hold.
 func WithID(id string) PublishOption { return func(o *publishOptions) { o.id = id } }
 
 // NewJobID returns a new unique job id.
 func NewJobID() string { return nuid.Next() }
 
-func (c *Conn) eventMsg(workflow, key string, ev Envelope, opts []PublishOption) (*nats.Msg, string, error) {
+func (c *Conn) eventMsg(workflow, key string, ev Envelope, opts []PublishOption) (*nats.Msg, publishOptions, error) {
+	var o publishOptions
 	if err := ValidateWorkflow(workflow); err != nil {
-		return nil, "", err
+		return nil, o, err
 	}
 	if err := ValidateKey(key); err != nil {
-		return nil, "", err
+		return nil, o, err
 	}
 	if ev.Event == "" {
-		return nil, "", fmt.Errorf("%w: the event name is empty", ErrInvalidEvent)
+		return nil, o, fmt.Errorf("%w: the event name is empty", ErrInvalidEvent)
 	}
 	// jsonx.Valid answers as json.Valid does, faster, but refuses deep
 	// nesting, which json.Valid then decides on.
 	if len(ev.Data) > 0 && !jsonx.Valid(ev.Data) && !json.Valid(ev.Data) {
-		return nil, "", fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
+		return nil, o, fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
 	}
-	var o publishOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.id == "" {
+	if o.explicit = o.id != ""; o.explicit {
+		if err := ValidateJobID(o.id); err != nil {
+			return nil, o, err
+		}
+	} else {
 		o.id = NewJobID()
 	}
 	body, err := marshalEnvelope(&ev)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrInvalidEvent, err)
+		return nil, o, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
 	msg := nats.NewMsg(EventSubject(workflow, key))
 	msg.Data = body
 	msg.Header.Set(HeaderMsgID, o.id)
-	return msg, o.id, nil
+	return msg, o, nil
 }
 
 // Publish stores one event for key and returns once JetStream has stored it
 // (or found it a duplicate). A full queue fails at once with ErrQueueFull.
+//
+// A job id given with WithID is looked up first: one taken within the
+// dedupe window by the same key and event gives a Duplicate PubAck naming
+// the original, without storing anything; by another key or event, an
+// IDConflictError (errors.Is(err, ErrIDConflict)).
 func (c *Conn) Publish(ctx context.Context, workflow, key string, ev Envelope, opts ...PublishOption) (PubAck, error) {
-	msg, id, err := c.eventMsg(workflow, key, ev, opts)
+	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {
 		return PubAck{}, err
+	}
+	if o.explicit {
+		held, err := getJob(ctx, c.nc, workflow, o.id)
+		switch {
+		case err == nil:
+			return heldAck(o.id, key, ev.Event, held)
+		case !errors.Is(err, ErrNoJob):
+			return PubAck{}, fmt.Errorf("queue: publish %s: %w", msg.Subject, err)
+		}
 	}
 	ack, err := c.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return PubAck{}, publishError(msg.Subject, err)
 	}
-	return PubAck{ID: id, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+	if ack.Duplicate {
+		return c.originalOf(ctx, workflow, key, ev.Event, o.id, ack.Sequence)
+	}
+	return PubAck{ID: o.id, Sequence: ack.Sequence}, nil
 }
 
 // PendingPublish is an event published without waiting for its acknowledgement.
@@ -114,6 +149,10 @@ type PendingPublish struct {
 	id      string
 	subject string
 	f       jetstream.PubAckFuture
+
+	c                    *Conn
+	workflow, key, event string
+	held                 <-chan heldResult // the look-up of an explicit id; nil for a made one
 }
 
 // ID is the job id of the event.
@@ -121,21 +160,35 @@ func (p *PendingPublish) ID() string { return p.id }
 
 // Wait returns the event's acknowledgement, or why it was not stored.
 func (p *PendingPublish) Wait(ctx context.Context) (PubAck, error) {
+	var ack *jetstream.PubAck
 	select {
-	case ack := <-p.f.Ok():
-		return PubAck{ID: p.id, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+	case ack = <-p.f.Ok():
 	case err := <-p.f.Err():
 		return PubAck{}, publishError(p.subject, err)
 	case <-ctx.Done():
 		return PubAck{}, fmt.Errorf("queue: publish %s: %w", p.subject, ctx.Err())
 	}
+	if ack.Duplicate {
+		return p.c.originalOf(ctx, p.workflow, p.key, p.event, p.id, ack.Sequence)
+	}
+	if p.held != nil {
+		return p.checkHeld(ctx, ack.Sequence)
+	}
+	return PubAck{ID: p.id, Sequence: ack.Sequence}, nil
 }
 
 // PublishAsync sends one event without waiting for JetStream's
 // acknowledgement; Wait on the result gets it. The caller bounds how many are
 // outstanding (at most 4096 per connection; past that PublishAsync blocks).
+//
+// A job id given with WithID is looked up while the event is on its way,
+// not before, so that publishes stay pipelined: if a job of the same key and
+// event took the id, Wait reports a Duplicate (the event is stored, and the
+// worker skips it); if one of another key or event did, Wait returns an
+// IDConflictError with Stored set (the worker dead-letters the event as
+// id_conflict). Publish refuses both before storing anything.
 func (c *Conn) PublishAsync(workflow, key string, ev Envelope, opts ...PublishOption) (*PendingPublish, error) {
-	msg, id, err := c.eventMsg(workflow, key, ev, opts)
+	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +196,11 @@ func (c *Conn) PublishAsync(workflow, key string, ev Envelope, opts ...PublishOp
 	if err != nil {
 		return nil, publishError(msg.Subject, err)
 	}
-	return &PendingPublish{id: id, subject: msg.Subject, f: f}, nil
+	p := &PendingPublish{id: o.id, subject: msg.Subject, f: f, c: c, workflow: workflow, key: key, event: ev.Event}
+	if o.explicit {
+		p.held = c.lookUpJob(workflow, o.id)
+	}
+	return p, nil
 }
 
 func publishError(subject string, err error) error {

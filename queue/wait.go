@@ -23,12 +23,14 @@ func WithProgress(f func(Status)) PublishOption {
 //
 // If ctx ends first the error wraps both ErrWaitTimeout and ctx.Err().
 //
-// A duplicate (the job id was stored before, within the duplicate window) may
-// never produce a new status. Then PublishAndWait returns PubAck.Duplicate
-// and a synthetic settled Status made from the key's stored state (To, Version
-// and Data of the record): the key's current state, which need not be the
-// job's outcome if the original is still queued. If the key has no state yet,
-// the original is taken to be still queued and its status is waited for.
+// A duplicate (the job id was taken before by the same key and event, within
+// the dedupe window) follows the original, which has the same job id: while
+// the original still waits in the queue, its statuses are awaited; once a
+// worker has taken it, PublishAndWait returns PubAck.Duplicate and a
+// synthetic settled Status made from the key's stored state (To, Version and
+// At of the record; To empty if the key has no state, as when the original
+// was rejected): the key's current state, which need not be the job's
+// outcome if the key has changed since.
 func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Envelope, opts ...PublishOption) (PubAck, Status, error) {
 	var o publishOptions
 	for _, opt := range opts {
@@ -47,21 +49,29 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Enve
 	if err != nil {
 		return PubAck{}, Status{}, err
 	}
-	if ack.Duplicate {
+	current := func() (PubAck, Status, error) {
+		st := Status{Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event, Settled: true}
 		rec, err := c.ReadState(ctx, workflow, key)
-		if err == nil {
-			return ack, Status{
-				Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event,
-				To: rec.State, Version: rec.Version, At: rec.UpdatedAt, Settled: true,
-			}, nil
-		}
-		if !errors.Is(err, ErrNoState) {
+		switch {
+		case err == nil:
+			st.From, st.To, st.Version, st.At = rec.State, rec.State, rec.Version, rec.UpdatedAt
+		case !errors.Is(err, ErrNoState):
 			return ack, Status{}, err
 		}
+		return ack, st, nil
+	}
+	if ack.Duplicate && (ack.Taken || ack.Key == "") {
+		return current()
 	}
 	for {
 		select {
 		case st := <-ch:
+			if st.Settled && st.Error != nil && st.Error.Code == "duplicate" {
+				// Stored after the original's claim (see PublishAsync's
+				// race): the worker skipped it.
+				ack.Duplicate = true
+				return current()
+			}
 			if st.Settled {
 				return ack, st, nil
 			}

@@ -31,10 +31,11 @@ type actor struct {
 	lastUsed time.Time
 
 	// owned by the running goroutine
-	loaded bool
-	rec    record
-	rev    uint64
-	ent    entity
+	loaded   bool
+	rec      record
+	rev      uint64
+	ent      entity
+	verdicts map[uint64]verdict // job id claims of events in hand, by sequence
 }
 
 // internalEvent is an action's outcome on its way back to its key, or,
@@ -147,13 +148,24 @@ const (
 // once (compare-and-set on the revision it was loaded at; on conflict it
 // reloads and applies again), and only then acknowledges, publishes and
 // starts actions. It returns the mailbox events it deferred.
-func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*queue.Msg) []*queue.Msg {
+func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*queue.Msg) (leftover []*queue.Msg) {
 	f := a.f
+	defer func() { a.keepVerdicts(leftover) }()
+	claimed := len(msgs) == 0
 	for attempt := 0; ; attempt++ {
 		if !a.loaded {
 			if err := a.load(ctx); err != nil {
 				f.log.Error().Err(err).Str("key", a.key).Msg("cannot load state; events go back to the stream")
 				f.giveBack(msgs, err)
+				return nil
+			}
+		}
+		if !claimed {
+			// Once, after the load (an event handled already needs no
+			// claim), not again after a conflict: verdicts stay true.
+			claimed = true
+			if !a.claim(ctx, msgs) {
+				f.giveBack(msgs) // stopped hard while NATS was away
 				return nil
 			}
 		}
@@ -259,6 +271,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			b.ack = append(b.ack, m) // redelivered after it was applied
 			a.f.w.duplicates.Add(1)
 			a.f.w.metrics.duplicates.WithLabelValues(a.f.name).Inc()
+			continue
+		}
+		if a.refused(&b, m, now) {
 			continue
 		}
 		kind, visit, isTimer := m.Timer()

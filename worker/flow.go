@@ -22,6 +22,7 @@ type flow struct {
 	log    zerolog.Logger
 	spec   queue.Spec
 	bucket *queue.Bucket
+	jobs   *queue.Jobs
 
 	pmu     sync.Mutex // guards pullers, members and handedFrom; held while ownership changes
 	pullers map[int]*queue.Puller
@@ -84,6 +85,9 @@ func (f *flow) provision(ctx context.Context) error {
 		f.log.Info().Str("resource", c).Msg("updated")
 	}
 	f.spec = p.Spec
+	if f.jobs, err = f.w.conn.Jobs(ctx, f.name); err != nil {
+		return err
+	}
 	f.bucket, err = f.w.conn.Bucket(ctx, f.name)
 	return err
 }

@@ -46,7 +46,7 @@ func newMetrics(w *Worker) *metrics {
 			Name: "orderly_events_rejected_total", Help: "Events rejected, by reason (the status error code).",
 		}, []string{"workflow", "reason"}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "orderly_duplicates_skipped_total", Help: "Redelivered events found applied already and acknowledged without applying.",
+			Name: "orderly_duplicates_skipped_total", Help: "Events acknowledged without being applied: redeliveries of events applied already, and events whose job id an earlier event of the same key and event took within the dedupe window.",
 		}, wf),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_transitions_total", Help: "Committed transitions, by states.",
@@ -116,6 +116,8 @@ func newMetrics(w *Worker) *metrics {
 func (m *metrics) observe(workflow string, statuses []queue.Status) {
 	for _, st := range statuses {
 		switch {
+		case st.Error != nil && st.Error.Code == "duplicate":
+			// Counted as a duplicate, not a rejection.
 		case st.Error == nil || st.Error.Code == "action_failed":
 			m.applied.WithLabelValues(workflow).Inc()
 			m.transitions.WithLabelValues(workflow, st.From, st.To).Inc()

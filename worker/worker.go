@@ -236,8 +236,10 @@ type Stats struct {
 	Partitions int
 	// ActionsRunning is the number of actions running now.
 	ActionsRunning int
-	// Duplicates counts redelivered events found already applied and
-	// acknowledged without being applied again, since start.
+	// Duplicates counts events acknowledged without being applied, since
+	// start: redeliveries of events applied already, and events whose job id
+	// an earlier event of the same key and event took (within the dedupe
+	// window).
 	Duplicates int64
 	// StaleTimers counts timeouts that arrived after their key had left the
 	// state visit that armed them, and were ignored, since start.

@@ -211,6 +211,11 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if o.id != "" {
+		if err := queue.ValidateJobID(o.id); err != nil {
+			return err
+		}
+	}
 	var data json.RawMessage
 	if o.sub == "" && len(o.args) == 3 {
 		if data = json.RawMessage(o.args[2]); !json.Valid(data) {
@@ -264,13 +269,21 @@ func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev qu
 		return err
 	}
 	if ack.Duplicate {
-		fmt.Fprintf(c.stderr, "duplicate: job %s was already stored\n", id)
+		fmt.Fprintf(c.stderr, "duplicate: job %s was already stored%s; not stored again\n", id, original(ack))
 	}
 	if !o.wait {
 		if o.json {
-			return json.NewEncoder(c.stdout).Encode(map[string]any{
+			out := map[string]any{
 				"job_id": ack.ID, "key": key, "event": ev.Event, "sequence": ack.Sequence, "duplicate": ack.Duplicate,
-			})
+			}
+			if ack.Duplicate {
+				orig := map[string]any{"key": ack.Key, "sequence": ack.Sequence, "taken": ack.Taken}
+				if !ack.At.IsZero() {
+					orig["at"] = ack.At
+				}
+				out["original"] = orig
+			}
+			return json.NewEncoder(c.stdout).Encode(out)
 		}
 		_, err := fmt.Fprintln(c.stdout, ack.ID)
 		return err
@@ -278,7 +291,11 @@ func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev qu
 	if o.json {
 		err = json.NewEncoder(c.stdout).Encode(st)
 	} else {
-		line := fmt.Sprintf("%s %s (version %d)", st.Key, st.To, st.Version)
+		state := st.To
+		if state == "" {
+			state = "(no state)"
+		}
+		line := fmt.Sprintf("%s %s (version %d)", st.Key, state, st.Version)
 		if st.Error != nil {
 			line += " error " + st.Error.Error()
 		}
@@ -291,6 +308,19 @@ func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev qu
 		return fmt.Errorf("job %s ended in %s: %v", id, st.To, st.Error)
 	}
 	return nil
+}
+
+// original describes the original job of a duplicate: " for key K
+// (sequence N, taken by a worker at T)".
+func original(ack queue.PubAck) string {
+	if ack.Key == "" {
+		return fmt.Sprintf(" (sequence %d, no longer stored)", ack.Sequence)
+	}
+	when := "queued since"
+	if ack.Taken {
+		when = "taken by a worker at"
+	}
+	return fmt.Sprintf(" for key %s (sequence %d, %s %s)", ack.Key, ack.Sequence, when, ack.At.Format(time.RFC3339))
 }
 
 func (c command) status(ctx context.Context, conn *queue.Conn, o options) error {

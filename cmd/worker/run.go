@@ -46,6 +46,7 @@ type options struct {
 	memoryLimit     memlimit.Flag
 	workerMemory    int64 // the worker's share of the memory limit
 	shutdownTimeout time.Duration
+	dedupeWindow    time.Duration
 	logLevel        string
 	id              string
 	roles           roleFlags
@@ -75,6 +76,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory; unless set, fewer if --memory-limit calls for it")
 	fs.Var(&o.memoryLimit, "memory-limit", "memory the process may use, in `BYTES` (536870912, 512Mi, 1Gi, 500MB; 0: no limit); sizes --max-actors, --batch and the events held in memory, and sets the Go runtime's soft limit to 90% of it unless GOMEMLIMIT is set (default: the lesser of GOMEMLIMIT and the cgroup's memory limit, else no limit)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
+	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group (default: host name and a random suffix; on Kubernetes, the pod name)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	o.roles.register(fs)
@@ -117,6 +119,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := o.roles.validate(o.conn); err != nil {
 		return err
+	}
+	if o.dedupeWindow < time.Second {
+		return cli.Usagef("--dedupe-window %s: want at least 1s", o.dedupeWindow)
 	}
 	log, err := cli.Logger(stderr, o.logLevel)
 	if err != nil {
@@ -333,6 +338,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	w, err := worker.New(conn, worker.Config{
 		Queue: queue.Spec{
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
+			DedupeWindow: o.dedupeWindow,
 		},
 		Batch:           explicit(fs, "batch", o.batch),
 		Concurrency:     o.concurrency,

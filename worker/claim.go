@@ -1,0 +1,131 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/orderly-dev/orderly/queue"
+)
+
+// A job id is applied at most once per workflow within the dedupe window.
+// The stream's own duplicate window is not enough (it is short, and a
+// restarted server rebuilds it only from the messages still stored, which a
+// work queue has deleted), so before it applies events the actor claims
+// their job ids in the job bucket (see queue.Jobs): only the event that
+// holds its id is applied. The worker, not the producer, is the authority,
+// so events published with any NATS client get the guarantee too.
+
+// verdict is what the claim of an event's job id found.
+type verdict struct {
+	outcome queue.ClaimOutcome
+	held    queue.Job
+}
+
+// claimTimeout bounds the claims of one batch.
+const claimTimeout = 5 * time.Second
+
+// claim claims, all at once, the job ids of the events of msgs that need a
+// claim, and files each verdict in a.verdicts for apply. Timers, events
+// without a job id, events handled already and events apply will dead-letter
+// as malformed or too large need none. A claim that can be neither made nor
+// read (NATS away or slow) is tried again, with backoff, as a commit is: the
+// events stay in hand, so that per-key order holds. false: ctx ended first,
+// and no event of msgs may be applied.
+func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
+	f := a.f
+	var (
+		want []queue.Job
+		now  = f.w.cfg.Now().UTC()
+	)
+	for _, m := range msgs {
+		if m.ID == "" || a.rec.handled(m.Sequence) {
+			continue
+		}
+		if _, ok := a.verdicts[m.Sequence]; ok {
+			continue // claimed in an earlier round (it was deferred)
+		}
+		if _, _, isTimer := m.Timer(); isTimer || len(m.Data) > int(f.spec.MaxPayload) {
+			continue
+		}
+		var env queue.Envelope
+		if unmarshalEnvelope(m.Data, &env) != nil || env.Event == "" {
+			continue
+		}
+		want = append(want, queue.Job{ID: m.ID, Key: a.key, Event: env.Event, Sequence: m.Sequence, At: now})
+	}
+	for wait := 50 * time.Millisecond; len(want) > 0; wait = min(2*wait, 2*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		res := f.jobs.Claim(cctx, want)
+		cancel()
+		if a.verdicts == nil {
+			a.verdicts = make(map[uint64]verdict, len(want))
+		}
+		var (
+			failed []queue.Job
+			err    error
+		)
+		for i, r := range res {
+			if r.Err != nil {
+				failed, err = append(failed, want[i]), r.Err
+				continue
+			}
+			a.verdicts[want[i].Sequence] = verdict{r.Outcome, r.Held}
+		}
+		if want = failed; len(want) == 0 {
+			break
+		}
+		f.log.Warn().Err(err).Str("key", a.key).Int("events", len(want)).Msg("cannot claim job ids; retrying")
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+	return true
+}
+
+// keepVerdicts forgets the verdicts of every event but those of keep (the
+// events deferred to the next round): a verdict stays true, but the memory
+// is the batch's.
+func (a *actor) keepVerdicts(keep []*queue.Msg) {
+	if len(a.verdicts) == 0 {
+		return
+	}
+	if len(keep) == 0 {
+		a.verdicts = nil
+		return
+	}
+	kept := make(map[uint64]verdict, len(keep))
+	for _, m := range keep {
+		if v, ok := a.verdicts[m.Sequence]; ok {
+			kept[m.Sequence] = v
+		}
+	}
+	a.verdicts = kept
+}
+
+// refused reports whether another event holds m's job id, and if so deals
+// with m without applying it: a duplicate (same key and event) is
+// acknowledged and reported with error code "duplicate"; a conflict
+// (another key or event) is dead-lettered as id_conflict.
+func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
+	v, ok := a.verdicts[m.Sequence]
+	if !ok || v.outcome == queue.Claimed {
+		return false
+	}
+	var env queue.Envelope
+	_ = unmarshalEnvelope(m.Data, &env)
+	st := a.status(&b.rec, m.ID, env.Event, now)
+	h := v.held
+	if v.outcome == queue.Conflict {
+		b.poison(st, m, "id_conflict", fmt.Sprintf("job id %s is held by key %s (event %s)", m.ID, h.Key, h.Event))
+		return true
+	}
+	st.Error = &queue.StatusError{Code: "duplicate", Message: fmt.Sprintf(
+		"job %s was taken at %s by key %s, sequence %d; not applied again",
+		m.ID, h.At.Format(time.RFC3339), h.Key, h.Sequence)}
+	b.statuses = append(b.statuses, st)
+	b.ack = append(b.ack, m)
+	a.f.w.duplicates.Add(1)
+	a.f.w.metrics.duplicates.WithLabelValues(a.f.name).Inc()
+	return true
+}
