@@ -72,8 +72,9 @@ func ValidateJobID(id string) error {
 type Job struct {
 	// ID is the job id.
 	ID string `json:"-"`
-	// Key and Event are the key and event name of the event that took it.
-	Key   string `json:"key"`
+	// Key is the key of the event that took it.
+	Key string `json:"key"`
+	// Event is the name of the event that took it.
 	Event string `json:"event"`
 	// Sequence is that event's sequence in the events stream.
 	Sequence uint64 `json:"seq"`
@@ -96,6 +97,7 @@ type IDConflictError struct {
 	Stored bool
 }
 
+// Error names the key and event that hold the id.
 func (e *IDConflictError) Error() string {
 	s := fmt.Sprintf("%v: job id %q is held by key %s (event %s), not %s (event %s)",
 		ErrIDConflict, e.ID, e.Held.Key, e.Held.Event, e.Key, e.Event)

@@ -50,12 +50,14 @@ type PubAck struct {
 	// is applied once, and this one was not stored again (or, after
 	// PublishAsync, is stored and will be skipped by the worker).
 	Duplicate bool
-	// Key, At and Taken name the original of a duplicate (zero otherwise):
-	// its key (empty if it is no longer known); when a worker took it if
-	// Taken, else when it was stored; Taken: a worker has taken it (it is
-	// applied or being applied), else it still waits in the queue.
-	Key   string
-	At    time.Time
+	// Key is the key of the original of a duplicate (empty otherwise, and
+	// when it is no longer known).
+	Key string
+	// At is when a worker took the original of a duplicate (Taken), or
+	// else when it was stored.
+	At time.Time
+	// Taken says a worker has taken the original of a duplicate (it is
+	// applied or being applied); false: it still waits in the queue.
 	Taken bool
 }
 

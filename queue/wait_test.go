@@ -79,6 +79,43 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 	if _, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1")); err != nil {
 		t.Fatal(err)
 	}
+	// The original still waits in the queue: its own status is awaited
+	// (statuses carry the job id, the same). A worker's, sent here until
+	// the waiting ends.
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = c.PublishStatus(&queue.Status{Workflow: "order", Key: "k1", JobID: "job-1", Event: "start_processing",
+				From: "idle", To: "processing", Version: 1, Settled: true})
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	ack, st, err := c.PublishAndWait(ctx, "order", "k1", ev, queue.WithID("job-1"))
+	close(stop)
+	<-sent
+	if err != nil || !ack.Duplicate || ack.Taken || ack.Key != "k1" || ack.Sequence != 1 {
+		t.Fatalf("queued original: ack %+v, err %v", ack, err)
+	}
+	if !st.Settled || st.From != "idle" || st.To != "processing" || st.JobID != "job-1" {
+		t.Fatalf("queued original: status %+v", st)
+	}
+
+	// Taken by a worker: the key's state as it is now.
+	jobs, err := c.Jobs(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := jobs.Claim(ctx, []queue.Job{{ID: "job-2", Key: "k1", Event: "start_processing", Sequence: 5, At: time.Now()}}); r[0].Err != nil {
+		t.Fatal(r[0].Err)
+	}
 	b, err := c.Bucket(ctx, "order")
 	if err != nil {
 		t.Fatal(err)
@@ -86,12 +123,12 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 	if _, err := b.Put(ctx, "k1", []byte(`{"state":"processing","version":1,"data":{"a":1}}`), 0); err != nil {
 		t.Fatal(err)
 	}
-	ack, st, err := c.PublishAndWait(ctx, "order", "k1", ev, queue.WithID("job-1"))
-	if err != nil || !ack.Duplicate {
-		t.Fatalf("ack %+v, err %v", ack, err)
+	ack, st, err = c.PublishAndWait(ctx, "order", "k1", ev, queue.WithID("job-2"))
+	if err != nil || !ack.Duplicate || !ack.Taken || ack.Sequence != 5 {
+		t.Fatalf("taken original: ack %+v, err %v", ack, err)
 	}
-	if !st.Settled || st.To != "processing" || st.Version != 1 || st.JobID != "job-1" {
-		t.Fatalf("status %+v", st)
+	if !st.Settled || st.To != "processing" || st.Version != 1 || st.JobID != "job-2" {
+		t.Fatalf("taken original: status %+v", st)
 	}
 }
 
