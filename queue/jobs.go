@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -168,8 +169,17 @@ func getJob(ctx context.Context, nc *nats.Conn, workflow, id string) (Job, error
 		ctx, cancel = context.WithTimeout(ctx, jobTimeout)
 		defer cancel()
 	}
+	resp, err := nc.RequestWithContext(ctx, jobGetSubject(workflow, id), nil)
+	return jobOf(id, resp, err)
+}
+
+func jobGetSubject(workflow, id string) string {
 	bucket := jobsBucketName(workflow)
-	resp, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+bucket+".$KV."+bucket+"."+jobKey(id), nil)
+	return "$JS.API.DIRECT.GET.KV_" + bucket + ".$KV." + bucket + "." + jobKey(id)
+}
+
+// jobOf reads a direct get's answer.
+func jobOf(id string, resp *nats.Msg, err error) (Job, error) {
 	if errors.Is(err, nats.ErrNoResponders) {
 		// No bucket: a workflow provisioned before job claims existed.
 		return Job{}, fmt.Errorf("queue: job %s: %w", id, ErrNoJob)
@@ -181,6 +191,8 @@ func getJob(ctx context.Context, nc *nats.Conn, workflow, id string) (Job, error
 		switch st := resp.Header.Get("Status"); st {
 		case "404":
 			return Job{}, fmt.Errorf("queue: job %s: %w", id, ErrNoJob)
+		case "503":
+			return Job{}, fmt.Errorf("queue: job %s: %w", id, ErrNoJob) // no responders, as above
 		case "":
 		default:
 			return Job{}, fmt.Errorf("queue: job %s: %s %s", id, st, resp.Header.Get("Description"))
@@ -194,6 +206,90 @@ func getJob(ctx context.Context, nc *nats.Conn, workflow, id string) (Job, error
 		return Job{}, fmt.Errorf("queue: job %s: bad claim %q: %w", id, resp.Data, err)
 	}
 	return j, nil
+}
+
+// jobLookups sends PublishAsync's claim look-ups without a goroutine or a
+// request of its own each: one reply subscription per connection, made on
+// first use, and a token per look-up. A look-up unanswered after jobTimeout
+// (the connection broke) is given up on by the next one sent, so what is
+// pending stays bounded by the rate of look-ups.
+type jobLookups struct {
+	once   sync.Once
+	err    error
+	prefix string // reply subject prefix, "_INBOX.<nuid>."
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[string]lookup
+	order   []lookupDeadline // oldest first
+}
+
+type lookup struct {
+	id  string
+	res chan heldResult
+}
+
+type lookupDeadline struct {
+	token string
+	at    time.Time
+}
+
+type heldResult struct {
+	job Job
+	err error
+}
+
+// lookUpJob sends the look-up of id's claim and returns where its result
+// will come.
+func (c *Conn) lookUpJob(workflow, id string) <-chan heldResult {
+	l := &c.lookups
+	ch := make(chan heldResult, 1)
+	l.once.Do(func() {
+		l.prefix = c.nc.NewInbox() + "."
+		l.pending = map[string]lookup{}
+		_, l.err = c.nc.Subscribe(l.prefix+"*", func(m *nats.Msg) {
+			token := m.Subject[len(l.prefix):]
+			l.mu.Lock()
+			p, ok := l.pending[token]
+			delete(l.pending, token)
+			l.mu.Unlock()
+			if ok {
+				j, err := jobOf(p.id, m, nil)
+				p.res <- heldResult{j, err}
+			}
+		})
+	})
+	if l.err != nil {
+		ch <- heldResult{err: fmt.Errorf("queue: job %s: %w", id, l.err)}
+		return ch
+	}
+	now := time.Now()
+	l.mu.Lock()
+	// Forget the answered look-ups at the front, and give up on those
+	// unanswered too long.
+	for len(l.order) > 0 {
+		p, ok := l.pending[l.order[0].token]
+		if ok && now.Before(l.order[0].at) {
+			break
+		}
+		if ok {
+			delete(l.pending, l.order[0].token)
+			p.res <- heldResult{err: fmt.Errorf("queue: job %s: %w", p.id, context.DeadlineExceeded)}
+		}
+		l.order = l.order[1:]
+	}
+	l.next++
+	token := strconv.FormatUint(l.next, 36)
+	l.pending[token] = lookup{id, ch}
+	l.order = append(l.order, lookupDeadline{token, now.Add(jobTimeout)})
+	l.mu.Unlock()
+	if err := c.nc.PublishRequest(jobGetSubject(workflow, id), l.prefix+token, nil); err != nil {
+		l.mu.Lock()
+		delete(l.pending, token)
+		l.mu.Unlock()
+		ch <- heldResult{err: fmt.Errorf("queue: job %s: %w", id, err)}
+	}
+	return ch
 }
 
 // ClaimOutcome is what claiming a job id found.
@@ -364,30 +460,19 @@ func (c *Conn) originalOf(ctx context.Context, workflow, key, event, id string, 
 	return PubAck{}, fmt.Errorf("queue: original of duplicate job %s: %w", id, err)
 }
 
-type heldResult struct {
-	job Job
-	err error
-}
-
-// lookUpJob reads id's claim on a goroutine of its own, which ends within
-// jobTimeout (or when the connection closes) whether or not anyone reads
-// the result: PublishAsync must not wait for it.
-func (c *Conn) lookUpJob(workflow, id string) <-chan heldResult {
-	ch := make(chan heldResult, 1)
-	go func() {
-		j, err := getJob(context.Background(), c.nc, workflow, id)
-		ch <- heldResult{j, err}
-	}()
-	return ch
-}
-
 // checkHeld is Wait's answer for an explicit id whose event JetStream
 // stored as new (at seq): a claim of another event makes it a duplicate or
 // a conflict after all, which the worker will find too.
 func (p *PendingPublish) checkHeld(ctx context.Context, seq uint64) (PubAck, error) {
 	var r heldResult
+	// An answer lost with the connection would never come: wait no longer
+	// than a look-up may take.
+	t := time.NewTimer(jobTimeout)
+	defer t.Stop()
 	select {
 	case r = <-p.held:
+	case <-t.C:
+		r.err = context.DeadlineExceeded
 	case <-ctx.Done():
 		return PubAck{}, fmt.Errorf("queue: publish %s: job id look-up: %w", p.subject, ctx.Err())
 	}
