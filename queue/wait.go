@@ -67,9 +67,13 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Enve
 		select {
 		case st := <-ch:
 			if st.Settled && st.Error != nil && st.Error.Code == "duplicate" {
-				// Stored after the original's claim (see PublishAsync's
-				// race): the worker skipped it.
+				// Stored while the original still waited in the queue,
+				// past the stream's own window: the worker found the
+				// original's claim and skipped this one.
 				ack.Duplicate = true
+				if held, err := getJob(ctx, c.nc, workflow, o.id); err == nil {
+					ack.Sequence, ack.Key, ack.At, ack.Taken = held.Sequence, held.Key, held.At, true
+				}
 				return current()
 			}
 			if st.Settled {
