@@ -430,16 +430,12 @@ func heldAck(id, key, event string, held Job) (PubAck, error) {
 // worker has taken it (and it is gone from the work queue), its claim does.
 func (c *Conn) originalOf(ctx context.Context, workflow, key, event, id string, seq uint64) (PubAck, error) {
 	dup := PubAck{ID: id, Sequence: seq, Duplicate: true}
-	s, err := c.js.Stream(ctx, streamName(workflow))
-	if err != nil {
-		return PubAck{}, fmt.Errorf("queue: original of duplicate job %s: %w", id, err)
-	}
-	raw, err := s.GetMsg(ctx, seq)
+	subject, body, at, err := c.storedEvent(ctx, workflow, seq)
 	switch {
 	case err == nil:
 		var env Envelope
-		_ = json.Unmarshal(raw.Data, &env) // a malformed original has no event name
-		held := Job{ID: id, Key: keyFromSubject(raw.Subject), Event: env.Event, At: raw.Time}
+		_ = json.Unmarshal(body, &env) // a malformed original has no event name
+		held := Job{ID: id, Key: keyFromSubject(subject), Event: env.Event, At: at}
 		if held.Key != key || held.Event != event {
 			return PubAck{}, &IDConflictError{ID: id, Held: held, Key: key, Event: event}
 		}
@@ -499,4 +495,38 @@ func jobsBucketConfig(s Spec) jetstream.KeyValueConfig {
 		Storage:     jetstream.FileStorage, // must outlive a server restart
 		Replicas:    s.Replicas,
 	}
+}
+
+// storedEvent reads the message at seq of workflow's events stream: one
+// request, which a producer's permissions allow (no stream info first).
+func (c *Conn) storedEvent(ctx context.Context, workflow string, seq uint64) (subject string, body []byte, at time.Time, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, jobTimeout)
+		defer cancel()
+	}
+	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+streamName(workflow), []byte(`{"seq":`+strconv.FormatUint(seq, 10)+`}`))
+	if err != nil {
+		return "", nil, time.Time{}, err
+	}
+	var r struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject string    `json:"subject"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return "", nil, time.Time{}, fmt.Errorf("%w: %q", jetstream.ErrInvalidJSAck, resp.Data)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return "", nil, time.Time{}, jetstream.ErrMsgNotFound
+	case r.Error != nil:
+		return "", nil, time.Time{}, r.Error
+	case r.Message == nil:
+		return "", nil, time.Time{}, fmt.Errorf("%w: %q", jetstream.ErrInvalidJSAck, resp.Data)
+	}
+	return r.Message.Subject, r.Message.Data, r.Message.Time, nil
 }

@@ -165,7 +165,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 			// claim), not again after a conflict: verdicts stay true.
 			claimed = true
 			if !a.claim(ctx, msgs) {
-				f.giveBack(msgs) // stopped hard while NATS was away
+				f.giveBack(msgs, ctx.Err()) // stopped while NATS was away
 				return nil
 			}
 		}

@@ -29,9 +29,9 @@ const claimTimeout = 5 * time.Second
 // claim, and files each verdict in a.verdicts for apply. Timers, events
 // without a job id, events handled already and events apply will dead-letter
 // as malformed or too large need none. A claim that can be neither made nor
-// read (NATS away or slow) is tried again, with backoff, as a commit is: the
-// events stay in hand, so that per-key order holds. false: ctx ended first,
-// and no event of msgs may be applied.
+// read (NATS away or slow, a full store) is tried again, with backoff, as a
+// commit is: the events stay in hand, so that per-key order holds. false:
+// ctx ended first, and no event of msgs may be applied.
 func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 	f := a.f
 	var (
@@ -73,8 +73,12 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 			a.verdicts[want[i].Sequence] = verdict{r.Outcome, r.Held}
 		}
 		if want = failed; len(want) == 0 {
+			f.commitWorked()
 			break
 		}
+		// Part of committing: counted and shown (in /readyz) as a commit
+		// that fails.
+		f.commitFailed(err)
 		f.log.Warn().Err(err).Str("key", a.key).Int("events", len(want)).Msg("cannot claim job ids; retrying")
 		if !sleep(ctx, wait) {
 			return false

@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-dev/orderly/internal/roles"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -101,4 +105,63 @@ func claimJob(t *testing.T, conn *queue.Conn, j queue.Job) {
 	if r := jobs.Claim(context.Background(), []queue.Job{j}); r[0].Err != nil || r[0].Outcome != queue.Claimed {
 		t.Fatalf("claim %+v: %+v", j, r[0])
 	}
+}
+
+// TestIdempotencyKeyUnderRoles: with only the producer role's permissions,
+// enqueue still tells a duplicate from a conflict (it reads the claims and
+// the stream), and the worker role claims; a producer cannot forge a claim.
+func TestIdempotencyKeyUnderRoles(t *testing.T) {
+	t.Parallel()
+	e := startRoles(t, time.Minute)
+	ctx := context.Background()
+	prod := e.creds(roles.Producer)
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		return runCLI(t, ctx, append(args, prod...)...)
+	}
+	if out, errOut, code := run("o1", "start_processing", "--id", "job-r", "--wait"); code != 0 || !strings.Contains(out, "o1 processing") {
+		t.Fatalf("first: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out, errOut, code := run("o1", "start_processing", "--id", "job-r"); code != 0 || strings.TrimSpace(out) != "job-r" ||
+		!strings.Contains(errOut, "duplicate: job job-r was already stored for key o1 (sequence 1, taken by a worker at ") {
+		t.Fatalf("duplicate: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, errOut, code := run("o2", "start_processing", "--id", "job-r"); code != 1 || !strings.Contains(errOut, "held by key o1") {
+		t.Fatalf("conflict: exit %d, stderr %q", code, errOut)
+	}
+	// Two publishes of one id back to back: the second is a duplicate in
+	// the stream's window, judged by the original's stored copy (read with
+	// the producer's permissions) or, once the worker has taken it, by its
+	// claim.
+	conn := e.conn(t, roles.Producer)
+	p1, err := conn.PublishAsync("order", "q1", queue.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := conn.PublishAsync("order", "q2", queue.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p1.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var conflict *queue.IDConflictError
+	if _, err := p2.Wait(ctx); !errors.As(err, &conflict) || conflict.Held.Key != "q1" {
+		t.Fatalf("the second: %v, want a conflict with q1", err)
+	}
+
+	v := &violations{ch: make(chan struct{}, 1)}
+	nc, err := nats.Connect(e.url, nats.UserInfo(string(roles.Producer), password(roles.Producer)), nats.ErrorHandler(v.handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m := nats.NewMsg("$KV.orderly_jobs_order.job-forged")
+	m.Data = []byte(`{"key":"o9","event":"start_processing","seq":1,"at":"2026-01-01T00:00:00Z"}`)
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := nc.RequestMsgWithContext(pctx, m); err == nil {
+		t.Error("a producer wrote a job claim")
+	}
+	v.waitFor(t, m.Subject)
 }

@@ -7,9 +7,11 @@
 //
 // Three roles:
 //
-//   - Producer publishes events and reads statuses and states: everything
+//   - Producer publishes events and reads statuses, states and job id
+//     claims (and, for a duplicate, the stored original): everything
 //     enqueue needs to publish (with or without --wait) and for status and
-//     watch. It cannot write a timer, a status, a state or a dead letter.
+//     watch. It cannot write a timer, a status, a state, a job claim or a
+//     dead letter.
 //   - Operator is a producer that may also list and replay dead letters.
 //   - Worker is what the worker runtime needs, and no more: it provisions and
 //     reads its workflow's streams, consumer and buckets, writes states,
@@ -64,6 +66,10 @@ func For(role Role, workflow string) (Permissions, error) {
 			"orderly.events." + workflow + ".*",
 			api + "STREAM.INFO." + n.state,
 			api + "DIRECT.GET." + n.state + ".>",
+			// A job id's claim, and the original of a duplicate the
+			// stream found: refusing a reused id before storing it.
+			api + "DIRECT.GET." + n.jobs + ".>",
+			api + "STREAM.MSG.GET." + n.events,
 		},
 		Subscribe: []string{
 			"orderly.status." + workflow + ".>", // > as well as *: nats sub 'orderly.status.order.>'
@@ -90,8 +96,9 @@ func For(role Role, workflow string) (Permissions, error) {
 			"orderly.dlq." + workflow + ".*",
 			"$KV." + n.stateBucket + ".>",
 			"$KV." + n.membersBucket + ".>",
+			"$KV." + n.jobsBucket + ".>",
 		}
-		for _, s := range []string{n.events, n.timers, n.dlq, n.state, n.members} {
+		for _, s := range []string{n.events, n.timers, n.dlq, n.state, n.members, n.jobs} {
 			pub = append(pub, api+"STREAM.INFO."+s, api+"STREAM.CREATE."+s, api+"STREAM.UPDATE."+s)
 		}
 		pub = append(pub,
@@ -109,8 +116,9 @@ func For(role Role, workflow string) (Permissions, error) {
 			// key) to the dead letters.
 			api+"STREAM.MSG.GET."+n.events,
 			api+"STREAM.MSG.DELETE."+n.events,
-			// State reads.
+			// State reads, and the claim holding a job id.
 			api+"DIRECT.GET."+n.state+".>",
+			api+"DIRECT.GET."+n.jobs+".>",
 			// Listing the members: a short-lived ordered consumer, with
 			// flow control.
 			api+"CONSUMER.CREATE."+n.members+".>",
@@ -130,8 +138,8 @@ func For(role Role, workflow string) (Permissions, error) {
 const api = "$JS.API."
 
 type streams struct {
-	events, timers, dlq, state, members string
-	stateBucket, membersBucket          string
+	events, timers, dlq, state, members, jobs string
+	stateBucket, membersBucket, jobsBucket    string
 }
 
 // names of a workflow's streams and buckets, as package queue makes them.
@@ -145,6 +153,8 @@ func names(workflow string) streams {
 		members:       "KV_orderly_members_" + workflow,
 		stateBucket:   "orderly_state_" + workflow,
 		membersBucket: "orderly_members_" + workflow,
+		jobs:          "KV_orderly_jobs_" + workflow,
+		jobsBucket:    "orderly_jobs_" + workflow,
 	}
 }
 
