@@ -106,7 +106,7 @@ type Conn struct {
 	downSince atomic.Int64    // unix nanoseconds; 0 while connected
 	failures  ratelog.Limiter // of the lines about failed attempts
 
-	lookups jobLookups // PublishAsync's job id look-ups (jobs.go)
+	mux replyMux // job id claims and look-ups (mux.go)
 }
 
 // Connect dials NATS. It keeps trying while no server answers, and fails

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -208,86 +207,17 @@ func jobOf(id string, resp *nats.Msg, err error) (Job, error) {
 	return j, nil
 }
 
-// jobLookups sends PublishAsync's claim look-ups without a goroutine or a
-// request of its own each: one reply subscription per connection, made on
-// first use, and a token per look-up. A look-up unanswered after jobTimeout
-// (the connection broke) is given up on by the next one sent, so what is
-// pending stays bounded by the rate of look-ups.
-type jobLookups struct {
-	once   sync.Once
-	err    error
-	prefix string // reply subject prefix, "_INBOX.<nuid>."
-
-	mu      sync.Mutex
-	next    uint64
-	pending map[string]lookup
-	order   []lookupDeadline // oldest first
-}
-
-type lookup struct {
-	id  string
-	res chan heldResult
-}
-
-type lookupDeadline struct {
-	token string
-	at    time.Time
-}
-
 type heldResult struct {
 	job Job
 	err error
 }
 
-// lookUpJob sends the look-up of id's claim and returns where its result
-// will come.
-func (c *Conn) lookUpJob(workflow, id string) <-chan heldResult {
-	l := &c.lookups
-	ch := make(chan heldResult, 1)
-	l.once.Do(func() {
-		l.prefix = c.nc.NewInbox() + "."
-		l.pending = map[string]lookup{}
-		_, l.err = c.nc.Subscribe(l.prefix+"*", func(m *nats.Msg) {
-			token := m.Subject[len(l.prefix):]
-			l.mu.Lock()
-			p, ok := l.pending[token]
-			delete(l.pending, token)
-			l.mu.Unlock()
-			if ok {
-				j, err := jobOf(p.id, m, nil)
-				p.res <- heldResult{j, err}
-			}
-		})
-	})
-	if l.err != nil {
-		ch <- heldResult{err: fmt.Errorf("queue: job %s: %w", id, l.err)}
-		return ch
-	}
-	now := time.Now()
-	l.mu.Lock()
-	// Forget the answered look-ups at the front, and give up on those
-	// unanswered too long.
-	for len(l.order) > 0 {
-		p, ok := l.pending[l.order[0].token]
-		if ok && now.Before(l.order[0].at) {
-			break
-		}
-		if ok {
-			delete(l.pending, l.order[0].token)
-			p.res <- heldResult{err: fmt.Errorf("queue: job %s: %w", p.id, context.DeadlineExceeded)}
-		}
-		l.order = l.order[1:]
-	}
-	l.next++
-	token := strconv.FormatUint(l.next, 36)
-	l.pending[token] = lookup{id, ch}
-	l.order = append(l.order, lookupDeadline{token, now.Add(jobTimeout)})
-	l.mu.Unlock()
-	if err := c.nc.PublishRequest(jobGetSubject(workflow, id), l.prefix+token, nil); err != nil {
-		l.mu.Lock()
-		delete(l.pending, token)
-		l.mu.Unlock()
-		ch <- heldResult{err: fmt.Errorf("queue: job %s: %w", id, err)}
+// lookUpJob sends the look-up of id's claim; its answer comes on the
+// channel returned.
+func (c *Conn) lookUpJob(workflow, id string) <-chan muxReply {
+	ch := make(chan muxReply, 1)
+	if _, err := c.mux.send(c.nc, nats.NewMsg(jobGetSubject(workflow, id)), ch, 0, jobTimeout); err != nil {
+		ch <- muxReply{} // as if unanswered: Wait goes on without it
 	}
 	return ch
 }
@@ -321,14 +251,10 @@ type Claim struct {
 // Jobs is a workflow's job bucket, as the worker uses it to claim job ids.
 type Jobs struct {
 	nc       *nats.Conn
-	js       jetstream.JetStream
+	mux      *replyMux
 	workflow string
 	prefix   string // "$KV.<bucket>."
 }
-
-// claimsInFlight bounds the claims of one connection awaiting their
-// acknowledgement; the worker's in-flight events bound them well below.
-const claimsInFlight = 1 << 16
 
 // Jobs opens the job bucket of a provisioned workflow.
 func (c *Conn) Jobs(ctx context.Context, workflow string) (*Jobs, error) {
@@ -342,70 +268,101 @@ func (c *Conn) Jobs(ctx context.Context, workflow string) (*Jobs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: job bucket of %s: %w", workflow, err)
 	}
-	// A JetStream context of its own, so that claims neither share the
-	// connection's limit of pending asynchronous publishes with producers
-	// nor wait without bound for an acknowledgement that never comes.
-	js, err := jetstream.New(c.nc,
-		jetstream.WithPublishAsyncMaxPending(claimsInFlight),
-		jetstream.WithPublishAsyncTimeout(2*jobTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("queue: jobs of %s: %w", workflow, err)
-	}
-	return &Jobs{nc: c.nc, js: js, workflow: workflow, prefix: "$KV." + jobsBucketName(workflow) + "."}, nil
+	return &Jobs{nc: c.nc, mux: &c.mux, workflow: workflow, prefix: "$KV." + jobsBucketName(workflow) + "."}, nil
 }
 
 // Claim claims each job id of jobs (ID, Key, Event, Sequence and At set) for
 // its event: it creates the id's entry if there is none. The creates are
-// sent at once and then awaited, so a batch costs about one round trip. An
-// id already held is read and compared (see ClaimOutcome). Results are in
+// sent at once and then awaited, and so are the reads of the ids found held,
+// so a batch costs about one round trip (two with ids held). Results are in
 // the order of jobs.
 func (j *Jobs) Claim(ctx context.Context, jobs []Job) []Claim {
-	if _, ok := ctx.Deadline(); !ok {
+	timeout := jobTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	} else {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, jobTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	res := make([]Claim, len(jobs))
-	futures := make([]jetstream.PubAckFuture, len(jobs))
-	for i := range jobs {
+	var held []int // the jobs whose id is held: read what holds it
+	j.roundTrip(ctx, len(jobs), timeout, func(i int) *nats.Msg {
 		m := nats.NewMsg(j.prefix + jobKey(jobs[i].ID))
 		m.Data = marshalJob(&jobs[i])
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0") // create only
-		f, err := j.js.PublishMsgAsync(m, jetstream.WithStallWait(jobTimeout))
-		if err != nil {
-			res[i].Err = fmt.Errorf("queue: claim job %s: %w", jobs[i].ID, err)
-			continue
-		}
-		futures[i] = f
-	}
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		select {
-		case <-f.Ok():
-			res[i] = Claim{Outcome: Claimed, Held: jobs[i]}
-		case err := <-f.Err():
-			if !errors.Is(casError("", err), ErrConflict) {
-				res[i].Err = fmt.Errorf("queue: claim job %s: %w", jobs[i].ID, err)
-				continue
+		return m
+	}, func(i int, m *nats.Msg, err error) {
+		if err == nil {
+			if noResponders(m) {
+				err = nats.ErrNoResponders
+			} else if _, err = parsePubAck(m.Data); err == nil {
+				res[i] = Claim{Outcome: Claimed, Held: jobs[i]}
+				return
+			} else if errors.Is(casError("", err), ErrConflict) {
+				held = append(held, i)
+				return
 			}
-			res[i] = j.held(ctx, &jobs[i])
-		case <-ctx.Done():
-			res[i].Err = fmt.Errorf("queue: claim job %s: %w", jobs[i].ID, ctx.Err())
 		}
-	}
+		res[i].Err = fmt.Errorf("queue: claim job %s: %w", jobs[i].ID, err)
+	})
+	j.roundTrip(ctx, len(held), timeout, func(k int) *nats.Msg {
+		return nats.NewMsg(jobGetSubject(j.workflow, jobs[held[k]].ID))
+	}, func(k int, m *nats.Msg, err error) {
+		i := held[k]
+		h, err := jobOf(jobs[i].ID, m, err)
+		if err != nil {
+			// ErrNoJob here: the claim expired between the create and
+			// the read. Trying again later creates it.
+			res[i].Err = fmt.Errorf("queue: claim job %s: %w", jobs[i].ID, err)
+			return
+		}
+		res[i] = compareHeld(&jobs[i], h)
+	})
 	return res
 }
 
-// held reads the claim that holds want's id and compares it with want.
-func (j *Jobs) held(ctx context.Context, want *Job) Claim {
-	h, err := getJob(ctx, j.nc, j.workflow, want.ID)
-	if err != nil {
-		// ErrNoJob here: the claim expired between the create and the
-		// read. Trying again later creates it.
-		return Claim{Err: fmt.Errorf("queue: claim job %s: %w", want.ID, err)}
+// roundTrip sends the n requests that msg makes and passes each one's reply
+// to got, in the order they come (err: none came, or none could be sent).
+func (j *Jobs) roundTrip(ctx context.Context, n int, timeout time.Duration, msg func(i int) *nats.Msg, got func(i int, m *nats.Msg, err error)) {
+	if n == 0 {
+		return
 	}
+	ch := make(chan muxReply, n)
+	tokens := make([]string, n)
+	waiting := 0
+	for i := range n {
+		tok, err := j.mux.send(j.nc, msg(i), ch, i, timeout)
+		if err != nil {
+			got(i, nil, err)
+			continue
+		}
+		tokens[i] = tok
+		waiting++
+	}
+	for ; waiting > 0; waiting-- {
+		select {
+		case r := <-ch:
+			tokens[r.i] = ""
+			if r.msg == nil {
+				got(r.i, nil, context.DeadlineExceeded)
+				continue
+			}
+			got(r.i, r.msg, nil)
+		case <-ctx.Done():
+			for i, tok := range tokens {
+				if tok != "" {
+					j.mux.forget(tok)
+					got(i, nil, ctx.Err())
+				}
+			}
+			return
+		}
+	}
+}
+
+// compareHeld says what the claim h holding want's id means for want.
+func compareHeld(want *Job, h Job) Claim {
 	switch {
 	case h.Sequence == want.Sequence:
 		return Claim{Outcome: Claimed, Held: h}
@@ -466,7 +423,12 @@ func (p *PendingPublish) checkHeld(ctx context.Context, seq uint64) (PubAck, err
 	t := time.NewTimer(jobTimeout)
 	defer t.Stop()
 	select {
-	case r = <-p.held:
+	case reply := <-p.held:
+		if reply.msg == nil {
+			r.err = context.DeadlineExceeded
+		} else {
+			r.job, r.err = jobOf(p.id, reply.msg, nil)
+		}
 	case <-t.C:
 		r.err = context.DeadlineExceeded
 	case <-ctx.Done():

@@ -154,7 +154,7 @@ type PendingPublish struct {
 
 	c                    *Conn
 	workflow, key, event string
-	held                 <-chan heldResult // the look-up of an explicit id; nil for a made one
+	held                 <-chan muxReply // the look-up of an explicit id; nil for a made one
 }
 
 // ID is the job id of the event.
