@@ -276,14 +276,14 @@ func (c *Conn) Jobs(ctx context.Context, workflow string) (*Jobs, error) {
 // sent at once and then awaited, and so are the reads of the ids found held,
 // so a batch costs about one round trip (two with ids held). Results are in
 // the order of jobs.
+//
+// Each round trip is bounded by ctx's deadline or, without one, by 5s.
 func (j *Jobs) Claim(ctx context.Context, jobs []Job) []Claim {
+	// Not context.WithTimeout: this runs for every batch of every key, and
+	// a timer is cheaper than a context.
 	timeout := jobTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
-	} else {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
 	}
 	res := make([]Claim, len(jobs))
 	var held []int // the jobs whose id is held: read what holds it
@@ -331,6 +331,8 @@ func (j *Jobs) roundTrip(ctx context.Context, n int, timeout time.Duration, msg 
 	ch := make(chan muxReply, n)
 	tokens := make([]string, n)
 	waiting := 0
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	for i := range n {
 		tok, err := j.mux.send(j.nc, msg(i), ch, i, timeout)
 		if err != nil {
@@ -350,13 +352,21 @@ func (j *Jobs) roundTrip(ctx context.Context, n int, timeout time.Duration, msg 
 			}
 			got(r.i, r.msg, nil)
 		case <-ctx.Done():
-			for i, tok := range tokens {
-				if tok != "" {
-					j.mux.forget(tok)
-					got(i, nil, ctx.Err())
-				}
-			}
+			j.giveUp(tokens, got, ctx.Err())
 			return
+		case <-t.C:
+			j.giveUp(tokens, got, context.DeadlineExceeded)
+			return
+		}
+	}
+}
+
+// giveUp stops waiting for the replies of tokens still awaited.
+func (j *Jobs) giveUp(tokens []string, got func(i int, m *nats.Msg, err error), err error) {
+	for i, tok := range tokens {
+		if tok != "" {
+			j.mux.forget(tok)
+			got(i, nil, err)
 		}
 	}
 }

@@ -35,7 +35,7 @@ type actor struct {
 	rec      record
 	rev      uint64
 	ent      entity
-	verdicts map[uint64]verdict // job id claims of events in hand, by sequence
+	verdicts []verdict // job id claims of the events in hand
 }
 
 // internalEvent is an action's outcome on its way back to its key, or,

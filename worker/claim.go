@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/orderly-dev/orderly/queue"
@@ -16,14 +17,23 @@ import (
 // holds its id is applied. The worker, not the producer, is the authority,
 // so events published with any NATS client get the guarantee too.
 
-// verdict is what the claim of an event's job id found.
+// verdict is what the claim of an event's job id found. A short slice of
+// them, searched in order, is cheaper than a map for a batch (at most
+// GroupCommit events).
 type verdict struct {
+	seq     uint64 // the event's stream sequence
 	outcome queue.ClaimOutcome
-	held    queue.Job
+	held    *queue.Job // the job holding the id, unless Claimed
 }
 
-// claimTimeout bounds the claims of one batch.
-const claimTimeout = 5 * time.Second
+func (a *actor) verdict(seq uint64) (verdict, bool) {
+	for _, v := range a.verdicts {
+		if v.seq == seq {
+			return v, true
+		}
+	}
+	return verdict{}, false
+}
 
 // claim claims, all at once, the job ids of the events of msgs that need a
 // claim, and files each verdict in a.verdicts for apply. Timers, events
@@ -42,7 +52,7 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		if m.ID == "" || a.rec.handled(m.Sequence) {
 			continue
 		}
-		if _, ok := a.verdicts[m.Sequence]; ok {
+		if _, ok := a.verdict(m.Sequence); ok {
 			continue // claimed in an earlier round (it was deferred)
 		}
 		if _, _, isTimer := m.Timer(); isTimer || len(m.Data) > int(f.spec.MaxPayload) {
@@ -55,12 +65,7 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		want = append(want, queue.Job{ID: m.ID, Key: a.key, Event: env.Event, Sequence: m.Sequence, At: now})
 	}
 	for wait := 50 * time.Millisecond; len(want) > 0; wait = min(2*wait, 2*time.Second) {
-		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
-		res := f.jobs.Claim(cctx, want)
-		cancel()
-		if a.verdicts == nil {
-			a.verdicts = make(map[uint64]verdict, len(want))
-		}
+		res := f.jobs.Claim(ctx, want) // bounded by its own timeout
 		var (
 			failed []queue.Job
 			err    error
@@ -70,7 +75,11 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 				failed, err = append(failed, want[i]), r.Err
 				continue
 			}
-			a.verdicts[want[i].Sequence] = verdict{r.Outcome, r.Held}
+			v := verdict{seq: want[i].Sequence, outcome: r.Outcome}
+			if r.Outcome != queue.Claimed {
+				v.held = &r.Held
+			}
+			a.verdicts = append(a.verdicts, v)
 		}
 		if want = failed; len(want) == 0 {
 			f.commitWorked()
@@ -98,10 +107,10 @@ func (a *actor) keepVerdicts(keep []*queue.Msg) {
 		a.verdicts = nil
 		return
 	}
-	kept := make(map[uint64]verdict, len(keep))
-	for _, m := range keep {
-		if v, ok := a.verdicts[m.Sequence]; ok {
-			kept[m.Sequence] = v
+	kept := a.verdicts[:0]
+	for _, v := range a.verdicts {
+		if slices.ContainsFunc(keep, func(m *queue.Msg) bool { return m.Sequence == v.seq }) {
+			kept = append(kept, v)
 		}
 	}
 	a.verdicts = kept
@@ -112,14 +121,14 @@ func (a *actor) keepVerdicts(keep []*queue.Msg) {
 // acknowledged and reported with error code "duplicate"; a conflict
 // (another key or event) is dead-lettered as id_conflict.
 func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
-	v, ok := a.verdicts[m.Sequence]
+	v, ok := a.verdict(m.Sequence)
 	if !ok || v.outcome == queue.Claimed {
 		return false
 	}
 	var env queue.Envelope
 	_ = unmarshalEnvelope(m.Data, &env)
 	st := a.status(&b.rec, m.ID, env.Event, now)
-	h := v.held
+	h := *v.held
 	if v.outcome == queue.Conflict {
 		b.poison(st, m, "id_conflict", fmt.Sprintf("job id %s is held by key %s (event %s)", m.ID, h.Key, h.Event))
 		return true
