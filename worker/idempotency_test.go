@@ -363,3 +363,48 @@ func TestIdempotencyKeyWindowExpires(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestIdempotencyKeyUnclaimedIsNeverApplied: while job ids cannot be claimed
+// (the job bucket is gone), events wait, in hand, and the worker says so;
+// once the bucket is back they are applied, in order, without a restart.
+func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := worker.Config{Queue: queue.Spec{Workflow: "tally", Partitions: 2}}
+	w := startWorker(t, b.url, cfg, nil)
+	js := rawJS(t, b.url)
+	ctx := context.Background()
+	if err := js.DeleteKeyValue(ctx, "orderly_jobs_tally"); err != nil {
+		t.Fatal(err)
+	}
+	statuses := subscribeKey(t, b.conn, "k")
+	for i, id := range []string{"job-1", "job-2"} {
+		if _, err := b.conn.Publish(ctx, "tally", "k", add(i+1), queue.WithID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the claim failure in Problems", func() bool {
+		return strings.Contains(strings.Join(w.Problems(), "\n"), "claim job job-1")
+	})
+	select {
+	case st := <-statuses:
+		t.Fatalf("applied without a claim: %+v", st)
+	default:
+	}
+	if _, err := b.conn.ReadState(ctx, "tally", "k"); !errors.Is(err, queue.ErrNoState) {
+		t.Fatalf("state written without a claim: %v", err)
+	}
+	if _, err := b.conn.Provision(ctx, cfg.Queue); err != nil {
+		t.Fatal(err)
+	}
+	nextStatus(t, statuses, "of job-2 applied", settledOK("job-2"))
+	if rec, d := readTally(t, b.conn, "k"); rec.Version != 2 || !slices.Equal(d.Seen, []int{1, 2}) {
+		t.Fatalf("version %d, applied %v", rec.Version, d.Seen)
+	}
+	for _, id := range []string{"job-1", "job-2"} {
+		if _, err := b.conn.Job(ctx, "tally", id); err != nil {
+			t.Fatalf("claim of %s: %v", id, err)
+		}
+	}
+	waitFor(t, 20*time.Second, "Problems to clear", func() bool { return len(w.Problems()) == 0 })
+}
