@@ -384,7 +384,7 @@ func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
 		}
 	}
 	waitFor(t, 20*time.Second, "the claim failure in Problems", func() bool {
-		return strings.Contains(strings.Join(w.Problems(), "\n"), "claim job job-1")
+		return strings.Contains(strings.Join(w.Problems(), "\n"), "claim job job-")
 	})
 	select {
 	case st := <-statuses:
