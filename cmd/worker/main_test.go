@@ -136,25 +136,7 @@ type proc struct {
 
 func startWorker(t *testing.T, dataDir, natsAddr, httpAddr string, extra ...string) *proc {
 	t.Helper()
-	dir, err := binaries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"--listen", natsAddr, "--http", httpAddr, "--data-dir", dataDir, "--log-level", "info"}, extra...)
-	cmd := exec.Command(filepath.Join(dir, "worker"), args...)
-	p := &proc{cmd: cmd, out: &natstest.Output{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("worker output:\n%s", p.out.String())
-		}
-	})
+	p := startBinary(t, append([]string{"--listen", natsAddr, "--http", httpAddr, "--data-dir", dataDir, "--log-level", "info"}, extra...)...)
 	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
 	return p
 }
