@@ -1153,16 +1153,6 @@ func workerInfo(t *testing.T) worker {
 	return w
 }
 
-func get(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
 // TestWorkerRunsWithManifestEnvironment starts the real worker with the
 // environment of the example overlay's worker container (credentials from
 // its Secret), an embedded NATS server instead of NATS_URL, and one replica
@@ -1229,7 +1219,7 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		code, body := get(probe(c.ReadinessProbe))
+		code, body := natstest.HTTPGet(probe(c.ReadinessProbe))
 		if code == http.StatusOK {
 			break
 		}
@@ -1246,11 +1236,11 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		}
 	}
 	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe} {
-		if code, body := get(probe(p)); code != http.StatusOK {
+		if code, body := natstest.HTTPGet(probe(p)); code != http.StatusOK {
 			t.Errorf("%s probe %s: %d %s", name, p.HTTPGet.Path, code, body)
 		}
 	}
-	if code, body := get(base + "/metrics"); code != http.StatusOK || !strings.Contains(body, "orderly_") {
+	if code, body := natstest.HTTPGet(base + "/metrics"); code != http.StatusOK || !strings.Contains(body, "orderly_") {
 		t.Errorf("/metrics: %d %s", code, body)
 	}
 	// The worker took its memory limit from the manifest and sized its

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -130,20 +130,6 @@ func (s smallStore) stranded(t *testing.T, workflow string, partitions int) (sto
 	return st.CachedInfo().State.Msgs, deliverable
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
-}
-
 // While the store is full, events that must be dead-lettered cannot be: they
 // stay deliverable (past MaxDeliver, nothing is parked), the worker says so
 // in a metric and in /readyz, and once space returns every one is
@@ -179,7 +165,7 @@ func TestDiskFullWhileDeadLettering(t *testing.T) {
 	if stored != total || deliverable != total {
 		t.Fatalf("%d events stored, %d of them deliverable; want %d", stored, deliverable, total)
 	}
-	code, body := get(t, web.URL+"/readyz")
+	code, body := natstest.HTTPGet(web.URL + "/readyz")
 	if code != http.StatusOK || !strings.Contains(body, "dead-lettering of workflow tally failing since") {
 		t.Fatalf("/readyz: %d %q, want 200 and what fails", code, body)
 	}
@@ -250,7 +236,7 @@ func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 	if stored != total || deliverable != total {
 		t.Fatalf("%d events stored, %d of them deliverable; want %d", stored, deliverable, total)
 	}
-	if code, body := get(t, web.URL+"/readyz"); code != http.StatusOK || !strings.Contains(body, "state commits of workflow tally failing") {
+	if code, body := natstest.HTTPGet(web.URL + "/readyz"); code != http.StatusOK || !strings.Contains(body, "state commits of workflow tally failing") {
 		t.Fatalf("/readyz: %d %q, want 200 and what fails", code, body)
 	}
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -97,16 +96,6 @@ func hostPort(t *testing.T, srv *embedded.Server) string {
 	return u.Host
 }
 
-func get(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
 // TestCredentialsChangedWhileRunning: the server restarts with another
 // password; the worker turns unready but stays alive, keeps trying with
 // backoff and says so a few times, not ten times a second; once the old
@@ -137,10 +126,10 @@ func TestCredentialsChangedWhileRunning(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if code, body := get(base + "/healthz"); code != 200 {
+	if code, body := natstest.HTTPGet(base + "/healthz"); code != 200 {
 		t.Errorf("/healthz %d %q while the credentials are wrong, within --reconnect-timeout: want 200", code, body)
 	}
-	if code, _ := get(base + "/readyz"); code != 503 {
+	if code, _ := natstest.HTTPGet(base + "/readyz"); code != 503 {
 		t.Errorf("/readyz %d while the credentials are wrong: want 503", code)
 	}
 	out := w.out.String()
@@ -158,7 +147,7 @@ func TestCredentialsChangedWhileRunning(t *testing.T) {
 	srv.Shutdown()
 	authServer(t, natsAddr, dir, "password-A", &serverLog)
 	waitHTTP(t, base+"/readyz", 200, 30*time.Second)
-	if code, _ := get(base + "/healthz"); code != 200 {
+	if code, _ := natstest.HTTPGet(base + "/healthz"); code != 200 {
 		t.Errorf("/healthz %d after the credentials came back", code)
 	}
 	w.cancel()
@@ -194,7 +183,7 @@ func TestCredentialsWrongPastReconnectTimeout(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		var code int
-		if code, body = get(base + "/healthz"); code == 503 {
+		if code, body = natstest.HTTPGet(base + "/healthz"); code == 503 {
 			unhealthy = time.Now()
 		} else if code != 200 && code != 0 {
 			t.Fatalf("/healthz %d %q", code, body)

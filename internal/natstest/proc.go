@@ -3,6 +3,8 @@ package natstest
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
 	"testing"
 )
@@ -32,4 +34,20 @@ func (o *Output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.b.String()
+}
+
+// HTTPGet fetches url and returns the status code and body; a request that
+// fails gives code 0 and the error as the body, so that callers polling a
+// server that is not up yet simply see "not 200".
+func HTTPGet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err.Error()
+	}
+	return resp.StatusCode, string(body)
 }
