@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsonx"
 )
 
@@ -32,11 +33,8 @@ var (
 // HeaderMsgID is the job id and idempotency key of an event.
 const HeaderMsgID = jetstream.MsgIDHeader
 
-// Envelope is the JSON body of an event message: {"event": "...", "data": {...}}.
-type Envelope struct {
-	Event string          `json:"event"`          // The event's name.
-	Data  json.RawMessage `json:"data,omitempty"` // The event's payload, any JSON; optional.
-}
+// Envelope is contract.Envelope (kept here while callers move to contract).
+type Envelope = contract.Envelope
 
 // PubAck is JetStream's acknowledgement of a stored event.
 type PubAck struct {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // State bucket errors.
@@ -22,36 +24,11 @@ var (
 	ErrNoState = errors.New("no state stored for key")
 )
 
-// StateRecord is the public part of a key's stored state (contract v1);
-// the worker stores more fields beside these.
-type StateRecord struct {
-	State     string          `json:"state"`      // The key's current state.
-	Version   uint64          `json:"version"`    // Counts the key's committed changes.
-	Data      json.RawMessage `json:"data"`       // The workflow's data for the key, as JSON.
-	UpdatedAt time.Time       `json:"updated_at"` // When the state was last committed.
-	// Pending is the key's slow work started and not yet done; while there
-	// is any, the key's client events wait.
-	Pending []PendingWork `json:"pending,omitempty"`
-}
+// StateRecord is contract.StateRecord.
+type StateRecord = contract.StateRecord
 
-// PendingWork is one action of a key started and not yet fed back.
-type PendingWork struct {
-	// ID is the idempotency key handed to the action: key/version/action.
-	ID string `json:"id"`
-	// Action names the action.
-	Action string `json:"action"`
-	// JobID is the job whose event started the action.
-	JobID string `json:"job_id"`
-	// Attempt is the attempt running or next to run, from 1; 0 in state
-	// written before attempts were recorded.
-	Attempt int `json:"attempt"`
-	// Since is when the action was started (zero in older state).
-	Since time.Time `json:"since,omitzero"`
-	// NextAttemptAt is when the next attempt is due, after a failed one.
-	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
-	// LastError is the error of the last failed attempt.
-	LastError string `json:"last_error,omitempty"`
-}
+// PendingWork is contract.PendingWork.
+type PendingWork = contract.PendingWork
 
 // Bucket is a workflow's state bucket: one value per key, written only with
 // compare-and-set on the key's revision.

@@ -2,46 +2,16 @@ package queue
 
 import (
 	"fmt"
-	"time"
+	"github.com/orderly-dev/orderly/contract"
 
 	"github.com/nats-io/nats.go"
 )
 
-// Status is one state change (or rejection) of a key, published on
-// orderly.status.<workflow>.<key>. Its JSON form is part of contract v1.
-type Status struct {
-	Workflow string `json:"workflow"` // The workflow's name.
-	Key      string `json:"key"`      // The entity key.
-	// JobID is the job whose event caused this status; for the outcome and
-	// retries of slow work, the job that started it.
-	JobID string `json:"job_id"`
-	Event string `json:"event"` // The event applied or rejected (the action's name for a retry).
-	From  string `json:"from"`  // The state before.
-	To    string `json:"to"`    // The state after; equal to From for a rejection.
-	// Version counts the key's committed changes.
-	Version uint64    `json:"version"`
-	At      time.Time `json:"at"` // When the change was committed.
-	// Settled is true when no slow work is left for the key.
-	Settled bool `json:"settled"`
-	// Error is set when the event was rejected or slow work failed.
-	Error *StatusError `json:"error,omitempty"`
-	// Action names the slow work this status reports on, if any.
-	Action string `json:"action,omitempty"`
-	// Attempt is the attempt number of a retried action.
-	Attempt int `json:"attempt,omitempty"`
-}
+// Status is contract.Status (kept here while callers move to contract).
+type Status = contract.Status
 
-// StatusError says why an event was rejected or work failed.
-type StatusError struct {
-	// Code is stable and machine-readable: invalid_transition, guard_refused,
-	// unknown_event, internal_event, invalid_data, malformed, too_large,
-	// action_failed, retrying, ...
-	Code    string `json:"code"`
-	Message string `json:"message"` // Says what went wrong, for people.
-}
-
-// Error makes a StatusError an error: "code: message".
-func (e *StatusError) Error() string { return e.Code + ": " + e.Message }
+// StatusError is contract.StatusError.
+type StatusError = contract.StatusError
 
 // PublishStatus broadcasts st on its key's status subject. Status is
 // pub/sub: it is not stored, and a subscriber that is away misses it; the
