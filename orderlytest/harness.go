@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
@@ -71,8 +72,8 @@ type env struct {
 	timeout   time.Duration
 
 	mu       sync.Mutex
-	statuses map[string][]queue.Status // by workflow, in arrival order
-	changed  chan struct{}             // closed and replaced on every status
+	statuses map[string][]contract.Status // by workflow, in arrival order
+	changed  chan struct{}                // closed and replaced on every status
 }
 
 // Start starts an embedded nats-server on a free loopback port with its
@@ -97,13 +98,13 @@ func Start(t testing.TB, workflows []worker.Workflow, opts ...Option) *Harness {
 	e := &env{
 		t: t, clock: NewClock(), timeout: o.timeout,
 		conn:     connect(t, srv.ClientURL(), "orderlytest"),
-		statuses: map[string][]queue.Status{},
+		statuses: map[string][]contract.Status{},
 		changed:  make(chan struct{}),
 	}
 	for _, wf := range workflows {
 		name := wf.Name()
 		e.workflows = append(e.workflows, name)
-		sub, err := e.conn.SubscribeStatus(name, "", func(st queue.Status) { e.record(name, st) })
+		sub, err := e.conn.SubscribeStatus(name, "", func(st contract.Status) { e.record(name, st) })
 		if err != nil {
 			t.Fatalf("orderlytest: subscribe to statuses of %s: %v", name, err)
 		}
@@ -147,7 +148,7 @@ func connect(t testing.TB, url, name string) *queue.Conn {
 	return c
 }
 
-func (e *env) record(workflow string, st queue.Status) {
+func (e *env) record(workflow string, st contract.Status) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.statuses[workflow] = append(e.statuses[workflow], st)
@@ -157,10 +158,10 @@ func (e *env) record(workflow string, st queue.Status) {
 
 // snapshot returns the statuses of workflow that keep accepts, and a
 // channel closed by the next status to arrive.
-func (e *env) snapshot(workflow string, keep func(queue.Status) bool) ([]queue.Status, <-chan struct{}) {
+func (e *env) snapshot(workflow string, keep func(contract.Status) bool) ([]contract.Status, <-chan struct{}) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []queue.Status
+	var out []contract.Status
 	for _, st := range e.statuses[workflow] {
 		if keep(st) {
 			out = append(out, st)
@@ -216,7 +217,7 @@ func (h *Harness) Send(key, event string, data any, opts ...queue.PublishOption)
 // queue.Conn.PublishAndWait); it returns the job's settled status. A
 // rejected event settles too: the status's Error says why. It fails the
 // test if the job does not settle within the harness's timeout.
-func (h *Harness) SendAndWait(key, event string, data any, opts ...queue.PublishOption) queue.Status {
+func (h *Harness) SendAndWait(key, event string, data any, opts ...queue.PublishOption) contract.Status {
 	h.env.t.Helper()
 	ctx, cancel := h.env.ctx()
 	defer cancel()
@@ -230,7 +231,7 @@ func (h *Harness) SendAndWait(key, event string, data any, opts ...queue.Publish
 	// The harness records statuses on a subscription of its own: wait until
 	// it has this one too, so Statuses agrees with what was returned.
 	for {
-		seen, changed := h.env.snapshot(h.workflow, func(r queue.Status) bool {
+		seen, changed := h.env.snapshot(h.workflow, func(r contract.Status) bool {
 			return r.JobID == st.JobID && r.Version == st.Version && r.Settled
 		})
 		if len(seen) > 0 {
@@ -244,9 +245,9 @@ func (h *Harness) SendAndWait(key, event string, data any, opts ...queue.Publish
 	}
 }
 
-func (h *Harness) envelope(event string, data any) queue.Envelope {
+func (h *Harness) envelope(event string, data any) contract.Envelope {
 	h.env.t.Helper()
-	ev := queue.Envelope{Event: event}
+	ev := contract.Envelope{Event: event}
 	if data != nil {
 		b, err := json.Marshal(data)
 		if err != nil {
@@ -274,7 +275,7 @@ func (h *Harness) Advance(d time.Duration) {
 }
 
 // State returns key's stored state; the zero StateRecord if it has none yet.
-func (h *Harness) State(key string) queue.StateRecord {
+func (h *Harness) State(key string) contract.StateRecord {
 	h.env.t.Helper()
 	rec, err := h.readState(key)
 	if err != nil && !errors.Is(err, queue.ErrNoState) {
@@ -283,7 +284,7 @@ func (h *Harness) State(key string) queue.StateRecord {
 	return rec
 }
 
-func (h *Harness) readState(key string) (queue.StateRecord, error) {
+func (h *Harness) readState(key string) (contract.StateRecord, error) {
 	ctx, cancel := h.env.ctx()
 	defer cancel()
 	return h.env.conn.ReadState(ctx, h.workflow, key)
@@ -292,7 +293,7 @@ func (h *Harness) readState(key string) (queue.StateRecord, error) {
 // RequireState waits until key's stored state is state, and returns the
 // record. It fails the test, with the last state seen and the key's
 // statuses, if that does not happen within the harness's timeout.
-func (h *Harness) RequireState(key string, state statemachine.State) queue.StateRecord {
+func (h *Harness) RequireState(key string, state statemachine.State) contract.StateRecord {
 	h.env.t.Helper()
 	deadline := time.NewTimer(h.env.timeout)
 	defer deadline.Stop()
@@ -302,7 +303,7 @@ func (h *Harness) RequireState(key string, state statemachine.State) queue.State
 		rec, err := h.readState(key)
 		// The state is committed before its status is published: wait for
 		// the status too, so Statuses is up to date when this returns.
-		announced, changed := h.env.snapshot(h.workflow, func(st queue.Status) bool {
+		announced, changed := h.env.snapshot(h.workflow, func(st contract.Status) bool {
 			return st.Key == key && st.Version == rec.Version && st.To == rec.State
 		})
 		if err == nil && rec.State == string(state) && len(announced) > 0 {
@@ -324,15 +325,15 @@ func (h *Harness) RequireState(key string, state statemachine.State) queue.State
 
 // RequireRejected waits for a status of job jobID with an error of the given
 // code (invalid_transition, guard_refused, invalid_data, internal_event,
-// action_failed, ...; see queue.StatusError) and returns it. It fails the
+// action_failed, ...; see contract.StatusError) and returns it. It fails the
 // test if the job settles without one, or if none comes within the
 // harness's timeout.
-func (h *Harness) RequireRejected(jobID, code string) queue.Status {
+func (h *Harness) RequireRejected(jobID, code string) contract.Status {
 	h.env.t.Helper()
 	deadline := time.NewTimer(h.env.timeout)
 	defer deadline.Stop()
 	for {
-		job, changed := h.env.snapshot(h.workflow, func(st queue.Status) bool { return st.JobID == jobID })
+		job, changed := h.env.snapshot(h.workflow, func(st contract.Status) bool { return st.JobID == jobID })
 		settled := false
 		for _, st := range job {
 			if st.Error != nil && st.Error.Code == code {
@@ -352,12 +353,12 @@ func (h *Harness) RequireRejected(jobID, code string) queue.Status {
 }
 
 // Statuses returns the statuses of key seen so far, oldest first.
-func (h *Harness) Statuses(key string) []queue.Status {
-	sts, _ := h.env.snapshot(h.workflow, func(st queue.Status) bool { return st.Key == key })
+func (h *Harness) Statuses(key string) []contract.Status {
+	sts, _ := h.env.snapshot(h.workflow, func(st contract.Status) bool { return st.Key == key })
 	return sts
 }
 
-func format(sts []queue.Status) string {
+func format(sts []contract.Status) string {
 	if len(sts) == 0 {
 		return "  (none)"
 	}

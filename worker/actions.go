@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -220,7 +221,7 @@ func (p *actionPool) forgetAll(jobs []job) {
 		j.f.mu.Lock()
 		delete(j.f.inflight, j.p.ID)
 		j.f.mu.Unlock()
-		ps, err := p.w.conn.ScheduleAsync(j.f.name, j.key, timerResume, j.version, j.f.resumeNow(), resumeEnvelope)
+		ps, err := p.w.conn.ScheduleAsync(j.f.name, j.key, contract.TimerResume, j.version, j.f.resumeNow(), resumeEnvelope)
 		if err != nil {
 			failed++
 			continue
@@ -360,11 +361,11 @@ func (p *actionPool) outcome(j job, ev internalEvent) {
 // retrying publishes that an attempt failed and another will follow, so
 // that `enqueue --wait` and watchers see it.
 func (p *actionPool) retrying(j job, attempt int, err error) {
-	st := queue.Status{
+	st := contract.Status{
 		Workflow: j.f.name, Key: j.key, JobID: j.p.JobID, Event: j.p.Action,
 		From: j.state, To: j.state, Version: j.version, At: p.w.cfg.Now().UTC(),
 		Action: j.p.Action, Attempt: attempt,
-		Error: &queue.StatusError{Code: "retrying", Message: "attempt " + strconv.Itoa(attempt) + ": " + err.Error()},
+		Error: &contract.StatusError{Code: "retrying", Message: "attempt " + strconv.Itoa(attempt) + ": " + err.Error()},
 	}
 	_ = p.w.conn.PublishStatus(&st)
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
 )
@@ -115,7 +116,7 @@ type batch struct {
 	rec      record
 	ent      entity
 	changed  bool
-	statuses []queue.Status
+	statuses []contract.Status
 	ack      []*queue.Msg
 	dead     []deadLetter
 	starts   []pending
@@ -137,12 +138,6 @@ type armed struct {
 	after time.Duration
 	visit uint64
 }
-
-// Timer kinds.
-const (
-	timerTimeout = "timeout"
-	timerResume  = "resume"
-)
 
 // process applies events in order to a copy of the state, commits the copy
 // once (compare-and-set on the revision it was loaded at; on conflict it
@@ -262,7 +257,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		st := a.step(&b, p.JobID, statemachine.Input{Event: ev.event, Data: ev.data, Source: statemachine.SourceAction}, now)
 		st.Action = p.Action
 		if ev.failure != "" && st.Error == nil {
-			st.Error = &queue.StatusError{Code: "action_failed", Message: p.Action + ": " + ev.failure}
+			st.Error = &contract.StatusError{Code: "action_failed", Message: p.Action + ": " + ev.failure}
 		}
 		b.statuses = append(b.statuses, st)
 	}
@@ -277,7 +272,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			continue
 		}
 		kind, visit, isTimer := m.Timer()
-		if isTimer && kind == timerResume {
+		if isTimer && kind == contract.TimerResume {
 			// Not an event of the machine: a wake-up, so that work left
 			// pending (by a crash) is resumed even if nothing else comes.
 			b.ack = append(b.ack, m)
@@ -292,14 +287,14 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			b.poison(a.status(&b.rec, m.ID, "", now), m, "too_large", fmt.Sprintf("%d bytes, the limit is %d", len(m.Data), max))
 			continue
 		}
-		var env queue.Envelope
+		var env contract.Envelope
 		if err := unmarshalEnvelope(m.Data, &env); err != nil || env.Event == "" {
 			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, "malformed", malformed(err))
 			continue
 		}
 		src := statemachine.SourceClient
 		if isTimer {
-			if kind != timerTimeout || visit != b.rec.Entered {
+			if kind != contract.TimerTimeout || visit != b.rec.Entered {
 				// Armed in an earlier visit of the state: it must not fire.
 				b.ack = append(b.ack, m)
 				a.f.w.staleTimers.Add(1)
@@ -328,18 +323,18 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 
 // poison reports an event that can never be processed and sends it to the
 // dead letters; its key goes on with the next event.
-func (b *batch) poison(st queue.Status, m *queue.Msg, code, msg string) {
-	st.Error = &queue.StatusError{Code: code, Message: msg}
+func (b *batch) poison(st contract.Status, m *queue.Msg, code, msg string) {
+	st.Error = &contract.StatusError{Code: code, Message: msg}
 	b.statuses = append(b.statuses, st)
 	b.dead = append(b.dead, deadLetter{m, code + ": " + msg})
 }
 
 // step applies one event to the batch's copy and returns its status.
-func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Time) queue.Status {
+func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Time) contract.Status {
 	st := a.status(&b.rec, jobID, string(in.Event), now)
 	out, err := b.ent.apply(statemachine.State(b.rec.State), in)
 	if err != nil {
-		st.Error = &queue.StatusError{Code: statemachine.Code(err), Message: err.Error()}
+		st.Error = &contract.StatusError{Code: statemachine.Code(err), Message: err.Error()}
 		st.Settled = len(b.rec.Pending) == 0
 		return st
 	}
@@ -368,8 +363,8 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 	return st
 }
 
-func (a *actor) status(rec *record, jobID, event string, now time.Time) queue.Status {
-	return queue.Status{
+func (a *actor) status(rec *record, jobID, event string, now time.Time) contract.Status {
+	return contract.Status{
 		Workflow: a.f.name, Key: a.key, JobID: jobID, Event: event,
 		From: rec.State, To: rec.State, Version: rec.Version, At: now,
 		Settled: len(rec.Pending) == 0,
@@ -419,8 +414,8 @@ func (a *actor) schedule(ctx context.Context, b *batch) error {
 	f := a.f
 	now := f.w.cfg.Now()
 	if b.arm != nil && b.arm.visit == b.rec.Entered {
-		ev := queue.Envelope{Event: string(b.arm.event)}
-		if err := f.w.conn.Schedule(ctx, f.name, a.key, timerTimeout, b.arm.visit, now.Add(b.arm.after), ev); err != nil {
+		ev := contract.Envelope{Event: string(b.arm.event)}
+		if err := f.w.conn.Schedule(ctx, f.name, a.key, contract.TimerTimeout, b.arm.visit, now.Add(b.arm.after), ev); err != nil {
 			return err
 		}
 	}

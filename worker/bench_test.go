@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -38,7 +39,7 @@ func BenchmarkManyKeysBoundedActors(b *testing.B) {
 			b.Fatal(err)
 		}
 		var settled atomic.Int64
-		sub, err := conn.SubscribeStatus("tally", "", func(s queue.Status) {
+		sub, err := conn.SubscribeStatus("tally", "", func(s contract.Status) {
 			if s.Settled && s.Error == nil {
 				settled.Add(1)
 			}

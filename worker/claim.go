@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -58,7 +59,7 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		if _, _, isTimer := m.Timer(); isTimer || len(m.Data) > int(f.spec.MaxPayload) {
 			continue
 		}
-		var env queue.Envelope
+		var env contract.Envelope
 		if unmarshalEnvelope(m.Data, &env) != nil || env.Event == "" {
 			continue
 		}
@@ -125,7 +126,7 @@ func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	if !ok || v.outcome == queue.Claimed {
 		return false
 	}
-	var env queue.Envelope
+	var env contract.Envelope
 	_ = unmarshalEnvelope(m.Data, &env)
 	st := a.status(&b.rec, m.ID, env.Event, now)
 	h := *v.held
@@ -133,7 +134,7 @@ func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 		b.poison(st, m, "id_conflict", fmt.Sprintf("job id %s is held by key %s (event %s)", m.ID, h.Key, h.Event))
 		return true
 	}
-	st.Error = &queue.StatusError{Code: "duplicate", Message: fmt.Sprintf(
+	st.Error = &contract.StatusError{Code: "duplicate", Message: fmt.Sprintf(
 		"job %s was taken at %s by key %s, sequence %d; not applied again",
 		m.ID, h.At.Format(time.RFC3339), h.Key, h.Sequence)}
 	b.statuses = append(b.statuses, st)

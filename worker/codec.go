@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsonx"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // The JSON of event envelopes (read once per event) and of the state record
@@ -21,7 +21,7 @@ import (
 // would take {"Event":...} (it matches names case-insensitively), let the
 // last of two "event" members win, and ignore unknown members: a producer's
 // mistake would be applied as some other event instead of reported.
-func unmarshalEnvelope(data []byte, env *queue.Envelope) error {
+func unmarshalEnvelope(data []byte, env *contract.Envelope) error {
 	if r, ok := decodeEnvelope(data); ok {
 		*env = r
 		return nil
@@ -41,8 +41,8 @@ func malformed(err error) string {
 
 // strictEnvelope is unmarshalEnvelope for what decodeEnvelope does not take:
 // encoding/json decodes the values, CheckFields checks the names.
-func strictEnvelope(data []byte, env *queue.Envelope) error {
-	var e queue.Envelope
+func strictEnvelope(data []byte, env *contract.Envelope) error {
+	var e contract.Envelope
 	if err := json.Unmarshal(data, &e); err != nil {
 		return err
 	}
@@ -56,10 +56,10 @@ func strictEnvelope(data []byte, env *queue.Envelope) error {
 // decodeEnvelope decodes {"event":"...","data":...} with data optional, the
 // names spelled exactly, in that order; ok is false for anything else, which
 // includes every body strictEnvelope refuses.
-func decodeEnvelope(data []byte) (_ queue.Envelope, ok bool) {
+func decodeEnvelope(data []byte) (_ contract.Envelope, ok bool) {
 	d := jsonx.NewDecoder(data)
 	d.Open()
-	env := queue.Envelope{Event: d.Key("event").String()}
+	env := contract.Envelope{Event: d.Key("event").String()}
 	if d.Has("data") {
 		env.Data = d.Key("data").Raw()
 	}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsonx"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // The hand-written codecs against encoding/json: same bytes out, same values
@@ -21,29 +21,29 @@ import (
 // strictRef is the reference of unmarshalEnvelope: json.Unmarshal, and then
 // encoding/json's own tokens must show an object whose names are "event"
 // and "data" exactly, each at most once.
-func strictRef(data []byte) (queue.Envelope, error) {
-	var env queue.Envelope
+func strictRef(data []byte) (contract.Envelope, error) {
+	var env contract.Envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return queue.Envelope{}, err
+		return contract.Envelope{}, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return queue.Envelope{}, errors.New("not an object")
+		return contract.Envelope{}, errors.New("not an object")
 	}
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return queue.Envelope{}, err
+			return contract.Envelope{}, err
 		}
 		name := tok.(string)
 		if name != "event" && name != "data" || seen[name] {
-			return queue.Envelope{}, fmt.Errorf("field %q", name)
+			return contract.Envelope{}, fmt.Errorf("field %q", name)
 		}
 		seen[name] = true
 		var skip json.RawMessage
 		if err := dec.Decode(&skip); err != nil {
-			return queue.Envelope{}, err
+			return contract.Envelope{}, err
 		}
 	}
 	return env, nil
@@ -52,14 +52,14 @@ func strictRef(data []byte) (queue.Envelope, error) {
 func checkUnmarshalEnvelope(t *testing.T, data []byte) {
 	t.Helper()
 	want, wantErr := strictRef(data)
-	var got queue.Envelope
+	var got contract.Envelope
 	err := unmarshalEnvelope(data, &got)
 	if (err == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {
 		t.Fatalf("unmarshalEnvelope(%q) = %#v, %v; strict encoding/json: %#v, %v", data, got, err, want, wantErr)
 	}
 	// The fast path takes only what the general one takes, with its result.
 	if fast, ok := decodeEnvelope(data); ok {
-		var slow queue.Envelope
+		var slow contract.Envelope
 		if err := strictEnvelope(data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("decodeEnvelope(%q) = %#v; strictEnvelope: %#v, %v", data, fast, slow, err)
 		}
@@ -108,13 +108,13 @@ func TestStrictEnvelope(t *testing.T) {
 		`{"event":"ping","Data":{}}`:                             jsonx.ErrUnknownField,
 		`null`:                                                   jsonx.ErrNotObject,
 	} {
-		var env queue.Envelope
+		var env contract.Envelope
 		if err := unmarshalEnvelope([]byte(in), &env); !errors.Is(err, want) || env.Event != "" {
 			t.Errorf("unmarshalEnvelope(%s) = %+v, %v; want %v", in, env, err, want)
 		}
 	}
 	for _, in := range []string{`{"data":{},"event":"ping"}`, `{"ev\u0065nt":"ping"}`, ` {"event" : "ping"} `} {
-		var env queue.Envelope
+		var env contract.Envelope
 		if err := unmarshalEnvelope([]byte(in), &env); err != nil || env.Event != "ping" {
 			t.Errorf("unmarshalEnvelope(%s) = %+v, %v", in, env, err)
 		}
@@ -130,7 +130,7 @@ func TestUnmarshalEnvelope(t *testing.T) {
 	}
 	// Like encoding/json, the data is a copy, not a part of the message.
 	in := []byte(`{"event":"ping","data":{}}`)
-	var env queue.Envelope
+	var env contract.Envelope
 	if err := unmarshalEnvelope(in, &env); err != nil {
 		t.Fatal(err)
 	}

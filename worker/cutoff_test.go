@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -62,7 +63,7 @@ type worked struct {
 func watchWorked(t *testing.T, conn *queue.Conn) *worked {
 	t.Helper()
 	w := &worked{keys: map[string]time.Time{}, more: make(chan struct{}, 1)}
-	sub, err := conn.SubscribeStatus("tally", "", func(s queue.Status) {
+	sub, err := conn.SubscribeStatus("tally", "", func(s contract.Status) {
 		if s.Event != "worked" || s.Error != nil {
 			return
 		}
@@ -128,7 +129,7 @@ func publishWork(t *testing.T, conn *queue.Conn, keys []string) {
 	defer cancel()
 	var ps []*queue.PendingPublish
 	for _, k := range keys {
-		p, err := conn.PublishAsync("tally", k, queue.Envelope{Event: "work"})
+		p, err := conn.PublishAsync("tally", k, contract.Envelope{Event: "work"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +170,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 	})
 	busy := subscribeKey(t, b.conn, "busy")
 	ctx := context.Background()
-	if _, err := b.conn.Publish(ctx, "tally", "busy", queue.Envelope{Event: "work"}); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "busy", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	var retrying time.Time
@@ -186,7 +187,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 
 	// Now busy backs off for 4s; another key's work must start at once.
 	statusAt := make(chan time.Time, 1)
-	sub, err := b.conn.SubscribeStatus("tally", "other", func(s queue.Status) {
+	sub, err := b.conn.SubscribeStatus("tally", "other", func(s contract.Status) {
 		if s.Event == "work" {
 			statusAt <- time.Now()
 		}
@@ -195,7 +196,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if _, err := b.conn.Publish(ctx, "tally", "other", queue.Envelope{Event: "work"}); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "other", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	var seen, began time.Time
@@ -235,10 +236,10 @@ func TestRetryAttemptIsKeptAcrossRestart(t *testing.T) {
 	})
 	ctx := context.Background()
 	before := time.Now()
-	if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "work"}); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
-	var rec queue.StateRecord
+	var rec contract.StateRecord
 	waitFor(t, 10*time.Second, "the failed attempt noted in the state", func() bool {
 		var err error
 		rec, err = b.conn.ReadState(ctx, "tally", "k")
@@ -417,7 +418,7 @@ func TestWorkCutOffByTakeoverResumes(t *testing.T) {
 	}
 	var cutOff, finishedByA []string
 	for i, k := range keys {
-		if ofA[queue.PartitionOf(k, 8)] {
+		if ofA[contract.PartitionOf(k, 8)] {
 			if i%2 == 1 {
 				cutOff = append(cutOff, k)
 			} else {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -213,7 +214,7 @@ func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 	const keys = 5
 	for i := range keys {
 		// "wait" needs a timer scheduled with its commit, "add" only the commit.
-		if _, err := conn.Publish(ctx, "tally", fmt.Sprintf("w%d", i), queue.Envelope{Event: "wait"}); err != nil {
+		if _, err := conn.Publish(ctx, "tally", fmt.Sprintf("w%d", i), contract.Envelope{Event: "wait"}); err != nil {
 			t.Fatal(err)
 		}
 		for n := range 2 {

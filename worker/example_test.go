@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
@@ -75,7 +76,7 @@ func ExampleNew() {
 	if err := w.Start(ctx); err != nil {
 		panic(err)
 	}
-	_, st, err := conn.PublishAndWait(ctx, "light", "hall", queue.Envelope{Event: "switch_on", Data: json.RawMessage(`{"level":3}`)})
+	_, st, err := conn.PublishAndWait(ctx, "light", "hall", contract.Envelope{Event: "switch_on", Data: json.RawMessage(`{"level":3}`)})
 	if err != nil {
 		panic(err)
 	}

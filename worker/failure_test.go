@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -79,7 +80,7 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 					if err == nil {
 						break
 					}
-					if errors.Is(err, queue.ErrInvalidKey) {
+					if errors.Is(err, contract.ErrInvalidKey) {
 						t.Error(err)
 						return
 					}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/ratelog"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -97,7 +98,7 @@ func (f *flow) provision(ctx context.Context) error {
 // pulling: backpressure instead of memory.
 func (f *flow) route(ctx context.Context, m *queue.Msg) {
 	f.w.metrics.received.WithLabelValues(f.name).Inc()
-	if err := queue.ValidateKey(m.Key); err != nil {
+	if err := contract.ValidateKey(m.Key); err != nil {
 		// Published around the contract's checks (plain NATS): it can never
 		// be stored as state, so it must not hold up its partition.
 		f.deadLetter(m, "invalid_key: "+err.Error())
@@ -285,7 +286,7 @@ func (f *flow) stats(s *Stats) {
 // armResume schedules a wake-up event for key: when it comes, whichever
 // worker owns the key then resumes the actions still pending.
 func (f *flow) armResume(ctx context.Context, key string, version uint64, at time.Time) error {
-	return f.w.conn.Schedule(ctx, f.name, key, timerResume, version, at, resumeEnvelope)
+	return f.w.conn.Schedule(ctx, f.name, key, contract.TimerResume, version, at, resumeEnvelope)
 }
 
 // resumeNow is the time to arm a wake-up that is due at once. Schedule
@@ -294,7 +295,7 @@ func (f *flow) armResume(ctx context.Context, key string, version uint64, at tim
 func (f *flow) resumeNow() time.Time { return f.w.cfg.Now().Add(-time.Second) }
 
 // resumeEnvelope is the body of a resume wake-up; no machine sees it.
-var resumeEnvelope = queue.Envelope{Event: "$resume"}
+var resumeEnvelope = contract.Envelope{Event: contract.ResumeEvent}
 
 // giveBack returns events whose key's state could not be loaded or
 // committed (cause) to the stream, to be delivered again. The state layer

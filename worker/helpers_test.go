@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
@@ -109,8 +110,8 @@ func startWorker(t *testing.T, url string, cfg worker.Config, slow worker.Action
 	return w
 }
 
-func add(n int) queue.Envelope {
-	return queue.Envelope{Event: "add", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+func add(n int) contract.Envelope {
+	return contract.Envelope{Event: "add", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
 }
 
 // settledCounter counts settled statuses per key until want are in.
@@ -126,7 +127,7 @@ type settledCounter struct {
 func countSettled(t *testing.T, conn *queue.Conn, workflow string, want int) *settledCounter {
 	t.Helper()
 	c := &settledCounter{byKey: map[string]int{}, want: want, done: make(chan struct{})}
-	sub, err := conn.SubscribeStatus(workflow, "", func(s queue.Status) {
+	sub, err := conn.SubscribeStatus(workflow, "", func(s contract.Status) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if s.Error == nil && s.Settled {
@@ -156,7 +157,7 @@ func (c *settledCounter) wait(t *testing.T, d time.Duration) {
 	}
 }
 
-func readTally(t *testing.T, conn *queue.Conn, key string) (queue.StateRecord, tally) {
+func readTally(t *testing.T, conn *queue.Conn, key string) (contract.StateRecord, tally) {
 	t.Helper()
 	rec, err := conn.ReadState(context.Background(), "tally", key)
 	if err != nil {
@@ -182,10 +183,10 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // subscribeKey collects the statuses of key until the test ends.
-func subscribeKey(t *testing.T, conn *queue.Conn, key string) <-chan queue.Status {
+func subscribeKey(t *testing.T, conn *queue.Conn, key string) <-chan contract.Status {
 	t.Helper()
-	statuses := make(chan queue.Status, 64)
-	sub, err := conn.SubscribeStatus("tally", key, func(s queue.Status) { statuses <- s })
+	statuses := make(chan contract.Status, 64)
+	sub, err := conn.SubscribeStatus("tally", key, func(s contract.Status) { statuses <- s })
 	if err != nil {
 		t.Fatal(err)
 	}

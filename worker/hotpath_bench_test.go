@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
@@ -74,7 +75,7 @@ func pull(b *testing.B) ([]*queue.Msg, error) {
 		return nil, err
 	}
 	const fixed = `{"event":"ping","data":{"p":""}}`
-	ev := queue.Envelope{Event: "ping", Data: json.RawMessage(`{"p":"` + strings.Repeat("x", 256-len(fixed)) + `"}`)}
+	ev := contract.Envelope{Event: "ping", Data: json.RawMessage(`{"p":"` + strings.Repeat("x", 256-len(fixed)) + `"}`)}
 	for i := range hotBatch {
 		if _, err := conn.Publish(ctx, "hot", "order-12345", ev, queue.WithID("job-"+strconv.Itoa(i))); err != nil {
 			return nil, err
@@ -267,7 +268,7 @@ func BenchmarkHotEnvelopeDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(c.body)))
 			for b.Loop() {
-				var env queue.Envelope
+				var env contract.Envelope
 				if err := unmarshalEnvelope(c.body, &env); err != nil || env.Event != "ping" {
 					b.Fatal(err)
 				}

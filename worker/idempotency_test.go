@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -38,7 +39,7 @@ func rawJS(t *testing.T, url string) jetstream.JetStream {
 // Nats-Msg-Id header does.
 func rawPublishID(t *testing.T, js jetstream.JetStream, key, id, body string) *jetstream.PubAck {
 	t.Helper()
-	m := nats.NewMsg(queue.EventSubject("tally", key))
+	m := nats.NewMsg(contract.EventSubject("tally", key))
 	m.Data = []byte(body)
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -69,10 +70,10 @@ func rawPublishStored(t *testing.T, js jetstream.JetStream, key, id, body string
 }
 
 // nextStatus returns the next status of ch that pick accepts.
-func nextStatus(t *testing.T, ch <-chan queue.Status, what string, pick func(queue.Status) bool) queue.Status {
+func nextStatus(t *testing.T, ch <-chan contract.Status, what string, pick func(contract.Status) bool) contract.Status {
 	t.Helper()
 	timeout := time.After(20 * time.Second)
-	var seen []queue.Status
+	var seen []contract.Status
 	for {
 		select {
 		case st := <-ch:
@@ -86,12 +87,12 @@ func nextStatus(t *testing.T, ch <-chan queue.Status, what string, pick func(que
 	}
 }
 
-func settledOK(id string) func(queue.Status) bool {
-	return func(st queue.Status) bool { return st.JobID == id && st.Settled && st.Error == nil }
+func settledOK(id string) func(contract.Status) bool {
+	return func(st contract.Status) bool { return st.JobID == id && st.Settled && st.Error == nil }
 }
 
-func errorCode(id, code string) func(queue.Status) bool {
-	return func(st queue.Status) bool { return st.JobID == id && st.Error != nil && st.Error.Code == code }
+func errorCode(id, code string) func(contract.Status) bool {
+	return func(st contract.Status) bool { return st.JobID == id && st.Error != nil && st.Error.Code == code }
 }
 
 // TestIdempotencyKeySurvivesServerRestart: a restarted server has forgotten
@@ -167,8 +168,8 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 
 	for _, ev := range []struct {
 		key string
-		env queue.Envelope
-	}{{"k2", add(1)}, {"k1", queue.Envelope{Event: "close"}}} {
+		env contract.Envelope
+	}{{"k2", add(1)}, {"k1", contract.Envelope{Event: "close"}}} {
 		_, err := b.conn.Publish(ctx, "tally", ev.key, ev.env, queue.WithID("job-x"))
 		var conflict *queue.IDConflictError
 		if !errors.Is(err, queue.ErrIDConflict) || !errors.As(err, &conflict) || conflict.Held.Key != "k1" || conflict.Held.Event != "add" {
@@ -181,7 +182,7 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 
 	// Around the client: the worker is the authority.
 	rawPublishStored(t, rawJS(t, b.url), "k2", "job-x", `{"event":"add","data":{"n":2}}`)
-	st := nextStatus(t, statuses, "id_conflict of k2", func(st queue.Status) bool {
+	st := nextStatus(t, statuses, "id_conflict of k2", func(st contract.Status) bool {
 		return st.Key == "k2" && st.Error != nil && st.Error.Code == "id_conflict"
 	})
 	if !strings.Contains(st.Error.Message, "held by key k1 (event add)") {
@@ -279,7 +280,7 @@ func TestIdempotencyKeyAcrossReplicas(t *testing.T) {
 		done    = make(chan struct{})
 		closed  bool
 	)
-	sub, err := b.conn.SubscribeStatus("tally", "", func(st queue.Status) {
+	sub, err := b.conn.SubscribeStatus("tally", "", func(st contract.Status) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

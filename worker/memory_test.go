@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -201,7 +202,7 @@ func TestMemoryLimitBoundsPendingWork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range keys {
-		if _, err := b.conn.Publish(ctx, "tally", fmt.Sprintf("m%d", i), queue.Envelope{Event: "work"}); err != nil {
+		if _, err := b.conn.Publish(ctx, "tally", fmt.Sprintf("m%d", i), contract.Envelope{Event: "work"}); err != nil {
 			t.Fatal(err)
 		}
 	}

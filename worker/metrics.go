@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/buildinfo"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // metrics are the worker's Prometheus metrics, in a registry of its own so
@@ -113,7 +113,7 @@ func newMetrics(w *Worker) *metrics {
 }
 
 // observe counts what a committed batch did.
-func (m *metrics) observe(workflow string, statuses []queue.Status) {
+func (m *metrics) observe(workflow string, statuses []contract.Status) {
 	for _, st := range statuses {
 		switch {
 		case st.Error != nil && st.Error.Code == "duplicate":

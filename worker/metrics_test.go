@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -57,7 +57,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	}
 	settled := countSettled(t, b.conn, "tally", 3) // add, add, worked
 	ctx := context.Background()
-	for _, ev := range []queue.Envelope{add(1), add(2), {Event: "work"}, {Event: "nope"}} {
+	for _, ev := range []contract.Envelope{add(1), add(2), {Event: "work"}, {Event: "nope"}} {
 		if _, err := b.conn.Publish(ctx, "tally", "m", ev); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/ratelog"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -309,8 +310,8 @@ func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
 		n    atomic.Int64
 		errs = make(chan error, 1)
 	)
-	err := f.w.conn.TimerKeys(ctx, f.name, timerResume, func(key string) bool {
-		if !want[queue.PartitionOf(key, f.spec.Partitions)] {
+	err := f.w.conn.TimerKeys(ctx, f.name, contract.TimerResume, func(key string) bool {
+		if !want[contract.PartitionOf(key, f.spec.Partitions)] {
 			return true
 		}
 		select {

@@ -28,7 +28,7 @@ type record struct {
 }
 
 // pending is one action in flight: durable, so a restarted worker resumes it
-// where it was (queue.PendingWork is its public reading).
+// where it was (contract.PendingWork is its public reading).
 type pending struct {
 	// ID is the idempotency key handed to the action: key/version/action.
 	ID     string `json:"id"`

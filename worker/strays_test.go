@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -50,7 +51,7 @@ func TestUndeliverableSubjects(t *testing.T) {
 		t.Helper()
 		for i := range n {
 			k := keys[i%len(keys)]
-			if err := conn.PublishRaw(queue.EventSubject("tally", k.key), []byte(`{"event":"add","data":{"n":1}}`)); err != nil {
+			if err := conn.PublishRaw(contract.EventSubject("tally", k.key), []byte(`{"event":"add","data":{"n":1}}`)); err != nil {
 				t.Fatalf("stray %d of %d to key %q: %v", i, n, k.key, err)
 			}
 			published[k.dlqKey]++

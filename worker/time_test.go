@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -23,7 +24,7 @@ func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 	if err := first.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "wait"}); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "wait"}); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-statuses; s.To != "waiting" {
@@ -61,7 +62,7 @@ func TestTimeoutOfAnEarlierVisitNeverFires(t *testing.T) {
 	statuses := subscribeKey(t, b.conn, "k")
 	ctx := context.Background()
 	for _, ev := range []string{"wait", "back"} {
-		if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: ev}); err != nil {
+		if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: ev}); err != nil {
 			t.Fatal(err)
 		}
 		<-statuses
@@ -89,7 +90,7 @@ func TestActionSucceedsAfterRetries(t *testing.T) {
 		return nil, nil
 	})
 	statuses := subscribeKey(t, b.conn, "k")
-	if _, err := b.conn.Publish(context.Background(), "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
+	if _, err := b.conn.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
 		t.Fatal(err)
 	}
 	<-statuses

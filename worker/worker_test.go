@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -67,7 +68,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 	startWorker(t, b.url, worker.Config{}, nil)
 	statuses := subscribeKey(t, b.conn, "k")
 	ctx := context.Background()
-	for _, ev := range []queue.Envelope{
+	for _, ev := range []contract.Envelope{
 		add(1),
 		{Event: "worked"},        // internal: clients may not send it
 		{Event: "no_such_event"}, // unknown
@@ -109,7 +110,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	if err := rawPublish(b.conn, "tally", "k", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "no_such_event"}); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "no_such_event"}); err != nil {
 		t.Fatal(err)
 	}
 	// A key no state can be stored under, sent around the client's checks.
@@ -173,7 +174,7 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 	})
 	statuses := subscribeKey(t, b.conn, "k")
 	ctx := context.Background()
-	ack, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("job-w"))
+	ack, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}, queue.WithID("job-w"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func TestActionRetriesThenFails(t *testing.T) {
 		return nil, fmt.Errorf("gateway down")
 	})
 	statuses := subscribeKey(t, b.conn, "k")
-	if _, err := b.conn.Publish(context.Background(), "tally", "k", queue.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
+	if _, err := b.conn.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
 		t.Fatal(err)
 	}
 	<-statuses // work applied
@@ -278,7 +279,7 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 	for i := range events {
 		ev := add(i)
 		if i < 10 {
-			ev = queue.Envelope{Event: "work"} // every key waits on slow work
+			ev = contract.Envelope{Event: "work"} // every key waits on slow work
 		}
 		p, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", i%10), ev)
 		if err != nil {
@@ -335,7 +336,7 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	})
 	statuses := subscribeKey(t, b.conn, "k")
 	ctx := context.Background()
-	if _, err := b.conn.Publish(ctx, "tally", "k", queue.Envelope{Event: "work"}); err != nil {
+	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	<-statuses
@@ -384,7 +385,7 @@ func TestReadinessReportsStalledConsumption(t *testing.T) {
 	ctx := context.Background()
 	// Slow work holds the key; one event fills its mailbox, and the next
 	// blocks the only partition's puller.
-	for _, ev := range []queue.Envelope{{Event: "work"}, add(1), add(2)} {
+	for _, ev := range []contract.Envelope{{Event: "work"}, add(1), add(2)} {
 		if _, err := b.conn.Publish(ctx, "tally", "k", ev); err != nil {
 			t.Fatal(err)
 		}

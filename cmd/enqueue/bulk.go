@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -93,7 +94,7 @@ func (c command) bulk(ctx context.Context, conn *queue.Conn, o options) error {
 		if len(pending) == cap(pending) {
 			settle(<-pending)
 		}
-		p, err := conn.PublishAsync(o.workflow, l.Key, queue.Envelope{Event: l.Event, Data: l.Data}, opts...)
+		p, err := conn.PublishAsync(o.workflow, l.Key, contract.Envelope{Event: l.Event, Data: l.Data}, opts...)
 		if err != nil {
 			fail(n, err)
 			continue

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -16,7 +17,7 @@ func deadLetterRaw(t *testing.T, conn *queue.Conn, reason string, keysAndBodies 
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < len(keysAndBodies); i += 2 {
-		if err := conn.PublishRaw(queue.EventSubject("order", keysAndBodies[i]), []byte(keysAndBodies[i+1])); err != nil {
+		if err := conn.PublishRaw(contract.EventSubject("order", keysAndBodies[i]), []byte(keysAndBodies[i+1])); err != nil {
 			t.Fatal(err)
 		}
 	}

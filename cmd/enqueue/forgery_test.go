@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/internal/roles"
@@ -249,18 +250,18 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 	e := startRoles(t, time.Minute)
 	ctx := context.Background()
 	prod := e.conn(t, roles.Producer)
-	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", queue.Envelope{Event: "start_processing"}); err != nil || st.To != "processing" {
+	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", contract.Envelope{Event: "start_processing"}); err != nil || st.To != "processing" {
 		t.Fatalf("%+v %v", st, err)
 	}
-	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", queue.Envelope{Event: "request_payment"}); err != nil || st.To != "awaiting_payment" {
+	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", contract.Envelope{Event: "request_payment"}); err != nil || st.To != "awaiting_payment" {
 		t.Fatalf("%+v %v", st, err)
 	}
 	before, err := prod.ReadState(ctx, "order", "o1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	statuses := make(chan queue.Status, 16)
-	sub, err := prod.SubscribeStatus("order", "o1", func(st queue.Status) { statuses <- st })
+	statuses := make(chan contract.Status, 16)
+	sub, err := prod.SubscribeStatus("order", "o1", func(st contract.Status) { statuses <- st })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,10 +291,10 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 		// A timer schedule that fires early, and one that replaces (so
 		// cancels) the real one.
 		msg("orderly.timers.order.timeout.o1", timeout, "Nats-Schedule", "@at "+soon,
-			"Nats-Schedule-Target", "orderly.timers.order.fired.timeout.o1", queue.HeaderTimerKind, "timeout", queue.HeaderTimerVisit, fmt.Sprint(before.Version)),
+			"Nats-Schedule-Target", "orderly.timers.order.fired.timeout.o1", contract.HeaderTimerKind, "timeout", contract.HeaderTimerVisit, fmt.Sprint(before.Version)),
 		// A fired timer, as the server's scheduler writes it.
 		msg("orderly.timers.order.fired.timeout.o1", timeout, "Nats-Scheduler", "orderly.timers.order.timeout.o1",
-			"Nats-Schedule-Next", "purge", queue.HeaderTimerKind, "timeout", queue.HeaderTimerVisit, fmt.Sprint(before.Version)),
+			"Nats-Schedule-Next", "purge", contract.HeaderTimerKind, "timeout", contract.HeaderTimerVisit, fmt.Sprint(before.Version)),
 		// A status saying the job is done.
 		msg("orderly.status.order.o1", `{"workflow":"order","key":"o1","job_id":"x","event":"confirm_payment","from":"awaiting_payment","to":"completed","version":99,"settled":true}`),
 		// A state record, and a dead letter that a replay would apply.
@@ -301,7 +302,7 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 		msg("orderly.dlq.order.o1", `{"event":"confirm_payment"}`),
 		// Where fired timers are stored; the stream takes no client publish
 		// there either.
-		msg("orderly.events.order.0.timer.o1", timeout, queue.HeaderTimerKind, "timeout"),
+		msg("orderly.events.order.0.timer.o1", timeout, contract.HeaderTimerKind, "timeout"),
 		// The streams and the consumers behind them.
 		msg("$JS.API.STREAM.MSG.DELETE.KV_orderly_state_order", `{"seq":1}`),
 		msg("$JS.API.STREAM.PURGE.ORDERLY_TIMERS_ORDER", `{}`),
@@ -344,7 +345,7 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 		t.Errorf("dead letters %+v %v", dls, err)
 	}
 	// The real timer is still armed and the key still takes events.
-	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", queue.Envelope{Event: "confirm_payment"}); err != nil || st.To != "completed" {
+	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", contract.Envelope{Event: "confirm_payment"}); err != nil || st.To != "completed" {
 		t.Fatalf("%+v %v", st, err)
 	}
 }
@@ -358,8 +359,8 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 	e := startRoles(t, 2*time.Second)
 	ctx := context.Background()
 	prod := e.conn(t, roles.Producer)
-	timedOut := make(chan queue.Status, 16)
-	sub, err := prod.SubscribeStatus("order", "late", func(st queue.Status) { timedOut <- st })
+	timedOut := make(chan contract.Status, 16)
+	sub, err := prod.SubscribeStatus("order", "late", func(st contract.Status) { timedOut <- st })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 		{"late", "start_processing", "processing"},
 		{"late", "request_payment", "awaiting_payment"},
 	} {
-		if _, st, err := prod.PublishAndWait(ctx, "order", step.key, queue.Envelope{Event: step.event}); err != nil || st.To != step.want {
+		if _, st, err := prod.PublishAndWait(ctx, "order", step.key, contract.Envelope{Event: step.event}); err != nil || st.To != step.want {
 			t.Fatalf("%s %s: %+v %v", step.key, step.event, st, err)
 		}
 	}
@@ -385,7 +386,7 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 			t.Fatal("the payment timeout never fired")
 		}
 	}
-	if _, st, err := prod.PublishAndWait(ctx, "order", "bad", queue.Envelope{Event: "no_such_event"}); err != nil || st.Error == nil {
+	if _, st, err := prod.PublishAndWait(ctx, "order", "bad", contract.Envelope{Event: "no_such_event"}); err != nil || st.Error == nil {
 		t.Fatalf("%+v %v", st, err)
 	}
 	// An event no partition delivers (a wildcard for its key), which the

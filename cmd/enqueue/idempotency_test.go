@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/roles"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -134,11 +135,11 @@ func TestIdempotencyKeyUnderRoles(t *testing.T) {
 	// the producer's permissions) or, once the worker has taken it, by its
 	// claim.
 	conn := e.conn(t, roles.Producer)
-	p1, err := conn.PublishAsync("order", "q1", queue.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
+	p1, err := conn.PublishAsync("order", "q1", contract.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := conn.PublishAsync("order", "q2", queue.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
+	p2, err := conn.PublishAsync("order", "q2", contract.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -203,11 +204,11 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		return cli.Usagef("--log-level: %v", err)
 	}
 	// Refuse bad input before reaching for the broker.
-	if err := queue.ValidateWorkflow(o.workflow); err != nil {
+	if err := contract.ValidateWorkflow(o.workflow); err != nil {
 		return err
 	}
 	if len(o.args) > 0 && o.file == "" && o.sub != "dlq" {
-		if err := queue.ValidateKey(o.args[0]); err != nil {
+		if err := contract.ValidateKey(o.args[0]); err != nil {
 			return err
 		}
 	}
@@ -239,10 +240,10 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 	case o.file != "":
 		return c.bulk(ctx, conn, o)
 	}
-	return c.publish(ctx, conn, o, queue.Envelope{Event: o.args[1], Data: data})
+	return c.publish(ctx, conn, o, contract.Envelope{Event: o.args[1], Data: data})
 }
 
-func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev queue.Envelope) error {
+func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev contract.Envelope) error {
 	key, id := o.args[0], o.id
 	if id == "" {
 		id = queue.NewJobID()
@@ -251,12 +252,12 @@ func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev qu
 	defer cancel()
 	var (
 		ack queue.PubAck
-		st  queue.Status
+		st  contract.Status
 		err error
 	)
 	if o.wait {
 		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, queue.WithID(id),
-			queue.WithProgress(func(st queue.Status) { c.printStatus(c.stderr, o.json, st) }))
+			queue.WithProgress(func(st contract.Status) { c.printStatus(c.stderr, o.json, st) }))
 	} else {
 		ack, err = conn.Publish(ctx, o.workflow, key, ev, queue.WithID(id))
 	}
@@ -337,7 +338,7 @@ func (c command) status(ctx context.Context, conn *queue.Conn, o options) error 
 	if o.json {
 		return json.NewEncoder(c.stdout).Encode(struct {
 			Key string `json:"key"`
-			queue.StateRecord
+			contract.StateRecord
 		}{key, rec})
 	}
 	data := string(rec.Data)
@@ -375,9 +376,9 @@ func (c command) watch(ctx context.Context, conn *queue.Conn, o options) error {
 		key = o.args[0]
 	}
 	return conn.WatchStatus(ctx, o.workflow, key,
-		func(st queue.Status) { c.printStatus(c.stdout, o.json, st) },
+		func(st contract.Status) { c.printStatus(c.stdout, o.json, st) },
 		queue.WatchReady(func() {
-			fmt.Fprintf(c.stderr, "watching %s (Ctrl-C to stop)\n", queue.StatusSubject(o.workflow, key))
+			fmt.Fprintf(c.stderr, "watching %s (Ctrl-C to stop)\n", contract.StatusSubject(o.workflow, key))
 		}))
 }
 
@@ -390,7 +391,7 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 }
 
 // printStatus writes st as one JSON line or one human line.
-func (c command) printStatus(w io.Writer, asJSON bool, st queue.Status) {
+func (c command) printStatus(w io.Writer, asJSON bool, st contract.Status) {
 	if asJSON {
 		_ = json.NewEncoder(w).Encode(st)
 		return

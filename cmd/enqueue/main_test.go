@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -254,7 +255,7 @@ func TestHelp(t *testing.T) {
 
 // fakeWorker pulls the events and answers each with the statuses reply
 // makes for it.
-func fakeWorker(t *testing.T, conn *queue.Conn, reply func(m *queue.Msg) []queue.Status) {
+func fakeWorker(t *testing.T, conn *queue.Conn, reply func(m *queue.Msg) []contract.Status) {
 	t.Helper()
 	p, err := conn.Pull(context.Background(), queue.PullConfig{Workflow: "order", MaxWait: 100 * time.Millisecond},
 		func(_ context.Context, m *queue.Msg) {
@@ -273,17 +274,17 @@ func fakeWorker(t *testing.T, conn *queue.Conn, reply func(m *queue.Msg) []queue
 
 // retryThen answers with a retry progress status and then a settled one,
 // failed when fail is set.
-func retryThen(fail bool) func(m *queue.Msg) []queue.Status {
-	return func(m *queue.Msg) []queue.Status {
-		progress := queue.Status{Workflow: "order", Key: m.Key, JobID: m.ID, Event: "request_payment",
+func retryThen(fail bool) func(m *queue.Msg) []contract.Status {
+	return func(m *queue.Msg) []contract.Status {
+		progress := contract.Status{Workflow: "order", Key: m.Key, JobID: m.ID, Event: "request_payment",
 			From: "processing", To: "processing", Version: 1, Action: "authorize", Attempt: 1,
-			Error: &queue.StatusError{Code: "retrying", Message: "gateway timeout"}}
+			Error: &contract.StatusError{Code: "retrying", Message: "gateway timeout"}}
 		final := progress
 		final.To, final.Version, final.Settled, final.Attempt, final.Error = "awaiting_payment", 2, true, 2, nil
 		if fail {
-			final.To, final.Error = "failed", &queue.StatusError{Code: "action_failed", Message: "card declined"}
+			final.To, final.Error = "failed", &contract.StatusError{Code: "action_failed", Message: "card declined"}
 		}
-		return []queue.Status{progress, final}
+		return []contract.Status{progress, final}
 	}
 }
 
@@ -305,7 +306,7 @@ func TestWaitFailedJSON(t *testing.T) {
 	url, conn := setup(t, queue.Spec{})
 	fakeWorker(t, conn, retryThen(true))
 	out, errOut, code := runCLI(t, context.Background(), "--nats-url", url, "--wait", "--json", "--id", "job-9", "k1", "request_payment")
-	var st queue.Status
+	var st contract.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 1 {
 		t.Fatalf("code %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}
@@ -381,7 +382,7 @@ func TestWatch(t *testing.T) {
 			}()
 			errOut.waitFor(t, "watching orderly.status.order.")
 			for _, k := range []string{"k2", "k1"} {
-				if err := conn.PublishStatus(&queue.Status{Workflow: "order", Key: k, JobID: "j-" + k, From: "idle", To: "processing", Version: 1}); err != nil {
+				if err := conn.PublishStatus(&contract.Status{Workflow: "order", Key: k, JobID: "j-" + k, From: "idle", To: "processing", Version: 1}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -401,7 +402,7 @@ func TestWatch(t *testing.T) {
 				t.Fatalf("stdout %q", out)
 			}
 			for i, line := range lines {
-				var st queue.Status
+				var st contract.Status
 				if err := json.Unmarshal([]byte(line), &st); err != nil || st.JobID != []string{"j-k2", "j-k1"}[i] {
 					t.Fatalf("line %q: %+v %v", line, st, err)
 				}

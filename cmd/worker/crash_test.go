@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -23,7 +24,7 @@ func publishStarts(t *testing.T, conn *queue.Conn, prefix string, n int) []strin
 	var pending []*queue.PendingPublish
 	for i := range n {
 		key := fmt.Sprintf("%s-%d", prefix, i)
-		p, err := conn.PublishAsync("order", key, queue.Envelope{Event: "start_processing"})
+		p, err := conn.PublishAsync("order", key, contract.Envelope{Event: "start_processing"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +44,7 @@ func publishStarts(t *testing.T, conn *queue.Conn, prefix string, n int) []strin
 func watchInFlight(t *testing.T, conn *queue.Conn) func(n int) {
 	t.Helper()
 	got := make(chan struct{}, 1000)
-	sub, err := conn.SubscribeStatus("order", "", func(s queue.Status) {
+	sub, err := conn.SubscribeStatus("order", "", func(s contract.Status) {
 		if s.Event == "start_processing" && !s.Settled {
 			select {
 			case got <- struct{}{}:
@@ -153,7 +154,7 @@ func TestWorkCutOffByCrashResumes(t *testing.T) {
 	conn := natstest.Conn(t, "nats://"+natsAddr)
 	var mu sync.Mutex
 	finished := map[string]bool{}
-	sub, err := conn.SubscribeStatus("order", "", func(s queue.Status) {
+	sub, err := conn.SubscribeStatus("order", "", func(s contract.Status) {
 		if s.Event == "order_fetched" && s.Settled && s.Error == nil {
 			mu.Lock()
 			finished[s.Key] = true

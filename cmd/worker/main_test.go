@@ -18,9 +18,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
@@ -216,7 +216,7 @@ func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 		for i := 0; ; i++ {
 			key := fmt.Sprintf("sig-%d", i)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err := conn.Publish(ctx, "order", key, queue.Envelope{Event: "start_processing"})
+			_, err := conn.Publish(ctx, "order", key, contract.Envelope{Event: "start_processing"})
 			cancel()
 			if err == nil {
 				acked = append(acked, key)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -46,7 +47,7 @@ func TestForgeryEmbeddedServerEnforcesRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	if _, st, err := prod.PublishAndWait(ctx2, "order", "o1", queue.Envelope{Event: "start_processing"}); err != nil || st.To != "processing" {
+	if _, st, err := prod.PublishAndWait(ctx2, "order", "o1", contract.Envelope{Event: "start_processing"}); err != nil || st.To != "processing" {
 		t.Fatalf("a producer's event: %+v %v", st, err)
 	}
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/examples/review"
 	"github.com/orderly-dev/orderly/queue"
@@ -54,9 +55,9 @@ func Example() {
 		panic(err)
 	}
 
-	send := func(event statemachine.Event, data any) queue.Status {
+	send := func(event statemachine.Event, data any) contract.Status {
 		b, _ := json.Marshal(data)
-		_, st, err := conn.PublishAndWait(ctx, review.Workflow, "doc-1", queue.Envelope{Event: string(event), Data: b})
+		_, st, err := conn.PublishAndWait(ctx, review.Workflow, "doc-1", contract.Envelope{Event: string(event), Data: b})
 		if err != nil {
 			panic(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
@@ -91,14 +92,14 @@ func workflow(kind workKind, name string, work time.Duration) (worker.Workflow, 
 }
 
 // envelope returns the event, its body padded to size bytes.
-func envelope(event string, size int) (queue.Envelope, error) {
+func envelope(event string, size int) (contract.Envelope, error) {
 	fixed := len(`{"event":"","data":{"p":""}}`) + len(event)
 	if size < fixed {
-		return queue.Envelope{}, fmt.Errorf("-size %d: an event body takes at least %d bytes", size, fixed)
+		return contract.Envelope{}, fmt.Errorf("-size %d: an event body takes at least %d bytes", size, fixed)
 	}
-	ev := queue.Envelope{Event: event, Data: json.RawMessage(`{"p":"` + strings.Repeat("x", size-fixed) + `"}`)}
+	ev := contract.Envelope{Event: event, Data: json.RawMessage(`{"p":"` + strings.Repeat("x", size-fixed) + `"}`)}
 	if b, _ := json.Marshal(ev); len(b) != size {
-		return queue.Envelope{}, fmt.Errorf("event body is %d bytes, want %d", len(b), size)
+		return contract.Envelope{}, fmt.Errorf("event body is %d bytes, want %d", len(b), size)
 	}
 	return ev, nil
 }
@@ -203,10 +204,10 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	var (
 		settled, failed atomic.Int64
 		lastNS          atomic.Int64
-		firstErr        atomic.Pointer[queue.StatusError]
+		firstErr        atomic.Pointer[contract.StatusError]
 		done            = make(chan struct{})
 	)
-	sub, err := sconn.SubscribeStatus(run.name, "", func(st queue.Status) {
+	sub, err := sconn.SubscribeStatus(run.name, "", func(st contract.Status) {
 		if !st.Settled {
 			return
 		}
