@@ -64,6 +64,9 @@ const (
 	CodeRetrying = "retrying"
 	// A message stored where no partition delivers it (dead letters only).
 	CodeUndeliverableSubject = "undeliverable_subject"
+	// An event whose key breaks the key rule, published around the
+	// contract's checks (dead letters only).
+	CodeInvalidKey = "invalid_key"
 	// An event whose key's state could not be loaded or committed in time
 	// (dead letters only).
 	CodeMaxDeliveries = "max_deliveries"
@@ -74,6 +77,6 @@ func Codes() []string {
 	return []string{
 		CodeInvalidTransition, CodeGuardRefused, CodeUnknownEvent, CodeInternalEvent,
 		CodeInvalidData, CodeUnknownState, CodeMalformed, CodeTooLarge, CodeIDConflict,
-		CodeDuplicate, CodeActionFailed, CodeRetrying, CodeUndeliverableSubject, CodeMaxDeliveries,
+		CodeDuplicate, CodeActionFailed, CodeRetrying, CodeUndeliverableSubject, CodeInvalidKey, CodeMaxDeliveries,
 	}
 }

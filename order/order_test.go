@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/order"
 	sm "github.com/orderly-dev/orderly/statemachine"
 )
@@ -52,8 +53,8 @@ func (o outcome) String() string { return string(o.to) + o.code }
 // workflow, sent by a client and by the runtime.
 func TestEveryPair(t *testing.T) {
 	const (
-		inv = "invalid_transition"
-		ie  = "internal_event"
+		inv = contract.CodeInvalidTransition
+		ie  = contract.CodeInternalEvent
 	)
 	tests := []struct {
 		from     sm.State
@@ -225,7 +226,7 @@ func TestRejections(t *testing.T) {
 
 	_, err := m.Apply(order.Processing, order.Data{}, sm.Input{Event: order.RequestPayment})
 	var ge *sm.GuardError
-	if !errors.As(err, &ge) || sm.Code(err) != "guard_refused" || !errors.Is(err, order.ErrOrderNotFetched) {
+	if !errors.As(err, &ge) || sm.Code(err) != contract.CodeGuardRefused || !errors.Is(err, order.ErrOrderNotFetched) {
 		t.Errorf("request_payment before the fetch: %v, want guard_refused: order not fetched yet", err)
 	}
 
@@ -242,10 +243,10 @@ func TestRejections(t *testing.T) {
 		}
 	}
 
-	if _, err := m.Apply(order.Idle, order.Data{}, sm.Input{Event: "cancel"}); sm.Code(err) != "unknown_event" {
+	if _, err := m.Apply(order.Idle, order.Data{}, sm.Input{Event: "cancel"}); sm.Code(err) != contract.CodeUnknownEvent {
 		t.Errorf("unknown event: %v", err)
 	}
-	if _, err := m.Apply("shipped", order.Data{}, sm.Input{Event: order.StartProcessing}); sm.Code(err) != "unknown_state" {
+	if _, err := m.Apply("shipped", order.Data{}, sm.Input{Event: order.StartProcessing}); sm.Code(err) != contract.CodeUnknownState {
 		t.Errorf("unknown state: %v", err)
 	}
 }

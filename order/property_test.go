@@ -7,6 +7,7 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/order"
 	sm "github.com/orderly-dev/orderly/statemachine"
 )
@@ -17,9 +18,9 @@ func model(s sm.State, d order.Data, in sm.Input) (sm.State, order.Data, string)
 	client := in.Event == order.StartProcessing || in.Event == order.RequestPayment || in.Event == order.ConfirmPayment
 	switch {
 	case !client && !isInternal(in.Event):
-		return s, d, "unknown_event"
+		return s, d, contract.CodeUnknownEvent
 	case in.Source == sm.SourceClient && !client:
-		return s, d, "internal_event"
+		return s, d, contract.CodeInternalEvent
 	}
 	fail := func(reason string) (sm.State, order.Data, string) {
 		var f struct{ Error string }
@@ -35,7 +36,7 @@ func model(s sm.State, d order.Data, in sm.Input) (sm.State, order.Data, string)
 	case s == order.Processing && in.Event == order.OrderFetched:
 		var o order.Details
 		if json.Unmarshal(in.Data, &o) != nil || o.ID == "" {
-			return s, d, "invalid_data"
+			return s, d, contract.CodeInvalidData
 		}
 		d.Order = &o
 		return s, d, ""
@@ -43,7 +44,7 @@ func model(s sm.State, d order.Data, in sm.Input) (sm.State, order.Data, string)
 		return fail("fetch failed")
 	case s == order.Processing && in.Event == order.RequestPayment:
 		if d.Order == nil {
-			return s, d, "guard_refused"
+			return s, d, contract.CodeGuardRefused
 		}
 		return s, d, ""
 	case s == order.Processing && in.Event == order.PaymentAuthorized:
@@ -51,7 +52,7 @@ func model(s sm.State, d order.Data, in sm.Input) (sm.State, order.Data, string)
 			PaymentRef string `json:"payment_ref"`
 		}
 		if json.Unmarshal(in.Data, &a) != nil || a.PaymentRef == "" {
-			return s, d, "invalid_data"
+			return s, d, contract.CodeInvalidData
 		}
 		d.PaymentRef = a.PaymentRef
 		return order.AwaitingPayment, d, ""
@@ -66,7 +67,7 @@ func model(s sm.State, d order.Data, in sm.Input) (sm.State, order.Data, string)
 	case s == order.AwaitingPayment && in.Event == order.PaymentTimeout:
 		return fail("payment timed out")
 	}
-	return s, d, "invalid_transition"
+	return s, d, contract.CodeInvalidTransition
 }
 
 // acceptedIn lists well-formed inputs the model accepts in state s.
@@ -174,7 +175,7 @@ func FuzzApplyEnvelope(f *testing.F) {
 		}
 	}
 	m := order.New(order.Config{})
-	codes := map[string]bool{"invalid_transition": true, "guard_refused": true, "unknown_event": true, "internal_event": true, "invalid_data": true}
+	codes := map[string]bool{contract.CodeInvalidTransition: true, contract.CodeGuardRefused: true, contract.CodeUnknownEvent: true, contract.CodeInternalEvent: true, contract.CodeInvalidData: true}
 	f.Fuzz(func(t *testing.T, body []byte, src uint8) {
 		var env struct {
 			Event string          `json:"event"`

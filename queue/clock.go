@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Message-schedule headers of JetStream, as Schedule sets them.
@@ -33,10 +34,10 @@ const (
 // back: each move is a compare-and-set on the timer's subject. Production
 // code has no use for it; orderlytest.Harness.Advance calls it.
 func (c *Conn) FireDueTimers(ctx context.Context, workflow string, now time.Time) (int, error) {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return 0, err
 	}
-	s, err := c.js.Stream(ctx, timersStreamName(workflow))
+	s, err := c.js.Stream(ctx, contract.TimersStream(workflow))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, ErrNotProvisioned)
 	}
@@ -83,7 +84,7 @@ func (c *Conn) fireIfDue(ctx context.Context, s jetstream.Stream, subj string, n
 		}
 		r := nats.NewMsg(subj)
 		r.Data = m.Data
-		for _, h := range []string{headerScheduleTarget, HeaderTimerKind, HeaderTimerVisit} {
+		for _, h := range []string{headerScheduleTarget, contract.HeaderTimerKind, contract.HeaderTimerVisit} {
 			if v := m.Header.Get(h); v != "" {
 				r.Header.Set(h, v)
 			}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -16,10 +17,10 @@ func TestFireDueTimersFiresOnlyDueTimersWithinSeconds(t *testing.T) {
 	now := time.Now()
 	// A test clock two hours ahead: the first timer is due by it, the
 	// second is not.
-	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, now.Add(time.Hour), queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, now.Add(time.Hour), contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Schedule(ctx, "order", "k2", "timeout", 1, now.Add(3*time.Hour), queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k2", "timeout", 1, now.Add(3*time.Hour), contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := c.FireDueTimers(ctx, "order", now); err != nil || n != 0 {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsonx"
 )
 
@@ -14,7 +15,7 @@ import (
 // the same; the fuzz tests check it.
 
 // marshalEnvelope is json.Marshal(ev).
-func marshalEnvelope(ev *Envelope) ([]byte, error) {
+func marshalEnvelope(ev *contract.Envelope) ([]byte, error) {
 	b := make([]byte, 0, len(`{"event":"","data":}`)+len(ev.Event)+len(ev.Data))
 	b = append(b, `{"event":`...)
 	b = jsonx.AppendString(b, ev.Event)
@@ -28,7 +29,7 @@ func marshalEnvelope(ev *Envelope) ([]byte, error) {
 }
 
 // marshalStatus is json.Marshal(st).
-func marshalStatus(st *Status) ([]byte, error) {
+func marshalStatus(st *contract.Status) ([]byte, error) {
 	b := make([]byte, 0, 256) // a typical status takes about 200 bytes
 	b = append(b, `{"workflow":`...)
 	b = jsonx.AppendString(b, st.Workflow)
@@ -70,18 +71,18 @@ func marshalStatus(st *Status) ([]byte, error) {
 }
 
 // unmarshalStatus is json.Unmarshal(data, st) for a zero st.
-func unmarshalStatus(data []byte, st *Status) error {
+func unmarshalStatus(data []byte, st *contract.Status) error {
 	return jsonx.Unmarshal(data, st, decodeStatus)
 }
 
 // decodeStatus decodes a status as marshalStatus writes it (whitespace
 // aside); ok is false for anything else.
-func decodeStatus(data []byte) (_ Status, ok bool) {
+func decodeStatus(data []byte) (_ contract.Status, ok bool) {
 	d := jsonx.NewDecoder(data)
 	d.ShareStrings() // a status is short-lived: one allocation for its six strings and more
 	d.Open()
 	// Go calls the methods in the literal in order, left to right.
-	st := Status{
+	st := contract.Status{
 		Workflow: d.Key("workflow").String(),
 		Key:      d.Key("key").String(),
 		JobID:    d.Key("job_id").String(),
@@ -94,7 +95,7 @@ func decodeStatus(data []byte) (_ Status, ok bool) {
 	}
 	if d.Has("error") {
 		d.Key("error").Open()
-		st.Error = &StatusError{Code: d.Key("code").String(), Message: d.Key("message").String()}
+		st.Error = &contract.StatusError{Code: d.Key("code").String(), Message: d.Key("message").String()}
 		d.Close()
 	}
 	if d.Has("action") {

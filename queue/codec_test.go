@@ -6,12 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // The hand-written codecs against encoding/json: same bytes out, same values
 // and errors in.
 
-func checkMarshalEnvelope(t *testing.T, ev Envelope) {
+func checkMarshalEnvelope(t *testing.T, ev contract.Envelope) {
 	t.Helper()
 	want, wantErr := json.Marshal(ev)
 	got, err := marshalEnvelope(&ev)
@@ -21,7 +23,7 @@ func checkMarshalEnvelope(t *testing.T, ev Envelope) {
 }
 
 func TestMarshalEnvelope(t *testing.T) {
-	for _, ev := range []Envelope{
+	for _, ev := range []contract.Envelope{
 		{}, {Event: "ping"}, {Event: "ping", Data: json.RawMessage{}}, {Event: "ping", Data: json.RawMessage(`null`)},
 		{Event: "ping", Data: json.RawMessage(envelopeData)},
 		{Event: "a<b>&\"\\\n\x00é\u2028\xff", Data: json.RawMessage(`{"k":[1,2,{"x":"y"}]}`)},
@@ -47,12 +49,12 @@ func FuzzMarshalEnvelope(f *testing.F) {
 		if nilData {
 			data = nil
 		}
-		checkMarshalEnvelope(t, Envelope{Event: event, Data: data})
+		checkMarshalEnvelope(t, contract.Envelope{Event: event, Data: data})
 	})
 }
 
-func typicalStatus() Status {
-	return Status{
+func typicalStatus() contract.Status {
+	return contract.Status{
 		Workflow: "order", Key: "order-12345", JobID: "Pq3x5Wd8e9CB1V2nFzHkLm", Event: "start_processing",
 		From: "idle", To: "processing", Version: 7, At: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Settled: true,
@@ -62,7 +64,7 @@ func typicalStatus() Status {
 // checkStatus checks marshalStatus against encoding/json, and that what it
 // writes decodes back as encoding/json decodes it, without encoding/json
 // when nothing needed escaping.
-func checkStatus(t *testing.T, st Status) {
+func checkStatus(t *testing.T, st contract.Status) {
 	t.Helper()
 	want, wantErr := json.Marshal(&st)
 	got, err := marshalStatus(&st)
@@ -81,33 +83,33 @@ func checkStatus(t *testing.T, st Status) {
 func TestStatusCodec(t *testing.T) {
 	st := typicalStatus()
 	checkStatus(t, st)
-	st.Error = &StatusError{Code: "invalid_transition", Message: `"ship" is not allowed in state "idle"`}
+	st.Error = &contract.StatusError{Code: "invalid_transition", Message: `"ship" is not allowed in state "idle"`}
 	st.Action, st.Attempt = "charge", 3
 	checkStatus(t, st)
-	st.Error, st.Attempt = &StatusError{}, -1
+	st.Error, st.Attempt = &contract.StatusError{}, -1
 	checkStatus(t, st)
 	st.At = time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("", -5*3600))
 	checkStatus(t, st)
 	st.At = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // Marshal fails
 	checkStatus(t, st)
-	checkStatus(t, Status{Workflow: "<é>", Key: "\u2028", Event: "\xff", Version: 1<<64 - 1, Attempt: -1 << 63})
+	checkStatus(t, contract.Status{Workflow: "<é>", Key: "\u2028", Event: "\xff", Version: 1<<64 - 1, Attempt: -1 << 63})
 }
 
 func FuzzMarshalStatus(f *testing.F) {
 	f.Add("order", "order-12345", "job", "start", "idle", "processing", uint64(7), int64(1e9), int64(123456789), 0, true, false, "", "", "", 0)
 	f.Add("", "", "", "", "", "", uint64(0), int64(-62135596800), int64(0), 0, false, true, "", "", "", 0)
 	f.Add("<&>", "\u2028", "\xff", "\"\\", "\n\t\x01", "é", uint64(1<<64-1), int64(1e9), int64(1), 3600, false, true,
-		"guard_refused", "no \"way\"", "charge", -1)
+		contract.CodeGuardRefused, "no \"way\"", "charge", -1)
 	f.Add("w", "k", "j", "e", "f", "t", uint64(1), int64(253402300800), int64(0), 0, true, false, "", "", "", 1) // year 10000
 	f.Add("w", "k", "j", "e", "f", "t", uint64(1), int64(1e9), int64(0), 86400, true, false, "", "", "", 1)      // 24h offset
 	f.Fuzz(func(t *testing.T, workflow, key, jobID, event, from, to string, version uint64, sec, nsec int64, offset int,
 		settled, hasErr bool, code, message, action string, attempt int) {
-		st := Status{
+		st := contract.Status{
 			Workflow: workflow, Key: key, JobID: jobID, Event: event, From: from, To: to, Version: version,
 			At: time.Unix(sec, nsec).In(time.FixedZone("", offset)), Settled: settled, Action: action, Attempt: attempt,
 		}
 		if hasErr {
-			st.Error = &StatusError{Code: code, Message: message}
+			st.Error = &contract.StatusError{Code: code, Message: message}
 		}
 		checkStatus(t, st)
 	})
@@ -115,7 +117,7 @@ func FuzzMarshalStatus(f *testing.F) {
 
 func checkUnmarshalStatus(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got Status
+	var want, got contract.Status
 	wantErr := json.Unmarshal(data, &want)
 	err := unmarshalStatus(data, &got)
 	if (err == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Msg is one delivered event. Exactly one of Ack, Nak, Term must be called
@@ -172,11 +173,11 @@ type Puller struct {
 // or until ctx ends.
 func (c *Conn) Pull(ctx context.Context, cfg PullConfig, h Handler) (*Puller, error) {
 	cfg = cfg.withDefaults()
-	cons, err := c.js.Consumer(ctx, streamName(cfg.Workflow), consumerName(cfg.Workflow, cfg.Partition))
+	cons, err := c.js.Consumer(ctx, contract.EventsStream(cfg.Workflow), consumerName(cfg.Workflow, cfg.Partition))
 	if err != nil {
 		return nil, fmt.Errorf("queue: consumer of %s partition %d: %w", cfg.Workflow, cfg.Partition, err)
 	}
-	stream, err := c.js.Stream(ctx, streamName(cfg.Workflow))
+	stream, err := c.js.Stream(ctx, contract.EventsStream(cfg.Workflow))
 	if err != nil {
 		return nil, fmt.Errorf("queue: stream of %s: %w", cfg.Workflow, err)
 	}
@@ -389,9 +390,9 @@ var errAbandoned = errors.New("queue: pull request abandoned")
 
 func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 	m := &Msg{
-		Key:       keyFromSubject(raw.Subject()),
+		Key:       contract.KeyOfSubject(raw.Subject()),
 		Partition: p.cfg.Partition,
-		ID:        raw.Headers().Get(HeaderMsgID),
+		ID:        raw.Headers().Get(contract.HeaderJobID),
 		Data:      raw.Data(),
 		raw:       raw,
 		release:   p.releaseHeld,
@@ -414,7 +415,7 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 func (p *Puller) rewindConsumer(ctx context.Context) bool {
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		if p.held.Load() == 0 {
-			err := p.conn.resetConsumer(ctx, streamName(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
+			err := p.conn.resetConsumer(ctx, contract.EventsStream(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
 			if err == nil {
 				p.rewind, p.delivered, p.counted = false, 0, true
 				return true

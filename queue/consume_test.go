@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -14,7 +15,7 @@ func TestPullerNeverHoldsMoreThanItsRoom(t *testing.T) {
 	c, p := setup(t, queue.Spec{Partitions: 1})
 	ctx := context.Background()
 	for range 100 {
-		if _, err := c.PublishAsync("order", "k", queue.Envelope{Event: "e"}); err != nil {
+		if _, err := c.PublishAsync("order", "k", contract.Envelope{Event: "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,7 +87,7 @@ func TestPullerHardStop(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{Partitions: 1})
 	ctx := context.Background()
-	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"}); err != nil {
+	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
 		t.Fatal(err)
 	}
 	entered := make(chan struct{})

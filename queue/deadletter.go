@@ -10,26 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
-
-// Headers a dead letter carries besides the original message's own.
-const (
-	// HeaderDLQReason says why the message was dead-lettered, e.g.
-	// "malformed: ...", "unknown_event: ...", "max_deliveries: 10".
-	HeaderDLQReason = "Orderly-Dlq-Reason"
-	// HeaderDLQSubject is the subject the original was stored under.
-	HeaderDLQSubject = "Orderly-Dlq-Subject"
-	// HeaderDLQSequence is the original's sequence in the events stream.
-	HeaderDLQSequence = "Orderly-Dlq-Sequence"
-	// HeaderDLQDelivered is how many times the original was delivered.
-	HeaderDLQDelivered = "Orderly-Dlq-Delivered"
-	// HeaderDLQAt is when the message was dead-lettered (RFC 3339).
-	HeaderDLQAt = "Orderly-Dlq-At"
-	// HeaderDLQJobID is the original's job id (its Nats-Msg-Id). The copy's
-	// own Nats-Msg-Id is the original's stream sequence and job id, so that
-	// dead-lettering one event twice (say, its Term was lost) stores it once,
-	// while two events that share a job id are both kept.
-	HeaderDLQJobID = "Orderly-Dlq-Job-Id"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 const dlqHeaderPrefix = "orderly-dlq-"
@@ -71,10 +52,10 @@ type DeadLetterEntry struct {
 // job id is kept as HeaderDLQJobID. m.Key is used as it is, even if it breaks
 // the key rule: it came from a subject, so it is a valid subject token.
 func (c *Conn) DeadLetter(ctx context.Context, workflow string, m *Msg, reason string) error {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return err
 	}
-	subject, orig := EventSubject(workflow, m.Key), nats.Header(nil)
+	subject, orig := contract.EventSubject(workflow, m.Key), nats.Header(nil)
 	if m.raw != nil { // nil for a Msg not from a Puller
 		subject, orig = m.raw.Subject(), m.raw.Headers()
 	}
@@ -85,20 +66,23 @@ func (c *Conn) DeadLetter(ctx context.Context, workflow string, m *Msg, reason s
 // deadLetterMsg is the dead-letter copy of the event stored as seq under
 // subject, for key: see DeadLetter.
 func deadLetterMsg(workflow, key, subject string, orig nats.Header, data []byte, id string, seq, delivered uint64, reason string) *nats.Msg {
-	msg := nats.NewMsg(DeadLetterSubject(workflow, key))
+	msg := nats.NewMsg(contract.DeadLetterSubject(workflow, key))
 	msg.Data = data
 	copyHeaders(msg.Header, orig)
 	if id != "" {
-		msg.Header.Set(HeaderDLQJobID, id)
+		msg.Header.Set(contract.HeaderDLQJobID, id)
 	}
 	if seq != 0 {
-		msg.Header.Set(HeaderMsgID, strconv.FormatUint(seq, 10)+"."+id)
+		// The copy's own job id is the original's sequence and job id, so
+		// that dead-lettering one event twice (say, its Term was lost) stores
+		// it once, while two events that share a job id are both kept.
+		msg.Header.Set(contract.HeaderJobID, strconv.FormatUint(seq, 10)+"."+id)
 	}
-	msg.Header.Set(HeaderDLQReason, headerValue(reason))
-	msg.Header.Set(HeaderDLQSubject, subject)
-	msg.Header.Set(HeaderDLQSequence, strconv.FormatUint(seq, 10))
-	msg.Header.Set(HeaderDLQDelivered, strconv.FormatUint(delivered, 10))
-	msg.Header.Set(HeaderDLQAt, time.Now().UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(contract.HeaderDLQReason, headerValue(reason))
+	msg.Header.Set(contract.HeaderDLQSubject, subject)
+	msg.Header.Set(contract.HeaderDLQSequence, strconv.FormatUint(seq, 10))
+	msg.Header.Set(contract.HeaderDLQDelivered, strconv.FormatUint(delivered, 10))
+	msg.Header.Set(contract.HeaderDLQAt, time.Now().UTC().Format(time.RFC3339Nano))
 	return msg
 }
 
@@ -159,7 +143,7 @@ func (c *Conn) DeadLetters(ctx context.Context, workflow string, limit int) ([]D
 // first, until f returns false.
 func eachDeadLetter(ctx context.Context, s jetstream.Stream, workflow string, f func(DeadLetterEntry) bool) error {
 	state := s.CachedInfo().State
-	filter := jetstream.WithGetMsgSubject(DeadLetterSubject(workflow, "*"))
+	filter := jetstream.WithGetMsgSubject(contract.DeadLetterSubject(workflow, "*"))
 	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; {
 		raw, err := s.GetMsg(ctx, seq, filter)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -177,10 +161,10 @@ func eachDeadLetter(ctx context.Context, s jetstream.Stream, workflow string, f 
 }
 
 func (c *Conn) dlqStream(ctx context.Context, workflow string) (jetstream.Stream, error) {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return nil, err
 	}
-	s, err := c.js.Stream(ctx, dlqStreamName(workflow))
+	s, err := c.js.Stream(ctx, contract.DeadLetterStream(workflow))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("queue: dead letters of %s: %w", workflow, ErrNotProvisioned)
 	}
@@ -195,22 +179,22 @@ func entryOf(workflow string, raw *jetstream.RawStreamMsg) DeadLetterEntry {
 	e := DeadLetterEntry{
 		Sequence: raw.Sequence,
 		Workflow: workflow,
-		Key:      keyFromSubject(raw.Subject),
-		JobID:    h.Get(HeaderDLQJobID),
-		Reason:   h.Get(HeaderDLQReason),
-		Subject:  h.Get(HeaderDLQSubject),
+		Key:      contract.KeyOfSubject(raw.Subject),
+		JobID:    h.Get(contract.HeaderDLQJobID),
+		Reason:   h.Get(contract.HeaderDLQReason),
+		Subject:  h.Get(contract.HeaderDLQSubject),
 		Data:     raw.Data,
 		Headers:  nats.Header{},
 		At:       raw.Time,
 	}
 	copyHeaders(e.Headers, h)
 	if e.JobID != "" {
-		e.Headers[HeaderMsgID] = []string{e.JobID}
+		e.Headers[contract.HeaderJobID] = []string{e.JobID}
 	}
-	if at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderDLQAt)); err == nil {
+	if at, err := time.Parse(time.RFC3339Nano, h.Get(contract.HeaderDLQAt)); err == nil {
 		e.At = at
 	}
-	e.Delivered, _ = strconv.ParseUint(h.Get(HeaderDLQDelivered), 10, 64)
+	e.Delivered, _ = strconv.ParseUint(h.Get(contract.HeaderDLQDelivered), 10, 64)
 	return e
 }
 
@@ -239,17 +223,17 @@ func (c *Conn) Replay(ctx context.Context, workflow string, seq uint64) (PubAck,
 
 func (c *Conn) replay(ctx context.Context, s jetstream.Stream, e DeadLetterEntry) (PubAck, error) {
 	workflow, seq := e.Workflow, e.Sequence
-	if err := ValidateKey(e.Key); err != nil {
+	if err := contract.ValidateKey(e.Key); err != nil {
 		return PubAck{}, fmt.Errorf("queue: replay %s dead letter %d: %w", workflow, seq, err)
 	}
 	id := "replay." + strconv.FormatUint(seq, 10)
 	if e.JobID != "" {
 		id = e.JobID + "." + id
 	}
-	msg := nats.NewMsg(EventSubject(workflow, e.Key))
+	msg := nats.NewMsg(contract.EventSubject(workflow, e.Key))
 	msg.Data = e.Data
 	copyHeaders(msg.Header, e.Headers)
-	msg.Header.Set(HeaderMsgID, id)
+	msg.Header.Set(contract.HeaderJobID, id)
 	ack, err := c.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return PubAck{}, fmt.Errorf("queue: replay %s dead letter %d: %w", workflow, seq, publishError(msg.Subject, err))

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -111,7 +112,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	c, js := dlqSetup(t)
 	ctx := context.Background()
 	body := []byte(`{"event":"start_processing",`)
-	msg := nats.NewMsg(queue.EventSubject("order", "k1"))
+	msg := nats.NewMsg(contract.EventSubject("order", "k1"))
 	msg.Data = body
 	msg.Header.Set("Nats-Msg-Id", "job-1")
 	msg.Header.Set("X-Trace", "abc")
@@ -129,7 +130,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Term("malformed"); err != nil {
+	if err := m.Term(contract.CodeMalformed); err != nil {
 		t.Fatal(err)
 	}
 	waitPending(t, c, 0)
@@ -185,7 +186,7 @@ func TestReplayAll(t *testing.T) {
 	ctx := context.Background()
 	// A key that breaks the rule reaches the stream over plain NATS.
 	for _, key := range []string{"k1", "k2", "bad:key", "k3"} {
-		if err := c.PublishRaw(queue.EventSubject("order", key), []byte(`{"event":"nope"}`)); err != nil {
+		if err := c.PublishRaw(contract.EventSubject("order", key), []byte(`{"event":"nope"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -196,7 +197,7 @@ func TestReplayAll(t *testing.T) {
 		t.Fatalf("first two: %+v, %v", es, err)
 	}
 	n, err := c.ReplayAll(ctx, "order")
-	if n != 3 || !errors.Is(err, queue.ErrInvalidKey) {
+	if n != 3 || !errors.Is(err, contract.ErrInvalidKey) {
 		t.Fatalf("replayed %d, err %v; want 3 and an invalid key", n, err)
 	}
 	waitPending(t, c, 3)
@@ -204,7 +205,7 @@ func TestReplayAll(t *testing.T) {
 	if len(es) != 1 || es[0].Key != "bad:key" {
 		t.Fatalf("left %+v, want the bad key", es)
 	}
-	if _, err := c.Replay(ctx, "order", es[0].Sequence); !errors.Is(err, queue.ErrInvalidKey) {
+	if _, err := c.Replay(ctx, "order", es[0].Sequence); !errors.Is(err, contract.ErrInvalidKey) {
 		t.Fatalf("replay of a bad key: %v", err)
 	}
 	for _, m := range pullN(t, c, 3) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -34,7 +35,7 @@ func BenchmarkEnvelopeDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(c.body)))
 			for b.Loop() {
-				var env queue.Envelope
+				var env contract.Envelope
 				if err := json.Unmarshal(c.body, &env); err != nil || env.Event != "ping" {
 					b.Fatal(err)
 				}
@@ -45,7 +46,7 @@ func BenchmarkEnvelopeDecode(b *testing.B) {
 
 // BenchmarkEnvelopeEncode encodes an event as Publish does.
 func BenchmarkEnvelopeEncode(b *testing.B) {
-	var env queue.Envelope
+	var env contract.Envelope
 	if err := json.Unmarshal(envelopeBody, &env); err != nil {
 		b.Fatal(err)
 	}
@@ -57,8 +58,8 @@ func BenchmarkEnvelopeEncode(b *testing.B) {
 	}
 }
 
-func typicalStatus() *queue.Status {
-	return &queue.Status{
+func typicalStatus() *contract.Status {
+	return &contract.Status{
 		Workflow: "order", Key: "order-12345", JobID: "Pq3x5Wd8e9CB1V2nFzHkLm", Event: "start_processing",
 		From: "idle", To: "processing", Version: 7, At: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Settled: true,
@@ -87,7 +88,7 @@ func BenchmarkStatusDecode(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		var st queue.Status
+		var st contract.Status
 		if err := queue.UnmarshalStatus(body, &st); err != nil {
 			b.Fatal(err)
 		}
@@ -98,7 +99,7 @@ func BenchmarkStatusDecode(b *testing.B) {
 func BenchmarkValidateKey(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := queue.ValidateKey("order-12345"); err != nil {
+		if err := contract.ValidateKey("order-12345"); err != nil {
 			b.Fatal(err)
 		}
 	}

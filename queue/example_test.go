@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
@@ -79,8 +80,8 @@ func runCounter() (*queue.Conn, func()) {
 	}
 }
 
-func add(n int) queue.Envelope {
-	return queue.Envelope{Event: "add", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+func add(n int) contract.Envelope {
+	return contract.Envelope{Event: "add", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
 }
 
 // Publish an event and wait for the worker to settle it: the producer's
@@ -147,8 +148,8 @@ func ExampleConn_SubscribeStatus() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	statuses := make(chan queue.Status, 8)
-	sub, err := conn.SubscribeStatus("counter", "", func(st queue.Status) { statuses <- st })
+	statuses := make(chan contract.Status, 8)
+	sub, err := conn.SubscribeStatus("counter", "", func(st contract.Status) { statuses <- st })
 	if err != nil {
 		panic(err)
 	}

@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"fmt"
+
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Info describes a workflow's queue as JetStream sees it.
@@ -17,7 +19,7 @@ type Info struct {
 
 // Info reads the state of the workflow's events stream.
 func (c *Conn) Info(ctx context.Context, workflow string) (Info, error) {
-	s, err := c.js.Stream(ctx, streamName(workflow))
+	s, err := c.js.Stream(ctx, contract.EventsStream(workflow))
 	if err != nil {
 		return Info{}, fmt.Errorf("queue: stream of %s: %w", workflow, err)
 	}

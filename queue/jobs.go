@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsonx"
 )
 
@@ -110,8 +111,6 @@ func (e *IDConflictError) Error() string {
 // Unwrap makes errors.Is(err, ErrIDConflict) true.
 func (e *IDConflictError) Unwrap() error { return ErrIDConflict }
 
-func jobsBucketName(workflow string) string { return "orderly_jobs_" + workflow }
-
 // jobKey is the bucket key of a job id: the id itself when it is a safe KV
 // key of up to 128 characters of A-Z a-z 0-9 - _, or else "=" and the
 // unpadded base64url SHA-256 of the id. The two forms cannot collide: "="
@@ -154,7 +153,7 @@ const jobTimeout = 5 * time.Second
 // when; ErrNoJob if none holds it (the workflow may also be one no worker
 // with job claims has provisioned).
 func (c *Conn) Job(ctx context.Context, workflow, id string) (Job, error) {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return Job{}, err
 	}
 	return getJob(ctx, c.nc, workflow, id)
@@ -173,7 +172,7 @@ func getJob(ctx context.Context, nc *nats.Conn, workflow, id string) (Job, error
 }
 
 func jobGetSubject(workflow, id string) string {
-	bucket := jobsBucketName(workflow)
+	bucket := contract.JobsBucket(workflow)
 	return "$JS.API.DIRECT.GET.KV_" + bucket + ".$KV." + bucket + "." + jobKey(id)
 }
 
@@ -258,17 +257,17 @@ type Jobs struct {
 
 // Jobs opens the job bucket of a provisioned workflow.
 func (c *Conn) Jobs(ctx context.Context, workflow string) (*Jobs, error) {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return nil, err
 	}
-	_, err := c.js.KeyValue(ctx, jobsBucketName(workflow))
+	_, err := c.js.KeyValue(ctx, contract.JobsBucket(workflow))
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("queue: jobs of %s: %w", workflow, ErrNotProvisioned)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("queue: job bucket of %s: %w", workflow, err)
 	}
-	return &Jobs{nc: c.nc, mux: &c.mux, workflow: workflow, prefix: "$KV." + jobsBucketName(workflow) + "."}, nil
+	return &Jobs{nc: c.nc, mux: &c.mux, workflow: workflow, prefix: "$KV." + contract.JobsBucket(workflow) + "."}, nil
 }
 
 // Claim claims each job id of jobs (ID, Key, Event, Sequence and At set) for
@@ -400,9 +399,9 @@ func (c *Conn) originalOf(ctx context.Context, workflow, key, event, id string, 
 	subject, body, at, err := c.storedEvent(ctx, workflow, seq)
 	switch {
 	case err == nil:
-		var env Envelope
+		var env contract.Envelope
 		_ = json.Unmarshal(body, &env) // a malformed original has no event name
-		held := Job{ID: id, Key: keyFromSubject(subject), Event: env.Event, At: at}
+		held := Job{ID: id, Key: contract.KeyOfSubject(subject), Event: env.Event, At: at}
 		if held.Key != key || held.Event != event {
 			return PubAck{}, &IDConflictError{ID: id, Held: held, Key: key, Event: event}
 		}
@@ -460,7 +459,7 @@ func (p *PendingPublish) checkHeld(ctx context.Context, seq uint64) (PubAck, err
 // jobsBucketConfig: one claim per job id, expiring after the dedupe window.
 func jobsBucketConfig(s Spec) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket:      jobsBucketName(s.Workflow),
+		Bucket:      contract.JobsBucket(s.Workflow),
 		Description: "Orderly job ids of workflow " + s.Workflow,
 		History:     1,
 		TTL:         s.DedupeWindow,
@@ -477,7 +476,7 @@ func (c *Conn) storedEvent(ctx context.Context, workflow string, seq uint64) (su
 		ctx, cancel = context.WithTimeout(ctx, jobTimeout)
 		defer cancel()
 	}
-	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+streamName(workflow), []byte(`{"seq":`+strconv.FormatUint(seq, 10)+`}`))
+	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+contract.EventsStream(workflow), []byte(`{"seq":`+strconv.FormatUint(seq, 10)+`}`))
 	if err != nil {
 		return "", nil, time.Time{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -29,7 +30,7 @@ func BenchmarkPublishAsyncJobID(b *testing.B) {
 			if _, err := conn.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 1, QueueLimit: 10_000_000}); err != nil {
 				b.Fatal(err)
 			}
-			ev := queue.Envelope{Event: "ping", Data: envelopeBody}
+			ev := contract.Envelope{Event: "ping", Data: envelopeBody}
 			window := make(chan *queue.PendingPublish, 1024)
 			wait := func(p *queue.PendingPublish) {
 				if _, err := p.Wait(ctx); err != nil {

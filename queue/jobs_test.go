@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -27,10 +28,10 @@ func TestIdempotencyKeyValidation(t *testing.T) {
 	}
 	c, _ := setup(t, queue.Spec{Partitions: 1})
 	ctx := context.Background()
-	if _, err := c.Publish(ctx, "order", "k1", queue.Envelope{Event: "e"}, queue.WithID("bad\r\nid")); !errors.Is(err, queue.ErrInvalidJobID) {
+	if _, err := c.Publish(ctx, "order", "k1", contract.Envelope{Event: "e"}, queue.WithID("bad\r\nid")); !errors.Is(err, queue.ErrInvalidJobID) {
 		t.Fatalf("publish with a bad id: %v", err)
 	}
-	if _, err := c.PublishAsync("order", "k1", queue.Envelope{Event: "e"}, queue.WithID("bad\r\nid")); !errors.Is(err, queue.ErrInvalidJobID) {
+	if _, err := c.PublishAsync("order", "k1", contract.Envelope{Event: "e"}, queue.WithID("bad\r\nid")); !errors.Is(err, queue.ErrInvalidJobID) {
 		t.Fatalf("async publish with a bad id: %v", err)
 	}
 	if info, err := c.Info(ctx, "order"); err != nil || info.Pending != 0 {
@@ -45,7 +46,7 @@ func TestIdempotencyKeyConflictWhileQueued(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{Partitions: 1})
 	ctx := context.Background()
-	start := queue.Envelope{Event: "start_processing"}
+	start := contract.Envelope{Event: "start_processing"}
 	first, err := c.Publish(ctx, "order", "k1", start, queue.WithID("job-x"))
 	if err != nil || first.Duplicate {
 		t.Fatalf("first: %+v %v", first, err)
@@ -55,7 +56,7 @@ func TestIdempotencyKeyConflictWhileQueued(t *testing.T) {
 		t.Fatalf("same key and event: %+v %v, want a duplicate of sequence %d, queued", dup, err, first.Sequence)
 	}
 	for _, tc := range []struct{ key, event string }{{"k2", "start_processing"}, {"k1", "confirm_payment"}} {
-		_, err := c.Publish(ctx, "order", tc.key, queue.Envelope{Event: tc.event}, queue.WithID("job-x"))
+		_, err := c.Publish(ctx, "order", tc.key, contract.Envelope{Event: tc.event}, queue.WithID("job-x"))
 		var conflict *queue.IDConflictError
 		if !errors.Is(err, queue.ErrIDConflict) || !errors.As(err, &conflict) || conflict.Held.Key != "k1" || conflict.Held.Event != "start_processing" {
 			t.Fatalf("%s %s: %v, want a conflict with k1", tc.key, tc.event, err)
@@ -63,7 +64,7 @@ func TestIdempotencyKeyConflictWhileQueued(t *testing.T) {
 		if !strings.Contains(err.Error(), "held by key k1 (event start_processing)") {
 			t.Fatalf("message %q does not name the key", err)
 		}
-		p, err := c.PublishAsync("order", tc.key, queue.Envelope{Event: tc.event}, queue.WithID("job-x"))
+		p, err := c.PublishAsync("order", tc.key, contract.Envelope{Event: tc.event}, queue.WithID("job-x"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +115,7 @@ func TestIdempotencyKeyClaims(t *testing.T) {
 	}
 
 	// Producers: refused or told of the duplicate before anything is stored.
-	start := queue.Envelope{Event: "start_processing"}
+	start := contract.Envelope{Event: "start_processing"}
 	dup, err := c.Publish(ctx, "order", "k1", start, queue.WithID("job-x"))
 	if err != nil || !dup.Duplicate || !dup.Taken || dup.Key != "k1" || dup.Sequence != 7 || !dup.At.Equal(at) {
 		t.Fatalf("duplicate: %+v %v", dup, err)

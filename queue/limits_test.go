@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -82,7 +83,7 @@ func TestDeadLettersFullRefusesAndKeepsTheOld(t *testing.T) {
 		body[i] = 'x'
 	}
 	for range 20 {
-		if err := c.PublishRaw(queue.EventSubject("order", "k"), body); err != nil {
+		if err := c.PublishRaw(contract.EventSubject("order", "k"), body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,7 +96,7 @@ func TestDeadLettersFullRefusesAndKeepsTheOld(t *testing.T) {
 		}
 		if refused = c.DeadLetter(ctx, "order", m, "malformed: test"); refused == nil {
 			stored++
-			_ = m.Term("malformed")
+			_ = m.Term(contract.CodeMalformed)
 		} else {
 			_ = m.Nak(0)
 		}

@@ -7,12 +7,13 @@ import (
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Heartbeat records worker id as a live member of the workflow's group for
 // Spec.MemberTTL; a worker calls it well within that period.
 func (c *Conn) Heartbeat(ctx context.Context, workflow, id string) error {
-	kv, err := c.js.KeyValue(ctx, membersBucketName(workflow))
+	kv, err := c.js.KeyValue(ctx, contract.MembersBucket(workflow))
 	if err != nil {
 		return fmt.Errorf("queue: members of %s: %w", workflow, err)
 	}
@@ -24,7 +25,7 @@ func (c *Conn) Heartbeat(ctx context.Context, workflow, id string) error {
 
 // Members lists the live workers of the workflow's group, sorted.
 func (c *Conn) Members(ctx context.Context, workflow string) ([]string, error) {
-	kv, err := c.js.KeyValue(ctx, membersBucketName(workflow))
+	kv, err := c.js.KeyValue(ctx, contract.MembersBucket(workflow))
 	if err != nil {
 		return nil, fmt.Errorf("queue: members of %s: %w", workflow, err)
 	}
@@ -42,7 +43,7 @@ func (c *Conn) Members(ctx context.Context, workflow string) ([]string, error) {
 // Leave removes worker id from the group at once, so the others take its
 // partitions without waiting for its heartbeat to expire.
 func (c *Conn) Leave(ctx context.Context, workflow, id string) error {
-	kv, err := c.js.KeyValue(ctx, membersBucketName(workflow))
+	kv, err := c.js.KeyValue(ctx, contract.MembersBucket(workflow))
 	if err != nil {
 		return fmt.Errorf("queue: members of %s: %w", workflow, err)
 	}

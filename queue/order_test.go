@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -55,7 +56,7 @@ func TestPerKeyOrderWhenAPullRequestOutlivesARewind(t *testing.T) {
 	}
 	publish := func() {
 		t.Helper()
-		if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"}); err != nil {
+		if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Spec describes the JetStream resources of one workflow. A zero field means
@@ -134,7 +135,7 @@ func (s Spec) WithDefaults() Spec {
 
 // Validate reports what is wrong with a spec (after WithDefaults).
 func (s Spec) Validate() error {
-	if err := ValidateWorkflow(s.Workflow); err != nil {
+	if err := contract.ValidateWorkflow(s.Workflow); err != nil {
 		return err
 	}
 	if s.Partitions > 1024 {
@@ -177,7 +178,7 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	// existing stream's count wins, so replicas started with another setting
 	// still agree on which key lives in which partition.
 	var legacyUntil time.Time
-	if info, err := c.js.Stream(ctx, streamName(spec.Workflow)); err == nil {
+	if info, err := c.js.Stream(ctx, contract.EventsStream(spec.Workflow)); err == nil {
 		if n, ok := partitionsOf(info.CachedInfo().Config); ok {
 			spec.Partitions = n
 		}
@@ -207,12 +208,12 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 		return p, err
 	}
 	for i := range spec.Partitions {
-		if err := c.ensureConsumer(ctx, &p, streamName(spec.Workflow), consumerConfig(spec, i)); err != nil {
+		if err := c.ensureConsumer(ctx, &p, contract.EventsStream(spec.Workflow), consumerConfig(spec, i)); err != nil {
 			return p, err
 		}
 	}
 	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{
-		Bucket:      bucketName(spec.Workflow),
+		Bucket:      contract.StateBucket(spec.Workflow),
 		Description: "Orderly state of workflow " + spec.Workflow,
 		History:     1,
 		Storage:     jetstream.FileStorage,
@@ -224,7 +225,7 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 		return p, err
 	}
 	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{
-		Bucket:      membersBucketName(spec.Workflow),
+		Bucket:      contract.MembersBucket(spec.Workflow),
 		Description: "Orderly workers of workflow " + spec.Workflow,
 		History:     1,
 		TTL:         spec.MemberTTL,
@@ -237,14 +238,14 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 }
 
 func eventsStreamConfig(s Spec) jetstream.StreamConfig {
-	src := EventSubject(s.Workflow, "*")
+	src := contract.EventSubject(s.Workflow, "*")
 	return jetstream.StreamConfig{
-		Name:        streamName(s.Workflow),
+		Name:        contract.EventsStream(s.Workflow),
 		Description: "Orderly events of workflow " + s.Workflow,
 		Subjects:    []string{src},
 		SubjectTransform: &jetstream.SubjectTransformConfig{
 			Source:      src,
-			Destination: ns + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",1)}}.{{wildcard(1)}}",
+			Destination: contract.Namespace + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",1)}}.{{wildcard(1)}}",
 		},
 		Retention:  jetstream.WorkQueuePolicy,
 		Storage:    jetstream.FileStorage,
@@ -261,10 +262,10 @@ func eventsStreamConfig(s Spec) jetstream.StreamConfig {
 		// events (timerToken), under subjects no client can publish into
 		// this stream, and each partition's consumer takes both.
 		Sources: []*jetstream.StreamSource{{
-			Name: timersStreamName(s.Workflow),
+			Name: contract.TimersStream(s.Workflow),
 			SubjectTransforms: []jetstream.SubjectTransformConfig{{
 				Source:      firedSubject(s.Workflow, "*", "*"),
-				Destination: ns + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",2)}}." + timerToken + ".{{wildcard(2)}}",
+				Destination: contract.Namespace + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",2)}}." + timerToken + ".{{wildcard(2)}}",
 			}},
 		}},
 	}
@@ -289,7 +290,7 @@ const legacyMargin = 30 * time.Second
 func timersInClientForm(cfg jetstream.StreamConfig) bool {
 	for _, src := range cfg.Sources {
 		for _, tr := range src.SubjectTransforms {
-			if strings.HasPrefix(tr.Destination, ns+".events.") && !strings.Contains(tr.Destination, "."+timerToken+".") {
+			if strings.HasPrefix(tr.Destination, contract.Namespace+".events.") && !strings.Contains(tr.Destination, "."+timerToken+".") {
 				return true
 			}
 		}
@@ -302,9 +303,9 @@ func timersInClientForm(cfg jetstream.StreamConfig) bool {
 // pending schedule per kind and key: a new one replaces the old.
 func timersStreamConfig(s Spec) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        timersStreamName(s.Workflow),
+		Name:        contract.TimersStream(s.Workflow),
 		Description: "Orderly timers of workflow " + s.Workflow,
-		Subjects:    []string{ns + ".timers." + s.Workflow + ".>"},
+		Subjects:    []string{contract.Namespace + ".timers." + s.Workflow + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld, // message schedules allow no other
@@ -329,9 +330,9 @@ const headerRoom = 8 << 10
 // rather than silently drop the oldest dead letters.
 func dlqStreamConfig(s Spec) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        dlqStreamName(s.Workflow),
+		Name:        contract.DeadLetterStream(s.Workflow),
 		Description: "Orderly dead letters of workflow " + s.Workflow,
-		Subjects:    []string{DeadLetterSubject(s.Workflow, "*")},
+		Subjects:    []string{contract.DeadLetterSubject(s.Workflow, "*")},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardNew,
@@ -349,7 +350,7 @@ func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {
 	c := jetstream.ConsumerConfig{
 		Durable:       consumerName(s.Workflow, partition),
 		Description:   fmt.Sprintf("Orderly workflow %s, partition %d", s.Workflow, partition),
-		FilterSubject: partitionSubject(s.Workflow, partition),
+		FilterSubject: contract.PartitionSubject(s.Workflow, partition),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.AckWait,
@@ -548,7 +549,7 @@ func (c *Conn) resetConsumer(ctx context.Context, stream, consumer string) error
 func (c *Conn) Unpin(ctx context.Context, workflow string, partition int) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := c.js.Stream(ctx, streamName(workflow))
+	s, err := c.js.Stream(ctx, contract.EventsStream(workflow))
 	if err == nil {
 		err = s.UnpinConsumer(ctx, consumerName(workflow, partition), PriorityGroup)
 	}

@@ -30,12 +30,6 @@ var (
 	ErrInvalidEvent = errors.New("invalid event")
 )
 
-// HeaderMsgID is the job id and idempotency key of an event.
-const HeaderMsgID = jetstream.MsgIDHeader
-
-// Envelope is contract.Envelope (kept here while callers move to contract).
-type Envelope = contract.Envelope
-
 // PubAck is JetStream's acknowledgement of a stored event.
 type PubAck struct {
 	// ID is the job id (the Nats-Msg-Id header).
@@ -64,8 +58,8 @@ type PublishOption func(*publishOptions)
 
 type publishOptions struct {
 	id       string
-	explicit bool         // id given by the caller, not made here
-	progress func(Status) // PublishAndWait only
+	explicit bool                  // id given by the caller, not made here
+	progress func(contract.Status) // PublishAndWait only
 }
 
 // WithID sets the job id and idempotency key; by default (or with "") a
@@ -77,12 +71,12 @@ func WithID(id string) PublishOption { return func(o *publishOptions) { o.id = i
 // NewJobID returns a new unique job id.
 func NewJobID() string { return nuid.Next() }
 
-func (c *Conn) eventMsg(workflow, key string, ev Envelope, opts []PublishOption) (*nats.Msg, publishOptions, error) {
+func (c *Conn) eventMsg(workflow, key string, ev contract.Envelope, opts []PublishOption) (*nats.Msg, publishOptions, error) {
 	var o publishOptions
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return nil, o, err
 	}
-	if err := ValidateKey(key); err != nil {
+	if err := contract.ValidateKey(key); err != nil {
 		return nil, o, err
 	}
 	if ev.Event == "" {
@@ -107,9 +101,9 @@ func (c *Conn) eventMsg(workflow, key string, ev Envelope, opts []PublishOption)
 	if err != nil {
 		return nil, o, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
-	msg := nats.NewMsg(EventSubject(workflow, key))
+	msg := nats.NewMsg(contract.EventSubject(workflow, key))
 	msg.Data = body
-	msg.Header.Set(HeaderMsgID, o.id)
+	msg.Header.Set(contract.HeaderJobID, o.id)
 	return msg, o, nil
 }
 
@@ -120,7 +114,7 @@ func (c *Conn) eventMsg(workflow, key string, ev Envelope, opts []PublishOption)
 // dedupe window by the same key and event gives a Duplicate PubAck naming
 // the original, without storing anything; by another key or event, an
 // IDConflictError (errors.Is(err, ErrIDConflict)).
-func (c *Conn) Publish(ctx context.Context, workflow, key string, ev Envelope, opts ...PublishOption) (PubAck, error) {
+func (c *Conn) Publish(ctx context.Context, workflow, key string, ev contract.Envelope, opts ...PublishOption) (PubAck, error) {
 	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {
 		return PubAck{}, err
@@ -187,7 +181,7 @@ func (p *PendingPublish) Wait(ctx context.Context) (PubAck, error) {
 // worker skips it); if one of another key or event did, Wait returns an
 // IDConflictError with Stored set (the worker dead-letters the event as
 // id_conflict). Publish refuses both before storing anything.
-func (c *Conn) PublishAsync(workflow, key string, ev Envelope, opts ...PublishOption) (*PendingPublish, error) {
+func (c *Conn) PublishAsync(workflow, key string, ev contract.Envelope, opts ...PublishOption) (*PendingPublish, error) {
 	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -86,13 +87,13 @@ func TestProvisionConcurrently(t *testing.T) {
 func TestValidateKey(t *testing.T) {
 	t.Parallel()
 	for _, key := range []string{"order 1", "order.1", "order*", "order>", strings.Repeat("k", 200), "", "a:b", "ü"} {
-		err := queue.ValidateKey(key)
-		if !errors.Is(err, queue.ErrInvalidKey) || !strings.Contains(err.Error(), "A-Z a-z 0-9 - _ =") {
+		err := contract.ValidateKey(key)
+		if !errors.Is(err, contract.ErrInvalidKey) || !strings.Contains(err.Error(), "A-Z a-z 0-9 - _ =") {
 			t.Errorf("ValidateKey(%q) = %v, want ErrInvalidKey naming the rule", key, err)
 		}
 	}
 	for _, key := range []string{"order-42", "A_b=c", strings.Repeat("k", 128)} {
-		if err := queue.ValidateKey(key); err != nil {
+		if err := contract.ValidateKey(key); err != nil {
 			t.Errorf("ValidateKey(%q) = %v", key, err)
 		}
 	}
@@ -102,8 +103,8 @@ func TestPublishRefusesBadKeyBeforeBroker(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{})
 	for _, key := range []string{"a b", "a.b", "*", ">", strings.Repeat("x", 200)} {
-		_, err := c.Publish(context.Background(), "order", key, queue.Envelope{Event: "start_processing"})
-		if !errors.Is(err, queue.ErrInvalidKey) {
+		_, err := c.Publish(context.Background(), "order", key, contract.Envelope{Event: "start_processing"})
+		if !errors.Is(err, contract.ErrInvalidKey) {
 			t.Fatalf("key %q: %v", key, err)
 		}
 	}
@@ -125,7 +126,7 @@ func TestPublishDuplicateID(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{})
 	ctx := context.Background()
-	ev := queue.Envelope{Event: "start_processing"}
+	ev := contract.Envelope{Event: "start_processing"}
 	a, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1"))
 	if err != nil || a.Duplicate || a.ID != "job-1" {
 		t.Fatalf("first: %+v %v", a, err)
@@ -144,15 +145,15 @@ func TestPublishQueueFull(t *testing.T) {
 	c, _ := setup(t, queue.Spec{QueueLimit: 10})
 	ctx := context.Background()
 	for i := range 10 {
-		if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"}); err != nil {
+		if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
-	_, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"})
+	_, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"})
 	if !errors.Is(err, queue.ErrQueueFull) {
 		t.Fatalf("11th publish: %v", err)
 	}
-	p, err := c.PublishAsync("order", "k", queue.Envelope{Event: "e"})
+	p, err := c.PublishAsync("order", "k", contract.Envelope{Event: "e"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,21 +166,21 @@ func TestPublishBadInput(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{MaxPayload: 1024})
 	ctx := context.Background()
-	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e", Data: []byte("{nope")}); !errors.Is(err, queue.ErrInvalidEvent) {
+	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e", Data: []byte("{nope")}); !errors.Is(err, queue.ErrInvalidEvent) {
 		t.Fatalf("bad json: %v", err)
 	}
-	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{}); !errors.Is(err, queue.ErrInvalidEvent) {
+	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{}); !errors.Is(err, queue.ErrInvalidEvent) {
 		t.Fatalf("no event: %v", err)
 	}
 	big := []byte(`"` + strings.Repeat("x", 2000) + `"`)
-	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e", Data: big}); !errors.Is(err, queue.ErrPayloadTooLarge) {
+	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e", Data: big}); !errors.Is(err, queue.ErrPayloadTooLarge) {
 		t.Fatalf("too large: %v", err)
 	}
-	if _, err := c.Publish(ctx, "nosuch", "k", queue.Envelope{Event: "e"}); !errors.Is(err, queue.ErrNotProvisioned) {
+	if _, err := c.Publish(ctx, "nosuch", "k", contract.Envelope{Event: "e"}); !errors.Is(err, queue.ErrNotProvisioned) {
 		t.Fatalf("no stream: %v", err)
 	}
 	// Nothing else was lost: a good event still goes in.
-	if _, err := c.Publish(ctx, "order", "k", queue.Envelope{Event: "e"}); err != nil {
+	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -199,20 +200,20 @@ func TestConnectNoServer(t *testing.T) {
 func TestStatusRoundTrip(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{})
-	one := make(chan queue.Status, 4)
-	all := make(chan queue.Status, 4)
-	s1, err := c.SubscribeStatus("order", "k1", func(s queue.Status) { one <- s })
+	one := make(chan contract.Status, 4)
+	all := make(chan contract.Status, 4)
+	s1, err := c.SubscribeStatus("order", "k1", func(s contract.Status) { one <- s })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1.Unsubscribe()
-	s2, err := c.SubscribeStatus("order", "", func(s queue.Status) { all <- s })
+	s2, err := c.SubscribeStatus("order", "", func(s contract.Status) { all <- s })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Unsubscribe()
 	for _, k := range []string{"k2", "k1"} {
-		if err := c.PublishStatus(&queue.Status{Workflow: "order", Key: k, To: "processing", Version: 1}); err != nil {
+		if err := c.PublishStatus(&contract.Status{Workflow: "order", Key: k, To: "processing", Version: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -24,12 +24,6 @@ var (
 	ErrNoState = errors.New("no state stored for key")
 )
 
-// StateRecord is contract.StateRecord.
-type StateRecord = contract.StateRecord
-
-// PendingWork is contract.PendingWork.
-type PendingWork = contract.PendingWork
-
 // Bucket is a workflow's state bucket: one value per key, written only with
 // compare-and-set on the key's revision.
 type Bucket struct {
@@ -41,14 +35,14 @@ type Bucket struct {
 
 // Bucket opens the state bucket of a provisioned workflow.
 func (c *Conn) Bucket(ctx context.Context, workflow string) (*Bucket, error) {
-	kv, err := c.js.KeyValue(ctx, bucketName(workflow))
+	kv, err := c.js.KeyValue(ctx, contract.StateBucket(workflow))
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("queue: state of %s: %w", workflow, ErrNotProvisioned)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("queue: state bucket of %s: %w", workflow, err)
 	}
-	return &Bucket{kv: kv, js: c.js, nc: c.nc, prefix: "$KV." + bucketName(workflow) + "."}, nil
+	return &Bucket{kv: kv, js: c.js, nc: c.nc, prefix: "$KV." + contract.StateBucket(workflow) + "."}, nil
 }
 
 // Get returns the key's value and revision; ErrNoState if it has none.
@@ -165,21 +159,21 @@ func casError(key string, err error) error {
 
 // ReadState returns the stored state of key in workflow; ErrNoState if the
 // key has none yet.
-func (c *Conn) ReadState(ctx context.Context, workflow, key string) (StateRecord, error) {
-	if err := ValidateKey(key); err != nil {
-		return StateRecord{}, err
+func (c *Conn) ReadState(ctx context.Context, workflow, key string) (contract.StateRecord, error) {
+	if err := contract.ValidateKey(key); err != nil {
+		return contract.StateRecord{}, err
 	}
 	b, err := c.Bucket(ctx, workflow)
 	if err != nil {
-		return StateRecord{}, err
+		return contract.StateRecord{}, err
 	}
 	v, _, err := b.Get(ctx, key)
 	if err != nil {
-		return StateRecord{}, err
+		return contract.StateRecord{}, err
 	}
-	var rec StateRecord
+	var rec contract.StateRecord
 	if err := json.Unmarshal(v, &rec); err != nil {
-		return StateRecord{}, fmt.Errorf("queue: state of %s: %w", key, err)
+		return contract.StateRecord{}, fmt.Errorf("queue: state of %s: %w", key, err)
 	}
 	return rec, nil
 }

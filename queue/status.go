@@ -2,26 +2,21 @@ package queue
 
 import (
 	"fmt"
+
 	"github.com/orderly-dev/orderly/contract"
 
 	"github.com/nats-io/nats.go"
 )
 
-// Status is contract.Status (kept here while callers move to contract).
-type Status = contract.Status
-
-// StatusError is contract.StatusError.
-type StatusError = contract.StatusError
-
 // PublishStatus broadcasts st on its key's status subject. Status is
 // pub/sub: it is not stored, and a subscriber that is away misses it; the
 // key's state in the bucket is the durable record.
-func (c *Conn) PublishStatus(st *Status) error {
+func (c *Conn) PublishStatus(st *contract.Status) error {
 	body, err := marshalStatus(st)
 	if err != nil {
 		return fmt.Errorf("queue: encode status: %w", err)
 	}
-	return c.nc.Publish(StatusSubject(st.Workflow, st.Key), body)
+	return c.nc.Publish(contract.StatusSubject(st.Workflow, st.Key), body)
 }
 
 // Subscription is a live status subscription.
@@ -33,17 +28,17 @@ func (s *Subscription) Unsubscribe() error { return s.sub.Unsubscribe() }
 // SubscribeStatus calls h with each status change of key in workflow, or of
 // every key of the workflow when key is empty. h runs on one goroutine, in
 // publish order; messages that are not a Status are skipped.
-func (c *Conn) SubscribeStatus(workflow, key string, h func(Status)) (*Subscription, error) {
-	if err := ValidateWorkflow(workflow); err != nil {
+func (c *Conn) SubscribeStatus(workflow, key string, h func(contract.Status)) (*Subscription, error) {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return nil, err
 	}
 	if key != "" {
-		if err := ValidateKey(key); err != nil {
+		if err := contract.ValidateKey(key); err != nil {
 			return nil, err
 		}
 	}
-	sub, err := c.nc.Subscribe(StatusSubject(workflow, key), func(m *nats.Msg) {
-		var st Status
+	sub, err := c.nc.Subscribe(contract.StatusSubject(workflow, key), func(m *nats.Msg) {
+		var st contract.Status
 		if unmarshalStatus(m.Data, &st) == nil {
 			h(st)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Undeliverable events ("strays").
@@ -35,14 +36,14 @@ import (
 // wildcard where the key goes, and fired timers whose subject the sourcing
 // transform could not map (a wildcard kind or key).
 func strayFilters(workflow string) []string {
-	return []string{EventSubject(workflow, "*"), firedSubject(workflow, "*", "*")}
+	return []string{contract.EventSubject(workflow, "*"), firedSubject(workflow, "*", "*")}
 }
 
 // isStray reports whether subject, stored in workflow's events stream, is
 // one no partition delivers. Everything the stream can deliver was rewritten
 // by a transform to orderly.events.<workflow>.<partition>.<key>.
 func isStray(workflow, subject string) bool {
-	if rest, ok := strings.CutPrefix(subject, EventSubject(workflow, "")); ok {
+	if rest, ok := strings.CutPrefix(subject, contract.EventSubject(workflow, "")); ok {
 		return !strings.Contains(rest, ".")
 	}
 	return strings.HasPrefix(subject, strings.TrimSuffix(firedSubject(workflow, "*", "*"), "*.*"))
@@ -66,7 +67,7 @@ type Stray struct {
 // literal for the dead letters to be listed. Neither spelling is a valid
 // key, so Replay refuses them.
 func strayKey(subject string) string {
-	switch key := keyFromSubject(subject); key {
+	switch key := contract.KeyOfSubject(subject); key {
 	case "*":
 		return "%2A"
 	case ">":
@@ -85,10 +86,10 @@ func strayKey(subject string) string {
 // duplicate window. Two workers sweeping at once do no harm for the same
 // reason. It stops at the first error, with the strays moved until then.
 func (c *Conn) DeadLetterStrays(ctx context.Context, workflow string, max int) ([]Stray, error) {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return nil, err
 	}
-	s, err := c.js.Stream(ctx, streamName(workflow))
+	s, err := c.js.Stream(ctx, contract.EventsStream(workflow))
 	if err != nil {
 		return nil, fmt.Errorf("queue: strays of %s: %w", workflow, err)
 	}
@@ -109,12 +110,12 @@ func (c *Conn) DeadLetterStrays(ctx context.Context, workflow string, max int) (
 			st := Stray{
 				Subject:  raw.Subject,
 				Sequence: raw.Sequence,
-				JobID:    raw.Header.Get(HeaderMsgID),
-				Reason: "undeliverable_subject: " + raw.Subject + " names no key (a wildcard stands where the key goes), " +
-					"so no partition delivers it; publish to " + EventSubject(workflow, "<key>"),
+				JobID:    raw.Header.Get(contract.HeaderJobID),
+				Reason: contract.CodeUndeliverableSubject + ": " + raw.Subject + " names no key (a wildcard stands where the key goes), " +
+					"so no partition delivers it; publish to " + contract.EventSubject(workflow, "<key>"),
 			}
-			if strings.HasPrefix(raw.Subject, ns+".timers.") {
-				st.Reason = "undeliverable_subject: the fired timer " + raw.Subject + " names no key, so no partition delivers it"
+			if strings.HasPrefix(raw.Subject, contract.Namespace+".timers.") {
+				st.Reason = contract.CodeUndeliverableSubject + ": the fired timer " + raw.Subject + " names no key, so no partition delivers it"
 			}
 			msg := deadLetterMsg(workflow, strayKey(raw.Subject), raw.Subject, raw.Header, raw.Data, st.JobID, raw.Sequence, 0, st.Reason)
 			if err := c.publishDeadLetter(ctx, msg); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -34,7 +35,7 @@ func TestDeadLetterStrays(t *testing.T) {
 				}
 			}
 		}
-		if _, err := c.Publish(ctx, "order", "k"+itoa(uint64(i)), queue.Envelope{Event: "start_processing"}); err != nil {
+		if _, err := c.Publish(ctx, "order", "k"+itoa(uint64(i)), contract.Envelope{Event: "start_processing"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +68,7 @@ func TestDeadLetterStrays(t *testing.T) {
 		if !strings.HasPrefix(d.Reason, "undeliverable_subject: ") {
 			t.Errorf("dead letter of %s: reason %q", d.Subject, d.Reason)
 		}
-		if _, err := c.Replay(ctx, "order", d.Sequence); d.Key != "k1" && !errors.Is(err, queue.ErrInvalidKey) {
+		if _, err := c.Replay(ctx, "order", d.Sequence); d.Key != "k1" && !errors.Is(err, contract.ErrInvalidKey) {
 			t.Errorf("replay of %s (key %q): %v, want ErrInvalidKey", d.Subject, d.Key, err)
 		}
 	}

@@ -10,15 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
-
-// Timer headers, on a scheduled event when it arrives.
-const (
-	// HeaderTimerKind names the timer ("timeout", "resume", ...).
-	HeaderTimerKind = "Orderly-Timer-Kind"
-	// HeaderTimerVisit is the caller's tag, e.g. the version at which the
-	// key entered the state whose timeout this is.
-	HeaderTimerVisit = "Orderly-Timer-Visit"
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Schedule has JetStream deliver ev to key at time at, as an event like any
@@ -26,7 +18,7 @@ const (
 // one pending schedule per kind and key: scheduling again replaces it. kind
 // must be a subject token other than "fired"; visit is handed back in
 // HeaderTimerVisit. Delivery is at whole seconds, never early.
-func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit uint64, at time.Time, ev Envelope) error {
+func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) error {
 	m, err := scheduleMsg(workflow, key, kind, visit, at, ev)
 	if err != nil {
 		return err
@@ -58,7 +50,7 @@ func (p *PendingSchedule) Wait(ctx context.Context) error {
 // ScheduleAsync is Schedule without waiting, so that the schedules of many
 // keys pipeline on one connection. The caller bounds how many are
 // outstanding, as with PublishAsync.
-func (c *Conn) ScheduleAsync(workflow, key, kind string, visit uint64, at time.Time, ev Envelope) (*PendingSchedule, error) {
+func (c *Conn) ScheduleAsync(workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) (*PendingSchedule, error) {
 	m, err := scheduleMsg(workflow, key, kind, visit, at, ev)
 	if err != nil {
 		return nil, err
@@ -70,8 +62,8 @@ func (c *Conn) ScheduleAsync(workflow, key, kind string, visit uint64, at time.T
 	return &PendingSchedule{kind: kind, key: key, f: f}, nil
 }
 
-func scheduleMsg(workflow, key, kind string, visit uint64, at time.Time, ev Envelope) (*nats.Msg, error) {
-	if err := ValidateKey(key); err != nil {
+func scheduleMsg(workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) (*nats.Msg, error) {
+	if err := contract.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if kind == "" || kind == "fired" {
@@ -87,8 +79,8 @@ func scheduleMsg(workflow, key, kind string, visit uint64, at time.Time, ev Enve
 	m.Data = body
 	m.Header.Set("Nats-Schedule", "@at "+at.Add(time.Second).Format(time.RFC3339))
 	m.Header.Set("Nats-Schedule-Target", firedSubject(workflow, kind, key))
-	m.Header.Set(HeaderTimerKind, kind)
-	m.Header.Set(HeaderTimerVisit, strconv.FormatUint(visit, 10))
+	m.Header.Set(contract.HeaderTimerKind, kind)
+	m.Header.Set(contract.HeaderTimerVisit, strconv.FormatUint(visit, 10))
 	// The same schedule sent twice (a retried commit) is stored once.
 	m.Header.Set(jetstream.MsgIDHeader, kind+"."+key+"."+strconv.FormatUint(visit, 10)+"."+strconv.FormatInt(at.Unix(), 10))
 	return m, nil
@@ -100,10 +92,10 @@ func scheduleMsg(workflow, key, kind string, visit uint64, at time.Time, ev Enve
 // reads headers only, through a short-lived consumer, so its memory does not
 // grow with the number of schedules.
 func (c *Conn) TimerKeys(ctx context.Context, workflow, kind string, fn func(key string) bool) error {
-	if err := ValidateWorkflow(workflow); err != nil {
+	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return err
 	}
-	stream := timersStreamName(workflow)
+	stream := contract.TimersStream(workflow)
 	cons, err := c.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		FilterSubject:     scheduleSubject(workflow, kind, "*"),
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
@@ -137,7 +129,7 @@ func (c *Conn) TimerKeys(ctx context.Context, workflow, kind string, fn func(key
 		if err != nil {
 			return fmt.Errorf("queue: timers of %s: %w", workflow, err)
 		}
-		if !fn(keyFromSubject(m.Subject())) {
+		if !fn(contract.KeyOfSubject(m.Subject())) {
 			return nil
 		}
 		md, err := m.Metadata()
@@ -157,8 +149,8 @@ func (m *Msg) Timer() (kind string, visit uint64, ok bool) {
 		return "", 0, false
 	}
 	h := m.raw.Headers()
-	visit, err := strconv.ParseUint(h.Get(HeaderTimerVisit), 10, 64)
-	if kind = h.Get(HeaderTimerKind); kind == "" || err != nil {
+	visit, err := strconv.ParseUint(h.Get(contract.HeaderTimerVisit), 10, 64)
+	if kind = h.Get(contract.HeaderTimerKind); kind == "" || err != nil {
 		return "", 0, true
 	}
 	return kind, visit, true
@@ -177,7 +169,7 @@ func legacyTimer(h nats.Header, workflow string, stored, until time.Time) bool {
 	}
 	origin, _, _ := strings.Cut(h.Get(headerStreamSource), " ")
 	origin, _, _ = strings.Cut(origin, ":") // "name:hash" for a source in another domain
-	return origin == timersStreamName(workflow)
+	return origin == contract.TimersStream(workflow)
 }
 
 // Headers the server sets on a fired timer and on a sourced message.

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -20,15 +21,15 @@ func TestScheduleDeliversIntoTheKeysPartitionOnce(t *testing.T) {
 	c, _ := setup(t, queue.Spec{Partitions: 4})
 	ctx := context.Background()
 	// The key's own events and its timer must share a partition.
-	if _, err := c.Publish(ctx, "order", "k1", queue.Envelope{Event: "e"}); err != nil {
+	if _, err := c.Publish(ctx, "order", "k1", contract.Envelope{Event: "e"}); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Now().Add(time.Second)
-	if err := c.Schedule(ctx, "order", "k1", "timeout", 1, at, queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 1, at, contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
 	// Scheduling again replaces the first: only visit 2 fires.
-	if err := c.Schedule(ctx, "order", "k1", "timeout", 2, at, queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 2, at, contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan *queue.Msg, 8)
@@ -78,8 +79,8 @@ func TestPartitionOfMatchesTheServer(t *testing.T) {
 	want := map[string]int{}
 	for i := range 100 {
 		key := fmt.Sprintf("key-%d_%c=", i, 'A'+i%26)
-		want[key] = queue.PartitionOf(key, parts)
-		if _, err := c.Publish(ctx, "order", key, queue.Envelope{Event: "e"}); err != nil {
+		want[key] = contract.PartitionOf(key, parts)
+		if _, err := c.Publish(ctx, "order", key, contract.Envelope{Event: "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -137,7 +138,7 @@ func TestTimerKeysListsPendingSchedulesOfAKind(t *testing.T) {
 	for i := range n {
 		key := fmt.Sprintf("k%d", i)
 		for _, visit := range []uint64{1, 2} { // replaced: still one per key
-			ps, err := c.ScheduleAsync("order", key, "resume", visit, far, queue.Envelope{Event: "$resume"})
+			ps, err := c.ScheduleAsync("order", key, "resume", visit, far, contract.Envelope{Event: "$resume"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,11 +150,11 @@ func TestTimerKeysListsPendingSchedulesOfAKind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := c.Schedule(ctx, "order", "other", "timeout", 1, far, queue.Envelope{Event: "x"}); err != nil {
+	if err := c.Schedule(ctx, "order", "other", "timeout", 1, far, contract.Envelope{Event: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	// One due now fires, and is pending no more.
-	if err := c.Schedule(ctx, "order", "fires", "resume", 1, time.Now(), queue.Envelope{Event: "$resume"}); err != nil {
+	if err := c.Schedule(ctx, "order", "fires", "resume", 1, time.Now(), contract.Envelope{Event: "$resume"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFired(t, c, "fires")
@@ -185,7 +186,7 @@ func waitFired(t *testing.T, c *queue.Conn, key string) {
 	t.Helper()
 	ctx := context.Background()
 	got := make(chan struct{}, 1)
-	pl, err := c.Pull(ctx, queue.PullConfig{Workflow: "order", Partition: queue.PartitionOf(key, 2), MaxWait: 200 * time.Millisecond}, func(_ context.Context, m *queue.Msg) {
+	pl, err := c.Pull(ctx, queue.PullConfig{Workflow: "order", Partition: contract.PartitionOf(key, 2), MaxWait: 200 * time.Millisecond}, func(_ context.Context, m *queue.Msg) {
 		if _, _, ok := m.Timer(); ok && m.Key == key {
 			select {
 			case got <- struct{}{}:
@@ -239,13 +240,13 @@ func TestForgedTimerHeadersAreNotTimers(t *testing.T) {
 	forged := func(subject string) *nats.Msg {
 		m := nats.NewMsg(subject)
 		m.Data = []byte(`{"event":"payment_timeout"}`)
-		m.Header.Set(queue.HeaderTimerKind, "timeout")
-		m.Header.Set(queue.HeaderTimerVisit, "3")
+		m.Header.Set(contract.HeaderTimerKind, "timeout")
+		m.Header.Set(contract.HeaderTimerVisit, "3")
 		return m
 	}
 
 	// 1. What a producer can publish itself: the timer headers of Orderly.
-	if _, err := js.PublishMsg(ctx, forged(queue.EventSubject("order", "k1"))); err != nil {
+	if _, err := js.PublishMsg(ctx, forged(contract.EventSubject("order", "k1"))); err != nil {
 		t.Fatal(err)
 	}
 	// No stream takes a publish to where fired timers are stored.
@@ -253,7 +254,7 @@ func TestForgedTimerHeadersAreNotTimers(t *testing.T) {
 		t.Fatalf("a publish to a timer's stored subject: %v, want no stream to take it", err)
 	}
 	// This server refuses Nats-Scheduler from a client outright.
-	m := forged(queue.EventSubject("order", "k1"))
+	m := forged(contract.EventSubject("order", "k1"))
 	m.Header.Set("Nats-Scheduler", "orderly.timers.order.timeout.k1")
 	if _, err := js.PublishMsg(ctx, m); err == nil {
 		t.Log("this server stores a client's Nats-Scheduler header")
@@ -288,7 +289,7 @@ func TestForgedTimerHeadersAreNotTimers(t *testing.T) {
 	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 2)
 
 	// 3. A real timer of the same key.
-	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, time.Now(), queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, time.Now(), contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -334,7 +335,7 @@ func TestTimersFiredBeforeAnUpgradeStillFire(t *testing.T) {
 	if _, err := js.UpdateConsumer(ctx, "ORDERLY_EVENTS_ORDER", ccfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, time.Now(), queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k1", "timeout", 7, time.Now(), contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
 	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 1)
@@ -350,10 +351,10 @@ func TestTimersFiredBeforeAnUpgradeStillFire(t *testing.T) {
 	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", QueueLimit: 500}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Schedule(ctx, "order", "k2", "timeout", 8, time.Now(), queue.Envelope{Event: "payment_timeout"}); err != nil {
+	if err := c.Schedule(ctx, "order", "k2", "timeout", 8, time.Now(), contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Publish(ctx, "order", "k3", queue.Envelope{Event: "start_processing"}); err != nil {
+	if _, err := c.Publish(ctx, "order", "k3", contract.Envelope{Event: "start_processing"}); err != nil {
 		t.Fatal(err)
 	}
 	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 3)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // ErrWaitTimeout: the context ended before the job settled. The event may
@@ -12,7 +14,7 @@ var ErrWaitTimeout = errors.New("timed out waiting for the job to settle")
 
 // WithProgress passes PublishAndWait's unsettled statuses of the job
 // (progress, retries) to f, on the caller's goroutine, as they arrive.
-func WithProgress(f func(Status)) PublishOption {
+func WithProgress(f func(contract.Status)) PublishOption {
 	return func(o *publishOptions) { o.progress = f }
 }
 
@@ -31,7 +33,7 @@ func WithProgress(f func(Status)) PublishOption {
 // At of the record; To empty if the key has no state, as when the original
 // was rejected): the key's current state, which need not be the job's
 // outcome if the key has changed since.
-func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Envelope, opts ...PublishOption) (PubAck, Status, error) {
+func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev contract.Envelope, opts ...PublishOption) (PubAck, contract.Status, error) {
 	var o publishOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -40,23 +42,23 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Enve
 		o.id = NewJobID()
 		opts = append(opts, WithID(o.id))
 	}
-	ch, stop, err := c.statuses(workflow, key, func(st Status) bool { return st.JobID == o.id })
+	ch, stop, err := c.statuses(workflow, key, func(st contract.Status) bool { return st.JobID == o.id })
 	if err != nil {
-		return PubAck{}, Status{}, err
+		return PubAck{}, contract.Status{}, err
 	}
 	defer stop()
 	ack, err := c.Publish(ctx, workflow, key, ev, opts...)
 	if err != nil {
-		return PubAck{}, Status{}, err
+		return PubAck{}, contract.Status{}, err
 	}
-	current := func() (PubAck, Status, error) {
-		st := Status{Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event, Settled: true}
+	current := func() (PubAck, contract.Status, error) {
+		st := contract.Status{Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event, Settled: true}
 		rec, err := c.ReadState(ctx, workflow, key)
 		switch {
 		case err == nil:
 			st.From, st.To, st.Version, st.At = rec.State, rec.State, rec.Version, rec.UpdatedAt
 		case !errors.Is(err, ErrNoState):
-			return ack, Status{}, err
+			return ack, contract.Status{}, err
 		}
 		return ack, st, nil
 	}
@@ -66,7 +68,7 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Enve
 	for {
 		select {
 		case st := <-ch:
-			if st.Settled && st.Error != nil && st.Error.Code == "duplicate" {
+			if st.Settled && st.Error != nil && st.Error.Code == contract.CodeDuplicate {
 				// Stored while the original still waited in the queue,
 				// past the stream's own window: the worker found the
 				// original's claim and skipped this one.
@@ -83,7 +85,7 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev Enve
 				o.progress(st)
 			}
 		case <-ctx.Done():
-			return ack, Status{}, fmt.Errorf("queue: job %s: %w: %w", o.id, ErrWaitTimeout, ctx.Err())
+			return ack, contract.Status{}, fmt.Errorf("queue: job %s: %w: %w", o.id, ErrWaitTimeout, ctx.Err())
 		}
 	}
 }
@@ -101,7 +103,7 @@ func WatchReady(f func()) WatchOption { return func(o *watchOptions) { o.ready =
 // when key is empty) until ctx ends, then returns nil. h runs on the
 // caller's goroutine, one status at a time, and never after WatchStatus has
 // returned. An error means the subscription could not be made.
-func (c *Conn) WatchStatus(ctx context.Context, workflow, key string, h func(Status), opts ...WatchOption) error {
+func (c *Conn) WatchStatus(ctx context.Context, workflow, key string, h func(contract.Status), opts ...WatchOption) error {
 	var o watchOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -128,10 +130,10 @@ func (c *Conn) WatchStatus(ctx context.Context, workflow, key string, h func(Sta
 // delivers them on a bounded channel. A slow reader holds up the
 // subscription's delivery, up to the client's pending limits, rather than
 // grow a queue here. stop ends the subscription.
-func (c *Conn) statuses(workflow, key string, keep func(Status) bool) (<-chan Status, func(), error) {
-	ch := make(chan Status, 64)
+func (c *Conn) statuses(workflow, key string, keep func(contract.Status) bool) (<-chan contract.Status, func(), error) {
+	ch := make(chan contract.Status, 64)
 	done := make(chan struct{})
-	sub, err := c.SubscribeStatus(workflow, key, func(st Status) {
+	sub, err := c.SubscribeStatus(workflow, key, func(st contract.Status) {
 		if keep != nil && !keep(st) {
 			return
 		}

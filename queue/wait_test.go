@@ -6,13 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
 
 // fakeWorker pulls the single partition of "order" and, for each event,
 // publishes the statuses reply returns for it: a real round trip through
 // the broker.
-func fakeWorker(t *testing.T, c *queue.Conn, reply func(m *queue.Msg) []queue.Status) {
+func fakeWorker(t *testing.T, c *queue.Conn, reply func(m *queue.Msg) []contract.Status) {
 	t.Helper()
 	p, err := c.Pull(context.Background(), queue.PullConfig{Workflow: "order", MaxWait: 100 * time.Millisecond},
 		func(_ context.Context, m *queue.Msg) {
@@ -32,29 +33,29 @@ func fakeWorker(t *testing.T, c *queue.Conn, reply func(m *queue.Msg) []queue.St
 func TestPublishAndWait(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{Partitions: 1})
-	fakeWorker(t, c, func(m *queue.Msg) []queue.Status {
-		st := queue.Status{Workflow: "order", Key: m.Key, Event: "start_processing", From: "idle", To: "processing", Version: 1}
+	fakeWorker(t, c, func(m *queue.Msg) []contract.Status {
+		st := contract.Status{Workflow: "order", Key: m.Key, Event: "start_processing", From: "idle", To: "processing", Version: 1}
 		other, progress, final := st, st, st
 		other.JobID = "someone-else"
 		other.Settled = true
 		progress.JobID = m.ID
 		progress.Attempt = 1
-		progress.Error = &queue.StatusError{Code: "retrying", Message: "gateway busy"}
+		progress.Error = &contract.StatusError{Code: contract.CodeRetrying, Message: "gateway busy"}
 		final.JobID, final.Settled, final.To, final.Version = m.ID, true, "awaiting_payment", 2
-		return []queue.Status{other, progress, final}
+		return []contract.Status{other, progress, final}
 	})
-	var progress []queue.Status
+	var progress []contract.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ack, st, err := c.PublishAndWait(ctx, "order", "k1", queue.Envelope{Event: "start_processing"},
-		queue.WithID("job-1"), queue.WithProgress(func(s queue.Status) { progress = append(progress, s) }))
+	ack, st, err := c.PublishAndWait(ctx, "order", "k1", contract.Envelope{Event: "start_processing"},
+		queue.WithID("job-1"), queue.WithProgress(func(s contract.Status) { progress = append(progress, s) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ack.ID != "job-1" || ack.Duplicate || st.JobID != "job-1" || !st.Settled || st.To != "awaiting_payment" {
 		t.Fatalf("ack %+v, status %+v", ack, st)
 	}
-	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != "retrying" {
+	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != contract.CodeRetrying {
 		t.Fatalf("progress %+v", progress)
 	}
 }
@@ -64,7 +65,7 @@ func TestPublishAndWaitTimeout(t *testing.T) {
 	c, _ := setup(t, queue.Spec{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	ack, _, err := c.PublishAndWait(ctx, "order", "k1", queue.Envelope{Event: "e"})
+	ack, _, err := c.PublishAndWait(ctx, "order", "k1", contract.Envelope{Event: "e"})
 	if !errors.Is(err, queue.ErrWaitTimeout) || !errors.Is(err, context.DeadlineExceeded) || ack.ID == "" {
 		t.Fatalf("ack %+v, err %v", ack, err)
 	}
@@ -75,7 +76,7 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 	c, _ := setup(t, queue.Spec{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ev := queue.Envelope{Event: "start_processing"}
+	ev := contract.Envelope{Event: "start_processing"}
 	if _, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1")); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			_ = c.PublishStatus(&queue.Status{Workflow: "order", Key: "k1", JobID: "job-1", Event: "start_processing",
+			_ = c.PublishStatus(&contract.Status{Workflow: "order", Key: "k1", JobID: "job-1", Event: "start_processing",
 				From: "idle", To: "processing", Version: 1, Settled: true})
 			select {
 			case <-tick.C:
@@ -135,7 +136,7 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 func TestPublishAndWaitBadKey(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{})
-	if _, _, err := c.PublishAndWait(context.Background(), "order", "a.b", queue.Envelope{Event: "e"}); !errors.Is(err, queue.ErrInvalidKey) {
+	if _, _, err := c.PublishAndWait(context.Background(), "order", "a.b", contract.Envelope{Event: "e"}); !errors.Is(err, contract.ErrInvalidKey) {
 		t.Fatal(err)
 	}
 }
@@ -149,7 +150,7 @@ func TestWatchStatus(t *testing.T) {
 	var got []string
 	done := make(chan error, 1)
 	go func() {
-		done <- c.WatchStatus(ctx, "order", "", func(st queue.Status) {
+		done <- c.WatchStatus(ctx, "order", "", func(st contract.Status) {
 			if got = append(got, st.Key); len(got) == 2 {
 				cancel()
 			}
@@ -161,7 +162,7 @@ func TestWatchStatus(t *testing.T) {
 		t.Fatalf("watch ended before it was ready: %v", err)
 	}
 	for _, k := range []string{"k1", "k2"} {
-		if err := c.PublishStatus(&queue.Status{Workflow: "order", Key: k, To: "processing"}); err != nil {
+		if err := c.PublishStatus(&contract.Status{Workflow: "order", Key: k, To: "processing"}); err != nil {
 			t.Fatal(err)
 		}
 	}

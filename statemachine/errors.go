@@ -3,6 +3,8 @@ package statemachine
 import (
 	"errors"
 	"fmt"
+
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // codedError is the type of the sentinels, so that Code finds their code with
@@ -15,14 +17,14 @@ func (e *codedError) Code() string  { return e.code }
 // Sentinel errors returned (wrapped) by Apply. Match them with errors.Is.
 var (
 	// ErrUnknownEvent: the event is not declared by the definition.
-	ErrUnknownEvent error = &codedError{"unknown_event", "unknown event"}
+	ErrUnknownEvent error = &codedError{contract.CodeUnknownEvent, "unknown event"}
 	// ErrInternalEvent: a client sent an event only actions and timers may send.
-	ErrInternalEvent error = &codedError{"internal_event", "internal event sent by a client"}
+	ErrInternalEvent error = &codedError{contract.CodeInternalEvent, "internal event sent by a client"}
 	// ErrInvalidData: a transition's Update refused the event's payload.
-	ErrInvalidData error = &codedError{"invalid_data", "invalid event data"}
+	ErrInvalidData error = &codedError{contract.CodeInvalidData, "invalid event data"}
 	// ErrUnknownState: the current state is not declared by the definition,
 	// typically stored state written by another version of the workflow.
-	ErrUnknownState error = &codedError{"unknown_state", "unknown state"}
+	ErrUnknownState error = &codedError{contract.CodeUnknownState, "unknown state"}
 )
 
 // InvalidTransitionError reports an event the definition does not accept in
@@ -37,8 +39,8 @@ func (e *InvalidTransitionError) Error() string {
 	return fmt.Sprintf("invalid transition: event %q in state %q", e.Event, e.From)
 }
 
-// Code returns "invalid_transition".
-func (e *InvalidTransitionError) Code() string { return "invalid_transition" }
+// Code returns contract.CodeInvalidTransition.
+func (e *InvalidTransitionError) Code() string { return contract.CodeInvalidTransition }
 
 // GuardError reports that transitions exist for (From, Event) but every guard
 // refused; Reasons holds each guard's refusal in definition order.
@@ -56,8 +58,8 @@ func (e *GuardError) Error() string {
 // Unwrap exposes the reasons to errors.Is and errors.As.
 func (e *GuardError) Unwrap() []error { return e.Reasons }
 
-// Code returns "guard_refused".
-func (e *GuardError) Code() string { return "guard_refused" }
+// Code returns contract.CodeGuardRefused.
+func (e *GuardError) Code() string { return contract.CodeGuardRefused }
 
 // ValidationError lists every problem New found in a definition.
 type ValidationError struct {
@@ -75,10 +77,12 @@ func (e *ValidationError) Error() string {
 }
 
 // Code returns the stable code of an error returned by Apply, for status
-// messages: "invalid_transition", "guard_refused", "unknown_event",
-// "internal_event", "invalid_data" or "unknown_state"; "internal" for any
-// other error and "" for nil. The outermost coded error wins, so an Update
-// error that happens to wrap another coded error still reports invalid_data.
+// messages: contract.CodeInvalidTransition, CodeGuardRefused,
+// CodeUnknownEvent, CodeInternalEvent, CodeInvalidData or CodeUnknownState;
+// "" for nil, and "internal" for an error Apply did not return (Apply returns
+// no other, so no status carries it). The outermost coded error wins, so an
+// Update error that happens to wrap another coded error still reports
+// invalid_data.
 func Code(err error) string {
 	if err == nil {
 		return ""

@@ -87,7 +87,7 @@ type Transition[D any] struct {
 // Definition describes a workflow. D is the data the workflow carries with
 // its state; it must be JSON-serialisable for the runtime to store it.
 type Definition[D any] struct {
-	Name        string          // workflow name, a NATS subject token: [a-z0-9_-]+
+	Name        string          // workflow name: 1-64 characters of a-z 0-9 - _ (contract.ValidateWorkflow)
 	Initial     State           // The state a new key starts in.
 	States      []StateDef      // Every state, in the order diagrams list them.
 	Events      []EventDef      // Every event, client and internal.

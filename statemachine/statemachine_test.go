@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	sm "github.com/orderly-dev/orderly/statemachine"
 )
 
@@ -125,14 +126,14 @@ func TestApply(t *testing.T) {
 		{name: "self-loop keeps the timer", from: "running", in: sm.Input{Event: "ping"}, wantTo: "running"},
 		{name: "update and cancel", from: "running", in: sm.Input{Event: "finish", Data: json.RawMessage(`7`), Source: sm.SourceAction}, wantTo: "done", wantData: jobData{7}, cancel: true},
 		{name: "timer event", from: "running", in: sm.Input{Event: "expire", Source: sm.SourceTimer}, wantTo: "dead", cancel: true},
-		{name: "all guards refuse", from: "new", data: jobData{-5}, in: sm.Input{Event: "start"}, code: "guard_refused"},
-		{name: "update refuses", from: "running", in: sm.Input{Event: "finish", Data: json.RawMessage(`"x"`), Source: sm.SourceAction}, code: "invalid_data"},
-		{name: "unknown event", from: "new", in: sm.Input{Event: "ghost"}, code: "unknown_event"},
-		{name: "unknown event beats unknown state", from: "ghost", in: sm.Input{Event: "ghost"}, code: "unknown_event"},
-		{name: "client sends internal", from: "running", in: sm.Input{Event: "finish", Data: json.RawMessage(`1`)}, code: "internal_event"},
-		{name: "unknown state", from: "ghost", in: sm.Input{Event: "start"}, code: "unknown_state"},
-		{name: "no transition", from: "new", in: sm.Input{Event: "ping"}, code: "invalid_transition"},
-		{name: "terminal", from: "done", in: sm.Input{Event: "start"}, code: "invalid_transition"},
+		{name: "all guards refuse", from: "new", data: jobData{-5}, in: sm.Input{Event: "start"}, code: contract.CodeGuardRefused},
+		{name: "update refuses", from: "running", in: sm.Input{Event: "finish", Data: json.RawMessage(`"x"`), Source: sm.SourceAction}, code: contract.CodeInvalidData},
+		{name: "unknown event", from: "new", in: sm.Input{Event: "ghost"}, code: contract.CodeUnknownEvent},
+		{name: "unknown event beats unknown state", from: "ghost", in: sm.Input{Event: "ghost"}, code: contract.CodeUnknownEvent},
+		{name: "client sends internal", from: "running", in: sm.Input{Event: "finish", Data: json.RawMessage(`1`)}, code: contract.CodeInternalEvent},
+		{name: "unknown state", from: "ghost", in: sm.Input{Event: "start"}, code: contract.CodeUnknownState},
+		{name: "no transition", from: "new", in: sm.Input{Event: "ping"}, code: contract.CodeInvalidTransition},
+		{name: "terminal", from: "done", in: sm.Input{Event: "start"}, code: contract.CodeInvalidTransition},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,10 +188,12 @@ func TestApplyErrors(t *testing.T) {
 		err  error
 		code string
 	}{
-		{sm.ErrUnknownEvent, "unknown_event"},
-		{sm.ErrInternalEvent, "internal_event"},
-		{sm.ErrInvalidData, "invalid_data"},
-		{sm.ErrUnknownState, "unknown_state"},
+		{sm.ErrUnknownEvent, contract.CodeUnknownEvent},
+		{sm.ErrInternalEvent, contract.CodeInternalEvent},
+		{sm.ErrInvalidData, contract.CodeInvalidData},
+		{sm.ErrUnknownState, contract.CodeUnknownState},
+		{&sm.InvalidTransitionError{}, contract.CodeInvalidTransition},
+		{&sm.GuardError{}, contract.CodeGuardRefused},
 		{errors.New("boom"), "internal"},
 		{nil, ""},
 	} {
@@ -206,8 +209,8 @@ func TestValidation(t *testing.T) {
 		mutate func(d *sm.Definition[jobData])
 		want   string
 	}{
-		{"empty name", func(d *sm.Definition[jobData]) { d.Name = "" }, `workflow name ""`},
-		{"bad name", func(d *sm.Definition[jobData]) { d.Name = "Job.x" }, `workflow name "Job.x"`},
+		{"empty name", func(d *sm.Definition[jobData]) { d.Name = "" }, `invalid workflow name: ""`},
+		{"bad name", func(d *sm.Definition[jobData]) { d.Name = "Job.x" }, `invalid workflow name: "Job.x"`},
 		{"initial undefined", func(d *sm.Definition[jobData]) { d.Initial = "nope" }, `initial state "nope" is not defined`},
 		{"empty state name", func(d *sm.Definition[jobData]) { d.States = append(d.States, sm.StateDef{}) }, `state 4 has an empty name`},
 		{"duplicate state", func(d *sm.Definition[jobData]) { d.States = append(d.States, sm.StateDef{Name: "done"}) }, `duplicate state "done"`},
@@ -266,6 +269,29 @@ func TestValidation(t *testing.T) {
 	}
 }
 
+// TestWireContractWorkflowNames: a definition's name is accepted exactly when
+// the contract accepts it as a workflow name, the 64-character limit
+// included (the name ends up in stream and bucket names).
+func TestWireContractWorkflowNames(t *testing.T) {
+	for _, name := range []string{
+		"job", "a", "order-2_b", strings.Repeat("a", contract.MaxWorkflowLen), strings.Repeat("a", contract.MaxWorkflowLen+1),
+		"", "Job", "a.b", "a b", "a*", "a>", "é", "a=b",
+	} {
+		def := jobDef()
+		def.Name = name
+		_, err := sm.New(def)
+		want := contract.ValidateWorkflow(name)
+		if (err == nil) != (want == nil) {
+			t.Errorf("New with name %q: %v; contract.ValidateWorkflow: %v", name, err, want)
+			continue
+		}
+		var ve *sm.ValidationError
+		if want != nil && (!errors.As(err, &ve) || !hasProblem(ve, want.Error())) {
+			t.Errorf("New with name %q: %v, want the problem %q", name, err, want)
+		}
+	}
+}
+
 func TestValidationReportsEveryProblem(t *testing.T) {
 	def := sm.Definition[jobData]{
 		Name:    "Bad Name",
@@ -290,7 +316,7 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 		t.Fatalf("New = %v, want a ValidationError", err)
 	}
 	want := []string{
-		`workflow name "Bad Name"`,
+		`invalid workflow name: "Bad Name"`,
 		`duplicate state "a"`,
 		`initial state "start" is not defined`,
 		`duplicate event "go"`,

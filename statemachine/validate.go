@@ -1,6 +1,10 @@
 package statemachine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/orderly-dev/orderly/contract"
+)
 
 // validate returns every problem of def, in a stable order, rather than
 // stopping at the first: fixing a definition one error per run is tedious.
@@ -8,8 +12,8 @@ func validate[D any](def Definition[D]) []string {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
-	if !validWorkflowName(def.Name) {
-		add("workflow name %q must be one or more of [a-z0-9_-] (it is a NATS subject token)", def.Name)
+	if err := contract.ValidateWorkflow(def.Name); err != nil {
+		add("%v (the name is a subject token and part of stream and bucket names)", err)
 	}
 	states := make(map[State]StateDef)
 	for i, s := range def.States {
@@ -163,13 +167,4 @@ func validate[D any](def Definition[D]) []string {
 		}
 	}
 	return problems
-}
-
-func validWorkflowName(s string) bool {
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-' {
-			return false
-		}
-	}
-	return s != ""
 }

@@ -20,7 +20,7 @@ import (
 type job struct {
 	f       *flow
 	key     string
-	p       pending
+	p       contract.PendingWork
 	ent     entity // the key's data as committed with the transition
 	version uint64
 	state   string
@@ -321,8 +321,8 @@ func (p *actionPool) attempt(j job) {
 	p.retrying(j, j.attempt, err)
 	j.attempt++
 	msg := err.Error()
-	if len(msg) > maxLastError {
-		msg = msg[:maxLastError]
+	if len(msg) > contract.MaxLastError {
+		msg = msg[:contract.MaxLastError]
 	}
 	f.deliver(j.key, internalEvent{pendingID: j.p.ID, retry: &retryNote{
 		attempt: j.attempt, at: cfg.Now().Add(wait).UTC(), err: msg,
@@ -365,7 +365,7 @@ func (p *actionPool) retrying(j job, attempt int, err error) {
 		Workflow: j.f.name, Key: j.key, JobID: j.p.JobID, Event: j.p.Action,
 		From: j.state, To: j.state, Version: j.version, At: p.w.cfg.Now().UTC(),
 		Action: j.p.Action, Attempt: attempt,
-		Error: &contract.StatusError{Code: "retrying", Message: "attempt " + strconv.Itoa(attempt) + ": " + err.Error()},
+		Error: &contract.StatusError{Code: contract.CodeRetrying, Message: "attempt " + strconv.Itoa(attempt) + ": " + err.Error()},
 	}
 	_ = p.w.conn.PublishStatus(&st)
 }

@@ -33,7 +33,7 @@ type actor struct {
 
 	// owned by the running goroutine
 	loaded   bool
-	rec      record
+	rec      contract.StateRecord
 	rev      uint64
 	ent      entity
 	verdicts []verdict // job id claims of the events in hand
@@ -113,13 +113,13 @@ func (a *actor) run() {
 
 // batch is the result of applying events to a copy of the actor's state.
 type batch struct {
-	rec      record
+	rec      contract.StateRecord
 	ent      entity
 	changed  bool
 	statuses []contract.Status
 	ack      []*queue.Msg
 	dead     []deadLetter
-	starts   []pending
+	starts   []contract.PendingWork
 	leftover []*queue.Msg
 	arm      *armed // the state timeout to schedule with this commit
 	resume   bool   // schedule a wake-up for pending work with this commit
@@ -211,10 +211,10 @@ func (a *actor) load(ctx context.Context) error {
 			break
 		}
 	}
-	var rec record
+	var rec contract.StateRecord
 	switch {
 	case errors.Is(err, queue.ErrNoState):
-		rec = record{State: string(f.eng.initial())}
+		rec = contract.StateRecord{State: string(f.eng.initial())}
 		rev = 0
 	case err != nil:
 		return err
@@ -237,10 +237,10 @@ func (a *actor) load(ctx context.Context) error {
 
 func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 	f := a.f
-	b := batch{rec: a.rec.clone(), ent: a.ent.snapshot()}
+	b := batch{rec: cloneRecord(&a.rec), ent: a.ent.snapshot()}
 	now := f.w.cfg.Now().UTC()
 	for _, ev := range internal {
-		i := b.rec.pendingIndex(ev.pendingID)
+		i := pendingIndex(&b.rec, ev.pendingID)
 		if i < 0 {
 			continue // fed back already (a retry raced a reload)
 		}
@@ -257,12 +257,12 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		st := a.step(&b, p.JobID, statemachine.Input{Event: ev.event, Data: ev.data, Source: statemachine.SourceAction}, now)
 		st.Action = p.Action
 		if ev.failure != "" && st.Error == nil {
-			st.Error = &contract.StatusError{Code: "action_failed", Message: p.Action + ": " + ev.failure}
+			st.Error = &contract.StatusError{Code: contract.CodeActionFailed, Message: p.Action + ": " + ev.failure}
 		}
 		b.statuses = append(b.statuses, st)
 	}
 	for i, m := range msgs {
-		if b.rec.handled(m.Sequence) {
+		if handled(&b.rec, m.Sequence) {
 			b.ack = append(b.ack, m) // redelivered after it was applied
 			a.f.w.duplicates.Add(1)
 			a.f.w.metrics.duplicates.WithLabelValues(a.f.name).Inc()
@@ -284,12 +284,12 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			break
 		}
 		if max := int(f.spec.MaxPayload); len(m.Data) > max {
-			b.poison(a.status(&b.rec, m.ID, "", now), m, "too_large", fmt.Sprintf("%d bytes, the limit is %d", len(m.Data), max))
+			b.poison(a.status(&b.rec, m.ID, "", now), m, contract.CodeTooLarge, fmt.Sprintf("%d bytes, the limit is %d", len(m.Data), max))
 			continue
 		}
 		var env contract.Envelope
 		if err := unmarshalEnvelope(m.Data, &env); err != nil || env.Event == "" {
-			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, "malformed", malformed(err))
+			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, contract.CodeMalformed, malformed(err))
 			continue
 		}
 		src := statemachine.SourceClient
@@ -303,12 +303,12 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			src = statemachine.SourceTimer
 		}
 		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: src}, now)
-		if st.Error != nil && st.Error.Code == statemachine.Code(statemachine.ErrUnknownEvent) {
+		if st.Error != nil && st.Error.Code == contract.CodeUnknownEvent {
 			// No version of the workflow can ever apply it.
 			b.poison(st, m, st.Error.Code, st.Error.Message)
 			continue
 		}
-		b.rec.noteApplied(m.Sequence)
+		noteApplied(&b.rec, m.Sequence)
 		if st.Error == nil {
 			b.changed = true
 		}
@@ -347,7 +347,7 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 		b.arm = &armed{event: out.arm.Event, after: out.arm.After, visit: b.rec.Entered}
 	}
 	for _, act := range out.actions {
-		p := pending{
+		p := contract.PendingWork{
 			ID:      a.key + "/" + strconv.FormatUint(b.rec.Version, 10) + "/" + act.Name,
 			Action:  act.Name,
 			JobID:   jobID,
@@ -363,7 +363,7 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 	return st
 }
 
-func (a *actor) status(rec *record, jobID, event string, now time.Time) contract.Status {
+func (a *actor) status(rec *contract.StateRecord, jobID, event string, now time.Time) contract.Status {
 	return contract.Status{
 		Workflow: a.f.name, Key: a.key, JobID: jobID, Event: event,
 		From: rec.State, To: rec.State, Version: rec.Version, At: now,
@@ -451,9 +451,9 @@ func (a *actor) finish(b *batch) {
 }
 
 // submit hands actions to the pool, except those already running here.
-func (a *actor) submit(ps []pending) {
+func (a *actor) submit(ps []contract.PendingWork) {
 	f := a.f
-	var todo []pending
+	var todo []contract.PendingWork
 	f.mu.Lock()
 	for _, p := range ps {
 		if !f.inflight[p.ID] {

@@ -50,7 +50,7 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		now  = f.w.cfg.Now().UTC()
 	)
 	for _, m := range msgs {
-		if m.ID == "" || a.rec.handled(m.Sequence) {
+		if m.ID == "" || handled(&a.rec, m.Sequence) {
 			continue
 		}
 		if _, ok := a.verdict(m.Sequence); ok {
@@ -119,7 +119,7 @@ func (a *actor) keepVerdicts(keep []*queue.Msg) {
 
 // refused reports whether another event holds m's job id, and if so deals
 // with m without applying it: a duplicate (same key and event) is
-// acknowledged and reported with error code "duplicate"; a conflict
+// acknowledged and reported with error code duplicate; a conflict
 // (another key or event) is dead-lettered as id_conflict.
 func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	v, ok := a.verdict(m.Sequence)
@@ -131,10 +131,10 @@ func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	st := a.status(&b.rec, m.ID, env.Event, now)
 	h := *v.held
 	if v.outcome == queue.Conflict {
-		b.poison(st, m, "id_conflict", fmt.Sprintf("job id %s is held by key %s (event %s)", m.ID, h.Key, h.Event))
+		b.poison(st, m, contract.CodeIDConflict, fmt.Sprintf("job id %s is held by key %s (event %s)", m.ID, h.Key, h.Event))
 		return true
 	}
-	st.Error = &contract.StatusError{Code: "duplicate", Message: fmt.Sprintf(
+	st.Error = &contract.StatusError{Code: contract.CodeDuplicate, Message: fmt.Sprintf(
 		"job %s was taken at %s by key %s, sequence %d; not applied again",
 		m.ID, h.At.Format(time.RFC3339), h.Key, h.Sequence)}
 	b.statuses = append(b.statuses, st)

@@ -68,7 +68,7 @@ func decodeEnvelope(data []byte) (_ contract.Envelope, ok bool) {
 }
 
 // marshalRecord is json.Marshal(r).
-func marshalRecord(r *record) ([]byte, error) {
+func marshalRecord(r *contract.StateRecord) ([]byte, error) {
 	// The capacity is a guess at the size: a sequence number with its comma
 	// takes 11 bytes or less until the stream has seen ten billion events.
 	b := make([]byte, 0, 128+len(r.State)+len(r.Data)+11*len(r.Applied)+96*len(r.Pending))
@@ -135,17 +135,17 @@ func marshalRecord(r *record) ([]byte, error) {
 }
 
 // unmarshalRecord is json.Unmarshal(data, r) for a zero r.
-func unmarshalRecord(data []byte, r *record) error {
+func unmarshalRecord(data []byte, r *contract.StateRecord) error {
 	return jsonx.Unmarshal(data, r, decodeRecord)
 }
 
 // decodeRecord decodes a record as marshalRecord writes it (whitespace
 // aside); ok is false for anything else.
-func decodeRecord(data []byte) (_ record, ok bool) {
+func decodeRecord(data []byte) (_ contract.StateRecord, ok bool) {
 	d := jsonx.NewDecoder(data)
 	d.Open()
 	// Go calls the methods in the literal in order, left to right.
-	r := record{
+	r := contract.StateRecord{
 		State:     d.Key("state").String(),
 		Version:   d.Key("version").Uint(),
 		Data:      d.Key("data").Raw(),
@@ -156,10 +156,10 @@ func decodeRecord(data []byte) (_ record, ok bool) {
 	}
 	if d.Has("pending") {
 		d.Key("pending").Array()
-		r.Pending = []pending{} // [] is an empty slice, not nil, as in encoding/json
+		r.Pending = []contract.PendingWork{} // [] is an empty slice, not nil, as in encoding/json
 		for d.More() {
 			d.Open()
-			p := pending{
+			p := contract.PendingWork{
 				ID:      d.Key("id").String(),
 				Action:  d.Key("action").String(),
 				JobID:   d.Key("job_id").String(),

@@ -147,12 +147,12 @@ func FuzzUnmarshalEnvelope(f *testing.F) {
 	f.Fuzz(checkUnmarshalEnvelope)
 }
 
-func sampleRecord() record {
-	return record{
+func sampleRecord() contract.StateRecord {
+	return contract.StateRecord{
 		State: "awaiting_payment", Version: 12, Data: json.RawMessage(`{"items":["a<b"],"total":12.5}`),
 		UpdatedAt: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Applied:   []uint64{1, 18446744073709551615},
-		Pending: []pending{{ID: "k/12/charge", Action: "charge", JobID: "j", Attempt: 2,
+		Pending: []contract.PendingWork{{ID: "k/12/charge", Action: "charge", JobID: "j", Attempt: 2,
 			Since: time.Date(2026, 11, 25, 9, 59, 0, 5, time.UTC), NextAttemptAt: time.Date(2026, 11, 25, 10, 0, 4, 0, time.UTC),
 			LastError: "gateway: 503 <busy>"}, {ID: "k/12/mail"}},
 		Entered: 11,
@@ -162,7 +162,7 @@ func sampleRecord() record {
 // checkRecord checks marshalRecord against encoding/json, and that what it
 // writes decodes back as encoding/json decodes it, without encoding/json
 // when nothing needed escaping.
-func checkRecord(t *testing.T, r record) {
+func checkRecord(t *testing.T, r contract.StateRecord) {
 	t.Helper()
 	want, wantErr := json.Marshal(&r)
 	got, err := marshalRecord(&r)
@@ -182,12 +182,12 @@ func checkRecord(t *testing.T, r record) {
 func TestRecordCodec(t *testing.T) {
 	r := sampleRecord()
 	checkRecord(t, r)
-	checkRecord(t, record{})                               // data null, zero time, no lists
-	checkRecord(t, record{Data: json.RawMessage{}})        // Marshal fails
-	checkRecord(t, record{Data: json.RawMessage(`{"a":`)}) // Marshal fails
-	checkRecord(t, record{Data: json.RawMessage(" [1, 2] ")})
-	checkRecord(t, record{Applied: []uint64{}, Pending: []pending{}})
-	checkRecord(t, record{UpdatedAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}) // Marshal fails
+	checkRecord(t, contract.StateRecord{})                               // data null, zero time, no lists
+	checkRecord(t, contract.StateRecord{Data: json.RawMessage{}})        // Marshal fails
+	checkRecord(t, contract.StateRecord{Data: json.RawMessage(`{"a":`)}) // Marshal fails
+	checkRecord(t, contract.StateRecord{Data: json.RawMessage(" [1, 2] ")})
+	checkRecord(t, contract.StateRecord{Applied: []uint64{}, Pending: []contract.PendingWork{}})
+	checkRecord(t, contract.StateRecord{UpdatedAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}) // Marshal fails
 	r.State, r.Pending[0].ID, r.Pending[1].Attempt = "a\"b\\c\n\xff\u2028<", "é", -7
 	r.UpdatedAt = time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("", 9*3600))
 	checkRecord(t, r)
@@ -206,7 +206,7 @@ func FuzzMarshalRecord(f *testing.F) {
 		if nilData {
 			data = nil
 		}
-		r := record{State: state, Version: version, Data: data, UpdatedAt: time.Unix(sec, nsec).In(time.FixedZone("", offset)), Entered: entered}
+		r := contract.StateRecord{State: state, Version: version, Data: data, UpdatedAt: time.Unix(sec, nsec).In(time.FixedZone("", offset)), Entered: entered}
 		if applied > 0 {
 			r.Applied = []uint64{}
 		}
@@ -214,10 +214,10 @@ func FuzzMarshalRecord(f *testing.F) {
 			r.Applied = append(r.Applied, seq+i*(seq/7+1))
 		}
 		if pendings > 0 {
-			r.Pending = []pending{}
+			r.Pending = []contract.PendingWork{}
 		}
 		for i := range int(pendings % 4) {
-			p := pending{ID: id + strconv.Itoa(i), Action: action, JobID: jobID, Attempt: attempt + i}
+			p := contract.PendingWork{ID: id + strconv.Itoa(i), Action: action, JobID: jobID, Attempt: attempt + i}
 			if i%2 == 1 {
 				p.Since, p.NextAttemptAt, p.LastError = r.UpdatedAt, r.UpdatedAt.Add(time.Duration(seq%1e9)), action
 			}
@@ -229,7 +229,7 @@ func FuzzMarshalRecord(f *testing.F) {
 
 func checkUnmarshalRecord(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got record
+	var want, got contract.StateRecord
 	wantErr := json.Unmarshal(data, &want)
 	err := unmarshalRecord(data, &got)
 	if (err == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {

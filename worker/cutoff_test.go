@@ -177,7 +177,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 	for retrying.IsZero() {
 		select {
 		case s := <-busy:
-			if s.Error != nil && s.Error.Code == "retrying" {
+			if s.Error != nil && s.Error.Code == contract.CodeRetrying {
 				retrying = time.Now()
 			}
 		case <-time.After(10 * time.Second):

@@ -185,7 +185,7 @@ func TestDiskFullWhileDeadLettering(t *testing.T) {
 	}
 	for _, d := range dead {
 		code, _, _ := strings.Cut(d.Reason, ":")
-		if code != "malformed" && code != "invalid_key" {
+		if code != contract.CodeMalformed && code != contract.CodeInvalidKey {
 			t.Errorf("dead letter of %s: reason %q", d.Key, d.Reason)
 		}
 	}

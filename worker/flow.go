@@ -101,7 +101,7 @@ func (f *flow) route(ctx context.Context, m *queue.Msg) {
 	if err := contract.ValidateKey(m.Key); err != nil {
 		// Published around the contract's checks (plain NATS): it can never
 		// be stored as state, so it must not hold up its partition.
-		f.deadLetter(m, "invalid_key: "+err.Error())
+		f.deadLetter(m, contract.CodeInvalidKey+": "+err.Error())
 		return
 	}
 	f.mu.Lock()
@@ -309,7 +309,7 @@ func (f *flow) giveBack(msgs []*queue.Msg, cause error) {
 		case f.w.ctx.Err() != nil:
 			_ = m.Nak(0)
 		case m.Delivered >= uint64(f.spec.MaxDeliver):
-			f.deadLetter(m, fmt.Sprintf("max_deliveries: delivered %d times; the key's state could not be loaded or committed: %v", m.Delivered, cause))
+			f.deadLetter(m, fmt.Sprintf("%s: delivered %d times; the key's state could not be loaded or committed: %v", contract.CodeMaxDeliveries, m.Delivered, cause))
 		default:
 			delay := retryDelay(m.Delivered)
 			f.noteHandedBack(m, delay)

@@ -126,7 +126,7 @@ func hotActor(b *testing.B) *actor {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a := &actor{key: "order-12345", f: f, loaded: true, rec: record{State: "ready"}, rev: 1, ent: ent}
+	a := &actor{key: "order-12345", f: f, loaded: true, rec: contract.StateRecord{State: "ready"}, rev: 1, ent: ent}
 	f.actors[a.key] = a
 	return a
 }
@@ -176,13 +176,13 @@ func BenchmarkHotDispatch(b *testing.B) {
 
 // hotRecord is a key's record after it has handled at least maxApplied
 // events: what every commit of a busy key encodes.
-func hotRecord(applied int) record {
-	r := record{
+func hotRecord(applied int) contract.StateRecord {
+	r := contract.StateRecord{
 		State: "ready", Version: 1000, Data: json.RawMessage(`{}`),
 		UpdatedAt: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC), Entered: 1,
 	}
 	for i := range applied {
-		r.noteApplied(uint64(1_000_000 + i))
+		noteApplied(&r, uint64(1_000_000+i))
 	}
 	return r
 }
@@ -227,7 +227,7 @@ func BenchmarkHotStateDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(val)))
 			for b.Loop() {
-				var r record
+				var r contract.StateRecord
 				if err := unmarshalRecord(val, &r); err != nil {
 					b.Fatal(err)
 				}

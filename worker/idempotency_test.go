@@ -136,7 +136,7 @@ func TestIdempotencyKeySurvivesServerRestart(t *testing.T) {
 	if raw.Duplicate {
 		t.Fatal("the restarted stream still knew job-x: the test proves nothing")
 	}
-	st := nextStatus(t, statuses, "duplicate of job-x", errorCode("job-x", "duplicate"))
+	st := nextStatus(t, statuses, "duplicate of job-x", errorCode("job-x", contract.CodeDuplicate))
 	if st.Version != 1 || st.From != st.To || !strings.Contains(st.Error.Message, fmt.Sprintf("sequence %d", first.Sequence)) {
 		t.Fatalf("duplicate status %+v, want version 1 naming sequence %d", st, first.Sequence)
 	}
@@ -183,7 +183,7 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 	// Around the client: the worker is the authority.
 	rawPublishStored(t, rawJS(t, b.url), "k2", "job-x", `{"event":"add","data":{"n":2}}`)
 	st := nextStatus(t, statuses, "id_conflict of k2", func(st contract.Status) bool {
-		return st.Key == "k2" && st.Error != nil && st.Error.Code == "id_conflict"
+		return st.Key == "k2" && st.Error != nil && st.Error.Code == contract.CodeIDConflict
 	})
 	if !strings.Contains(st.Error.Message, "held by key k1 (event add)") {
 		t.Fatalf("status %+v", st)
@@ -237,7 +237,7 @@ func TestIdempotencyKeyDuplicate(t *testing.T) {
 	}
 
 	rawPublishStored(t, rawJS(t, b.url), "k1", "job-x", `{"event":"add","data":{"n":1}}`)
-	dup := nextStatus(t, statuses, "duplicate of job-x", errorCode("job-x", "duplicate"))
+	dup := nextStatus(t, statuses, "duplicate of job-x", errorCode("job-x", contract.CodeDuplicate))
 	if dup.Version != 1 || !dup.Settled || !strings.Contains(dup.Error.Message, fmt.Sprintf("by key k1, sequence %d", first.Sequence)) {
 		t.Fatalf("duplicate status %+v", dup)
 	}
@@ -286,7 +286,7 @@ func TestIdempotencyKeyAcrossReplicas(t *testing.T) {
 		switch {
 		case st.Error == nil:
 			applied[st.Key]++
-		case st.Error.Code == "duplicate":
+		case st.Error.Code == contract.CodeDuplicate:
 			dups[st.Key]++
 		}
 		n := 0

@@ -116,9 +116,9 @@ func newMetrics(w *Worker) *metrics {
 func (m *metrics) observe(workflow string, statuses []contract.Status) {
 	for _, st := range statuses {
 		switch {
-		case st.Error != nil && st.Error.Code == "duplicate":
+		case st.Error != nil && st.Error.Code == contract.CodeDuplicate:
 			// Counted as a duplicate, not a rejection.
-		case st.Error == nil || st.Error.Code == "action_failed":
+		case st.Error == nil || st.Error.Code == contract.CodeActionFailed:
 			m.applied.WithLabelValues(workflow).Inc()
 			m.transitions.WithLabelValues(workflow, st.From, st.To).Inc()
 		default:

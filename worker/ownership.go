@@ -353,7 +353,7 @@ func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var rec record
+	var rec contract.StateRecord
 	if err := unmarshalRecord(val, &rec); err != nil {
 		return false, fmt.Errorf("state of %s: %w", key, err)
 	}

@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"time"
+
+	"github.com/orderly-dev/orderly/contract"
 )
 
 // Undeliverable events (see queue.DeadLetterStrays): published under a
@@ -50,7 +52,7 @@ func (f *flow) sweepOnce(ctx context.Context) {
 		moved, err := f.w.conn.DeadLetterStrays(ctx, f.name, strayBatch)
 		for _, s := range moved {
 			f.w.deadLettered.Add(1)
-			f.w.metrics.deadLettered.WithLabelValues(f.name, "undeliverable_subject").Inc()
+			f.w.metrics.deadLettered.WithLabelValues(f.name, contract.CodeUndeliverableSubject).Inc()
 			f.log.Warn().Str("subject", s.Subject).Uint64("sequence", s.Sequence).Str("job_id", s.JobID).
 				Str("reason", s.Reason).Msg("dead-lettered")
 		}

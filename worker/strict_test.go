@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -49,7 +50,7 @@ func TestStrictDecoding(t *testing.T) {
 		select {
 		case s := <-statuses:
 			if i < 3 {
-				if s.Error == nil || s.Error.Code != "malformed" || s.Version != 0 {
+				if s.Error == nil || s.Error.Code != contract.CodeMalformed || s.Version != 0 {
 					t.Fatalf("status %d: %+v, want malformed", i, s)
 				}
 				continue

@@ -95,7 +95,7 @@ func TestActionSucceedsAfterRetries(t *testing.T) {
 	}
 	<-statuses
 	for attempt := 1; attempt <= 2; attempt++ {
-		if s := <-statuses; s.Error == nil || s.Error.Code != "retrying" || s.Attempt != attempt {
+		if s := <-statuses; s.Error == nil || s.Error.Code != contract.CodeRetrying || s.Attempt != attempt {
 			t.Fatalf("retry status %+v", s)
 		}
 	}

@@ -81,7 +81,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantCodes := []string{"", "internal_event", "unknown_event", "invalid_data", "", "", "invalid_transition"}
+	wantCodes := []string{"", contract.CodeInternalEvent, contract.CodeUnknownEvent, contract.CodeInvalidData, "", "", contract.CodeInvalidTransition}
 	for i, code := range wantCodes {
 		s := <-statuses
 		got := ""
@@ -120,7 +120,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	if _, err := b.conn.Publish(ctx, "tally", "k", add(7)); err != nil {
 		t.Fatal(err)
 	}
-	for _, code := range []string{"malformed", "unknown_event"} {
+	for _, code := range []string{contract.CodeMalformed, contract.CodeUnknownEvent} {
 		if s := <-statuses; s.Error == nil || s.Error.Code != code {
 			t.Fatalf("status %+v, want %s", s, code)
 		}
@@ -138,7 +138,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	for _, d := range dead {
 		kind := strings.SplitN(d.Reason, ":", 2)[0]
 		reasons[d.Key+" "+kind] = d.Reason
-		if kind == "malformed" {
+		if kind == contract.CodeMalformed {
 			malformed = d.Sequence
 		}
 	}
@@ -156,7 +156,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	if _, err := b.conn.Replay(ctx, "tally", malformed); err != nil {
 		t.Fatal(err)
 	}
-	if s := <-statuses; s.Error == nil || s.Error.Code != "malformed" {
+	if s := <-statuses; s.Error == nil || s.Error.Code != contract.CodeMalformed {
 		t.Fatalf("replayed: %+v", s)
 	}
 	waitFor(t, 10*time.Second, "the replay to be dead-lettered again", func() bool { return w.Stats().DeadLettered == 4 })
@@ -224,12 +224,12 @@ func TestActionRetriesThenFails(t *testing.T) {
 	<-statuses // work applied
 	for attempt := 1; attempt <= 2; attempt++ {
 		s := <-statuses
-		if s.Error == nil || s.Error.Code != "retrying" || s.Attempt != attempt || s.JobID != "j" || s.Settled {
+		if s.Error == nil || s.Error.Code != contract.CodeRetrying || s.Attempt != attempt || s.JobID != "j" || s.Settled {
 			t.Fatalf("retry status %+v", s)
 		}
 	}
 	s := <-statuses
-	if s.Error == nil || s.Error.Code != "action_failed" || s.To != "closed" || !s.Settled || s.JobID != "j" {
+	if s.Error == nil || s.Error.Code != contract.CodeActionFailed || s.To != "closed" || !s.Settled || s.JobID != "j" {
 		t.Fatalf("final status %+v", s)
 	}
 }

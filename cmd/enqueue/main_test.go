@@ -278,11 +278,11 @@ func retryThen(fail bool) func(m *queue.Msg) []contract.Status {
 	return func(m *queue.Msg) []contract.Status {
 		progress := contract.Status{Workflow: "order", Key: m.Key, JobID: m.ID, Event: "request_payment",
 			From: "processing", To: "processing", Version: 1, Action: "authorize", Attempt: 1,
-			Error: &contract.StatusError{Code: "retrying", Message: "gateway timeout"}}
+			Error: &contract.StatusError{Code: contract.CodeRetrying, Message: "gateway timeout"}}
 		final := progress
 		final.To, final.Version, final.Settled, final.Attempt, final.Error = "awaiting_payment", 2, true, 2, nil
 		if fail {
-			final.To, final.Error = "failed", &contract.StatusError{Code: "action_failed", Message: "card declined"}
+			final.To, final.Error = "failed", &contract.StatusError{Code: contract.CodeActionFailed, Message: "card declined"}
 		}
 		return []contract.Status{progress, final}
 	}
@@ -310,7 +310,7 @@ func TestWaitFailedJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 1 {
 		t.Fatalf("code %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}
-	if st.JobID != "job-9" || st.To != "failed" || !st.Settled || st.Error == nil || st.Error.Code != "action_failed" {
+	if st.JobID != "job-9" || st.To != "failed" || !st.Settled || st.Error == nil || st.Error.Code != contract.CodeActionFailed {
 		t.Fatalf("status %+v", st)
 	}
 	if !strings.Contains(errOut, "enqueue: job job-9 ended in failed: action_failed: card declined") {

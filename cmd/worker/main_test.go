@@ -185,7 +185,7 @@ func TestEndToEndBinaries(t *testing.T) {
 		t.Fatalf("status: exit %d %s", code, out)
 	}
 	out, code = enqueue(t, natsAddr, "order-2", "confirm_payment", "--wait")
-	if code != 1 || !strings.Contains(out, "invalid_transition") {
+	if code != 1 || !strings.Contains(out, contract.CodeInvalidTransition) {
 		t.Fatalf("rejected event: exit %d\n%s", code, out)
 	}
 	// A quick burst without --wait is applied in order: each event waits
