@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Orderly's image: both binaries (worker, the entrypoint, and enqueue),
 # static (CGO off), on distroless with CA certificates, as a numeric non-root
-# user. deploy/deploy_test.go checks this file's shape against the code and
-# the Kubernetes manifests.
+# user. deploy/manifests_test.go checks this file's shape against the code and
+# the Kubernetes manifests. The build needs the root module alone: deploy/, a
+# module of its own for its tests, stays out of the context (.dockerignore).
 #
 #   docker build -t ghcr.io/orderly-dev/orderly:dev \
 #     --build-arg VERSION=$(git describe --tags --always --dirty) --build-arg REVISION=$(git rev-parse HEAD) .

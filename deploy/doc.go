@@ -8,4 +8,11 @@
 // the result against the real worker binary (probe paths and ports, the
 // environment variables it reads, its shutdown timeout, the consumers KEDA
 // watches) and against the Dockerfile.
+//
+// It is a module of its own, github.com/orderly-dev/orderly/deploy, so that
+// the Kubernetes and kustomize libraries its tests use stay out of the root
+// go.mod and out of the builds of services that import Orderly. go.mod
+// replaces the root module with this checkout, and the worker binary is
+// built in the root module, as the Dockerfile builds it. make test runs
+// these tests with the root module's.
 package deploy

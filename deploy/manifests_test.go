@@ -1116,7 +1116,10 @@ var buildWorker = sync.OnceValues(func() (worker, error) {
 	}
 	binDir = dir
 	bin := filepath.Join(dir, "worker")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/orderly-dev/orderly/cmd/worker")
+	// Built in the root module, with its go.mod, as the Dockerfile builds
+	// it: not with this module's versions of the worker's dependencies.
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/worker")
+	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return worker{}, fmt.Errorf("go build: %v\n%s", err, out)
 	}
