@@ -65,7 +65,7 @@ type Config struct {
 	// InboxPrefix starts the subjects the connection receives replies and
 	// pulled messages on. Default: "_INBOX", the NATS default. A worker
 	// whose user may subscribe only to its own prefix sets it (see the
-	// README's "Permissions").
+	// "Permissions" in docs/operations.md).
 	InboxPrefix string
 }
 

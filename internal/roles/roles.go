@@ -2,7 +2,7 @@
 // subjects each kind of client may publish and subscribe to, for one
 // workflow. It is the one place the lists live. The embedded server
 // (cmd/worker) is configured from it; the NATS configuration of deploy/k8s
-// and the README's "Permissions" section are checked against it by tests,
+// and the "Permissions" section of docs/operations.md are checked against it by tests,
 // so they cannot drift.
 //
 // Three roles:

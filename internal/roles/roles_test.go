@@ -37,7 +37,7 @@ func blocks() []block {
 	}
 	b := []block{
 		{"../../deploy/k8s/base/nats/configmap.yaml", "      # roles:begin", "      # roles:end", conf("      ", false)},
-		{"../../README.md", "<!-- roles:begin -->", "<!-- roles:end -->", conf("", true)},
+		{"../../docs/operations.md", "<!-- roles:begin -->", "<!-- roles:end -->", conf("", true)},
 	}
 	for _, r := range roles.All() {
 		b = append(b, block{"../../deploy/helm/nats-values.yaml", "          # roles:" + string(r) + ":begin", "          # roles:" + string(r) + ":end",
@@ -61,7 +61,7 @@ func blocks() []block {
 }
 
 // TestGeneratedRoleBlocksMatch: the NATS configurations of deploy/ and the
-// README show exactly the permissions of package roles. Run with -update to
+// docs/operations.md show exactly the permissions of package roles. Run with -update to
 // rewrite them after changing the roles.
 func TestGeneratedRoleBlocksMatch(t *testing.T) {
 	for _, g := range blocks() {
