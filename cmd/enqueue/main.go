@@ -108,28 +108,35 @@ func (c command) run(ctx context.Context, args []string) error {
 	return err
 }
 
-func (c command) parse(args []string) (options, error) {
-	var o options
-	// env holds the flags that may come from the environment: how to reach
-	// NATS and which workflow, not per-call flags such as --id.
-	env := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
+// flagSets returns enqueue's flags, bound to o: all of them (fs), and env,
+// those also read from the environment: how to reach NATS and which
+// workflow, not per-call flags such as --id. docs/configuration.md is
+// generated from them.
+func (o *options) flagSets() (fs, env *pflag.FlagSet, version *bool) {
+	env = pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	// Shorter than the worker's 30s: a command line wants a quick answer.
 	o.conn.ConnectTimeout = 2 * time.Second
 	o.conn.Register(env, "NATS server URL (default nats://127.0.0.1:4222)")
 	env.StringVar(&o.workflow, "workflow", "order", "workflow name")
 	env.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug, info, warn or error")
-	fs := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
+	fs = pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(env)
 	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, dlq: one JSON object per line)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing, --wait and dlq (0: none); for watch, how long to watch (unset: until interrupted)")
-	fs.StringVar(&o.id, "id", "", "job id and idempotency key (default: a new unique id)")
+	fs.StringVar(&o.id, "id", "", "job id and idempotency key: 1-256 bytes of UTF-8, no control characters, no leading or trailing spaces (default: a new unique id)")
 	fs.BoolVar(&o.wait, "wait", false, "follow the job until it settles and print its final state")
 	fs.StringVar(&o.file, "file", "", "publish the JSON lines of `FILE` (- for stdin) instead of KEY EVENT")
 	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
 	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all)")
 	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter")
-	version := cli.VersionFlag(fs)
+	version = cli.VersionFlag(fs)
+	return fs, env, version
+}
+
+func (c command) parse(args []string) (options, error) {
+	var o options
+	fs, env, version := o.flagSets()
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(c.stdout, usageHead+fs.FlagUsages())

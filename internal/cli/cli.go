@@ -45,7 +45,7 @@ func (f *ConnFlags) Register(fs *pflag.FlagSet, urlHelp string) {
 	if def <= 0 {
 		def = DefaultConnectTimeout
 	}
-	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", def, "how long to wait for a NATS server at start, retrying, before giving up (0: wait until interrupted)")
+	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", def, "how long to wait for a NATS server at start, retrying, before giving up (0: wait until interrupted); wrong credentials or TLS fail at once")
 }
 
 // Validate returns a *UsageError for a flag value that cannot work.
@@ -87,29 +87,43 @@ const NoEnv = "orderly/noenv"
 // was set from.
 const fromEnv = "orderly/env"
 
+// EnvNames are the environment variables ApplyEnv reads for fl, the first
+// one set winning: ORDERLY_<FLAG> (dashes as underscores) and, for
+// --nats-url, NATS_URL; none for a flag annotated NoEnv. The generated
+// docs/configuration.md lists them from here.
+func EnvNames(fl *pflag.Flag) []string {
+	if fl.Annotations[NoEnv] != nil {
+		return nil
+	}
+	names := []string{"ORDERLY_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))}
+	if fl.Name == "nats-url" {
+		names = append(names, "NATS_URL")
+	}
+	return names
+}
+
 // ApplyEnv sets every flag not given on the command line from its
-// environment variable ORDERLY_<FLAG> (dashes as underscores), and
-// --nats-url also from NATS_URL. The command line wins over the environment.
-// Origin says afterwards where a flag's value came from.
+// environment variables (EnvNames): ORDERLY_<FLAG>, and --nats-url also
+// NATS_URL. The command line wins over the environment. Origin says
+// afterwards where a flag's value came from.
 func ApplyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 	var err error
 	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || err != nil || fl.Annotations[NoEnv] != nil {
+		if fl.Changed || err != nil {
 			return
 		}
-		name := "ORDERLY_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		v := getenv(name)
-		if v == "" && fl.Name == "nats-url" {
-			name, v = "NATS_URL", getenv("NATS_URL")
-		}
-		if v == "" {
+		for _, name := range EnvNames(fl) {
+			v := getenv(name)
+			if v == "" {
+				continue
+			}
+			if e := fs.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+				return
+			}
+			_ = fs.SetAnnotation(fl.Name, fromEnv, []string{name})
 			return
 		}
-		if e := fs.Set(fl.Name, v); e != nil {
-			err = fmt.Errorf("%s=%q: %w", name, v, e)
-			return
-		}
-		_ = fs.SetAnnotation(fl.Name, fromEnv, []string{name})
 	})
 	return err
 }
