@@ -109,7 +109,21 @@ func newMetrics(w *Worker) *metrics {
 			}),
 		)
 	}
+	m.initSeries(w)
 	return m
+}
+
+// initSeries creates, at zero, the series whose labels are known before
+// any event: those labelled by workflow alone. A failure counter that
+// exists from the start lets rate() and alerts (docs/operations.md) see
+// its first increase; one created by that increase would not.
+func (m *metrics) initSeries(w *Worker) {
+	for _, f := range w.flows {
+		for _, c := range []*prometheus.CounterVec{m.received, m.applied, m.duplicates, m.deadLetterFailures, m.commitFailures} {
+			c.WithLabelValues(f.name)
+		}
+		m.pullBatch.WithLabelValues(f.name)
+	}
 }
 
 // observe counts what a committed batch did.

@@ -106,3 +106,26 @@ func TestMetricsBuildInfo(t *testing.T) {
 		t.Errorf("goversion %q, want %q", m[1], runtime.Version())
 	}
 }
+
+// TestMetricsFailureCountersServedFromTheStart: the counters labelled by
+// workflow alone are served at zero before any event, so that an alert on
+// the first increase of a failure counter (docs/operations.md) can fire.
+func TestMetricsFailureCountersServedFromTheStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w, err := worker.New(b.conn, worker.Config{}, tallyWorkflow(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(w.Handler())
+	defer srv.Close()
+	body := scrape(t, srv.URL)
+	for _, name := range []string{
+		"orderly_events_received_total", "orderly_events_applied_total", "orderly_duplicates_skipped_total",
+		"orderly_dead_letter_failures_total", "orderly_commit_failures_total", "orderly_pull_batch_size_count",
+	} {
+		if !regexp.MustCompile(`(?m)^` + name + `\{workflow="tally"\} 0$`).MatchString(body) {
+			t.Errorf("no %s{workflow=\"tally\"} 0 before any event in:\n%s", name, body)
+		}
+	}
+}
