@@ -372,3 +372,51 @@ func runExample(t *testing.T, bin string, args []string) (string, int) {
 	}
 	return out.String(), 0
 }
+
+// TestDocsQueueFullExample: the "queue full" error that docs/operations.md
+// shows is what enqueue prints when a worker's queue is full. It needs a
+// server, so it is checked here with a worker run as the doc says
+// (--queue-limit 3, slow work holding the key's later events in the
+// stream).
+func TestDocsQueueFullExample(t *testing.T) {
+	t.Parallel()
+	var ex *example
+	for _, path := range docFiles(t) {
+		for _, e := range consoleExamples(t, path) {
+			if strings.Contains(strings.Join(e.output, "\n"), "queue full") {
+				ex = &e
+			}
+		}
+	}
+	if ex == nil {
+		t.Fatal("no console example shows \"queue full\" any more: remove this test, or restore the example")
+	}
+	words, ok := splitCommand(ex.command)
+	if !ok || len(words) < 3 || words[0] != "enqueue" {
+		t.Fatalf("%s:%d: want an enqueue KEY EVENT command, got %q", ex.doc, ex.line, ex.command)
+	}
+	w := runInProcess(t, nil, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--queue-limit", "3", "--sim-latency", "5s")
+	httpAddr := logField(t, w.out, "start-up: http listening", "addr", 30*time.Second)
+	natsAddr := strings.TrimPrefix(logField(t, w.out, "start-up: connecting to NATS", "urls", 30*time.Second), "nats://")
+	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	// Each event waits in the stream behind the key's slow work: the
+	// queue fills after a few.
+	var seen []string
+	for i := range 10 {
+		out, code := enqueue(t, natsAddr, words[1:]...)
+		if code == 0 {
+			seen = append(seen, fmt.Sprintf("%d: stored", i+1))
+			continue
+		}
+		want := strings.Join(ex.output, "\n")
+		if strings.TrimRight(out, "\n") != want {
+			t.Errorf("%s:%d: the doc shows:\n%s\nenqueue printed:\n%s", ex.doc, ex.line, want, out)
+		}
+		if ex.exit >= 0 && code != ex.exit {
+			t.Errorf("%s:%d: the doc shows exit status %d, enqueue exits %d", ex.doc, ex.line, ex.exit, code)
+		}
+		return
+	}
+	t.Fatalf("the queue never filled: %v", seen)
+}

@@ -3,8 +3,8 @@
 // The tests that need the commands sit beside them: the generated
 // configuration reference (TestConfigurationDocIsCurrent in cmd/worker and
 // cmd/enqueue), the metrics of docs/operations.md (TestOperationsDocMetrics
-// in cmd/worker) and the console examples (TestDocsConsoleExamples in
-// cmd/worker).
+// in cmd/worker) and the console examples (TestDocsConsoleExamples and
+// TestDocsQueueFullExample in cmd/worker).
 package doccheck
 
 import (
