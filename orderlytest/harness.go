@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
@@ -66,7 +67,8 @@ type Harness struct {
 type env struct {
 	t         testing.TB
 	clock     *Clock
-	conn      *queue.Conn
+	conn      *queue.Conn    // the producer's connection, for FireDueTimers
+	client    *client.Client // on conn
 	worker    *worker.Worker
 	workflows []string
 	timeout   time.Duration
@@ -101,10 +103,14 @@ func Start(t testing.TB, workflows []worker.Workflow, opts ...Option) *Harness {
 		statuses: map[string][]contract.Status{},
 		changed:  make(chan struct{}),
 	}
+	if e.client, err = client.New(e.conn.NATS(), client.Config{}); err != nil {
+		t.Fatalf("orderlytest: %v", err)
+	}
+	t.Cleanup(func() { _ = e.client.Close() })
 	for _, wf := range workflows {
 		name := wf.Name()
 		e.workflows = append(e.workflows, name)
-		sub, err := e.conn.SubscribeStatus(name, "", func(st contract.Status) { e.record(name, st) })
+		sub, err := e.client.Subscribe(name, "", func(st contract.Status) { e.record(name, st) })
 		if err != nil {
 			t.Fatalf("orderlytest: subscribe to statuses of %s: %v", name, err)
 		}
@@ -185,10 +191,10 @@ func (h *Harness) Workflow(name string) *Harness {
 	return &Harness{env: h.env, workflow: name}
 }
 
-// Conn is the harness's producer connection, for what its helpers do not
-// cover (queue.Conn.WatchStatus, PublishAsync, ...). The worker has a
+// Client is the harness's producer client, for what its helpers do not
+// cover (Watch, PublishAsync, DeadLetters, ...). The worker has a
 // connection of its own.
-func (h *Harness) Conn() *queue.Conn { return h.env.conn }
+func (h *Harness) Client() *client.Client { return h.env.client }
 
 // Clock is the worker's clock.
 func (h *Harness) Clock() *Clock { return h.env.clock }
@@ -199,14 +205,14 @@ func (h *Harness) Worker() *worker.Worker { return h.env.worker }
 // Send publishes event with data for key and returns its job id once the
 // stream has stored it. data is encoded with encoding/json (a
 // json.RawMessage goes as it is); nil sends none. opts are the producer's
-// (queue.WithID for an idempotency key). It fails the test if the event
+// (client.WithJobID for an idempotency key). It fails the test if the event
 // cannot be published; a rejection by the workflow comes later, as a
 // status (see RequireRejected).
-func (h *Harness) Send(key, event string, data any, opts ...queue.PublishOption) string {
+func (h *Harness) Send(key, event string, data any, opts ...client.PublishOption) string {
 	h.env.t.Helper()
 	ctx, cancel := h.env.ctx()
 	defer cancel()
-	ack, err := h.env.conn.Publish(ctx, h.workflow, key, h.envelope(event, data), opts...)
+	ack, err := h.env.client.Publish(ctx, h.workflow, key, h.envelope(event, data), opts...)
 	if err != nil {
 		h.env.t.Fatalf("orderlytest: send %s to %s/%s: %v", event, h.workflow, key, err)
 	}
@@ -214,14 +220,14 @@ func (h *Harness) Send(key, event string, data any, opts ...queue.PublishOption)
 }
 
 // SendAndWait is Send followed by waiting for the job to settle (see
-// queue.Conn.PublishAndWait); it returns the job's settled status. A
+// client.Client.PublishAndWait); it returns the job's settled status. A
 // rejected event settles too: the status's Error says why. It fails the
 // test if the job does not settle within the harness's timeout.
-func (h *Harness) SendAndWait(key, event string, data any, opts ...queue.PublishOption) contract.Status {
+func (h *Harness) SendAndWait(key, event string, data any, opts ...client.PublishOption) contract.Status {
 	h.env.t.Helper()
 	ctx, cancel := h.env.ctx()
 	defer cancel()
-	ack, st, err := h.env.conn.PublishAndWait(ctx, h.workflow, key, h.envelope(event, data), opts...)
+	ack, st, err := h.env.client.PublishAndWait(ctx, h.workflow, key, h.envelope(event, data), opts...)
 	if err != nil {
 		h.env.t.Fatalf("orderlytest: send %s to %s/%s and wait: %v", event, h.workflow, key, err)
 	}
@@ -278,7 +284,7 @@ func (h *Harness) Advance(d time.Duration) {
 func (h *Harness) State(key string) contract.StateRecord {
 	h.env.t.Helper()
 	rec, err := h.readState(key)
-	if err != nil && !errors.Is(err, queue.ErrNoState) {
+	if err != nil && !errors.Is(err, client.ErrNoState) {
 		h.env.t.Fatalf("orderlytest: state of %s/%s: %v", h.workflow, key, err)
 	}
 	return rec
@@ -287,7 +293,7 @@ func (h *Harness) State(key string) contract.StateRecord {
 func (h *Harness) readState(key string) (contract.StateRecord, error) {
 	ctx, cancel := h.env.ctx()
 	defer cancel()
-	return h.env.conn.ReadState(ctx, h.workflow, key)
+	return h.env.client.State(ctx, h.workflow, key)
 }
 
 // RequireState waits until key's stored state is state, and returns the

@@ -12,9 +12,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/orderlytest"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -24,7 +24,7 @@ func TestHappyPathAndRecordedStatuses(t *testing.T) {
 	t.Parallel()
 	spy := orderlytest.NewSpy[Ticket](nil)
 	h := orderlytest.Start(t, []worker.Workflow{ticketWorkflow(spy.Func)})
-	job := h.Send("t-1", "assign", Ticket{Assignee: "ada"}, queue.WithID("job-1"))
+	job := h.Send("t-1", "assign", Ticket{Assignee: "ada"}, client.WithJobID("job-1"))
 	if job != "job-1" {
 		t.Fatalf("job id %q", job)
 	}
@@ -95,7 +95,7 @@ func TestWorkflowSelectsAnother(t *testing.T) {
 	if rec := h.State("t-1"); rec.State != "" {
 		t.Fatalf("the first workflow's key has state %+v", rec)
 	}
-	if h2.Conn() != h.Conn() || h2.Clock() != h.Clock() || h2.Worker() != h.Worker() {
+	if h2.Client() != h.Client() || h2.Clock() != h.Clock() || h2.Worker() != h.Worker() {
 		t.Fatal("workflow harnesses do not share their environment")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/internal/jsapi"
 	"github.com/orderly-dev/orderly/internal/ratelog"
 )
 
@@ -106,7 +107,7 @@ type Conn struct {
 	downSince atomic.Int64    // unix nanoseconds; 0 while connected
 	failures  ratelog.Limiter // of the lines about failed attempts
 
-	mux replyMux // job id claims and look-ups (mux.go)
+	mux jsapi.ReplyMux // job id claims (jobs.go)
 }
 
 // Connect dials NATS. It keeps trying while no server answers, and fails
@@ -374,6 +375,10 @@ func (c *Conn) DisconnectedSince() time.Time {
 	}
 	return time.Time{}
 }
+
+// NATS is the connection itself, for a client.Client of the same
+// connection (client.New): Close and Drain here close it.
+func (c *Conn) NATS() *nats.Conn { return c.nc }
 
 // ServerURL is the (redacted) URL of the server currently connected to.
 func (c *Conn) ServerURL() string { return c.nc.ConnectedUrlRedacted() }

@@ -13,9 +13,10 @@ import (
 func TestPullerNeverHoldsMoreThanItsRoom(t *testing.T) {
 	t.Parallel()
 	c, p := setup(t, queue.Spec{Partitions: 1})
+	cl := newClient(t, c)
 	ctx := context.Background()
 	for range 100 {
-		if _, err := c.PublishAsync("order", "k", contract.Envelope{Event: "e"}); err != nil {
+		if _, err := cl.PublishAsync("order", "k", contract.Envelope{Event: "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,8 +87,9 @@ func TestPullerNeverHoldsMoreThanItsRoom(t *testing.T) {
 func TestPullerHardStop(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{Partitions: 1})
+	cl := newClient(t, c)
 	ctx := context.Background()
-	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
+	if _, err := cl.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
 		t.Fatal(err)
 	}
 	entered := make(chan struct{})

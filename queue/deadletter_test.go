@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -77,9 +78,21 @@ func deadLetter(t *testing.T, c *queue.Conn, n int, reason string) []*queue.Msg 
 	return msgs
 }
 
-func deadLetters(t *testing.T, c *queue.Conn) []queue.DeadLetterEntry {
+// newClient is a producer client on c's connection: the dead letters the
+// runtime writes are listed and replayed by package client.
+func newClient(t *testing.T, c *queue.Conn) *client.Client {
 	t.Helper()
-	es, err := c.DeadLetters(context.Background(), "order", 0)
+	cl, err := client.New(c.NATS(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+func deadLetters(t *testing.T, c *queue.Conn) []client.DeadLetter {
+	t.Helper()
+	es, err := newClient(t, c).DeadLetters(context.Background(), "order", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +167,8 @@ func TestDeadLetterAndReplay(t *testing.T) {
 		t.Fatalf("headers %v", e.Headers)
 	}
 
-	ack, err := c.Replay(ctx, "order", e.Sequence)
+	cl := newClient(t, c)
+	ack, err := cl.Replay(ctx, "order", e.Sequence)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +179,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	if es := deadLetters(t, c); len(es) != 0 {
 		t.Fatalf("dead letters after Replay: %+v", es)
 	}
-	if _, err := c.Replay(ctx, "order", e.Sequence); !errors.Is(err, queue.ErrNoDeadLetter) {
+	if _, err := cl.Replay(ctx, "order", e.Sequence); !errors.Is(err, client.ErrNoDeadLetter) {
 		t.Fatalf("second Replay: %v", err)
 	}
 
@@ -192,11 +206,12 @@ func TestReplayAll(t *testing.T) {
 	}
 	deadLetter(t, c, 4, "unknown_event: nope")
 
-	es, err := c.DeadLetters(ctx, "order", 2)
+	cl := newClient(t, c)
+	es, err := cl.DeadLetters(ctx, "order", 2)
 	if err != nil || len(es) != 2 || es[0].Key != "k1" || es[1].Key != "k2" || es[0].JobID != "" {
 		t.Fatalf("first two: %+v, %v", es, err)
 	}
-	n, err := c.ReplayAll(ctx, "order")
+	n, err := cl.ReplayAll(ctx, "order")
 	if n != 3 || !errors.Is(err, contract.ErrInvalidKey) {
 		t.Fatalf("replayed %d, err %v; want 3 and an invalid key", n, err)
 	}
@@ -205,7 +220,7 @@ func TestReplayAll(t *testing.T) {
 	if len(es) != 1 || es[0].Key != "bad:key" {
 		t.Fatalf("left %+v, want the bad key", es)
 	}
-	if _, err := c.Replay(ctx, "order", es[0].Sequence); !errors.Is(err, contract.ErrInvalidKey) {
+	if _, err := cl.Replay(ctx, "order", es[0].Sequence); !errors.Is(err, contract.ErrInvalidKey) {
 		t.Fatalf("replay of a bad key: %v", err)
 	}
 	for _, m := range pullN(t, c, 3) {
@@ -220,16 +235,17 @@ func TestReplayUnknown(t *testing.T) {
 	t.Parallel()
 	c, _ := dlqSetup(t)
 	ctx := context.Background()
-	if _, err := c.Replay(ctx, "order", 42); !errors.Is(err, queue.ErrNoDeadLetter) {
+	cl := newClient(t, c)
+	if _, err := cl.Replay(ctx, "order", 42); !errors.Is(err, client.ErrNoDeadLetter) {
 		t.Fatalf("Replay: %v", err)
 	}
-	if n, err := c.ReplayAll(ctx, "order"); n != 0 || err != nil {
+	if n, err := cl.ReplayAll(ctx, "order"); n != 0 || err != nil {
 		t.Fatalf("ReplayAll of none: %d, %v", n, err)
 	}
 	if es := deadLetters(t, c); len(es) != 0 {
 		t.Fatalf("dead letters %+v", es)
 	}
-	if _, err := c.DeadLetters(ctx, "nosuch", 0); !errors.Is(err, queue.ErrNotProvisioned) {
+	if _, err := cl.DeadLetters(ctx, "nosuch", 0); !errors.Is(err, client.ErrNotProvisioned) {
 		t.Fatalf("unknown workflow: %v", err)
 	}
 }

@@ -10,78 +10,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
-
-func TestIdempotencyKeyValidation(t *testing.T) {
-	t.Parallel()
-	for _, id := range []string{"job-1", "a.b c", "ünïcode", strings.Repeat("x", queue.MaxJobIDLen)} {
-		if err := queue.ValidateJobID(id); err != nil {
-			t.Errorf("%q: %v", id, err)
-		}
-	}
-	for _, id := range []string{"", "a\nb", "a\x00", "tab\there", " lead", "trail ", "\xff\xfe", strings.Repeat("x", queue.MaxJobIDLen+1)} {
-		if err := queue.ValidateJobID(id); !errors.Is(err, queue.ErrInvalidJobID) {
-			t.Errorf("%q: %v, want ErrInvalidJobID", id, err)
-		}
-	}
-	c, _ := setup(t, queue.Spec{Partitions: 1})
-	ctx := context.Background()
-	if _, err := c.Publish(ctx, "order", "k1", contract.Envelope{Event: "e"}, queue.WithID("bad\r\nid")); !errors.Is(err, queue.ErrInvalidJobID) {
-		t.Fatalf("publish with a bad id: %v", err)
-	}
-	if _, err := c.PublishAsync("order", "k1", contract.Envelope{Event: "e"}, queue.WithID("bad\r\nid")); !errors.Is(err, queue.ErrInvalidJobID) {
-		t.Fatalf("async publish with a bad id: %v", err)
-	}
-	if info, err := c.Info(ctx, "order"); err != nil || info.Pending != 0 {
-		t.Fatalf("stored %d: %v", info.Pending, err)
-	}
-}
-
-// TestIdempotencyKeyConflictWhileQueued: no worker has taken the first
-// event yet, so only the stream knows the id; a second use is still judged
-// by the original's key and event, not reported a plain duplicate.
-func TestIdempotencyKeyConflictWhileQueued(t *testing.T) {
-	t.Parallel()
-	c, _ := setup(t, queue.Spec{Partitions: 1})
-	ctx := context.Background()
-	start := contract.Envelope{Event: "start_processing"}
-	first, err := c.Publish(ctx, "order", "k1", start, queue.WithID("job-x"))
-	if err != nil || first.Duplicate {
-		t.Fatalf("first: %+v %v", first, err)
-	}
-	dup, err := c.Publish(ctx, "order", "k1", start, queue.WithID("job-x"))
-	if err != nil || !dup.Duplicate || dup.Key != "k1" || dup.Sequence != first.Sequence || dup.Taken || dup.At.IsZero() {
-		t.Fatalf("same key and event: %+v %v, want a duplicate of sequence %d, queued", dup, err, first.Sequence)
-	}
-	for _, tc := range []struct{ key, event string }{{"k2", "start_processing"}, {"k1", "confirm_payment"}} {
-		_, err := c.Publish(ctx, "order", tc.key, contract.Envelope{Event: tc.event}, queue.WithID("job-x"))
-		var conflict *queue.IDConflictError
-		if !errors.Is(err, queue.ErrIDConflict) || !errors.As(err, &conflict) || conflict.Held.Key != "k1" || conflict.Held.Event != "start_processing" {
-			t.Fatalf("%s %s: %v, want a conflict with k1", tc.key, tc.event, err)
-		}
-		if !strings.Contains(err.Error(), "held by key k1 (event start_processing)") {
-			t.Fatalf("message %q does not name the key", err)
-		}
-		p, err := c.PublishAsync("order", tc.key, contract.Envelope{Event: tc.event}, queue.WithID("job-x"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.Wait(ctx); !errors.Is(err, queue.ErrIDConflict) {
-			t.Fatalf("async %s %s: %v, want a conflict", tc.key, tc.event, err)
-		}
-	}
-	if info, err := c.Info(ctx, "order"); err != nil || info.Pending != 1 {
-		t.Fatalf("stored %d events, want 1: %v", info.Pending, err)
-	}
-}
 
 // TestIdempotencyKeyClaims: the job bucket as the worker uses it, and what
 // producers then hear.
 func TestIdempotencyKeyClaims(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{Partitions: 1})
+	cl := newClient(t, c)
 	ctx := context.Background()
 	jobs, err := c.Jobs(ctx, "order")
 	if err != nil {
@@ -89,7 +28,7 @@ func TestIdempotencyKeyClaims(t *testing.T) {
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	long := strings.Repeat("y", 200) + "." // stored under its hash
-	res := jobs.Claim(ctx, []queue.Job{
+	res := jobs.Claim(ctx, []contract.Job{
 		{ID: "job-x", Key: "k1", Event: "start_processing", Sequence: 7, At: at},
 		{ID: long, Key: "k1", Event: "start_processing", Sequence: 8, At: at},
 		{ID: "job-x", Key: "k1", Event: "start_processing", Sequence: 7, At: at}, // a redelivery
@@ -97,7 +36,7 @@ func TestIdempotencyKeyClaims(t *testing.T) {
 		{ID: "job-x", Key: "k2", Event: "start_processing", Sequence: 10, At: at},
 		{ID: "job-x", Key: "k1", Event: "confirm_payment", Sequence: 11, At: at},
 	})
-	want := []queue.ClaimOutcome{queue.Claimed, queue.Claimed, queue.Claimed, queue.Duplicate, queue.Conflict, queue.Conflict}
+	want := []contract.ClaimOutcome{contract.Claimed, contract.Claimed, contract.Claimed, contract.Duplicate, contract.Conflict, contract.Conflict}
 	for i, r := range res {
 		if r.Err != nil || r.Outcome != want[i] {
 			t.Fatalf("claim %d: %+v, want outcome %d", i, r, want[i])
@@ -106,23 +45,23 @@ func TestIdempotencyKeyClaims(t *testing.T) {
 			t.Fatalf("claim %d: held %+v, want k1's sequence 7", i, r.Held)
 		}
 	}
-	j, err := c.Job(ctx, "order", long)
+	j, err := cl.Job(ctx, "order", long)
 	if err != nil || j.Sequence != 8 || j.Key != "k1" {
 		t.Fatalf("job of the long id: %+v %v", j, err)
 	}
-	if _, err := c.Job(ctx, "order", "nobody"); !errors.Is(err, queue.ErrNoJob) {
+	if _, err := cl.Job(ctx, "order", "nobody"); !errors.Is(err, client.ErrNoJob) {
 		t.Fatalf("unknown id: %v", err)
 	}
 
 	// Producers: refused or told of the duplicate before anything is stored.
 	start := contract.Envelope{Event: "start_processing"}
-	dup, err := c.Publish(ctx, "order", "k1", start, queue.WithID("job-x"))
+	dup, err := cl.Publish(ctx, "order", "k1", start, client.WithJobID("job-x"))
 	if err != nil || !dup.Duplicate || !dup.Taken || dup.Key != "k1" || dup.Sequence != 7 || !dup.At.Equal(at) {
 		t.Fatalf("duplicate: %+v %v", dup, err)
 	}
-	_, err = c.Publish(ctx, "order", "k2", start, queue.WithID("job-x"))
-	var conflict *queue.IDConflictError
-	if !errors.As(err, &conflict) || !errors.Is(err, queue.ErrIDConflict) || conflict.Held.Key != "k1" || conflict.Stored {
+	_, err = cl.Publish(ctx, "order", "k2", start, client.WithJobID("job-x"))
+	var conflict *client.IDConflictError
+	if !errors.As(err, &conflict) || !errors.Is(err, client.ErrIDConflict) || conflict.Held.Key != "k1" || conflict.Stored {
 		t.Fatalf("conflict: %v", err)
 	}
 	if info, err := c.Info(ctx, "order"); err != nil || info.Pending != 0 {
@@ -130,14 +69,14 @@ func TestIdempotencyKeyClaims(t *testing.T) {
 	}
 	// PublishAsync does not wait for the look-up before sending: the event
 	// is stored, and Wait says what the worker will find.
-	p, err := c.PublishAsync("order", "k2", start, queue.WithID("job-x"))
+	p, err := cl.PublishAsync("order", "k2", start, client.WithJobID("job-x"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Wait(ctx); !errors.As(err, &conflict) || !conflict.Stored || !strings.Contains(err.Error(), "dead-lettered") {
 		t.Fatalf("async conflict: %v", err)
 	}
-	if _, err := c.Publish(ctx, "order", "k3", start, queue.WithID("job-new")); err != nil {
+	if _, err := cl.Publish(ctx, "order", "k3", start, client.WithJobID("job-new")); err != nil {
 		t.Fatalf("a new id: %v", err)
 	}
 }

@@ -27,6 +27,7 @@ func TestPerKeyOrderWhenAPullRequestOutlivesARewind(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Server(t)
 	c := natstest.Conn(t, srv.ClientURL())
+	cl := newClient(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 1}); err != nil {
@@ -56,7 +57,7 @@ func TestPerKeyOrderWhenAPullRequestOutlivesARewind(t *testing.T) {
 	}
 	publish := func() {
 		t.Helper()
-		if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
+		if _, err := cl.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}

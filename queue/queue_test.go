@@ -99,92 +99,6 @@ func TestValidateKey(t *testing.T) {
 	}
 }
 
-func TestPublishRefusesBadKeyBeforeBroker(t *testing.T) {
-	t.Parallel()
-	c, _ := setup(t, queue.Spec{})
-	for _, key := range []string{"a b", "a.b", "*", ">", strings.Repeat("x", 200)} {
-		_, err := c.Publish(context.Background(), "order", key, contract.Envelope{Event: "start_processing"})
-		if !errors.Is(err, contract.ErrInvalidKey) {
-			t.Fatalf("key %q: %v", key, err)
-		}
-	}
-	if n := streamMsgs(t, c); n != 0 {
-		t.Fatalf("%d messages stored", n)
-	}
-}
-
-func streamMsgs(t *testing.T, c *queue.Conn) uint64 {
-	t.Helper()
-	info, err := c.Info(context.Background(), "order")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.Pending
-}
-
-func TestPublishDuplicateID(t *testing.T) {
-	t.Parallel()
-	c, _ := setup(t, queue.Spec{})
-	ctx := context.Background()
-	ev := contract.Envelope{Event: "start_processing"}
-	a, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1"))
-	if err != nil || a.Duplicate || a.ID != "job-1" {
-		t.Fatalf("first: %+v %v", a, err)
-	}
-	b, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1"))
-	if err != nil || !b.Duplicate || b.Sequence != a.Sequence {
-		t.Fatalf("second: %+v %v", b, err)
-	}
-	if n := streamMsgs(t, c); n != 1 {
-		t.Fatalf("%d messages stored, want 1", n)
-	}
-}
-
-func TestPublishQueueFull(t *testing.T) {
-	t.Parallel()
-	c, _ := setup(t, queue.Spec{QueueLimit: 10})
-	ctx := context.Background()
-	for i := range 10 {
-		if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
-			t.Fatalf("publish %d: %v", i, err)
-		}
-	}
-	_, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"})
-	if !errors.Is(err, queue.ErrQueueFull) {
-		t.Fatalf("11th publish: %v", err)
-	}
-	p, err := c.PublishAsync("order", "k", contract.Envelope{Event: "e"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Wait(ctx); !errors.Is(err, queue.ErrQueueFull) {
-		t.Fatalf("async 11th publish: %v", err)
-	}
-}
-
-func TestPublishBadInput(t *testing.T) {
-	t.Parallel()
-	c, _ := setup(t, queue.Spec{MaxPayload: 1024})
-	ctx := context.Background()
-	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e", Data: []byte("{nope")}); !errors.Is(err, queue.ErrInvalidEvent) {
-		t.Fatalf("bad json: %v", err)
-	}
-	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{}); !errors.Is(err, queue.ErrInvalidEvent) {
-		t.Fatalf("no event: %v", err)
-	}
-	big := []byte(`"` + strings.Repeat("x", 2000) + `"`)
-	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e", Data: big}); !errors.Is(err, queue.ErrPayloadTooLarge) {
-		t.Fatalf("too large: %v", err)
-	}
-	if _, err := c.Publish(ctx, "nosuch", "k", contract.Envelope{Event: "e"}); !errors.Is(err, queue.ErrNotProvisioned) {
-		t.Fatalf("no stream: %v", err)
-	}
-	// Nothing else was lost: a good event still goes in.
-	if _, err := c.Publish(ctx, "order", "k", contract.Envelope{Event: "e"}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestConnectNoServer(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
@@ -200,14 +114,15 @@ func TestConnectNoServer(t *testing.T) {
 func TestStatusRoundTrip(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{})
+	cl := newClient(t, c)
 	one := make(chan contract.Status, 4)
 	all := make(chan contract.Status, 4)
-	s1, err := c.SubscribeStatus("order", "k1", func(s contract.Status) { one <- s })
+	s1, err := cl.Subscribe("order", "k1", func(s contract.Status) { one <- s })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1.Unsubscribe()
-	s2, err := c.SubscribeStatus("order", "", func(s contract.Status) { all <- s })
+	s2, err := cl.Subscribe("order", "", func(s contract.Status) { all <- s })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +169,7 @@ func TestBucketCompareAndSet(t *testing.T) {
 	if _, err := b.Put(ctx, "k", []byte(`{}`), r1); !errors.Is(err, queue.ErrConflict) {
 		t.Fatalf("stale put: %v", err)
 	}
-	rec, err := c.ReadState(ctx, "order", "k")
+	rec, err := newClient(t, c).State(ctx, "order", "k")
 	if err != nil || rec.State != "processing" || rec.Version != 2 {
 		t.Fatalf("read: %+v %v", rec, err)
 	}

@@ -156,24 +156,3 @@ func casError(key string, err error) error {
 	}
 	return fmt.Errorf("queue: put %s: %w", key, err)
 }
-
-// ReadState returns the stored state of key in workflow; ErrNoState if the
-// key has none yet.
-func (c *Conn) ReadState(ctx context.Context, workflow, key string) (contract.StateRecord, error) {
-	if err := contract.ValidateKey(key); err != nil {
-		return contract.StateRecord{}, err
-	}
-	b, err := c.Bucket(ctx, workflow)
-	if err != nil {
-		return contract.StateRecord{}, err
-	}
-	v, _, err := b.Get(ctx, key)
-	if err != nil {
-		return contract.StateRecord{}, err
-	}
-	var rec contract.StateRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return contract.StateRecord{}, fmt.Errorf("queue: state of %s: %w", key, err)
-	}
-	return rec, nil
-}

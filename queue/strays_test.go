@@ -19,6 +19,7 @@ func TestDeadLetterStrays(t *testing.T) {
 	t.Parallel()
 	s := natstest.Server(t)
 	c := natstest.Conn(t, s.ClientURL())
+	cl := newClient(t, c)
 	ctx := context.Background()
 	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 4}); err != nil {
 		t.Fatal(err)
@@ -35,7 +36,7 @@ func TestDeadLetterStrays(t *testing.T) {
 				}
 			}
 		}
-		if _, err := c.Publish(ctx, "order", "k"+itoa(uint64(i)), contract.Envelope{Event: "start_processing"}); err != nil {
+		if _, err := cl.Publish(ctx, "order", "k"+itoa(uint64(i)), contract.Envelope{Event: "start_processing"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,7 +60,7 @@ func TestDeadLetterStrays(t *testing.T) {
 	if err != nil || info.Pending != 5 {
 		t.Fatalf("%d events left (%v), want the 5 deliverable ones", info.Pending, err)
 	}
-	dead, err := c.DeadLetters(ctx, "order", 0)
+	dead, err := cl.DeadLetters(ctx, "order", 0)
 	if err != nil || len(dead) != 12 {
 		t.Fatalf("%d dead letters (%v), want 12", len(dead), err)
 	}
@@ -68,7 +69,7 @@ func TestDeadLetterStrays(t *testing.T) {
 		if !strings.HasPrefix(d.Reason, "undeliverable_subject: ") {
 			t.Errorf("dead letter of %s: reason %q", d.Subject, d.Reason)
 		}
-		if _, err := c.Replay(ctx, "order", d.Sequence); d.Key != "k1" && !errors.Is(err, contract.ErrInvalidKey) {
+		if _, err := cl.Replay(ctx, "order", d.Sequence); d.Key != "k1" && !errors.Is(err, contract.ErrInvalidKey) {
 			t.Errorf("replay of %s (key %q): %v, want ErrInvalidKey", d.Subject, d.Key, err)
 		}
 	}

@@ -19,9 +19,10 @@ import (
 func TestScheduleDeliversIntoTheKeysPartitionOnce(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, queue.Spec{Partitions: 4})
+	cl := newClient(t, c)
 	ctx := context.Background()
 	// The key's own events and its timer must share a partition.
-	if _, err := c.Publish(ctx, "order", "k1", contract.Envelope{Event: "e"}); err != nil {
+	if _, err := cl.Publish(ctx, "order", "k1", contract.Envelope{Event: "e"}); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Now().Add(time.Second)
@@ -75,12 +76,13 @@ func TestPartitionOfMatchesTheServer(t *testing.T) {
 	t.Parallel()
 	const parts = 7
 	c, _ := setup(t, queue.Spec{Partitions: parts})
+	cl := newClient(t, c)
 	ctx := context.Background()
 	want := map[string]int{}
 	for i := range 100 {
 		key := fmt.Sprintf("key-%d_%c=", i, 'A'+i%26)
 		want[key] = contract.PartitionOf(key, parts)
-		if _, err := c.Publish(ctx, "order", key, contract.Envelope{Event: "e"}); err != nil {
+		if _, err := cl.Publish(ctx, "order", key, contract.Envelope{Event: "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -315,6 +317,7 @@ func TestForgedTimerHeadersAreNotTimers(t *testing.T) {
 func TestTimersFiredBeforeAnUpgradeStillFire(t *testing.T) {
 	t.Parallel()
 	c, js := dlqSetup(t)
+	cl := newClient(t, c)
 	ctx := context.Background()
 	// Turn the stream and consumer back into what the earlier version made.
 	s, err := js.Stream(ctx, "ORDERLY_EVENTS_ORDER")
@@ -354,7 +357,7 @@ func TestTimersFiredBeforeAnUpgradeStillFire(t *testing.T) {
 	if err := c.Schedule(ctx, "order", "k2", "timeout", 8, time.Now(), contract.Envelope{Event: "payment_timeout"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Publish(ctx, "order", "k3", contract.Envelope{Event: "start_processing"}); err != nil {
+	if _, err := cl.Publish(ctx, "order", "k3", contract.Envelope{Event: "start_processing"}); err != nil {
 		t.Fatal(err)
 	}
 	waitStored(t, js, "ORDERLY_EVENTS_ORDER", 3)

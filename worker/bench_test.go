@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -24,6 +25,7 @@ func BenchmarkManyKeysBoundedActors(b *testing.B) {
 	for range b.N {
 		srv := natstest.Server(b)
 		conn := natstest.Conn(b, srv.ClientURL())
+		producer := natstest.Client(b, srv.ClientURL())
 		ctx := context.Background()
 		if _, err := conn.Provision(ctx, queue.Spec{Workflow: "tally"}); err != nil {
 			b.Fatal(err)
@@ -39,7 +41,7 @@ func BenchmarkManyKeysBoundedActors(b *testing.B) {
 			b.Fatal(err)
 		}
 		var settled atomic.Int64
-		sub, err := conn.SubscribeStatus("tally", "", func(s contract.Status) {
+		sub, err := producer.Subscribe("tally", "", func(s contract.Status) {
 			if s.Settled && s.Error == nil {
 				settled.Add(1)
 			}
@@ -63,9 +65,9 @@ func BenchmarkManyKeysBoundedActors(b *testing.B) {
 		if err := w.Start(ctx); err != nil {
 			b.Fatal(err)
 		}
-		var window []*queue.PendingPublish
+		var window []*client.PendingPublish
 		for k := range keys {
-			p, err := conn.PublishAsync("tally", fmt.Sprintf("key-%d", k), add(k))
+			p, err := producer.PublishAsync("tally", fmt.Sprintf("key-%d", k), add(k))
 			if err != nil {
 				b.Fatal(err)
 			}

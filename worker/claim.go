@@ -23,8 +23,8 @@ import (
 // GroupCommit events).
 type verdict struct {
 	seq     uint64 // the event's stream sequence
-	outcome queue.ClaimOutcome
-	held    *queue.Job // the job holding the id, unless Claimed
+	outcome contract.ClaimOutcome
+	held    *contract.Job // the job holding the id, unless Claimed
 }
 
 func (a *actor) verdict(seq uint64) (verdict, bool) {
@@ -46,7 +46,7 @@ func (a *actor) verdict(seq uint64) (verdict, bool) {
 func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 	f := a.f
 	var (
-		want []queue.Job
+		want []contract.Job
 		now  = f.w.cfg.Now().UTC()
 	)
 	for _, m := range msgs {
@@ -63,12 +63,12 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		if unmarshalEnvelope(m.Data, &env) != nil || env.Event == "" {
 			continue
 		}
-		want = append(want, queue.Job{ID: m.ID, Key: a.key, Event: env.Event, Sequence: m.Sequence, At: now})
+		want = append(want, contract.Job{ID: m.ID, Key: a.key, Event: env.Event, Sequence: m.Sequence, At: now})
 	}
 	for wait := 50 * time.Millisecond; len(want) > 0; wait = min(2*wait, 2*time.Second) {
 		res := f.jobs.Claim(ctx, want) // bounded by its own timeout
 		var (
-			failed []queue.Job
+			failed []contract.Job
 			err    error
 		)
 		for i, r := range res {
@@ -77,7 +77,7 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 				continue
 			}
 			v := verdict{seq: want[i].Sequence, outcome: r.Outcome}
-			if r.Outcome != queue.Claimed {
+			if r.Outcome != contract.Claimed {
 				v.held = &r.Held
 			}
 			a.verdicts = append(a.verdicts, v)
@@ -123,14 +123,14 @@ func (a *actor) keepVerdicts(keep []*queue.Msg) {
 // (another key or event) is dead-lettered as id_conflict.
 func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	v, ok := a.verdict(m.Sequence)
-	if !ok || v.outcome == queue.Claimed {
+	if !ok || v.outcome == contract.Claimed {
 		return false
 	}
 	var env contract.Envelope
 	_ = unmarshalEnvelope(m.Data, &env)
 	st := a.status(&b.rec, m.ID, env.Event, now)
 	h := *v.held
-	if v.outcome == queue.Conflict {
+	if v.outcome == contract.Conflict {
 		b.poison(st, m, contract.CodeIDConflict, fmt.Sprintf("job id %s is held by key %s (event %s)", m.ID, h.Key, h.Event))
 		return true
 	}

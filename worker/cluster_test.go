@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -71,7 +72,7 @@ func evenSpread(counts []int, total int) bool {
 // order per key, from 8 publishers that retry (with the same job id) until
 // JetStream stores each event. after is closed once the first round is in.
 func traffic(t *testing.T, url, prefix string, keys, rounds int) (firstRound <-chan struct{}, done <-chan struct{}) {
-	conn := natstest.Conn(t, url)
+	producer := natstest.Client(t, url)
 	first, all := make(chan struct{}), make(chan struct{})
 	var wg, round0 sync.WaitGroup
 	round0.Add(8)
@@ -82,7 +83,7 @@ func traffic(t *testing.T, url, prefix string, keys, rounds int) (firstRound <-c
 					id := fmt.Sprintf("%s-%d-%d", prefix, k, i)
 					for {
 						ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-						_, err := conn.Publish(ctx, "tally", fmt.Sprintf("%s-%d", prefix, k), add(i), queue.WithID(id))
+						_, err := producer.Publish(ctx, "tally", fmt.Sprintf("%s-%d", prefix, k), add(i), client.WithJobID(id))
 						cancel()
 						if err == nil {
 							break
@@ -101,7 +102,7 @@ func traffic(t *testing.T, url, prefix string, keys, rounds int) (firstRound <-c
 }
 
 // settled waits until every key applied every round exactly once, in order.
-func settledInOrder(t *testing.T, conn *queue.Conn, prefix string, keys, rounds int) {
+func settledInOrder(t *testing.T, producer *client.Client, prefix string, keys, rounds int) {
 	t.Helper()
 	want := make([]int, rounds)
 	for i := range want {
@@ -111,9 +112,9 @@ func settledInOrder(t *testing.T, conn *queue.Conn, prefix string, keys, rounds 
 	for k := 0; k < keys; k++ {
 		key := fmt.Sprintf("%s-%d", prefix, k)
 		for {
-			rec, err := conn.ReadState(context.Background(), "tally", key)
+			rec, err := producer.State(context.Background(), "tally", key)
 			if err == nil && rec.Version >= uint64(rounds) {
-				_, d := readTally(t, conn, key)
+				_, d := readTally(t, producer, key)
 				if rec.Version != uint64(rounds) || !slices.Equal(d.Seen, want) {
 					t.Fatalf("%s: version %d applied %v", key, rec.Version, d.Seen)
 				}
@@ -134,7 +135,7 @@ func TestClusterOwnershipFailoverAndRebalance(t *testing.T) {
 	const keys, rounds = 1000, 4
 	cluster := natstest.StartCluster(t, 3)
 	url := cluster.URL()
-	check := natstest.Conn(t, url)
+	check := natstest.Client(t, url)
 	ms := []*member{startMember(t, url, "w1"), startMember(t, url, "w2"), startMember(t, url, "w3")}
 
 	t.Run("steady state spreads partitions within one of even", func(t *testing.T) {

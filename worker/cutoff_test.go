@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -60,10 +61,10 @@ type worked struct {
 	more chan struct{}
 }
 
-func watchWorked(t *testing.T, conn *queue.Conn) *worked {
+func watchWorked(t *testing.T, producer *client.Client) *worked {
 	t.Helper()
 	w := &worked{keys: map[string]time.Time{}, more: make(chan struct{}, 1)}
-	sub, err := conn.SubscribeStatus("tally", "", func(s contract.Status) {
+	sub, err := producer.Subscribe("tally", "", func(s contract.Status) {
 		if s.Event != "worked" || s.Error != nil {
 			return
 		}
@@ -123,13 +124,13 @@ func (w *worked) waitAll(t *testing.T, keys []string, deadline time.Time) {
 	}
 }
 
-func publishWork(t *testing.T, conn *queue.Conn, keys []string) {
+func publishWork(t *testing.T, producer *client.Client, keys []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var ps []*queue.PendingPublish
+	var ps []*client.PendingPublish
 	for _, k := range keys {
-		p, err := conn.PublishAsync("tally", k, contract.Envelope{Event: "work"})
+		p, err := producer.PublishAsync("tally", k, contract.Envelope{Event: "work"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,9 +169,9 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 		started <- time.Now()
 		return nil, nil
 	})
-	busy := subscribeKey(t, b.conn, "busy")
+	busy := subscribeKey(t, b.client, "busy")
 	ctx := context.Background()
-	if _, err := b.conn.Publish(ctx, "tally", "busy", contract.Envelope{Event: "work"}); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "busy", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	var retrying time.Time
@@ -187,7 +188,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 
 	// Now busy backs off for 4s; another key's work must start at once.
 	statusAt := make(chan time.Time, 1)
-	sub, err := b.conn.SubscribeStatus("tally", "other", func(s contract.Status) {
+	sub, err := b.client.Subscribe("tally", "other", func(s contract.Status) {
 		if s.Event == "work" {
 			statusAt <- time.Now()
 		}
@@ -196,7 +197,7 @@ func TestRetryBackoffHoldsNoSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if _, err := b.conn.Publish(ctx, "tally", "other", contract.Envelope{Event: "work"}); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "other", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	var seen, began time.Time
@@ -236,13 +237,13 @@ func TestRetryAttemptIsKeptAcrossRestart(t *testing.T) {
 	})
 	ctx := context.Background()
 	before := time.Now()
-	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	var rec contract.StateRecord
 	waitFor(t, 10*time.Second, "the failed attempt noted in the state", func() bool {
 		var err error
-		rec, err = b.conn.ReadState(ctx, "tally", "k")
+		rec, err = b.client.State(ctx, "tally", "k")
 		return err == nil && len(rec.Pending) == 1 && rec.Pending[0].Attempt == 2
 	})
 	p := rec.Pending[0]
@@ -281,7 +282,7 @@ func TestWorkCutOffByGracefulStopResumes(t *testing.T) {
 	const n, slots, quick = 200, 16, 20
 	b := setup(t)
 	keys := keyNames("g", n)
-	done := watchWorked(t, b.conn)
+	done := watchWorked(t, b.client)
 	first := newCalls()
 	w1 := startWorker(t, b.url, worker.Config{Concurrency: slots, ShutdownTimeout: time.Second}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
 		first.note(c)
@@ -296,7 +297,7 @@ func TestWorkCutOffByGracefulStopResumes(t *testing.T) {
 			return nil, ctx.Err()
 		}
 	})
-	publishWork(t, b.conn, keys)
+	publishWork(t, b.client, keys)
 	waitFor(t, 15*time.Second, "quick work done and every slot busy", func() bool {
 		return len(done.snapshot()) >= quick && w1.Stats().ActionsRunning == slots
 	})
@@ -329,7 +330,7 @@ func TestWorkCutOffByGracefulStopResumes(t *testing.T) {
 		}
 	}
 	for _, k := range keys {
-		if rec, _ := readTally(t, b.conn, k); rec.Version != 2 || len(rec.Pending) != 0 {
+		if rec, _ := readTally(t, b.client, k); rec.Version != 2 || len(rec.Pending) != 0 {
 			t.Errorf("%s: version %d, pending %v", k, rec.Version, rec.Pending)
 		}
 	}
@@ -393,7 +394,7 @@ func TestWorkCutOffByTakeoverResumes(t *testing.T) {
 	b := setup(t)
 	spec := queue.Spec{Partitions: 8, MemberTTL: 2 * time.Second, PinnedTTL: 2 * time.Second}
 	keys := keyNames("t", n)
-	done := watchWorked(t, b.conn)
+	done := watchWorked(t, b.client)
 	// a finishes the work of even keys and hangs on that of odd ones.
 	a := startReplica(t, b.url, worker.Config{ID: "a", Queue: spec, Concurrency: 4}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
 		var i int
@@ -436,9 +437,9 @@ func TestWorkCutOffByTakeoverResumes(t *testing.T) {
 			others = append(others, k)
 		}
 	}
-	publishWork(t, b.conn, others)
+	publishWork(t, b.client, others)
 	done.waitAll(t, others, time.Now().Add(20*time.Second))
-	publishWork(t, b.conn, cutOff)
+	publishWork(t, b.client, cutOff)
 	waitFor(t, 10*time.Second, "a's slots full", func() bool { return a.w.Stats().ActionsRunning == 4 })
 
 	a.crash()
@@ -452,7 +453,7 @@ func TestWorkCutOffByTakeoverResumes(t *testing.T) {
 		}
 	}
 	for _, k := range keys {
-		if rec, _ := readTally(t, b.conn, k); rec.Version != 2 || len(rec.Pending) != 0 {
+		if rec, _ := readTally(t, b.client, k); rec.Version != 2 || len(rec.Pending) != 0 {
 			t.Errorf("%s: version %d, pending %v", k, rec.Version, rec.Pending)
 		}
 	}

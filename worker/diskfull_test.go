@@ -140,6 +140,7 @@ func TestDiskFullWhileDeadLettering(t *testing.T) {
 	s := startSmallStore(t, 8<<20)
 	spec := queue.Spec{Partitions: 2, MaxDeliver: 2, DeadLetterMaxBytes: 1 << 20}
 	conn := natstestConn(t, s.url)
+	producer := natstest.Client(t, s.url)
 	ctx := context.Background()
 	w := startWorker(t, s.url, worker.Config{Queue: spec}, nil)
 	web := httptest.NewServer(w.Handler())
@@ -170,16 +171,16 @@ func TestDiskFullWhileDeadLettering(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "dead-lettering of workflow tally failing since") {
 		t.Fatalf("/readyz: %d %q, want 200 and what fails", code, body)
 	}
-	if dead, err := conn.DeadLetters(ctx, "tally", 0); err != nil || len(dead) != 0 {
+	if dead, err := producer.DeadLetters(ctx, "tally", 0); err != nil || len(dead) != 0 {
 		t.Fatalf("%d dead letters (%v) while the store is full", len(dead), err)
 	}
 
 	s.free(t)
 	waitFor(t, 90*time.Second, "every event to be dead-lettered once space returns", func() bool {
-		dead, err := conn.DeadLetters(ctx, "tally", 0)
+		dead, err := producer.DeadLetters(ctx, "tally", 0)
 		return err == nil && len(dead) == total
 	})
-	dead, err := conn.DeadLetters(ctx, "tally", 0)
+	dead, err := producer.DeadLetters(ctx, "tally", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +206,7 @@ func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 	t.Parallel()
 	s := startSmallStore(t, 8<<20)
 	spec := queue.Spec{Partitions: 2, MaxDeliver: 2, AckWait: 2 * time.Second, DeadLetterMaxBytes: 1 << 20}
-	conn := natstestConn(t, s.url)
+	producer := natstest.Client(t, s.url)
 	ctx := context.Background()
 	w := startWorker(t, s.url, worker.Config{Queue: spec}, nil)
 	web := httptest.NewServer(w.Handler())
@@ -214,11 +215,11 @@ func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 	const keys = 5
 	for i := range keys {
 		// "wait" needs a timer scheduled with its commit, "add" only the commit.
-		if _, err := conn.Publish(ctx, "tally", fmt.Sprintf("w%d", i), contract.Envelope{Event: "wait"}); err != nil {
+		if _, err := producer.Publish(ctx, "tally", fmt.Sprintf("w%d", i), contract.Envelope{Event: "wait"}); err != nil {
 			t.Fatal(err)
 		}
 		for n := range 2 {
-			if _, err := conn.Publish(ctx, "tally", fmt.Sprintf("a%d", i), add(n)); err != nil {
+			if _, err := producer.Publish(ctx, "tally", fmt.Sprintf("a%d", i), add(n)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -244,23 +245,23 @@ func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 	s.free(t)
 	waitFor(t, 60*time.Second, "every event to be applied once space returns", func() bool {
 		for i := range keys {
-			a, err := conn.ReadState(ctx, "tally", fmt.Sprintf("a%d", i))
+			a, err := producer.State(ctx, "tally", fmt.Sprintf("a%d", i))
 			if err != nil || a.Version != 2 {
 				return false
 			}
 			// Applied, and then perhaps its timeout fired too.
-			if w, err := conn.ReadState(ctx, "tally", fmt.Sprintf("w%d", i)); err != nil || w.Version < 1 {
+			if w, err := producer.State(ctx, "tally", fmt.Sprintf("w%d", i)); err != nil || w.Version < 1 {
 				return false
 			}
 		}
 		return true
 	})
 	for i := range keys {
-		if _, d := readTally(t, conn, fmt.Sprintf("a%d", i)); fmt.Sprint(d.Seen) != "[0 1]" {
+		if _, d := readTally(t, producer, fmt.Sprintf("a%d", i)); fmt.Sprint(d.Seen) != "[0 1]" {
 			t.Errorf("a%d applied %v, want [0 1]", i, d.Seen)
 		}
 	}
-	if dead, err := conn.DeadLetters(ctx, "tally", 0); err != nil || len(dead) != 0 {
+	if dead, err := producer.DeadLetters(ctx, "tally", 0); err != nil || len(dead) != 0 {
 		t.Fatalf("%d dead letters (%v): the events were the store's victims, not faulty", len(dead), err)
 	}
 	if p := w.Problems(); len(p) != 0 {
@@ -284,19 +285,19 @@ func TestUndecodableStateDeadLettersAfterMaxDeliver(t *testing.T) {
 	if _, err := bucket.Put(ctx, "bad", []byte("{not a record"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "bad", add(1)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "bad", add(1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "good", add(2)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "good", add(2)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the good key's event", func() bool {
-		rec, err := b.conn.ReadState(ctx, "tally", "good")
+		rec, err := b.client.State(ctx, "tally", "good")
 		return err == nil && rec.Version == 1
 	})
 	// Deliveries 1, 2 and 3, a second and then two seconds apart.
 	waitFor(t, 30*time.Second, "the bad key's event in the dead letters", func() bool { return w.Stats().DeadLettered == 1 })
-	dead, err := b.conn.DeadLetters(ctx, "tally", 0)
+	dead, err := b.client.DeadLetters(ctx, "tally", 0)
 	if err != nil || len(dead) != 1 {
 		t.Fatalf("%d dead letters (%v)", len(dead), err)
 	}

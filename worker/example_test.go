@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
@@ -76,7 +77,13 @@ func ExampleNew() {
 	if err := w.Start(ctx); err != nil {
 		panic(err)
 	}
-	_, st, err := conn.PublishAndWait(ctx, "light", "hall", contract.Envelope{Event: "switch_on", Data: json.RawMessage(`{"level":3}`)})
+	// A producer on the same connection.
+	producer, err := client.New(conn.NATS(), client.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer producer.Close()
+	_, st, err := producer.PublishAndWait(ctx, "light", "hall", contract.Envelope{Event: "switch_on", Data: json.RawMessage(`{"level":3}`)})
 	if err != nil {
 		panic(err)
 	}

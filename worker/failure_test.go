@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
@@ -22,10 +23,10 @@ func TestRedeliveryAfterLostAckIsNotAppliedTwice(t *testing.T) {
 	cfg := worker.Config{Queue: queue.Spec{AckWait: 500 * time.Millisecond}}
 	w := startWorker(t, b.url, cfg, nil)
 	worker.SetDropAck(w, func(m *queue.Msg) bool { return m.Delivered == 1 })
-	settled := countSettled(t, b.conn, "tally", 2)
+	settled := countSettled(t, b.client, "tally", 2)
 	ctx := context.Background()
 	for i := range 2 {
-		if _, err := b.conn.Publish(ctx, "tally", "k", add(i)); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", "k", add(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -38,7 +39,7 @@ func TestRedeliveryAfterLostAckIsNotAppliedTwice(t *testing.T) {
 	if d := w.Stats().Duplicates; d != 2 {
 		t.Fatalf("%d duplicates skipped, want 2", d)
 	}
-	rec, d := readTally(t, b.conn, "k")
+	rec, d := readTally(t, b.client, "k")
 	if rec.Version != 2 || !slices.Equal(d.Seen, []int{0, 1}) {
 		t.Fatalf("version %d applied %v", rec.Version, d.Seen)
 	}
@@ -59,7 +60,7 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 	srv := start()
 	url := "nats://" + addr
 	w := startWorker(t, url, worker.Config{Queue: queue.Spec{AckWait: 5 * time.Second}}, nil)
-	producer := natstest.Conn(t, url)
+	producer := natstest.Client(t, url)
 
 	// Producers retry with the same job id until JetStream acknowledges:
 	// the duplicate window makes the retries harmless.
@@ -75,7 +76,7 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 				id := fmt.Sprintf("k%d-%d", k, i)
 				for {
 					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-					_, err := producer.Publish(ctx, "tally", fmt.Sprintf("k%d", k), add(i), queue.WithID(id))
+					_, err := producer.Publish(ctx, "tally", fmt.Sprintf("k%d", k), add(i), client.WithJobID(id))
 					cancel()
 					if err == nil {
 						break
@@ -102,10 +103,10 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 	for i := range want {
 		want[i] = i
 	}
-	check := natstest.Conn(t, url)
+	check := natstest.Client(t, url)
 	waitFor(t, 60*time.Second, "every key to apply its events", func() bool {
 		for k := range keys {
-			rec, err := check.ReadState(context.Background(), "tally", fmt.Sprintf("k%d", k))
+			rec, err := check.State(context.Background(), "tally", fmt.Sprintf("k%d", k))
 			if err != nil || rec.Version < perKey {
 				return false
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -72,14 +73,15 @@ func tallyMachine(t testing.TB) *statemachine.Machine[tally] {
 }
 
 type bundle struct {
-	url  string
-	conn *queue.Conn
+	url    string
+	conn   *queue.Conn
+	client *client.Client // a producer, on a connection of its own
 }
 
 func setup(t *testing.T) bundle {
 	t.Helper()
 	srv := natstest.Server(t)
-	return bundle{url: srv.ClientURL(), conn: natstest.Conn(t, srv.ClientURL())}
+	return bundle{url: srv.ClientURL(), conn: natstest.Conn(t, srv.ClientURL()), client: natstest.Client(t, srv.ClientURL())}
 }
 
 // startWorker runs a worker on its own connection and stops it when the
@@ -124,10 +126,10 @@ type settledCounter struct {
 	closed bool
 }
 
-func countSettled(t *testing.T, conn *queue.Conn, workflow string, want int) *settledCounter {
+func countSettled(t *testing.T, cl *client.Client, workflow string, want int) *settledCounter {
 	t.Helper()
 	c := &settledCounter{byKey: map[string]int{}, want: want, done: make(chan struct{})}
-	sub, err := conn.SubscribeStatus(workflow, "", func(s contract.Status) {
+	sub, err := cl.Subscribe(workflow, "", func(s contract.Status) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if s.Error == nil && s.Settled {
@@ -157,9 +159,9 @@ func (c *settledCounter) wait(t *testing.T, d time.Duration) {
 	}
 }
 
-func readTally(t *testing.T, conn *queue.Conn, key string) (contract.StateRecord, tally) {
+func readTally(t *testing.T, cl *client.Client, key string) (contract.StateRecord, tally) {
 	t.Helper()
-	rec, err := conn.ReadState(context.Background(), "tally", key)
+	rec, err := cl.State(context.Background(), "tally", key)
 	if err != nil {
 		t.Fatalf("state of %s: %v", key, err)
 	}
@@ -183,10 +185,10 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // subscribeKey collects the statuses of key until the test ends.
-func subscribeKey(t *testing.T, conn *queue.Conn, key string) <-chan contract.Status {
+func subscribeKey(t *testing.T, cl *client.Client, key string) <-chan contract.Status {
 	t.Helper()
 	statuses := make(chan contract.Status, 64)
-	sub, err := conn.SubscribeStatus("tally", key, func(s contract.Status) { statuses <- s })
+	sub, err := cl.Subscribe("tally", key, func(s contract.Status) { statuses <- s })
 	if err != nil {
 		t.Fatal(err)
 	}

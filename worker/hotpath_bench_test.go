@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -69,6 +70,7 @@ func pulledMsgs(b *testing.B) []*queue.Msg {
 func pull(b *testing.B) ([]*queue.Msg, error) {
 	srv := natstest.Server(b)
 	conn := natstest.Conn(b, srv.ClientURL())
+	producer := natstest.Client(b, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := conn.Provision(ctx, queue.Spec{Workflow: "hot", Partitions: 1}); err != nil {
@@ -77,7 +79,7 @@ func pull(b *testing.B) ([]*queue.Msg, error) {
 	const fixed = `{"event":"ping","data":{"p":""}}`
 	ev := contract.Envelope{Event: "ping", Data: json.RawMessage(`{"p":"` + strings.Repeat("x", 256-len(fixed)) + `"}`)}
 	for i := range hotBatch {
-		if _, err := conn.Publish(ctx, "hot", "order-12345", ev, queue.WithID("job-"+strconv.Itoa(i))); err != nil {
+		if _, err := producer.Publish(ctx, "hot", "order-12345", ev, client.WithJobID("job-"+strconv.Itoa(i))); err != nil {
 			return nil, err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -103,12 +104,12 @@ func TestIdempotencyKeySurvivesServerRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	srv := natstest.ServerIn(t, dir)
-	conn := natstest.Conn(t, srv.ClientURL())
+	conn := natstest.Client(t, srv.ClientURL())
 	cfg := worker.Config{Queue: queue.Spec{Partitions: 2}}
 	w := startWorker(t, srv.ClientURL(), cfg, nil)
 	statuses := subscribeKey(t, conn, "k")
 	ctx := context.Background()
-	first, err := conn.Publish(ctx, "tally", "k", add(1), queue.WithID("job-x"))
+	first, err := conn.Publish(ctx, "tally", "k", add(1), client.WithJobID("job-x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +122,10 @@ func TestIdempotencyKeySurvivesServerRestart(t *testing.T) {
 	srv.Shutdown()
 
 	srv = natstest.ServerIn(t, dir)
-	conn = natstest.Conn(t, srv.ClientURL())
+	conn = natstest.Client(t, srv.ClientURL())
 	w = startWorker(t, srv.ClientURL(), cfg, nil)
 	statuses = subscribeKey(t, conn, "k")
-	ack, err := conn.Publish(ctx, "tally", "k", add(1), queue.WithID("job-x"))
+	ack, err := conn.Publish(ctx, "tally", "k", add(1), client.WithJobID("job-x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestIdempotencyKeySurvivesServerRestart(t *testing.T) {
 	if st.Version != 1 || st.From != st.To || !strings.Contains(st.Error.Message, fmt.Sprintf("sequence %d", first.Sequence)) {
 		t.Fatalf("duplicate status %+v, want version 1 naming sequence %d", st, first.Sequence)
 	}
-	if _, err := conn.Publish(ctx, "tally", "k", add(2), queue.WithID("job-y")); err != nil {
+	if _, err := conn.Publish(ctx, "tally", "k", add(2), client.WithJobID("job-y")); err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-y applied", settledOK("job-y"))
@@ -159,9 +160,9 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{Queue: queue.Spec{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}, nil)
-	statuses := subscribeKey(t, b.conn, "")
+	statuses := subscribeKey(t, b.client, "")
 	ctx := context.Background()
-	if _, err := b.conn.Publish(ctx, "tally", "k1", add(1), queue.WithID("job-x")); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k1", add(1), client.WithJobID("job-x")); err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-x applied", settledOK("job-x"))
@@ -170,13 +171,13 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 		key string
 		env contract.Envelope
 	}{{"k2", add(1)}, {"k1", contract.Envelope{Event: "close"}}} {
-		_, err := b.conn.Publish(ctx, "tally", ev.key, ev.env, queue.WithID("job-x"))
-		var conflict *queue.IDConflictError
-		if !errors.Is(err, queue.ErrIDConflict) || !errors.As(err, &conflict) || conflict.Held.Key != "k1" || conflict.Held.Event != "add" {
+		_, err := b.client.Publish(ctx, "tally", ev.key, ev.env, client.WithJobID("job-x"))
+		var conflict *client.IDConflictError
+		if !errors.Is(err, client.ErrIDConflict) || !errors.As(err, &conflict) || conflict.Held.Key != "k1" || conflict.Held.Event != "add" {
 			t.Fatalf("%s %s with job-x: %v, want ErrIDConflict naming k1", ev.key, ev.env.Event, err)
 		}
 	}
-	if _, err := b.conn.ReadState(ctx, "tally", "k2"); !errors.Is(err, queue.ErrNoState) {
+	if _, err := b.client.State(ctx, "tally", "k2"); !errors.Is(err, client.ErrNoState) {
 		t.Fatalf("k2 was touched: %v", err)
 	}
 
@@ -189,17 +190,17 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	waitFor(t, 20*time.Second, "the dead letter", func() bool { return w.Stats().DeadLettered == 1 })
-	dead, err := b.conn.DeadLetters(ctx, "tally", 0)
+	dead, err := b.client.DeadLetters(ctx, "tally", 0)
 	if err != nil || len(dead) != 1 {
 		t.Fatalf("%d dead letters: %v", len(dead), err)
 	}
 	if d := dead[0]; d.Key != "k2" || d.JobID != "job-x" || d.Reason != "id_conflict: job id job-x is held by key k1 (event add)" {
 		t.Fatalf("dead letter %+v", d)
 	}
-	if _, err := b.conn.ReadState(ctx, "tally", "k2"); !errors.Is(err, queue.ErrNoState) {
+	if _, err := b.client.State(ctx, "tally", "k2"); !errors.Is(err, client.ErrNoState) {
 		t.Fatalf("k2 was touched: %v", err)
 	}
-	if rec, d := readTally(t, b.conn, "k1"); rec.Version != 1 || !slices.Equal(d.Seen, []int{1}) {
+	if rec, d := readTally(t, b.client, "k1"); rec.Version != 1 || !slices.Equal(d.Seen, []int{1}) {
 		t.Fatalf("k1: version %d, applied %v", rec.Version, d.Seen)
 	}
 }
@@ -210,25 +211,25 @@ func TestIdempotencyKeyDuplicate(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{Queue: queue.Spec{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}, nil)
-	statuses := subscribeKey(t, b.conn, "k1")
+	statuses := subscribeKey(t, b.client, "k1")
 	ctx := context.Background()
-	first, err := b.conn.Publish(ctx, "tally", "k1", add(1), queue.WithID("job-x"))
+	first, err := b.client.Publish(ctx, "tally", "k1", add(1), client.WithJobID("job-x"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-x applied", settledOK("job-x"))
 
-	ack, err := b.conn.Publish(ctx, "tally", "k1", add(1), queue.WithID("job-x"))
+	ack, err := b.client.Publish(ctx, "tally", "k1", add(1), client.WithJobID("job-x"))
 	if err != nil || !ack.Duplicate || !ack.Taken || ack.Key != "k1" || ack.Sequence != first.Sequence || ack.At.IsZero() {
 		t.Fatalf("duplicate: %+v %v, want sequence %d named", ack, err, first.Sequence)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	ack, st, err := b.conn.PublishAndWait(wctx, "tally", "k1", add(1), queue.WithID("job-x"))
+	ack, st, err := b.client.PublishAndWait(wctx, "tally", "k1", add(1), client.WithJobID("job-x"))
 	if err != nil || !ack.Duplicate || st.To != "open" || st.Version != 1 || !st.Settled {
 		t.Fatalf("duplicate, waited: %+v %+v %v", ack, st, err)
 	}
-	p, err := b.conn.PublishAsync("tally", "k1", add(1), queue.WithID("job-x"))
+	p, err := b.client.PublishAsync("tally", "k1", add(1), client.WithJobID("job-x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +242,11 @@ func TestIdempotencyKeyDuplicate(t *testing.T) {
 	if dup.Version != 1 || !dup.Settled || !strings.Contains(dup.Error.Message, fmt.Sprintf("by key k1, sequence %d", first.Sequence)) {
 		t.Fatalf("duplicate status %+v", dup)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k1", add(2), queue.WithID("job-y")); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k1", add(2), client.WithJobID("job-y")); err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-y applied", settledOK("job-y"))
-	if rec, d := readTally(t, b.conn, "k1"); rec.Version != 2 || !slices.Equal(d.Seen, []int{1, 2}) {
+	if rec, d := readTally(t, b.client, "k1"); rec.Version != 2 || !slices.Equal(d.Seen, []int{1, 2}) {
 		t.Fatalf("version %d, applied %v", rec.Version, d.Seen)
 	}
 	// The raw publish was stored and skipped; the async one too, unless it
@@ -280,7 +281,7 @@ func TestIdempotencyKeyAcrossReplicas(t *testing.T) {
 		done    = make(chan struct{})
 		closed  bool
 	)
-	sub, err := b.conn.SubscribeStatus("tally", "", func(st contract.Status) {
+	sub, err := b.client.Subscribe("tally", "", func(st contract.Status) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -312,7 +313,7 @@ func TestIdempotencyKeyAcrossReplicas(t *testing.T) {
 		t.Fatalf("within 30s: applied %v, duplicates %v", applied, dups)
 	}
 	for k := range keys {
-		rec, d := readTally(t, b.conn, "k"+itoa(k))
+		rec, d := readTally(t, b.client, "k"+itoa(k))
 		if rec.Version != 1 || len(d.Seen) != 1 {
 			t.Fatalf("k%d: version %d, applied %v: want one of its copies applied once", k, rec.Version, d.Seen)
 		}
@@ -343,19 +344,19 @@ func TestIdempotencyKeyWindowExpires(t *testing.T) {
 	if st, err := kv.Status(ctx); err != nil || st.TTL() != 2*time.Second {
 		t.Fatalf("job bucket status %+v: %v, want TTL 2s", st, err)
 	}
-	statuses := subscribeKey(t, b.conn, "")
-	if _, err := b.conn.Publish(ctx, "tally", "k1", add(1), queue.WithID("job-x")); err != nil {
+	statuses := subscribeKey(t, b.client, "")
+	if _, err := b.client.Publish(ctx, "tally", "k1", add(1), client.WithJobID("job-x")); err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-x applied", settledOK("job-x"))
-	if _, err := b.conn.Publish(ctx, "tally", "k2", add(1), queue.WithID("job-x")); !errors.Is(err, queue.ErrIDConflict) {
+	if _, err := b.client.Publish(ctx, "tally", "k2", add(1), client.WithJobID("job-x")); !errors.Is(err, client.ErrIDConflict) {
 		t.Fatalf("within the window: %v, want ErrIDConflict", err)
 	}
 	waitFor(t, 20*time.Second, "the claim of job-x to expire", func() bool {
-		_, err := b.conn.Job(ctx, "tally", "job-x")
-		return errors.Is(err, queue.ErrNoJob)
+		_, err := b.client.Job(ctx, "tally", "job-x")
+		return errors.Is(err, client.ErrNoJob)
 	})
-	ack, err := b.conn.Publish(ctx, "tally", "k2", add(2), queue.WithID("job-x"))
+	ack, err := b.client.Publish(ctx, "tally", "k2", add(2), client.WithJobID("job-x"))
 	if err != nil || ack.Duplicate {
 		t.Fatalf("after the window: %+v %v, want the id accepted", ack, err)
 	}
@@ -378,9 +379,9 @@ func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
 	if err := js.DeleteKeyValue(ctx, "orderly_jobs_tally"); err != nil {
 		t.Fatal(err)
 	}
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	for i, id := range []string{"job-1", "job-2"} {
-		if _, err := b.conn.Publish(ctx, "tally", "k", add(i+1), queue.WithID(id)); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", "k", add(i+1), client.WithJobID(id)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -392,18 +393,18 @@ func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
 		t.Fatalf("applied without a claim: %+v", st)
 	default:
 	}
-	if _, err := b.conn.ReadState(ctx, "tally", "k"); !errors.Is(err, queue.ErrNoState) {
+	if _, err := b.client.State(ctx, "tally", "k"); !errors.Is(err, client.ErrNoState) {
 		t.Fatalf("state written without a claim: %v", err)
 	}
 	if _, err := b.conn.Provision(ctx, cfg.Queue); err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-2 applied", settledOK("job-2"))
-	if rec, d := readTally(t, b.conn, "k"); rec.Version != 2 || !slices.Equal(d.Seen, []int{1, 2}) {
+	if rec, d := readTally(t, b.client, "k"); rec.Version != 2 || !slices.Equal(d.Seen, []int{1, 2}) {
 		t.Fatalf("version %d, applied %v", rec.Version, d.Seen)
 	}
 	for _, id := range []string{"job-1", "job-2"} {
-		if _, err := b.conn.Job(ctx, "tally", id); err != nil {
+		if _, err := b.client.Job(ctx, "tally", id); err != nil {
 			t.Fatalf("claim of %s: %v", id, err)
 		}
 	}

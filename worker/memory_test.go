@@ -172,7 +172,7 @@ func TestMemoryLimitBoundsPendingWork(t *testing.T) {
 	})
 	// A "work" event leaves work pending: the status of its outcome is the
 	// key's one settled status.
-	settled := countSettled(t, b.conn, "tally", keys)
+	settled := countSettled(t, b.client, "tally", keys)
 
 	// The most actors ever live, sampled until the test is done.
 	var (
@@ -202,7 +202,7 @@ func TestMemoryLimitBoundsPendingWork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range keys {
-		if _, err := b.conn.Publish(ctx, "tally", fmt.Sprintf("m%d", i), contract.Envelope{Event: "work"}); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", fmt.Sprintf("m%d", i), contract.Envelope{Event: "work"}); err != nil {
 			t.Fatal(err)
 		}
 	}

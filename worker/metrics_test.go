@@ -55,10 +55,10 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if got := metric(t, before, `orderly_owned_partitions\{workflow="tally"\}`); got != 16 {
 		t.Fatalf("owned partitions %v", got)
 	}
-	settled := countSettled(t, b.conn, "tally", 3) // add, add, worked
+	settled := countSettled(t, b.client, "tally", 3) // add, add, worked
 	ctx := context.Background()
 	for _, ev := range []contract.Envelope{add(1), add(2), {Event: "work"}, {Event: "nope"}} {
-		if _, err := b.conn.Publish(ctx, "tally", "m", ev); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", "m", ev); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -29,11 +29,11 @@ func TestPerKeyOrderWhenEventsAreGivenBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A good record, as the worker writes it: the key "other" after add(0).
-	if _, err := b.conn.Publish(ctx, "tally", "other", add(0)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "other", add(0)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the state of key other", func() bool {
-		rec, err := b.conn.ReadState(ctx, "tally", "other")
+		rec, err := b.client.State(ctx, "tally", "other")
 		return err == nil && rec.Version == 1
 	})
 	good, _, err := bucket.Get(ctx, "other")
@@ -68,9 +68,9 @@ func TestPerKeyOrderWhenEventsAreGivenBack(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 
-	first, err := b.conn.Publish(ctx, "tally", "k", add(1))
+	first, err := b.client.Publish(ctx, "tally", "k", add(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +87,11 @@ func TestPerKeyOrderWhenEventsAreGivenBack(t *testing.T) {
 	if _, err := bucket.Put(ctx, "k", good, rev); err != nil {
 		t.Fatal(err)
 	}
-	second, err := b.conn.Publish(ctx, "tally", "k", add(2))
+	second, err := b.client.Publish(ctx, "tally", "k", add(2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []queue.PubAck{first, second} {
+	for _, want := range []client.PubAck{first, second} {
 		select {
 		case s := <-statuses:
 			if s.JobID != want.ID || s.Error != nil {
@@ -101,7 +101,7 @@ func TestPerKeyOrderWhenEventsAreGivenBack(t *testing.T) {
 			t.Fatalf("no status of job %s once the state could be loaded", want.ID)
 		}
 	}
-	rec, d := readTally(t, b.conn, "k")
+	rec, d := readTally(t, b.client, "k")
 	if !slices.Equal(d.Seen, []int{0, 1, 2}) || rec.Version != 3 {
 		t.Fatalf("version %d, applied %v; want version 3, applied [0 1 2]", rec.Version, d.Seen)
 	}

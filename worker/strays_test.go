@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
@@ -35,6 +36,7 @@ func TestUndeliverableSubjects(t *testing.T) {
 	defer func() { srv.Shutdown() }()
 	url := "nats://" + addr
 	conn := natstestConn(t, url)
+	producer := natstest.Client(t, url)
 	cfg := worker.Config{Queue: queue.Spec{QueueLimit: 50, Partitions: 4}}
 	w := startWorker(t, url, cfg, nil)
 	ctx := context.Background()
@@ -62,7 +64,7 @@ func TestUndeliverableSubjects(t *testing.T) {
 		t.Helper()
 		var have int
 		waitFor(t, 30*time.Second, "the dead letters", func() bool {
-			dead, err := conn.DeadLetters(ctx, "tally", 0)
+			dead, err := producer.DeadLetters(ctx, "tally", 0)
 			have = len(dead)
 			return err == nil && have >= n
 		})
@@ -73,12 +75,12 @@ func TestUndeliverableSubjects(t *testing.T) {
 	version := uint64(0)
 	applyNext := func() {
 		t.Helper()
-		if _, err := conn.Publish(ctx, "tally", "k", add(int(version))); err != nil {
+		if _, err := producer.Publish(ctx, "tally", "k", add(int(version))); err != nil {
 			t.Fatalf("a normal event after %d strays: %v", total, err)
 		}
 		version++
 		waitFor(t, 10*time.Second, "the normal event to be applied", func() bool {
-			rec, err := conn.ReadState(ctx, "tally", "k")
+			rec, err := producer.State(ctx, "tally", "k")
 			return err == nil && rec.Version == version
 		})
 	}
@@ -97,7 +99,7 @@ func TestUndeliverableSubjects(t *testing.T) {
 	}
 	publishStrays(50)
 	total += 50
-	if _, err := conn.Publish(ctx, "tally", "k", add(99)); !errors.Is(err, queue.ErrQueueFull) {
+	if _, err := producer.Publish(ctx, "tally", "k", add(99)); !errors.Is(err, client.ErrQueueFull) {
 		t.Fatalf("a normal event with 50 strays stored: %v, want ErrQueueFull", err)
 	}
 	srv.Shutdown()
@@ -106,7 +108,7 @@ func TestUndeliverableSubjects(t *testing.T) {
 	waitDeadLetters(total)
 	applyNext()
 
-	dead, err := conn.DeadLetters(ctx, "tally", 0)
+	dead, err := producer.DeadLetters(ctx, "tally", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func TestStrictDecoding(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{}, nil)
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
 	bodies := map[string]string{
 		`{"Event":"add","data":{"n":1}}`:                 `unknown field "Event"`,
@@ -42,7 +42,7 @@ func TestStrictDecoding(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k", add(6)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", add(6)); err != nil {
 		t.Fatal(err)
 	}
 	timeout := time.After(10 * time.Second)
@@ -62,11 +62,11 @@ func TestStrictDecoding(t *testing.T) {
 			t.Fatalf("%d statuses of 6 within 10s", i)
 		}
 	}
-	if _, d := readTally(t, b.conn, "k"); !slices.Equal(d.Seen, []int{4, 5, 6}) {
+	if _, d := readTally(t, b.client, "k"); !slices.Equal(d.Seen, []int{4, 5, 6}) {
 		t.Fatalf("applied %v, want [4 5 6]", d.Seen)
 	}
 	waitFor(t, 10*time.Second, "three dead letters", func() bool { return w.Stats().DeadLettered == 3 })
-	dead, err := b.conn.DeadLetters(ctx, "tally", 0)
+	dead, err := b.client.DeadLetters(ctx, "tally", 0)
 	if err != nil || len(dead) != 3 {
 		t.Fatalf("%d dead letters (%v), want 3", len(dead), err)
 	}

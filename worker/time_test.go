@@ -6,15 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
 func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
 
 	first, err := worker.New(natstestConn(t, b.url), worker.Config{}, tallyWorkflow(t, nil))
@@ -24,7 +24,7 @@ func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 	if err := first.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "wait"}); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "wait"}); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-statuses; s.To != "waiting" {
@@ -50,7 +50,7 @@ func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 		t.Fatalf("a second status %+v", s)
 	case <-time.After(1500 * time.Millisecond): // a negative check: it fires once
 	}
-	if rec, _ := readTally(t, b.conn, "k"); rec.Version != 2 || rec.State != "closed" {
+	if rec, _ := readTally(t, b.client, "k"); rec.Version != 2 || rec.State != "closed" {
 		t.Fatalf("state %+v", rec)
 	}
 }
@@ -59,17 +59,17 @@ func TestTimeoutOfAnEarlierVisitNeverFires(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{}, nil)
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
 	for _, ev := range []string{"wait", "back"} {
-		if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: ev}); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: ev}); err != nil {
 			t.Fatal(err)
 		}
 		<-statuses
 	}
 	// The timer armed on entering "waiting" still fires, and is ignored.
 	waitFor(t, 10*time.Second, "the stale timer", func() bool { return w.Stats().StaleTimers == 1 })
-	if rec, _ := readTally(t, b.conn, "k"); rec.State != "open" || rec.Version != 2 {
+	if rec, _ := readTally(t, b.client, "k"); rec.State != "open" || rec.Version != 2 {
 		t.Fatalf("state %+v", rec)
 	}
 	select {
@@ -89,8 +89,8 @@ func TestActionSucceedsAfterRetries(t *testing.T) {
 		}
 		return nil, nil
 	})
-	statuses := subscribeKey(t, b.conn, "k")
-	if _, err := b.conn.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
+	statuses := subscribeKey(t, b.client, "k")
+	if _, err := b.client.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("j")); err != nil {
 		t.Fatal(err)
 	}
 	<-statuses
@@ -109,7 +109,7 @@ func TestPassivation(t *testing.T) {
 	const keys = 200
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{MaxActors: 20, ActorIdle: 200 * time.Millisecond}, nil)
-	settled := countSettled(t, b.conn, "tally", keys)
+	settled := countSettled(t, b.client, "tally", keys)
 	var peak atomic.Int64
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
@@ -127,7 +127,7 @@ func TestPassivation(t *testing.T) {
 		}
 	}()
 	for k := range keys {
-		if _, err := b.conn.PublishAsync("tally", "p"+itoa(k), add(k)); err != nil {
+		if _, err := b.client.PublishAsync("tally", "p"+itoa(k), add(k)); err != nil {
 			t.Fatal(err)
 		}
 	}

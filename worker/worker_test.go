@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
@@ -20,18 +21,18 @@ func TestPerKeyOrder(t *testing.T) {
 	const keys, perKey, publishers = 1000, 20, 4
 	b := setup(t)
 	startWorker(t, b.url, worker.Config{}, nil)
-	settled := countSettled(t, b.conn, "tally", keys*perKey)
+	settled := countSettled(t, b.client, "tally", keys*perKey)
 
 	var wg sync.WaitGroup
 	for p := range publishers {
 		wg.Go(func() {
 			ctx := context.Background()
-			var pending []*queue.PendingPublish
+			var pending []*client.PendingPublish
 			// Each publisher owns a quarter of the keys and sends each key's
 			// events in order, interleaved across its keys.
 			for i := range perKey {
 				for k := p; k < keys; k += publishers {
-					pp, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", k), add(i))
+					pp, err := b.client.PublishAsync("tally", fmt.Sprintf("k%d", k), add(i))
 					if err != nil {
 						t.Error(err)
 						return
@@ -55,7 +56,7 @@ func TestPerKeyOrder(t *testing.T) {
 		want[i] = i
 	}
 	for k := range keys {
-		rec, d := readTally(t, b.conn, fmt.Sprintf("k%d", k))
+		rec, d := readTally(t, b.client, fmt.Sprintf("k%d", k))
 		if !slices.Equal(d.Seen, want) || rec.Version != perKey || rec.State != "open" {
 			t.Fatalf("k%d: version %d state %s applied %v", k, rec.Version, rec.State, d.Seen)
 		}
@@ -66,7 +67,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	startWorker(t, b.url, worker.Config{}, nil)
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
 	for _, ev := range []contract.Envelope{
 		add(1),
@@ -77,7 +78,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 		{Event: "close"},
 		add(3), // closed is terminal
 	} {
-		if _, err := b.conn.Publish(ctx, "tally", "k", ev); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", "k", ev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,7 +96,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 			t.Fatalf("rejection moved state: %+v", s)
 		}
 	}
-	rec, d := readTally(t, b.conn, "k")
+	rec, d := readTally(t, b.client, "k")
 	if rec.State != "closed" || rec.Version != 3 || !slices.Equal(d.Seen, []int{1, 2}) {
 		t.Fatalf("state %+v data %v", rec, d)
 	}
@@ -105,19 +106,19 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	w := startWorker(t, b.url, worker.Config{}, nil)
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
 	if err := rawPublish(b.conn, "tally", "k", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "no_such_event"}); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "no_such_event"}); err != nil {
 		t.Fatal(err)
 	}
 	// A key no state can be stored under, sent around the client's checks.
 	if err := rawPublish(b.conn, "tally", "a:b", []byte(`{"event":"add","data":{"n":1}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.conn.Publish(ctx, "tally", "k", add(7)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", add(7)); err != nil {
 		t.Fatal(err)
 	}
 	for _, code := range []string{contract.CodeMalformed, contract.CodeUnknownEvent} {
@@ -129,7 +130,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 		t.Fatalf("the next event of the key: %+v", s)
 	}
 	waitFor(t, 10*time.Second, "three dead letters", func() bool { return w.Stats().DeadLettered == 3 })
-	dead, err := b.conn.DeadLetters(ctx, "tally", 0)
+	dead, err := b.client.DeadLetters(ctx, "tally", 0)
 	if err != nil || len(dead) != 3 {
 		t.Fatalf("%d dead letters: %v", len(dead), err)
 	}
@@ -153,7 +154,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 		return err == nil && info.Pending == 0
 	})
 	// Replay resubmits it: still malformed, it comes back to the dead letters.
-	if _, err := b.conn.Replay(ctx, "tally", malformed); err != nil {
+	if _, err := b.client.Replay(ctx, "tally", malformed); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-statuses; s.Error == nil || s.Error.Code != contract.CodeMalformed {
@@ -172,14 +173,14 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 		<-release
 		return nil, nil
 	})
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
-	ack, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}, queue.WithID("job-w"))
+	ack, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("job-w"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Sent while the work is pending: applied only once the key settles.
-	if _, err := b.conn.Publish(ctx, "tally", "k", add(1)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", add(1)); err != nil {
 		t.Fatal(err)
 	}
 	c := <-calls
@@ -190,8 +191,8 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 		t.Fatalf("transition status %+v", s)
 	}
 	// A key waiting on slow work does not hold up other keys.
-	other := subscribeKey(t, b.conn, "other")
-	if _, err := b.conn.Publish(ctx, "tally", "other", add(5)); err != nil {
+	other := subscribeKey(t, b.client, "other")
+	if _, err := b.client.Publish(ctx, "tally", "other", add(5)); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-other; s.Error != nil || s.Version != 1 {
@@ -217,8 +218,8 @@ func TestActionRetriesThenFails(t *testing.T) {
 	startWorker(t, b.url, worker.Config{ActionRetries: 2, RetryBackoff: time.Millisecond}, func(context.Context, worker.ActionCall[tally]) (any, error) {
 		return nil, fmt.Errorf("gateway down")
 	})
-	statuses := subscribeKey(t, b.conn, "k")
-	if _, err := b.conn.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, queue.WithID("j")); err != nil {
+	statuses := subscribeKey(t, b.client, "k")
+	if _, err := b.client.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("j")); err != nil {
 		t.Fatal(err)
 	}
 	<-statuses // work applied
@@ -244,10 +245,10 @@ func TestCompareAndSetWithTwoActorsForOneKey(t *testing.T) {
 	cfg := worker.Config{Queue: queue.Spec{Partitions: 1}, Batch: 4, MaxInFlight: 8, GroupCommit: 2, SharedConsumers: true}
 	startWorker(t, b.url, cfg, nil)
 	startWorker(t, b.url, cfg, nil)
-	settled := countSettled(t, b.conn, "tally", events)
+	settled := countSettled(t, b.client, "tally", events)
 	ctx := context.Background()
 	for i := range events {
-		if _, err := b.conn.PublishAsync("tally", "hot", add(i)); err != nil {
+		if _, err := b.client.PublishAsync("tally", "hot", add(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -255,7 +256,7 @@ func TestCompareAndSetWithTwoActorsForOneKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	settled.wait(t, 60*time.Second)
-	rec, d := readTally(t, b.conn, "hot")
+	rec, d := readTally(t, b.client, "hot")
 	seen := slices.Sorted(slices.Values(d.Seen))
 	if rec.Version != events || len(seen) != events || slices.Compact(seen)[events-1] != events-1 {
 		t.Fatalf("version %d, %d applied, want %d each exactly once", rec.Version, len(d.Seen), events)
@@ -275,13 +276,13 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 	if _, err := b.conn.Provision(ctx, queue.Spec{Workflow: "tally", Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
-	var window []*queue.PendingPublish
+	var window []*client.PendingPublish
 	for i := range events {
 		ev := add(i)
 		if i < 10 {
 			ev = contract.Envelope{Event: "work"} // every key waits on slow work
 		}
-		p, err := b.conn.PublishAsync("tally", fmt.Sprintf("k%d", i%10), ev)
+		p, err := b.client.PublishAsync("tally", fmt.Sprintf("k%d", i%10), ev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,13 +335,13 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 		}
 		return nil, nil
 	})
-	statuses := subscribeKey(t, b.conn, "k")
+	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
-	if _, err := b.conn.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	<-statuses
-	if _, err := b.conn.Publish(ctx, "tally", "k", add(1)); err != nil {
+	if _, err := b.client.Publish(ctx, "tally", "k", add(1)); err != nil {
 		t.Fatal(err)
 	}
 	// Held ten ack waits behind the slow work, past MaxDeliver had it been
@@ -386,7 +387,7 @@ func TestReadinessReportsStalledConsumption(t *testing.T) {
 	// Slow work holds the key; one event fills its mailbox, and the next
 	// blocks the only partition's puller.
 	for _, ev := range []contract.Envelope{{Event: "work"}, add(1), add(2)} {
-		if _, err := b.conn.Publish(ctx, "tally", "k", ev); err != nil {
+		if _, err := b.client.Publish(ctx, "tally", "k", ev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -401,7 +402,7 @@ func TestReadinessReportsStalledConsumption(t *testing.T) {
 	releaseOnce.Do(func() { close(release) })
 	waitFor(t, 10*time.Second, "readiness once pulls complete again", w.Ready)
 	waitFor(t, 10*time.Second, "the waiting events to be applied", func() bool {
-		rec, err := b.conn.ReadState(ctx, "tally", "k")
+		rec, err := b.client.State(ctx, "tally", "k")
 		return err == nil && rec.Version == 4
 	})
 }

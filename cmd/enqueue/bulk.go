@@ -8,9 +8,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // bulkLine is one line of a --file input.
@@ -32,14 +32,14 @@ type summary struct {
 
 type pendingLine struct {
 	n int
-	p *queue.PendingPublish
+	p *client.PendingPublish
 }
 
 // bulk publishes every line of o.file with at most o.window publishes
 // awaiting their acknowledgement. A bad line is counted and reported; the
 // rest still go. On ctx's end it stops reading and still collects the
 // acknowledgements of what it sent.
-func (c command) bulk(ctx context.Context, conn *queue.Conn, o options) error {
+func (c command) bulk(ctx context.Context, conn *client.Client, o options) error {
 	r := c.stdin
 	if o.file != "-" {
 		f, err := os.Open(o.file)
@@ -87,9 +87,9 @@ func (c command) bulk(ctx context.Context, conn *queue.Conn, o options) error {
 			fail(n, fmt.Errorf("not a JSON object: %v", err))
 			continue
 		}
-		var opts []queue.PublishOption
+		var opts []client.PublishOption
 		if l.ID != "" {
-			opts = append(opts, queue.WithID(l.ID))
+			opts = append(opts, client.WithJobID(l.ID))
 		}
 		if len(pending) == cap(pending) {
 			settle(<-pending)

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/internal/cli"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // validateDLQ checks "dlq list" and "dlq replay SEQ|--all" and sets o.seq.
@@ -42,7 +42,7 @@ func (o *options) validateDLQ() error {
 	return nil
 }
 
-func (c command) dlq(ctx context.Context, conn *queue.Conn, o options) error {
+func (c command) dlq(ctx context.Context, conn *client.Client, o options) error {
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
 	if o.args[0] == "list" {
@@ -65,7 +65,7 @@ type dlqEntry struct {
 	Delivered uint64              `json:"delivered"`
 }
 
-func (c command) dlqList(ctx context.Context, conn *queue.Conn, o options) error {
+func (c command) dlqList(ctx context.Context, conn *client.Client, o options) error {
 	es, err := conn.DeadLetters(ctx, o.workflow, o.limit)
 	if err != nil {
 		return err
@@ -101,7 +101,7 @@ func (c command) dlqList(ctx context.Context, conn *queue.Conn, o options) error
 
 // dlqReplay replays one dead letter or all, printing each new job id; with
 // --all it goes on past a failure, reporting it, unless nothing more can go.
-func (c command) dlqReplay(ctx context.Context, conn *queue.Conn, o options) error {
+func (c command) dlqReplay(ctx context.Context, conn *client.Client, o options) error {
 	seqs := []uint64{o.seq}
 	if o.all {
 		es, err := conn.DeadLetters(ctx, o.workflow, 0)
@@ -126,7 +126,7 @@ func (c command) dlqReplay(ctx context.Context, conn *queue.Conn, o options) err
 		}
 		if err != nil {
 			fmt.Fprintf(c.stderr, "dead letter %d: %v\n", seq, err)
-			if ctx.Err() != nil || errors.Is(err, queue.ErrQueueFull) || errors.Is(err, queue.ErrNotProvisioned) {
+			if ctx.Err() != nil || errors.Is(err, client.ErrQueueFull) || errors.Is(err, client.ErrNotProvisioned) {
 				break
 			}
 			continue

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
@@ -40,13 +41,13 @@ func (e roleEnv) creds(r roles.Role) []string {
 	return []string{"--nats-url", e.url, "--user", string(r), "--password", password(r)}
 }
 
-func (e roleEnv) conn(t *testing.T, r roles.Role) *queue.Conn {
+func (e roleEnv) conn(t *testing.T, r roles.Role) *client.Client {
 	t.Helper()
-	c, err := queue.Connect(context.Background(), queue.Config{URLs: []string{e.url}, User: string(r), Password: password(r)})
+	c, err := client.Connect(e.url, client.Config{}, nats.UserInfo(string(r), password(r)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
@@ -256,12 +257,12 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 	if _, st, err := prod.PublishAndWait(ctx, "order", "o1", contract.Envelope{Event: "request_payment"}); err != nil || st.To != "awaiting_payment" {
 		t.Fatalf("%+v %v", st, err)
 	}
-	before, err := prod.ReadState(ctx, "order", "o1")
+	before, err := prod.State(ctx, "order", "o1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	statuses := make(chan contract.Status, 16)
-	sub, err := prod.SubscribeStatus("order", "o1", func(st contract.Status) { statuses <- st })
+	sub, err := prod.Subscribe("order", "o1", func(st contract.Status) { statuses <- st })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 		t.Errorf("a status after the forgeries: %+v", st)
 	case <-time.After(3 * time.Second): // a negative check: the forged timer was due in 1-2s
 	}
-	after, err := prod.ReadState(ctx, "order", "o1")
+	after, err := prod.State(ctx, "order", "o1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +361,7 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 	ctx := context.Background()
 	prod := e.conn(t, roles.Producer)
 	timedOut := make(chan contract.Status, 16)
-	sub, err := prod.SubscribeStatus("order", "late", func(st contract.Status) { timedOut <- st })
+	sub, err := prod.Subscribe("order", "late", func(st contract.Status) { timedOut <- st })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +392,11 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 	}
 	// An event no partition delivers (a wildcard for its key), which the
 	// worker sweeps out of the events stream to the dead letters.
-	if err := prod.PublishRaw("orderly.events.order.*", []byte(`{"event":"start_processing"}`)); err != nil {
+	pjs, err := jetstream.New(prod.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pjs.Publish(ctx, "orderly.events.order.*", []byte(`{"event":"start_processing"}`)); err != nil {
 		t.Fatal(err)
 	}
 	op := e.conn(t, roles.Operator)
@@ -415,8 +420,12 @@ func TestForgeryWorkerRoleRunsTheOrderWorkflow(t *testing.T) {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if info, err := op.Info(ictx, "order"); err == nil {
-		t.Errorf("the operator read the events stream: %+v", info)
+	ojs, err := jetstream.New(op.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := ojs.Stream(ictx, "ORDERLY_EVENTS_ORDER"); err == nil {
+		t.Errorf("the operator read the events stream: %+v", s.CachedInfo())
 	}
 	if !e.worker.Ready() {
 		t.Error("the worker is not ready")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/roles"
 	"github.com/orderly-dev/orderly/queue"
@@ -27,7 +28,7 @@ func TestIdempotencyKeyConflictExitsOne(t *testing.T) {
 		t.Fatalf("first: code %d, stderr %q", code, errOut)
 	}
 	// Taken: a worker claimed job-2 (done here as the worker does).
-	claimJob(t, conn, queue.Job{ID: "job-2", Key: "k1", Event: "start_processing", Sequence: 99, At: time.Now()})
+	claimJob(t, conn, contract.Job{ID: "job-2", Key: "k1", Event: "start_processing", Sequence: 99, At: time.Now()})
 	for _, id := range []string{"job-1", "job-2"} {
 		for _, args := range [][]string{{"k2", "start_processing"}, {"k1", "confirm_payment"}} {
 			out, errOut, code := runCLI(t, ctx, append([]string{"--nats-url", url, "--id", id}, args...)...)
@@ -78,7 +79,7 @@ func TestIdempotencyKeyDuplicateNamesOriginal(t *testing.T) {
 	}
 
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	claimJob(t, conn, queue.Job{ID: "job-2", Key: "k2", Event: "start_processing", Sequence: 42, At: at})
+	claimJob(t, conn, contract.Job{ID: "job-2", Key: "k2", Event: "start_processing", Sequence: 42, At: at})
 	out, errOut, code = runCLI(t, ctx, "--nats-url", url, "--id", "job-2", "k2", "start_processing")
 	if code != 0 || strings.TrimSpace(out) != "job-2" ||
 		!strings.Contains(errOut, "duplicate: job job-2 was already stored for key k2 (sequence 42, taken by a worker at 2026-03-04T05:06:07Z)") {
@@ -97,13 +98,13 @@ func TestIdempotencyKeyDuplicateNamesOriginal(t *testing.T) {
 }
 
 // claimJob claims a job id as a worker does before applying its event.
-func claimJob(t *testing.T, conn *queue.Conn, j queue.Job) {
+func claimJob(t *testing.T, conn *queue.Conn, j contract.Job) {
 	t.Helper()
 	jobs, err := conn.Jobs(context.Background(), "order")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := jobs.Claim(context.Background(), []queue.Job{j}); r[0].Err != nil || r[0].Outcome != queue.Claimed {
+	if r := jobs.Claim(context.Background(), []contract.Job{j}); r[0].Err != nil || r[0].Outcome != contract.Claimed {
 		t.Fatalf("claim %+v: %+v", j, r[0])
 	}
 }
@@ -135,18 +136,18 @@ func TestIdempotencyKeyUnderRoles(t *testing.T) {
 	// the producer's permissions) or, once the worker has taken it, by its
 	// claim.
 	conn := e.conn(t, roles.Producer)
-	p1, err := conn.PublishAsync("order", "q1", contract.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
+	p1, err := conn.PublishAsync("order", "q1", contract.Envelope{Event: "start_processing"}, client.WithJobID("job-q"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := conn.PublishAsync("order", "q2", contract.Envelope{Event: "start_processing"}, queue.WithID("job-q"))
+	p2, err := conn.PublishAsync("order", "q2", contract.Envelope{Event: "start_processing"}, client.WithJobID("job-q"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p1.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var conflict *queue.IDConflictError
+	var conflict *client.IDConflictError
 	if _, err := p2.Wait(ctx); !errors.As(err, &conflict) || conflict.Held.Key != "q1" {
 		t.Fatalf("the second: %v, want a conflict with q1", err)
 	}

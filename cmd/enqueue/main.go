@@ -22,6 +22,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/queue"
@@ -220,7 +221,7 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		}
 	}
 	if o.id != "" {
-		if err := queue.ValidateJobID(o.id); err != nil {
+		if err := contract.ValidateJobID(o.id); err != nil {
 			return err
 		}
 	}
@@ -231,7 +232,14 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		}
 	}
 
-	conn, err := queue.Connect(ctx, o.conn.Config("orderly-enqueue", &log))
+	// queue.Connect for the flags' connection options and its patient
+	// first connect; the client on top does the rest.
+	qc, err := queue.Connect(ctx, o.conn.Config("orderly-enqueue", &log))
+	if err != nil {
+		return err
+	}
+	defer qc.Close()
+	conn, err := client.New(qc.NATS(), client.Config{})
 	if err != nil {
 		return err
 	}
@@ -250,23 +258,23 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 	return c.publish(ctx, conn, o, contract.Envelope{Event: o.args[1], Data: data})
 }
 
-func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev contract.Envelope) error {
+func (c command) publish(ctx context.Context, conn *client.Client, o options, ev contract.Envelope) error {
 	key, id := o.args[0], o.id
 	if id == "" {
-		id = queue.NewJobID()
+		id = client.NewJobID()
 	}
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
 	var (
-		ack queue.PubAck
+		ack client.PubAck
 		st  contract.Status
 		err error
 	)
 	if o.wait {
-		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, queue.WithID(id),
-			queue.WithProgress(func(st contract.Status) { c.printStatus(c.stderr, o.json, st) }))
+		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, client.WithJobID(id),
+			client.WithProgress(func(st contract.Status) { c.printStatus(c.stderr, o.json, st) }))
 	} else {
-		ack, err = conn.Publish(ctx, o.workflow, key, ev, queue.WithID(id))
+		ack, err = conn.Publish(ctx, o.workflow, key, ev, client.WithJobID(id))
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
@@ -320,7 +328,7 @@ func (c command) publish(ctx context.Context, conn *queue.Conn, o options, ev co
 
 // original describes the original job of a duplicate: " for key K
 // (sequence N, taken by a worker at T)".
-func original(ack queue.PubAck) string {
+func original(ack client.PubAck) string {
 	if ack.Key == "" {
 		return fmt.Sprintf(" (sequence %d, no longer stored)", ack.Sequence)
 	}
@@ -331,12 +339,12 @@ func original(ack queue.PubAck) string {
 	return fmt.Sprintf(" for key %s (sequence %d, %s %s)", ack.Key, ack.Sequence, when, ack.At.Format(time.RFC3339))
 }
 
-func (c command) status(ctx context.Context, conn *queue.Conn, o options) error {
+func (c command) status(ctx context.Context, conn *client.Client, o options) error {
 	key := o.args[0]
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
-	rec, err := conn.ReadState(ctx, o.workflow, key)
-	if errors.Is(err, queue.ErrNoState) {
+	rec, err := conn.State(ctx, o.workflow, key)
+	if errors.Is(err, client.ErrNoState) {
 		return fmt.Errorf("no state for key %s (no event processed yet)", key)
 	}
 	if err != nil {
@@ -375,16 +383,16 @@ func (c command) status(ctx context.Context, conn *queue.Conn, o options) error 
 	return err
 }
 
-func (c command) watch(ctx context.Context, conn *queue.Conn, o options) error {
+func (c command) watch(ctx context.Context, conn *client.Client, o options) error {
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
 	key := ""
 	if len(o.args) == 1 {
 		key = o.args[0]
 	}
-	return conn.WatchStatus(ctx, o.workflow, key,
+	return conn.Watch(ctx, o.workflow, key,
 		func(st contract.Status) { c.printStatus(c.stdout, o.json, st) },
-		queue.WatchReady(func() {
+		client.WatchReady(func() {
 			fmt.Fprintf(c.stderr, "watching %s (Ctrl-C to stop)\n", contract.StatusSubject(o.workflow, key))
 		}))
 }

@@ -11,17 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // publishStarts sends start_processing for n keys named prefix-i and waits
 // for JetStream to store them all.
-func publishStarts(t *testing.T, conn *queue.Conn, prefix string, n int) []string {
+func publishStarts(t *testing.T, conn *client.Client, prefix string, n int) []string {
 	t.Helper()
 	var keys []string
-	var pending []*queue.PendingPublish
+	var pending []*client.PendingPublish
 	for i := range n {
 		key := fmt.Sprintf("%s-%d", prefix, i)
 		p, err := conn.PublishAsync("order", key, contract.Envelope{Event: "start_processing"})
@@ -41,10 +41,10 @@ func publishStarts(t *testing.T, conn *queue.Conn, prefix string, n int) []strin
 
 // watchInFlight counts keys moved to processing with their fetch still
 // running; subscribe before publishing, or fast statuses are missed.
-func watchInFlight(t *testing.T, conn *queue.Conn) func(n int) {
+func watchInFlight(t *testing.T, conn *client.Client) func(n int) {
 	t.Helper()
 	got := make(chan struct{}, 1000)
-	sub, err := conn.SubscribeStatus("order", "", func(s contract.Status) {
+	sub, err := conn.Subscribe("order", "", func(s contract.Status) {
 		if s.Event == "start_processing" && !s.Settled {
 			select {
 			case got <- struct{}{}:
@@ -70,12 +70,12 @@ func watchInFlight(t *testing.T, conn *queue.Conn) func(n int) {
 
 // allProcessedOnce waits until every key has applied start_processing and
 // order_fetched, each exactly once: version 2, never more.
-func allProcessedOnce(t *testing.T, conn *queue.Conn, keys []string, within time.Duration) {
+func allProcessedOnce(t *testing.T, conn *client.Client, keys []string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for _, key := range keys {
 		for {
-			rec, err := conn.ReadState(context.Background(), "order", key)
+			rec, err := conn.State(context.Background(), "order", key)
 			if err == nil && rec.Version > 2 {
 				t.Fatalf("%s: version %d: a transition was applied twice", key, rec.Version)
 			}
@@ -96,7 +96,7 @@ func TestKill9WithSlowWorkInFlight(t *testing.T) {
 	dataDir := t.TempDir()
 	flags := []string{"--sim-latency", "700ms", "--action-timeout", "1s"}
 	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
-	conn := natstest.Conn(t, "nats://"+natsAddr)
+	conn := natstest.Client(t, "nats://"+natsAddr)
 	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "crash", 500)
 	inFlight(100)
@@ -107,7 +107,7 @@ func TestKill9WithSlowWorkInFlight(t *testing.T) {
 	conn.Close()
 
 	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
-	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 90*time.Second)
+	allProcessedOnce(t, natstest.Client(t, "nats://"+natsAddr), keys, 90*time.Second)
 }
 
 func TestSigtermWithSlowWorkInFlight(t *testing.T) {
@@ -116,7 +116,7 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	dataDir := t.TempDir()
 	flags := []string{"--sim-latency", "3s", "--action-timeout", "5s", "--shutdown-timeout", "1s"}
 	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
-	conn := natstest.Conn(t, "nats://"+natsAddr)
+	conn := natstest.Client(t, "nats://"+natsAddr)
 	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "term", 50)
 	inFlight(50)
@@ -138,7 +138,7 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	conn.Close()
 
 	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
-	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, 30*time.Second)
+	allProcessedOnce(t, natstest.Client(t, "nats://"+natsAddr), keys, 30*time.Second)
 }
 
 // TestWorkCutOffByCrashResumes: kill -9 with slow work running and more
@@ -151,10 +151,10 @@ func TestWorkCutOffByCrashResumes(t *testing.T) {
 	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
 	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "1s", "--concurrency", "4")
-	conn := natstest.Conn(t, "nats://"+natsAddr)
+	conn := natstest.Client(t, "nats://"+natsAddr)
 	var mu sync.Mutex
 	finished := map[string]bool{}
-	sub, err := conn.SubscribeStatus("order", "", func(s contract.Status) {
+	sub, err := conn.Subscribe("order", "", func(s contract.Status) {
 		if s.Event == "order_fetched" && s.Settled && s.Error == nil {
 			mu.Lock()
 			finished[s.Key] = true
@@ -193,7 +193,7 @@ func TestWorkCutOffByCrashResumes(t *testing.T) {
 
 	restarted := time.Now()
 	w2 := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
-	allProcessedOnce(t, natstest.Conn(t, "nats://"+natsAddr), keys, time.Until(restarted.Add(10*time.Second)))
+	allProcessedOnce(t, natstest.Client(t, "nats://"+natsAddr), keys, time.Until(restarted.Add(10*time.Second)))
 	t.Logf("%d keys finished before the kill; all %d within %s of the restart", len(before), n, time.Since(restarted).Round(time.Millisecond))
 	resumed := 0
 	for line := range strings.Lines(w2.out.String()) {

@@ -207,7 +207,7 @@ func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 	dataDir := t.TempDir()
 	w := startWorker(t, dataDir, natsAddr, httpAddr, "--sim-latency", "1ms")
 
-	conn := natstest.Conn(t, "nats://"+natsAddr)
+	conn := natstest.Client(t, "nats://"+natsAddr)
 	var acked []string
 	stopped := make(chan struct{})
 	published := make(chan struct{})
@@ -247,11 +247,11 @@ func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 	}
 
 	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "1ms")
-	conn2 := natstest.Conn(t, "nats://"+natsAddr)
+	conn2 := natstest.Client(t, "nats://"+natsAddr)
 	deadline := time.Now().Add(60 * time.Second)
 	for _, key := range acked {
 		for {
-			rec, err := conn2.ReadState(context.Background(), "order", key)
+			rec, err := conn2.State(context.Background(), "order", key)
 			if err == nil && rec.State == "processing" && rec.Version == 2 {
 				break
 			}

@@ -9,10 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // TestForgeryEmbeddedServerEnforcesRoles: given credentials, the worker's
@@ -42,7 +42,7 @@ func TestForgeryEmbeddedServerEnforcesRoles(t *testing.T) {
 	url := "nats://" + natsAddr
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
-	prod, err := queue.Connect(ctx2, queue.Config{URLs: []string{url}, User: "p", Password: "p-secret"})
+	prod, err := client.Connect(url, client.Config{}, nats.UserInfo("p", "p-secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

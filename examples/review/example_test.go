@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/examples/review"
@@ -17,8 +18,8 @@ import (
 )
 
 // The review workflow embedded in a program: an in-process nats-server, a
-// worker running the workflow, a producer submitting and approving a
-// document, and a gentle stop.
+// worker running the workflow, a producer (package client) submitting and
+// approving a document, and a gentle stop.
 func Example() {
 	dir, err := os.MkdirTemp("", "review-example-")
 	if err != nil {
@@ -55,9 +56,14 @@ func Example() {
 		panic(err)
 	}
 
+	producer, err := client.Connect(srv.ClientURL(), client.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer producer.Close()
 	send := func(event statemachine.Event, data any) contract.Status {
 		b, _ := json.Marshal(data)
-		_, st, err := conn.PublishAndWait(ctx, review.Workflow, "doc-1", contract.Envelope{Event: string(event), Data: b})
+		_, st, err := producer.PublishAndWait(ctx, review.Workflow, "doc-1", contract.Envelope{Event: string(event), Data: b})
 		if err != nil {
 			panic(err)
 		}
@@ -70,7 +76,7 @@ func Example() {
 	if err := w.Stop(ctx); err != nil {
 		panic(err)
 	}
-	rec, err := conn.ReadState(ctx, review.Workflow, "doc-1")
+	rec, err := producer.State(ctx, review.Workflow, "doc-1")
 	if err != nil {
 		panic(err)
 	}

@@ -17,8 +17,16 @@ import (
 )
 
 // packages are checked: every exported name has a doc comment, and no
-// exported name mentions a NATS type.
-var packages = []string{"statemachine", "worker", "queue", "orderlytest", "embedded", "examples/review"}
+// exported name mentions a NATS type (but see natsAllowed).
+var packages = []string{"statemachine", "worker", "queue", "client", "orderlytest", "embedded", "examples/review"}
+
+// natsAllowed are the exported names that mention NATS types on purpose,
+// by package: the producer client is built on a service's own *nats.Conn
+// (New, Connect's options, Conn), and queue hands its connection to one.
+var natsAllowed = map[string][]string{
+	"client": {"func New", "func Connect", "func Conn"},
+	"queue":  {"func NATS"},
+}
 
 const natsModules = "github.com/nats-io/"
 
@@ -180,7 +188,11 @@ func TestNoNATSTypeInTheAPI(t *testing.T) {
 	for _, dir := range packages {
 		p := load(t, dir)
 		for _, f := range p.files {
-			leaks = append(leaks, p.natsLeaks(f)...)
+			for _, l := range p.natsLeaks(f) {
+				if !slices.ContainsFunc(natsAllowed[dir], func(what string) bool { return strings.Contains(l, ": "+what+" mentions ") }) {
+					leaks = append(leaks, l)
+				}
+			}
 		}
 	}
 	if len(leaks) > 0 {

@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/queue"
@@ -21,9 +24,9 @@ import (
 	"github.com/orderly-dev/orderly/worker"
 )
 
-// orderlyWindow caps the Orderly publisher's window: a queue.Conn allows
-// 4,000 asynchronous publishes awaiting their ack (JetStream's default).
-const orderlyWindow = 4000
+// orderlyWindow caps the Orderly publisher's window: a client.Client allows
+// 4,000 asynchronous publishes awaiting their ack by default.
+const orderlyWindow = client.DefaultMaxAsyncPending
 
 // idleActorIdle is the ActorIdle of the idle scenario: long enough that no
 // actor is passivated before the first measurement, short enough to wait for.
@@ -122,7 +125,7 @@ type orderlyRun struct {
 	after     func(ctx context.Context, w *worker.Worker) error
 }
 
-type pendingFuture struct{ p *queue.PendingPublish }
+type pendingFuture struct{ p *client.PendingPublish }
 
 func (f pendingFuture) wait(ctx context.Context) error { _, err := f.p.Wait(ctx); return err }
 
@@ -145,14 +148,14 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	if err != nil {
 		return r, err
 	}
-	connect := func(role string) (*queue.Conn, error) {
-		return queue.Connect(ctx, queue.Config{URLs: []string{b.url}, Name: "e2ebench-" + role})
-	}
-	wconn, err := connect("worker")
+	wconn, err := queue.Connect(ctx, queue.Config{URLs: []string{b.url}, Name: "e2ebench-worker"})
 	if err != nil {
 		return r, err
 	}
 	defer wconn.Close()
+	connect := func(role string) (*client.Client, error) {
+		return client.Connect(b.url, client.Config{}, nats.Name("e2ebench-"+role))
+	}
 	pconn, err := connect("publisher")
 	if err != nil {
 		return r, err
@@ -207,7 +210,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		firstErr        atomic.Pointer[contract.StatusError]
 		done            = make(chan struct{})
 	)
-	sub, err := sconn.SubscribeStatus(run.name, "", func(st contract.Status) {
+	sub, err := sconn.Subscribe(run.name, "", func(st contract.Status) {
 		if !st.Settled {
 			return
 		}
@@ -283,7 +286,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		} else {
 			key = "k" + strconv.Itoa(i%run.keys)
 		}
-		p, err := pconn.PublishAsync(run.name, key, ev, queue.WithID(prefix+strconv.Itoa(i)))
+		p, err := pconn.PublishAsync(run.name, key, ev, client.WithJobID(prefix+strconv.Itoa(i)))
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -38,6 +39,18 @@ func Conn(t testing.TB, url string) *queue.Conn {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(c.Close)
+	return c
+}
+
+// Client is a producer client on a connection of its own to url, closed
+// when the test ends.
+func Client(t testing.TB, url string) *client.Client {
+	t.Helper()
+	c, err := client.Connect(url, client.Config{})
+	if err != nil {
+		t.Fatalf("connect client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 

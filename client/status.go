@@ -1,9 +1,12 @@
-package queue
+package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-dev/orderly/contract"
 )
@@ -22,6 +25,7 @@ func WithProgress(f func(contract.Status)) PublishOption {
 // subject until a status of this job (same JobID) is Settled, and returns it.
 // It subscribes before publishing, so a fast status is not missed. Unsettled
 // statuses of the job go to WithProgress; statuses of other jobs are dropped.
+// A rejected event or failed work settles too: the status's Error says why.
 //
 // If ctx ends first the error wraps both ErrWaitTimeout and ctx.Err().
 //
@@ -33,14 +37,14 @@ func WithProgress(f func(contract.Status)) PublishOption {
 // At of the record; To empty if the key has no state, as when the original
 // was rejected): the key's current state, which need not be the job's
 // outcome if the key has changed since.
-func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev contract.Envelope, opts ...PublishOption) (PubAck, contract.Status, error) {
+func (c *Client) PublishAndWait(ctx context.Context, workflow, key string, ev contract.Envelope, opts ...PublishOption) (PubAck, contract.Status, error) {
 	var o publishOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.id == "" {
 		o.id = NewJobID()
-		opts = append(opts, WithID(o.id))
+		opts = append(opts, WithJobID(o.id))
 	}
 	ch, stop, err := c.statuses(workflow, key, func(st contract.Status) bool { return st.JobID == o.id })
 	if err != nil {
@@ -53,7 +57,7 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev cont
 	}
 	current := func() (PubAck, contract.Status, error) {
 		st := contract.Status{Workflow: workflow, Key: key, JobID: o.id, Event: ev.Event, Settled: true}
-		rec, err := c.ReadState(ctx, workflow, key)
+		rec, err := c.State(ctx, workflow, key)
 		switch {
 		case err == nil:
 			st.From, st.To, st.Version, st.At = rec.State, rec.State, rec.Version, rec.UpdatedAt
@@ -73,7 +77,7 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev cont
 				// past the stream's own window: the worker found the
 				// original's claim and skipped this one.
 				ack.Duplicate = true
-				if held, err := getJob(ctx, c.nc, workflow, o.id); err == nil {
+				if held, err := c.Job(ctx, workflow, o.id); err == nil {
 					ack.Sequence, ack.Key, ack.At, ack.Taken = held.Sequence, held.Key, held.At, true
 				}
 				return current()
@@ -85,12 +89,12 @@ func (c *Conn) PublishAndWait(ctx context.Context, workflow, key string, ev cont
 				o.progress(st)
 			}
 		case <-ctx.Done():
-			return ack, contract.Status{}, fmt.Errorf("queue: job %s: %w: %w", o.id, ErrWaitTimeout, ctx.Err())
+			return ack, contract.Status{}, fmt.Errorf("client: job %s: %w: %w", o.id, ErrWaitTimeout, ctx.Err())
 		}
 	}
 }
 
-// WatchOption sets a per-call option of WatchStatus.
+// WatchOption sets a per-call option of Watch.
 type WatchOption func(*watchOptions)
 
 type watchOptions struct{ ready func() }
@@ -99,11 +103,14 @@ type watchOptions struct{ ready func() }
 // status published after that reaches the handler.
 func WatchReady(f func()) WatchOption { return func(o *watchOptions) { o.ready = f } }
 
-// WatchStatus calls h with each status change of key in workflow (every key
-// when key is empty) until ctx ends, then returns nil. h runs on the
-// caller's goroutine, one status at a time, and never after WatchStatus has
-// returned. An error means the subscription could not be made.
-func (c *Conn) WatchStatus(ctx context.Context, workflow, key string, h func(contract.Status), opts ...WatchOption) error {
+// Watch calls h with each status change of key in workflow (every key when
+// key is empty) until ctx ends, then returns nil. h runs on the caller's
+// goroutine, one status at a time, and never after Watch has returned. An
+// error means the subscription could not be made.
+//
+// Statuses are pub/sub: one published while nobody watches is not kept,
+// and the key's state (State) is the durable record.
+func (c *Client) Watch(ctx context.Context, workflow, key string, h func(contract.Status), opts ...WatchOption) error {
 	var o watchOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -130,10 +137,10 @@ func (c *Conn) WatchStatus(ctx context.Context, workflow, key string, h func(con
 // delivers them on a bounded channel. A slow reader holds up the
 // subscription's delivery, up to the client's pending limits, rather than
 // grow a queue here. stop ends the subscription.
-func (c *Conn) statuses(workflow, key string, keep func(contract.Status) bool) (<-chan contract.Status, func(), error) {
+func (c *Client) statuses(workflow, key string, keep func(contract.Status) bool) (<-chan contract.Status, func(), error) {
 	ch := make(chan contract.Status, 64)
 	done := make(chan struct{})
-	sub, err := c.SubscribeStatus(workflow, key, func(st contract.Status) {
+	sub, err := c.Subscribe(workflow, key, func(st contract.Status) {
 		if keep != nil && !keep(st) {
 			return
 		}
@@ -146,4 +153,45 @@ func (c *Conn) statuses(workflow, key string, keep func(contract.Status) bool) (
 		return nil, nil, err
 	}
 	return ch, func() { close(done); _ = sub.Unsubscribe() }, nil
+}
+
+// Subscription is a live status subscription (Subscribe).
+type Subscription struct{ sub *nats.Subscription }
+
+// Unsubscribe ends the subscription; the handler is not called afterwards.
+func (s *Subscription) Unsubscribe() error { return s.sub.Unsubscribe() }
+
+// Subscribe calls h with each status change of key in workflow, or of every
+// key of the workflow when key is empty, until Unsubscribe. h runs on one
+// goroutine of the connection's, in publish order; messages that are not a
+// Status are skipped. It returns once the server knows of the
+// subscription, so no status published afterwards is missed.
+func (c *Client) Subscribe(workflow, key string, h func(contract.Status)) (*Subscription, error) {
+	if c.isDone() {
+		return nil, ErrClosed
+	}
+	if err := contract.ValidateWorkflow(workflow); err != nil {
+		return nil, err
+	}
+	if key != "" {
+		if err := contract.ValidateKey(key); err != nil {
+			return nil, err
+		}
+	}
+	sub, err := c.nc.Subscribe(contract.StatusSubject(workflow, key), func(m *nats.Msg) {
+		var st contract.Status
+		if json.Unmarshal(m.Data, &st) == nil {
+			h(st)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: subscribe to statuses: %w", err)
+	}
+	ctx, cancel := c.withTimeout(context.Background())
+	defer cancel()
+	if err := c.nc.FlushWithContext(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("client: subscribe to statuses: %w", err)
+	}
+	return &Subscription{sub: sub}, nil
 }

@@ -1,4 +1,4 @@
-package queue_test
+package client_test
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
@@ -22,10 +25,10 @@ type Counter struct {
 }
 
 // runCounter starts what the examples talk to: an in-process nats-server and
-// a worker running "counter". It returns the producer's connection and a
-// function that stops everything.
-func runCounter() (*queue.Conn, func()) {
-	dir, err := os.MkdirTemp("", "queue-example-")
+// a worker running "counter". It returns the server's URL and a function
+// that stops everything.
+func runCounter() (string, func()) {
+	dir, err := os.MkdirTemp("", "client-example-")
 	if err != nil {
 		panic(err)
 	}
@@ -72,7 +75,7 @@ func runCounter() (*queue.Conn, func()) {
 	if err := w.Start(context.Background()); err != nil {
 		panic(err)
 	}
-	return conn, func() {
+	return srv.ClientURL(), func() {
 		_ = w.Stop(context.Background())
 		conn.Close()
 		srv.Shutdown()
@@ -80,33 +83,73 @@ func runCounter() (*queue.Conn, func()) {
 	}
 }
 
+// counterClient runs the examples' workflow and returns a client of it, on
+// a connection of its own, and a function that stops everything.
+func counterClient() (*client.Client, func()) {
+	url, stop := runCounter()
+	c, err := client.Connect(url, client.Config{})
+	if err != nil {
+		panic(err)
+	}
+	return c, func() { _ = c.Close(); stop() }
+}
+
 func add(n int) contract.Envelope {
 	return contract.Envelope{Event: "add", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
 }
 
+// A client on a connection of the service's own: Close leaves the
+// connection as it was.
+func ExampleNew() {
+	url, stop := runCounter()
+	defer stop()
+	nc, err := nats.Connect(url, nats.Name("my-service"))
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+
+	c, err := client.New(nc, client.Config{})
+	if err != nil {
+		panic(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Publish(ctx, "counter", "c-1", add(2), client.WithJobID("order-42-add"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("stored", ack.ID, "at sequence", ack.Sequence)
+	_ = c.Close()
+	fmt.Println("connection still open:", nc.IsConnected())
+	// Output:
+	// stored order-42-add at sequence 1
+	// connection still open: true
+}
+
 // Publish an event and wait for the worker to settle it: the producer's
 // "call". The job id is the idempotency key: publishing job-1 again within
-// the duplicate window stores nothing.
-func ExampleConn_PublishAndWait() {
-	conn, stop := runCounter()
+// the dedupe window applies nothing.
+func ExampleClient_PublishAndWait() {
+	c, stop := counterClient()
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	ack, st, err := conn.PublishAndWait(ctx, "counter", "c-1", add(4), queue.WithID("job-1"))
+	ack, st, err := c.PublishAndWait(ctx, "counter", "c-1", add(4), client.WithJobID("job-1"))
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(ack.ID, st.Event, st.To, "version", st.Version)
 
 	// A rejected event settles too; its status says why.
-	_, st, err = conn.PublishAndWait(ctx, "counter", "c-1", add(20))
+	_, st, err = c.PublishAndWait(ctx, "counter", "c-1", add(20))
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(st.Error.Code, "version", st.Version)
 
-	ack, _, err = conn.PublishAndWait(ctx, "counter", "c-1", add(4), queue.WithID("job-1"))
+	ack, _, err = c.PublishAndWait(ctx, "counter", "c-1", add(4), client.WithJobID("job-1"))
 	if err != nil {
 		panic(err)
 	}
@@ -118,23 +161,23 @@ func ExampleConn_PublishAndWait() {
 }
 
 // Read a key's durable state: what survives restarts, unlike statuses.
-func ExampleConn_ReadState() {
-	conn, stop := runCounter()
+func ExampleClient_State() {
+	c, stop := counterClient()
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if _, _, err := conn.PublishAndWait(ctx, "counter", "c-1", add(3)); err != nil {
+	if _, _, err := c.PublishAndWait(ctx, "counter", "c-1", add(3)); err != nil {
 		panic(err)
 	}
-	rec, err := conn.ReadState(ctx, "counter", "c-1")
+	rec, err := c.State(ctx, "counter", "c-1")
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(rec.State, rec.Version, string(rec.Data))
 
-	_, err = conn.ReadState(ctx, "counter", "c-2")
-	fmt.Println(errors.Is(err, queue.ErrNoState))
+	_, err = c.State(ctx, "counter", "c-2")
+	fmt.Println(errors.Is(err, client.ErrNoState))
 	// Output:
 	// counting 1 {"total":3}
 	// true
@@ -142,26 +185,31 @@ func ExampleConn_ReadState() {
 
 // Follow every key of a workflow as it changes. Statuses are pub/sub: a
 // subscriber sees what is published while it is subscribed.
-func ExampleConn_SubscribeStatus() {
-	conn, stop := runCounter()
+func ExampleClient_Subscribe() {
+	c, stop := counterClient()
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
 	statuses := make(chan contract.Status, 8)
-	sub, err := conn.SubscribeStatus("counter", "", func(st contract.Status) { statuses <- st })
+	sub, err := c.Subscribe("counter", "", func(st contract.Status) { statuses <- st })
 	if err != nil {
 		panic(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
 	for _, n := range []int{1, 2, 30} {
-		if _, err := conn.Publish(ctx, "counter", "c-1", add(n)); err != nil {
+		if _, err := c.Publish(ctx, "counter", "c-1", add(n)); err != nil {
 			panic(err)
 		}
 	}
 	for range 3 {
-		st := <-statuses
+		var st contract.Status
+		select {
+		case st = <-statuses:
+		case <-ctx.Done():
+			panic("no status within 10s")
+		}
 		if st.Error != nil {
 			fmt.Println(st.Key, st.Event, "rejected:", st.Error.Code)
 			continue

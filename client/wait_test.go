@@ -1,4 +1,4 @@
-package queue_test
+package client_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/queue"
 )
@@ -32,8 +33,8 @@ func fakeWorker(t *testing.T, c *queue.Conn, reply func(m *queue.Msg) []contract
 
 func TestPublishAndWait(t *testing.T) {
 	t.Parallel()
-	c, _ := setup(t, queue.Spec{Partitions: 1})
-	fakeWorker(t, c, func(m *queue.Msg) []contract.Status {
+	b := setup(t, queue.Spec{Partitions: 1})
+	fakeWorker(t, b.conn, func(m *queue.Msg) []contract.Status {
 		st := contract.Status{Workflow: "order", Key: m.Key, Event: "start_processing", From: "idle", To: "processing", Version: 1}
 		other, progress, final := st, st, st
 		other.JobID = "someone-else"
@@ -47,37 +48,38 @@ func TestPublishAndWait(t *testing.T) {
 	var progress []contract.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ack, st, err := c.PublishAndWait(ctx, "order", "k1", contract.Envelope{Event: "start_processing"},
-		queue.WithID("job-1"), queue.WithProgress(func(s contract.Status) { progress = append(progress, s) }))
+	ack, st, err := b.client.PublishAndWait(ctx, "order", "k1", contract.Envelope{Event: "start_processing"},
+		client.WithJobID("job-1"), client.WithProgress(func(s contract.Status) { progress = append(progress, s) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ack.ID != "job-1" || ack.Duplicate || st.JobID != "job-1" || !st.Settled || st.To != "awaiting_payment" {
 		t.Fatalf("ack %+v, status %+v", ack, st)
 	}
-	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != contract.CodeRetrying {
+	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != "retrying" {
 		t.Fatalf("progress %+v", progress)
 	}
 }
 
 func TestPublishAndWaitTimeout(t *testing.T) {
 	t.Parallel()
-	c, _ := setup(t, queue.Spec{})
+	b := setup(t, queue.Spec{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	ack, _, err := c.PublishAndWait(ctx, "order", "k1", contract.Envelope{Event: "e"})
-	if !errors.Is(err, queue.ErrWaitTimeout) || !errors.Is(err, context.DeadlineExceeded) || ack.ID == "" {
+	ack, _, err := b.client.PublishAndWait(ctx, "order", "k1", contract.Envelope{Event: "e"})
+	if !errors.Is(err, client.ErrWaitTimeout) || !errors.Is(err, context.DeadlineExceeded) || ack.ID == "" {
 		t.Fatalf("ack %+v, err %v", ack, err)
 	}
 }
 
 func TestPublishAndWaitDuplicate(t *testing.T) {
 	t.Parallel()
-	c, _ := setup(t, queue.Spec{})
+	b := setup(t, queue.Spec{})
+	c := b.conn
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ev := contract.Envelope{Event: "start_processing"}
-	if _, err := c.Publish(ctx, "order", "k1", ev, queue.WithID("job-1")); err != nil {
+	if _, err := b.client.Publish(ctx, "order", "k1", ev, client.WithJobID("job-1")); err != nil {
 		t.Fatal(err)
 	}
 	// The original still waits in the queue: its own status is awaited
@@ -99,7 +101,7 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 			}
 		}
 	}()
-	ack, st, err := c.PublishAndWait(ctx, "order", "k1", ev, queue.WithID("job-1"))
+	ack, st, err := b.client.PublishAndWait(ctx, "order", "k1", ev, client.WithJobID("job-1"))
 	close(stop)
 	<-sent
 	if err != nil || !ack.Duplicate || ack.Taken || ack.Key != "k1" || ack.Sequence != 1 {
@@ -114,17 +116,17 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := jobs.Claim(ctx, []queue.Job{{ID: "job-2", Key: "k1", Event: "start_processing", Sequence: 5, At: time.Now()}}); r[0].Err != nil {
+	if r := jobs.Claim(ctx, []contract.Job{{ID: "job-2", Key: "k1", Event: "start_processing", Sequence: 5, At: time.Now()}}); r[0].Err != nil {
 		t.Fatal(r[0].Err)
 	}
-	b, err := c.Bucket(ctx, "order")
+	bucket, err := c.Bucket(ctx, "order")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Put(ctx, "k1", []byte(`{"state":"processing","version":1,"data":{"a":1}}`), 0); err != nil {
+	if _, err := bucket.Put(ctx, "k1", []byte(`{"state":"processing","version":1,"data":{"a":1}}`), 0); err != nil {
 		t.Fatal(err)
 	}
-	ack, st, err = c.PublishAndWait(ctx, "order", "k1", ev, queue.WithID("job-2"))
+	ack, st, err = b.client.PublishAndWait(ctx, "order", "k1", ev, client.WithJobID("job-2"))
 	if err != nil || !ack.Duplicate || !ack.Taken || ack.Sequence != 5 {
 		t.Fatalf("taken original: ack %+v, err %v", ack, err)
 	}
@@ -135,26 +137,27 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 
 func TestPublishAndWaitBadKey(t *testing.T) {
 	t.Parallel()
-	c, _ := setup(t, queue.Spec{})
-	if _, _, err := c.PublishAndWait(context.Background(), "order", "a.b", contract.Envelope{Event: "e"}); !errors.Is(err, contract.ErrInvalidKey) {
+	b := setup(t, queue.Spec{})
+	if _, _, err := b.client.PublishAndWait(context.Background(), "order", "a.b", contract.Envelope{Event: "e"}); !errors.Is(err, contract.ErrInvalidKey) {
 		t.Fatal(err)
 	}
 }
 
-func TestWatchStatus(t *testing.T) {
+func TestWatch(t *testing.T) {
 	t.Parallel()
-	c, _ := setup(t, queue.Spec{})
-	ctx, cancel := context.WithCancel(context.Background())
+	b := setup(t, queue.Spec{})
+	// Bounds the test: Watch returns when ctx ends, with what it saw.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ready := make(chan struct{})
 	var got []string
 	done := make(chan error, 1)
 	go func() {
-		done <- c.WatchStatus(ctx, "order", "", func(st contract.Status) {
+		done <- b.client.Watch(ctx, "order", "", func(st contract.Status) {
 			if got = append(got, st.Key); len(got) == 2 {
 				cancel()
 			}
-		}, queue.WatchReady(func() { close(ready) }))
+		}, client.WatchReady(func() { close(ready) }))
 	}()
 	select {
 	case <-ready:
@@ -162,7 +165,7 @@ func TestWatchStatus(t *testing.T) {
 		t.Fatalf("watch ended before it was ready: %v", err)
 	}
 	for _, k := range []string{"k1", "k2"} {
-		if err := c.PublishStatus(&contract.Status{Workflow: "order", Key: k, To: "processing"}); err != nil {
+		if err := b.conn.PublishStatus(&contract.Status{Workflow: "order", Key: k, To: "processing"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,6 +173,6 @@ func TestWatchStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0] != "k1" || got[1] != "k2" {
-		t.Fatalf("got %v", got)
+		t.Fatalf("watched %v, want k1 and k2", got)
 	}
 }
