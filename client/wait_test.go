@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -103,7 +104,7 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 	}()
 	ack, st, err := b.client.PublishAndWait(ctx, "order", "k1", ev, client.WithJobID("job-1"))
 	close(stop)
-	<-sent
+	natstest.Recv(t, sent, natstest.Timeout, "the status sender to stop")
 	if err != nil || !ack.Duplicate || ack.Taken || ack.Key != "k1" || ack.Sequence != 1 {
 		t.Fatalf("queued original: ack %+v, err %v", ack, err)
 	}
@@ -163,13 +164,15 @@ func TestWatch(t *testing.T) {
 	case <-ready:
 	case err := <-done:
 		t.Fatalf("watch ended before it was ready: %v", err)
+	case <-time.After(natstest.Timeout):
+		t.Fatalf("watch not ready within %s", natstest.Timeout)
 	}
 	for _, k := range []string{"k1", "k2"} {
 		if err := b.conn.PublishStatus(&contract.Status{Workflow: "order", Key: k, To: "processing"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := <-done; err != nil {
+	if err := natstest.Recv(t, done, natstest.Timeout, "the watch to end after two statuses"); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0] != "k1" || got[1] != "k2" {

@@ -1193,8 +1193,7 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		t.Fatal("the example's worker has no user and password")
 	}
 
-	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
-	cmd := exec.Command(w.path, "--listen", natsAddr, "--data-dir", t.TempDir(), "--http", httpAddr, "--replicas", "1")
+	cmd := exec.Command(w.path, "--listen", "127.0.0.1:-1", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--replicas", "1")
 	cmd.Env = environ
 	var out natstest.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -1214,7 +1213,9 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		}
 	})
 
-	base := "http://" + httpAddr
+	// Each listener picks its port; the log says which.
+	natsAddr := natstest.LoggedAddr(t, &out, "start-up: embedded NATS server listening", "url", natstest.Timeout)
+	base := "http://" + natstest.LoggedAddr(t, &out, "start-up: http listening (/healthz, /readyz, /metrics)", "addr", natstest.Timeout)
 	probe := func(p *corev1.Probe) string { return base + p.HTTPGet.Path }
 	// Readiness has no event to wait on: poll it, as the kubelet does.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -3,11 +3,14 @@ package order_test
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/order"
 )
 
@@ -86,16 +89,97 @@ func TestSimGatewaySeededFailures(t *testing.T) {
 	}
 }
 
+// TestSimGatewayConcurrent: one gateway serves every slot of the worker at
+// once. Concurrent calls each draw their outcome from the seeded source once
+// (so as many fail as when the same calls run one after another), the fail
+// rate holds over many calls, every failure is ErrDeclined, every call takes
+// its latency side by side with the others, and calls waiting out their
+// latency end when cancelled.
 func TestSimGatewayConcurrent(t *testing.T) {
 	t.Parallel()
-	g := order.NewSimGateway(order.SimConfig{FailRate: 0.5, Rand: rand.New(rand.NewPCG(3, 4))})
+	const goroutines, perGoroutine, rate = 8, 250, 0.3
+	const calls = goroutines * perGoroutine
+	cfg := func() order.SimConfig {
+		return order.SimConfig{FailRate: rate, Rand: rand.New(rand.NewPCG(3, 4))}
+	}
+	sequential := 0
+	g := order.NewSimGateway(cfg())
+	for range calls {
+		if g.Capture(context.Background(), "pay_1", "k") != nil {
+			sequential++
+		}
+	}
+
+	g = order.NewSimGateway(cfg())
+	var declined, other atomic.Int64
+	var wrong atomic.Value
 	var wg sync.WaitGroup
-	for range 8 {
+	for range goroutines {
 		wg.Go(func() {
-			for range 100 {
-				_ = g.Capture(context.Background(), "pay_1", "k")
+			for range perGoroutine {
+				switch err := g.Capture(context.Background(), "pay_1", "k"); {
+				case errors.Is(err, order.ErrDeclined):
+					declined.Add(1)
+				case err != nil:
+					other.Add(1)
+					wrong.Store(err)
+				}
 			}
 		})
 	}
-	wg.Wait()
+	natstest.Wait(t, &wg, natstest.Timeout, "the concurrent calls")
+	if other.Load() != 0 {
+		t.Fatalf("%d calls failed otherwise than declined, e.g. %v", other.Load(), wrong.Load())
+	}
+	if n := int(declined.Load()); n != sequential {
+		t.Errorf("%d of %d concurrent calls declined; the same seed declines %d in sequence", n, calls, sequential)
+	}
+	// Within 5 standard deviations (about 0.05 here) of the rate.
+	if got := float64(declined.Load()) / calls; math.Abs(got-rate) > 0.05 {
+		t.Errorf("declined %.3f of %d calls at FailRate %v", got, calls, rate)
+	}
+
+	// Latency: every call takes at least it, and calls wait it out side by
+	// side, not one after another (which would take 8 latencies; the bound
+	// leaves 3 of them for a loaded machine).
+	const latency = 500 * time.Millisecond
+	g = order.NewSimGateway(order.SimConfig{Latency: latency, FailRate: rate, Rand: rand.New(rand.NewPCG(5, 6))})
+	took := make(chan time.Duration, goroutines)
+	began := time.Now()
+	for range goroutines {
+		wg.Go(func() {
+			began := time.Now()
+			if err := g.Capture(context.Background(), "pay_1", "k"); err != nil && !errors.Is(err, order.ErrDeclined) {
+				t.Errorf("Capture: %v", err)
+			}
+			took <- time.Since(began)
+		})
+	}
+	natstest.Wait(t, &wg, natstest.Timeout, "the calls with latency")
+	if d := time.Since(began); d >= goroutines*latency/2 {
+		t.Errorf("%d concurrent calls of %s latency took %s: they waited one after another", goroutines, latency, d)
+	}
+	close(took)
+	for d := range took {
+		if d < latency {
+			t.Errorf("a call took %s, less than its latency %s", d, latency)
+		}
+	}
+
+	// Calls stuck in an hour's latency end on their cancellation.
+	g = order.NewSimGateway(order.SimConfig{Latency: time.Hour, FailRate: rate, Rand: rand.New(rand.NewPCG(7, 8))})
+	stuck, unstick := context.WithCancel(context.Background())
+	defer unstick()
+	ended := make(chan error, goroutines)
+	for range goroutines {
+		wg.Go(func() { ended <- g.Capture(stuck, "pay_1", "k") })
+	}
+	unstick()
+	natstest.Wait(t, &wg, natstest.Timeout, "the stuck calls to end on their cancellation")
+	close(ended)
+	for err := range ended {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("a stuck call ended with %v, want context.Canceled", err)
+		}
+	}
 }

@@ -153,7 +153,7 @@ func (r *recordingT) fatal(check func()) string {
 	r.msg = make(chan string, 1)
 	done := make(chan struct{})
 	go func() { defer close(done); check() }()
-	<-done
+	natstest.Recv(r.TB, done, natstest.Timeout, "the check to end")
 	select {
 	case m := <-r.msg:
 		return m

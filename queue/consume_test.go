@@ -2,11 +2,13 @@ package queue_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -47,7 +49,7 @@ func TestPullerNeverHoldsMoreThanItsRoom(t *testing.T) {
 	// Hold five: the puller must wait for room, however long.
 	var first []*queue.Msg
 	for range 5 {
-		first = append(first, <-held)
+		first = append(first, natstest.Recv(t, held, natstest.Timeout, "one of the first five messages"))
 	}
 	select {
 	case m := <-held:
@@ -62,19 +64,21 @@ func TestPullerNeverHoldsMoreThanItsRoom(t *testing.T) {
 	if err := first[0].Ack(); err != queue.ErrAlreadyFinished {
 		t.Fatalf("second ack: %v", err)
 	}
-	for range 95 {
-		m := <-held
+	for i := range 95 {
+		m := natstest.Recv(t, held, natstest.Timeout, fmt.Sprintf("message %d of the remaining 95", i+1))
 		if err := m.Ack(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := puller.Stop(ctx); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, natstest.Timeout)
+	defer cancel()
+	if err := puller.Stop(sctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := puller.Stop(ctx); err != nil {
+	if err := puller.Stop(sctx); err != nil {
 		t.Fatalf("second stop: %v", err)
 	}
-	<-puller.Stopped()
+	natstest.Recv(t, puller.Stopped(), natstest.Timeout, "the puller to stop")
 	mu.Lock()
 	defer mu.Unlock()
 	for i := 1; i < len(seqs); i++ {
@@ -101,11 +105,11 @@ func TestPullerHardStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-entered
+	natstest.Recv(t, entered, natstest.Timeout, "the handler to get the event")
 	stopCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	if err := puller.Stop(stopCtx); err != context.DeadlineExceeded {
 		t.Fatalf("stop: %v", err)
 	}
-	<-puller.Stopped()
+	natstest.Recv(t, puller.Stopped(), natstest.Timeout, "the puller to stop after its hard stop")
 }

@@ -70,7 +70,7 @@ func TestProvisionConcurrently(t *testing.T) {
 			errs <- err
 		})
 	}
-	wg.Wait()
+	natstest.Wait(t, &wg, natstest.Timeout, "four concurrent provisions")
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -132,10 +132,11 @@ func TestStatusRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := <-one; got.Key != "k1" || got.To != "processing" {
+	if got := natstest.Recv(t, one, natstest.Timeout, "the status of k1 on its key's subscription"); got.Key != "k1" || got.To != "processing" {
 		t.Fatalf("key subscription got %+v", got)
 	}
-	if a, b := <-all, <-all; a.Key != "k2" || b.Key != "k1" {
+	if a, b := natstest.Recv(t, all, natstest.Timeout, "the first status on the workflow's subscription"),
+		natstest.Recv(t, all, natstest.Timeout, "the second status on the workflow's subscription"); a.Key != "k2" || b.Key != "k1" {
 		t.Fatalf("workflow subscription got %s, %s", a.Key, b.Key)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 )
 
@@ -50,11 +51,11 @@ func TestScheduleDeliversIntoTheKeysPartitionOnce(t *testing.T) {
 			_ = pl.Stop(ctx)
 		}
 	}()
-	first := <-got
+	first := natstest.Recv(t, got, natstest.Timeout, "the plain event")
 	if _, _, ok := first.Timer(); ok {
 		t.Fatal("the plain event looks like a timer")
 	}
-	fired := <-got
+	fired := natstest.Recv(t, got, natstest.Timeout, "the timer")
 	kind, visit, ok := fired.Timer()
 	if !ok || kind != "timeout" || visit != 2 || fired.Partition != first.Partition || fired.Key != "k1" {
 		t.Fatalf("fired %q visit %d ok %v, partition %d (event in %d)", kind, visit, ok, fired.Partition, first.Partition)

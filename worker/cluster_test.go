@@ -68,29 +68,47 @@ func evenSpread(counts []int, total int) bool {
 	return sum == total && slices.Min(counts) >= lo && slices.Max(counts) <= hi
 }
 
+// How long traffic takes under -race on two cores shared with other work:
+// its first round took 34s and all four 2m23s when measured so; alone it
+// takes a fraction of that.
+const trafficRound, trafficRounds = 2 * time.Minute, 5 * time.Minute
+
 // traffic sends events 0..rounds-1 to each of keys keys named prefix-k, in
 // order per key, from 8 publishers that retry (with the same job id) until
 // JetStream stores each event. after is closed once the first round is in.
+// The publishers give up when the test ends.
 func traffic(t *testing.T, url, prefix string, keys, rounds int) (firstRound <-chan struct{}, done <-chan struct{}) {
 	producer := natstest.Client(t, url)
 	first, all := make(chan struct{}), make(chan struct{})
+	ended, end := context.WithCancel(context.Background())
 	var wg, round0 sync.WaitGroup
+	t.Cleanup(func() { end(); wg.Wait() })
 	round0.Add(8)
 	for g := range 8 {
 		wg.Go(func() {
+			inRound0 := true
+			defer func() {
+				if inRound0 { // given up: no first round to wait for
+					round0.Done()
+				}
+			}()
 			for i := range rounds {
 				for k := g; k < keys; k += 8 {
 					id := fmt.Sprintf("%s-%d-%d", prefix, k, i)
 					for {
-						ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+						ctx, cancel := context.WithTimeout(ended, 2*time.Second)
 						_, err := producer.Publish(ctx, "tally", fmt.Sprintf("%s-%d", prefix, k), add(i), client.WithJobID(id))
 						cancel()
 						if err == nil {
 							break
 						}
+						if ended.Err() != nil {
+							return
+						}
 					}
 				}
 				if i == 0 {
+					inRound0 = false
 					round0.Done()
 				}
 			}
@@ -144,14 +162,14 @@ func TestClusterOwnershipFailoverAndRebalance(t *testing.T) {
 
 	t.Run("a worker cut off during traffic", func(t *testing.T) {
 		first, done := traffic(t, url, "kill", keys, rounds)
-		<-first
+		natstest.Recv(t, first, trafficRound, "the first round of traffic")
 		killed := time.Now()
 		ms[1].conn.Close() // no goodbye: its heartbeat simply stops
 		waitFor(t, 20*time.Second, "the survivors to take every partition", func() bool {
 			return evenSpread(owned(ms[0], ms[2]), 16)
 		})
 		t.Logf("takeover: %s after the worker was cut off (MemberTTL 2s)", time.Since(killed).Round(10*time.Millisecond))
-		<-done
+		natstest.Recv(t, done, trafficRounds, "every round of traffic stored")
 		settledInOrder(t, check, "kill", keys, rounds)
 		ms[1].stop()
 		ms = []*member{ms[0], ms[2]}
@@ -159,20 +177,20 @@ func TestClusterOwnershipFailoverAndRebalance(t *testing.T) {
 
 	t.Run("a worker added during traffic takes its share", func(t *testing.T) {
 		first, done := traffic(t, url, "add", keys, rounds)
-		<-first
+		natstest.Recv(t, first, trafficRound, "the first round of traffic")
 		added := time.Now()
 		ms = append(ms, startMember(t, url, "w4"))
 		waitFor(t, 20*time.Second, "the new worker's share", func() bool { return evenSpread(owned(ms...), 16) })
 		t.Logf("rebalance: %s after the worker started", time.Since(added).Round(10*time.Millisecond))
-		<-done
+		natstest.Recv(t, done, trafficRounds, "every round of traffic stored")
 		settledInOrder(t, check, "add", keys, rounds)
 	})
 
 	t.Run("a NATS node stopped during traffic", func(t *testing.T) {
 		first, done := traffic(t, url, "node", keys, rounds)
-		<-first
+		natstest.Recv(t, first, trafficRound, "the first round of traffic")
 		cluster.Stop(2)
-		<-done
+		natstest.Recv(t, done, trafficRounds, "every round of traffic stored")
 		settledInOrder(t, check, "node", keys, rounds)
 	})
 }

@@ -92,8 +92,12 @@ func ExampleNew() {
 	if err := w.Stop(ctx); err != nil {
 		panic(err)
 	}
-	<-w.Stopped()
-	fmt.Println("stopped")
+	select {
+	case <-w.Stopped():
+		fmt.Println("stopped")
+	case <-ctx.Done():
+		fmt.Println("not stopped:", ctx.Err())
+	}
 	// Output:
 	// powering hall to level 3
 	// lit on -> on settled: true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +50,9 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 	t.Parallel()
 	const keys, perKey = 50, 20
 	dir := t.TempDir()
-	addr := natstest.FreeAddr(t)
+	// The first start picks the port; the restart must come back on it, for
+	// the clients to reconnect to the URL they know.
+	addr := "127.0.0.1:-1"
 	start := func() *embedded.Server {
 		s, err := embedded.Start(embedded.Config{Listen: addr, DataDir: dir})
 		if err != nil {
@@ -58,13 +61,16 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 		return s
 	}
 	srv := start()
-	url := "nats://" + addr
+	url := srv.ClientURL()
+	addr = strings.TrimPrefix(url, "nats://")
 	w := startWorker(t, url, worker.Config{Queue: queue.Spec{AckWait: 5 * time.Second}}, nil)
 	producer := natstest.Client(t, url)
 
 	// Producers retry with the same job id until JetStream acknowledges:
 	// the duplicate window makes the retries harmless.
 	var wg sync.WaitGroup
+	ended, end := context.WithCancel(context.Background())
+	t.Cleanup(func() { end(); wg.Wait() })
 	half := make(chan struct{})
 	var once sync.Once
 	for k := range keys {
@@ -75,7 +81,7 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 				}
 				id := fmt.Sprintf("k%d-%d", k, i)
 				for {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					ctx, cancel := context.WithTimeout(ended, time.Second)
 					_, err := producer.Publish(ctx, "tally", fmt.Sprintf("k%d", k), add(i), client.WithJobID(id))
 					cancel()
 					if err == nil {
@@ -85,18 +91,21 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 						t.Error(err)
 						return
 					}
+					if ended.Err() != nil {
+						return
+					}
 					time.Sleep(50 * time.Millisecond) // producer back-off while the server is away
 				}
 			}
 		})
 	}
-	<-half
+	natstest.Recv(t, half, natstest.Timeout, "half the traffic published")
 	srv.Shutdown()
 	waitFor(t, 5*time.Second, "readiness to report the outage", func() bool { return !w.Ready() })
 	time.Sleep(5 * time.Second) // the outage itself
 	srv = start()
 	defer srv.Shutdown()
-	wg.Wait()
+	natstest.Wait(t, &wg, 2*natstest.Timeout, "the producers to get every event stored after the restart")
 	waitFor(t, 30*time.Second, "readiness to recover", w.Ready)
 
 	want := make([]int, perKey)

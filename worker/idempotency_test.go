@@ -233,7 +233,7 @@ func TestIdempotencyKeyDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ack, err := p.Wait(ctx); err != nil || !ack.Duplicate || ack.Key != "k1" {
+	if ack, err := p.Wait(wctx); err != nil || !ack.Duplicate || ack.Key != "k1" {
 		t.Fatalf("async duplicate: %+v %v", ack, err)
 	}
 

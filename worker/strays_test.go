@@ -24,7 +24,9 @@ import (
 // events again.
 func TestUndeliverableSubjects(t *testing.T) {
 	t.Parallel()
-	dir, addr := t.TempDir(), natstest.FreeAddr(t)
+	// The first start picks the port; the restart comes back on it, for the
+	// clients to reconnect to the URL they know.
+	dir, addr := t.TempDir(), "127.0.0.1:-1"
 	startServer := func() *embedded.Server {
 		s, err := embedded.Start(embedded.Config{Listen: addr, DataDir: dir})
 		if err != nil {
@@ -34,7 +36,8 @@ func TestUndeliverableSubjects(t *testing.T) {
 	}
 	srv := startServer()
 	defer func() { srv.Shutdown() }()
-	url := "nats://" + addr
+	url := srv.ClientURL()
+	addr = strings.TrimPrefix(url, "nats://")
 	conn := natstestConn(t, url)
 	producer := natstest.Client(t, url)
 	cfg := worker.Config{Queue: queue.Spec{QueueLimit: 50, Partitions: 4}}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -27,7 +28,7 @@ func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 	if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "wait"}); err != nil {
 		t.Fatal(err)
 	}
-	if s := <-statuses; s.To != "waiting" {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of wait"); s.To != "waiting" {
 		t.Fatalf("status %+v", s)
 	}
 	// The worker goes away before the timeout is due; the timer is in
@@ -41,15 +42,11 @@ func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 		return err == nil && info.Pending == 1
 	})
 	startWorker(t, b.url, worker.Config{}, nil)
-	s := <-statuses
+	s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the timeout")
 	if s.Event != "expired" || s.From != "waiting" || s.To != "closed" || s.Version != 2 {
 		t.Fatalf("timeout status %+v", s)
 	}
-	select {
-	case s := <-statuses:
-		t.Fatalf("a second status %+v", s)
-	case <-time.After(1500 * time.Millisecond): // a negative check: it fires once
-	}
+	natstest.NoRecv(t, statuses, 1500*time.Millisecond, "a second status: the timeout fired twice")
 	if rec, _ := readTally(t, b.client, "k"); rec.Version != 2 || rec.State != "closed" {
 		t.Fatalf("state %+v", rec)
 	}
@@ -65,7 +62,7 @@ func TestTimeoutOfAnEarlierVisitNeverFires(t *testing.T) {
 		if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: ev}); err != nil {
 			t.Fatal(err)
 		}
-		<-statuses
+		natstest.Recv(t, statuses, natstest.Timeout, "the status of "+ev)
 	}
 	// The timer armed on entering "waiting" still fires, and is ignored.
 	waitFor(t, 10*time.Second, "the stale timer", func() bool { return w.Stats().StaleTimers == 1 })
@@ -93,13 +90,13 @@ func TestActionSucceedsAfterRetries(t *testing.T) {
 	if _, err := b.client.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("j")); err != nil {
 		t.Fatal(err)
 	}
-	<-statuses
+	natstest.Recv(t, statuses, natstest.Timeout, "the status of work")
 	for attempt := 1; attempt <= 2; attempt++ {
-		if s := <-statuses; s.Error == nil || s.Error.Code != contract.CodeRetrying || s.Attempt != attempt {
+		if s := natstest.Recv(t, statuses, natstest.Timeout, "a retrying status"); s.Error == nil || s.Error.Code != contract.CodeRetrying || s.Attempt != attempt {
 			t.Fatalf("retry status %+v", s)
 		}
 	}
-	if s := <-statuses; s.Error != nil || s.Event != "worked" || !s.Settled || s.JobID != "j" {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of worked"); s.Error != nil || s.Event != "worked" || !s.Settled || s.JobID != "j" {
 		t.Fatalf("final status %+v", s)
 	}
 }
@@ -133,7 +130,7 @@ func TestPassivation(t *testing.T) {
 	}
 	settled.wait(t, 30*time.Second)
 	close(stop)
-	<-sampled
+	natstest.Recv(t, sampled, natstest.Timeout, "the sampler to stop")
 	if p := peak.Load(); p > 20 {
 		t.Fatalf("%d actors live at once, cap 20", p)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -26,7 +27,6 @@ func TestPerKeyOrder(t *testing.T) {
 	var wg sync.WaitGroup
 	for p := range publishers {
 		wg.Go(func() {
-			ctx := context.Background()
 			var pending []*client.PendingPublish
 			// Each publisher owns a quarter of the keys and sends each key's
 			// events in order, interleaved across its keys.
@@ -39,16 +39,19 @@ func TestPerKeyOrder(t *testing.T) {
 					}
 					pending = append(pending, pp)
 				}
+				ctx, cancel := context.WithTimeout(context.Background(), natstest.Timeout)
 				for _, pp := range pending {
 					if _, err := pp.Wait(ctx); err != nil {
 						t.Error(err)
 					}
 				}
+				cancel()
 				pending = pending[:0]
 			}
 		})
 	}
-	wg.Wait()
+	// 20,000 events take 50s under -race on two loaded cores.
+	natstest.Wait(t, &wg, 5*time.Minute, "the publishers to get every event stored")
 	settled.wait(t, 60*time.Second)
 
 	want := make([]int, perKey)
@@ -84,7 +87,7 @@ func TestRejectionLeavesStateAndNextEventProceeds(t *testing.T) {
 	}
 	wantCodes := []string{"", contract.CodeInternalEvent, contract.CodeUnknownEvent, contract.CodeInvalidData, "", "", contract.CodeInvalidTransition}
 	for i, code := range wantCodes {
-		s := <-statuses
+		s := natstest.Recv(t, statuses, natstest.Timeout, fmt.Sprintf("status %d", i))
 		got := ""
 		if s.Error != nil {
 			got = s.Error.Code
@@ -122,11 +125,11 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, code := range []string{contract.CodeMalformed, contract.CodeUnknownEvent} {
-		if s := <-statuses; s.Error == nil || s.Error.Code != code {
+		if s := natstest.Recv(t, statuses, natstest.Timeout, "the status "+code); s.Error == nil || s.Error.Code != code {
 			t.Fatalf("status %+v, want %s", s, code)
 		}
 	}
-	if s := <-statuses; s.Error != nil || s.Version != 1 {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the next event"); s.Error != nil || s.Version != 1 {
 		t.Fatalf("the next event of the key: %+v", s)
 	}
 	waitFor(t, 10*time.Second, "three dead letters", func() bool { return w.Stats().DeadLettered == 3 })
@@ -157,7 +160,7 @@ func TestPoisonGoesToDeadLettersAndStallsNothing(t *testing.T) {
 	if _, err := b.client.Replay(ctx, "tally", malformed); err != nil {
 		t.Fatal(err)
 	}
-	if s := <-statuses; s.Error == nil || s.Error.Code != contract.CodeMalformed {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the replay"); s.Error == nil || s.Error.Code != contract.CodeMalformed {
 		t.Fatalf("replayed: %+v", s)
 	}
 	waitFor(t, 10*time.Second, "the replay to be dead-lettered again", func() bool { return w.Stats().DeadLettered == 4 })
@@ -170,7 +173,10 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 	calls := make(chan worker.ActionCall[tally], 4)
 	startWorker(t, b.url, worker.Config{}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
 		calls <- c
-		<-release
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
 		return nil, nil
 	})
 	statuses := subscribeKey(t, b.client, "k")
@@ -183,11 +189,11 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 	if _, err := b.client.Publish(ctx, "tally", "k", add(1)); err != nil {
 		t.Fatal(err)
 	}
-	c := <-calls
+	c := natstest.Recv(t, calls, natstest.Timeout, "the action's call")
 	if c.JobID != "job-w" || c.IdempotencyKey != "k/1/slow" || c.Attempt != 1 {
 		t.Fatalf("call %+v", c)
 	}
-	if s := <-statuses; s.JobID != ack.ID || s.Settled || s.To != "open" {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of work"); s.JobID != ack.ID || s.Settled || s.To != "open" {
 		t.Fatalf("transition status %+v", s)
 	}
 	// A key waiting on slow work does not hold up other keys.
@@ -195,7 +201,7 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 	if _, err := b.client.Publish(ctx, "tally", "other", add(5)); err != nil {
 		t.Fatal(err)
 	}
-	if s := <-other; s.Error != nil || s.Version != 1 {
+	if s := natstest.Recv(t, other, natstest.Timeout, "the other key's status"); s.Error != nil || s.Version != 1 {
 		t.Fatalf("other key: %+v", s)
 	}
 	// The event is acknowledged before the slow work ends.
@@ -204,10 +210,10 @@ func TestSlowWorkAfterAckAndOutcomeCarriesJobID(t *testing.T) {
 		return err == nil && info.Pending == 1
 	})
 	close(release)
-	if s := <-statuses; s.JobID != "job-w" || !s.Settled || s.Event != "worked" || s.Action != "slow" {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of worked"); s.JobID != "job-w" || !s.Settled || s.Event != "worked" || s.Action != "slow" {
 		t.Fatalf("outcome status %+v", s)
 	}
-	if s := <-statuses; s.Event != "add" || s.Version != 3 {
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the deferred add"); s.Event != "add" || s.Version != 3 {
 		t.Fatalf("deferred event status %+v", s)
 	}
 }
@@ -222,14 +228,14 @@ func TestActionRetriesThenFails(t *testing.T) {
 	if _, err := b.client.Publish(context.Background(), "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("j")); err != nil {
 		t.Fatal(err)
 	}
-	<-statuses // work applied
+	natstest.Recv(t, statuses, natstest.Timeout, "the status of work")
 	for attempt := 1; attempt <= 2; attempt++ {
-		s := <-statuses
+		s := natstest.Recv(t, statuses, natstest.Timeout, "a retrying status")
 		if s.Error == nil || s.Error.Code != contract.CodeRetrying || s.Attempt != attempt || s.JobID != "j" || s.Settled {
 			t.Fatalf("retry status %+v", s)
 		}
 	}
-	s := <-statuses
+	s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the failure")
 	if s.Error == nil || s.Error.Code != contract.CodeActionFailed || s.To != "closed" || !s.Settled || s.JobID != "j" {
 		t.Fatalf("final status %+v", s)
 	}
@@ -288,11 +294,13 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 		}
 		window = append(window, p)
 		if len(window) == 1000 || i == events-1 { // stay within the client's async window
+			wctx, cancel := context.WithTimeout(ctx, natstest.Timeout)
 			for _, p := range window {
-				if _, err := p.Wait(ctx); err != nil {
+				if _, err := p.Wait(wctx); err != nil {
 					t.Fatal(err)
 				}
 			}
+			cancel()
 			window = window[:0]
 		}
 	}
@@ -340,7 +348,7 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	if _, err := b.client.Publish(ctx, "tally", "k", contract.Envelope{Event: "work"}); err != nil {
 		t.Fatal(err)
 	}
-	<-statuses
+	natstest.Recv(t, statuses, natstest.Timeout, "the status of work")
 	if _, err := b.client.Publish(ctx, "tally", "k", add(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -348,8 +356,8 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	// redelivered each time.
 	time.Sleep(3 * time.Second) // the scenario is the passing of time itself
 	close(release)
-	<-statuses // worked
-	if s := <-statuses; s.Event != "add" || s.Error != nil {
+	natstest.Recv(t, statuses, natstest.Timeout, "the status of worked")
+	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the waiting add"); s.Event != "add" || s.Error != nil {
 		t.Fatalf("waiting event: %+v", s)
 	}
 	// Kept in hand, it was never delivered again.

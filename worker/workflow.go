@@ -50,7 +50,8 @@ func IsPermanent(err error) bool {
 }
 
 // RetryAfter asks for the action to be retried after d (counting as an
-// attempt), instead of the default backoff.
+// attempt), instead of the default backoff; d <= 0 retries at once. The
+// error unwraps to err; Permanent(err) inside still fails the action at once.
 func RetryAfter(d time.Duration, err error) error { return &retryAfterError{d, err} }
 
 type retryAfterError struct {

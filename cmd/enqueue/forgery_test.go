@@ -165,7 +165,7 @@ func TestForgeryProducerCanDoWhatEnqueueNeeds(t *testing.T) {
 	mustRun(prod, "o1", "confirm_payment", "--wait")
 	wout.waitFor(t, "-> completed")
 	cancel()
-	if code := <-watched; code != 0 {
+	if code := natstest.Recv(t, watched, natstest.Timeout, "watch to end after its cancellation"); code != 0 {
 		t.Fatalf("watch: exit %d, stderr %q", code, werr.String())
 	}
 

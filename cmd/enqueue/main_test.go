@@ -209,7 +209,7 @@ func TestNotProvisioned(t *testing.T) {
 
 func TestNoServer(t *testing.T) {
 	t.Parallel()
-	url := "nats://" + natstest.FreeAddr(t)
+	url := "nats://" + natstest.DeadAddr(t)
 	start := time.Now()
 	_, errOut, code := runCLI(t, context.Background(), "--nats-url", url, "k", "e")
 	if code != 1 || !strings.Contains(errOut, url) || !strings.Contains(errOut, "no NATS server reachable") {
@@ -388,7 +388,7 @@ func TestWatch(t *testing.T) {
 			}
 			out.waitFor(t, "j-k1")
 			cancel()
-			if code := <-done; code != 0 {
+			if code := natstest.Recv(t, done, natstest.Timeout, "watch to end after its cancellation"); code != 0 {
 				t.Fatalf("code %d, stderr %q", code, errOut)
 			}
 			lines := strings.Split(strings.TrimSpace(out.String()), "\n")

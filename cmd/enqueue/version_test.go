@@ -26,7 +26,7 @@ func TestVersion(t *testing.T) {
 // shorter --connect-timeout (2s), says so, and refuses a negative one.
 func TestConnectTimeoutFlag(t *testing.T) {
 	t.Parallel()
-	url := "nats://" + natstest.FreeAddr(t)
+	url := "nats://" + natstest.DeadAddr(t)
 	_, errOut, code := runCLI(t, context.Background(), "--nats-url", url, "k", "e")
 	if code != 1 || !strings.Contains(errOut, "no NATS server reachable within 2s") {
 		t.Errorf("default: exit %d, stderr %q", code, errOut)

@@ -102,14 +102,14 @@ func hostPort(t *testing.T, srv *embedded.Server) string {
 // password is back, it is ready again within 30s.
 func TestCredentialsChangedWhileRunning(t *testing.T) {
 	t.Parallel()
-	httpAddr, dir := natstest.FreeAddr(t), t.TempDir()
+	dir := t.TempDir()
 	var serverLog natstest.Output
 	// Port 0: the server picks a free port, which its restarts then reuse.
 	srv := authServer(t, "127.0.0.1:0", dir, "password-A", &serverLog)
 	natsAddr := hostPort(t, srv)
 	w := runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--user", "orderly", "--password", "password-A",
-		"--http", httpAddr, "--log-level", "info", "--reconnect-timeout", "2m")
-	base := "http://" + httpAddr
+		"--http", "127.0.0.1:0", "--log-level", "info", "--reconnect-timeout", "2m")
+	base := "http://" + httpAddrOf(t, w.out)
 	waitHTTP(t, base+"/readyz", 200, 30*time.Second)
 
 	srv.Shutdown()
@@ -161,13 +161,13 @@ func TestCredentialsChangedWhileRunning(t *testing.T) {
 // exits with an error (exit 1), so that Kubernetes restarts it.
 func TestCredentialsWrongPastReconnectTimeout(t *testing.T) {
 	t.Parallel()
-	httpAddr, dir := natstest.FreeAddr(t), t.TempDir()
+	dir := t.TempDir()
 	srv := authServer(t, "127.0.0.1:0", dir, "password-A", io.Discard)
 	natsAddr := hostPort(t, srv)
 	const bound = 3 * time.Second
 	w := runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--user", "orderly", "--password", "password-A",
-		"--http", httpAddr, "--log-level", "info", "--reconnect-timeout", bound.String(), "--shutdown-timeout", "1s")
-	base := "http://" + httpAddr
+		"--http", "127.0.0.1:0", "--log-level", "info", "--reconnect-timeout", bound.String(), "--shutdown-timeout", "1s")
+	base := "http://" + httpAddrOf(t, w.out)
 	waitHTTP(t, base+"/readyz", 200, 30*time.Second)
 
 	srv.Shutdown()

@@ -31,8 +31,10 @@ func publishStarts(t *testing.T, conn *client.Client, prefix string, n int) []st
 		keys = append(keys, key)
 		pending = append(pending, p)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Timeout)
+	defer cancel()
 	for _, p := range pending {
-		if _, err := p.Wait(context.Background()); err != nil {
+		if _, err := p.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,31 +94,29 @@ func allProcessedOnce(t *testing.T, conn *client.Client, keys []string, within t
 
 func TestKill9WithSlowWorkInFlight(t *testing.T) {
 	t.Parallel()
-	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
 	flags := []string{"--sim-latency", "700ms", "--action-timeout", "1s"}
-	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
-	conn := natstest.Client(t, "nats://"+natsAddr)
+	w := startWorker(t, dataDir, flags...)
+	conn := natstest.Client(t, "nats://"+w.natsAddr)
 	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "crash", 500)
 	inFlight(100)
 	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-w.exited
+	natstest.Recv(t, w.exited, natstest.Timeout, "the worker to die of SIGKILL")
 	conn.Close()
 
-	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
-	allProcessedOnce(t, natstest.Client(t, "nats://"+natsAddr), keys, 90*time.Second)
+	w = startWorker(t, dataDir, flags...)
+	allProcessedOnce(t, natstest.Client(t, "nats://"+w.natsAddr), keys, 90*time.Second)
 }
 
 func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	t.Parallel()
-	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
 	flags := []string{"--sim-latency", "3s", "--action-timeout", "5s", "--shutdown-timeout", "1s"}
-	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), flags...)
-	conn := natstest.Client(t, "nats://"+natsAddr)
+	w := startWorker(t, dataDir, flags...)
+	conn := natstest.Client(t, "nats://"+w.natsAddr)
 	inFlight := watchInFlight(t, conn)
 	keys := publishStarts(t, conn, "term", 50)
 	inFlight(50)
@@ -137,8 +137,8 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 	}
 	conn.Close()
 
-	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
-	allProcessedOnce(t, natstest.Client(t, "nats://"+natsAddr), keys, 30*time.Second)
+	w = startWorker(t, dataDir, "--sim-latency", "10ms")
+	allProcessedOnce(t, natstest.Client(t, "nats://"+w.natsAddr), keys, 30*time.Second)
 }
 
 // TestWorkCutOffByCrashResumes: kill -9 with slow work running and more
@@ -148,10 +148,9 @@ func TestSigtermWithSlowWorkInFlight(t *testing.T) {
 func TestWorkCutOffByCrashResumes(t *testing.T) {
 	t.Parallel()
 	const n = 40
-	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
-	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "1s", "--concurrency", "4")
-	conn := natstest.Client(t, "nats://"+natsAddr)
+	w := startWorker(t, dataDir, "--sim-latency", "1s", "--concurrency", "4")
+	conn := natstest.Client(t, "nats://"+w.natsAddr)
 	var mu sync.Mutex
 	finished := map[string]bool{}
 	sub, err := conn.Subscribe("order", "", func(s contract.Status) {
@@ -181,7 +180,7 @@ func TestWorkCutOffByCrashResumes(t *testing.T) {
 	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-w.exited
+	natstest.Recv(t, w.exited, natstest.Timeout, "the worker to die of SIGKILL")
 	_ = sub.Unsubscribe()
 	conn.Close()
 	mu.Lock()
@@ -192,8 +191,8 @@ func TestWorkCutOffByCrashResumes(t *testing.T) {
 	}
 
 	restarted := time.Now()
-	w2 := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
-	allProcessedOnce(t, natstest.Client(t, "nats://"+natsAddr), keys, time.Until(restarted.Add(10*time.Second)))
+	w2 := startWorker(t, dataDir, "--sim-latency", "10ms")
+	allProcessedOnce(t, natstest.Client(t, "nats://"+w2.natsAddr), keys, time.Until(restarted.Add(10*time.Second)))
 	t.Logf("%d keys finished before the kill; all %d within %s of the restart", len(before), n, time.Since(restarted).Round(time.Millisecond))
 	resumed := 0
 	for line := range strings.Lines(w2.out.String()) {

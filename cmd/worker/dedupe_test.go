@@ -30,17 +30,16 @@ func TestIdempotencyKeyDedupeWindowFlag(t *testing.T) {
 	}
 
 	srv := natstest.Server(t)
-	httpAddr := natstest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env := map[string]string{"ORDERLY_DEDUPE_WINDOW": "90m"}
 	done := make(chan error, 1)
 	var stderr natstest.Output
 	go func() {
-		done <- run(ctx, []string{"--nats-url", srv.ClientURL(), "--http", httpAddr, "--partitions", "2"},
+		done <- run(ctx, []string{"--nats-url", srv.ClientURL(), "--http", "127.0.0.1:0", "--partitions", "2"},
 			func(k string) string { return env[k] }, &stderr, &stderr)
 	}()
-	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	waitHTTP(t, "http://"+httpAddrOf(t, &stderr)+"/readyz", 200, 30*time.Second)
 
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {

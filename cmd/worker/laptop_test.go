@@ -73,10 +73,10 @@ func TestLaptopTraps(t *testing.T) {
 	t.Run("nats_url_from_environment", func(t *testing.T) {
 		t.Parallel()
 		srv := natstest.Server(t)
-		httpAddr, dataDir := natstest.FreeAddr(t), filepath.Join(t.TempDir(), "data")
+		dataDir := filepath.Join(t.TempDir(), "data")
 		w := runInProcess(t, map[string]string{"NATS_URL": srv.ClientURL()},
-			"--listen", natstest.FreeAddr(t), "--data-dir", dataDir, "--http", httpAddr)
-		waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+			"--listen", "127.0.0.1:-1", "--data-dir", dataDir, "--http", "127.0.0.1:0")
+		waitHTTP(t, "http://"+httpAddrOf(t, w.out)+"/readyz", 200, 30*time.Second)
 		out := w.out.String()
 		for _, want := range []string{`"from":"NATS_URL"`, "no embedded NATS server", "--listen is ignored", "--data-dir is ignored"} {
 			if !strings.Contains(out, want) {
@@ -95,9 +95,9 @@ func TestLaptopTraps(t *testing.T) {
 		if def := flags("worker", &options{}).Lookup("connect-timeout").DefValue; def != "30s" {
 			t.Errorf("--connect-timeout defaults to %s, want 30s", def)
 		}
-		url := "nats://" + natstest.FreeAddr(t)
+		url := "nats://" + natstest.DeadAddr(t)
 		began := time.Now()
-		w := runInProcess(t, nil, "--nats-url", url, "--connect-timeout", "1s", "--http", natstest.FreeAddr(t))
+		w := runInProcess(t, nil, "--nats-url", url, "--connect-timeout", "1s", "--http", "127.0.0.1:0")
 		err := w.exited(t, 30*time.Second)
 		if !errors.Is(err, queue.ErrNoServer) || !strings.Contains(err.Error(), "within 1s") || !strings.Contains(err.Error(), url) {
 			t.Fatalf("after --connect-timeout 1s: %v", err)
@@ -105,18 +105,21 @@ func TestLaptopTraps(t *testing.T) {
 		t.Logf("gave up after %s: %v", time.Since(began).Round(time.Millisecond), err)
 
 		// --connect-timeout 0: still waiting well past 1s, then a server
-		// comes and the worker gets ready.
-		natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
-		w = runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--connect-timeout", "0", "--http", httpAddr)
+		// comes, at the address the worker was given, and the worker gets
+		// ready.
+		natsAddr, releaseNATS := natstest.ReserveAddr(t)
+		defer releaseNATS()
+		w = runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--connect-timeout", "0", "--http", "127.0.0.1:0")
 		waitLog(t, w.out, "NATS not reachable yet", 30*time.Second)
 		select {
 		case <-w.done:
 			t.Fatalf("--connect-timeout 0 gave up: %v", w.err)
 		case <-time.After(3 * time.Second): // nothing to await: it must not end
 		}
+		releaseNATS()
 		srv := startAuthless(t, natsAddr)
 		defer srv()
-		waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+		waitHTTP(t, "http://"+httpAddrOf(t, w.out)+"/readyz", 200, 30*time.Second)
 	})
 
 	// (c) The NATS port is taken: reported at once, with its cause, in one
@@ -129,7 +132,7 @@ func TestLaptopTraps(t *testing.T) {
 		}
 		defer ln.Close()
 		began := time.Now()
-		w := runInProcess(t, nil, "--listen", ln.Addr().String(), "--data-dir", t.TempDir(), "--http", natstest.FreeAddr(t))
+		w := runInProcess(t, nil, "--listen", ln.Addr().String(), "--data-dir", t.TempDir(), "--http", "127.0.0.1:0")
 		err = w.exited(t, 30*time.Second)
 		took := time.Since(began)
 		var usage *cli.UsageError
@@ -149,16 +152,16 @@ func TestLaptopTraps(t *testing.T) {
 	t.Run("data_dir_locked", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		first := startWorker(t, dir, natstest.FreeAddr(t), natstest.FreeAddr(t))
-		second := startBinary(t, "--listen", natstest.FreeAddr(t), "--http", natstest.FreeAddr(t), "--data-dir", dir)
+		first := startWorker(t, dir)
+		second := startBinary(t, "--listen", "127.0.0.1:-1", "--http", "127.0.0.1:0", "--data-dir", dir)
 		if code := second.exitCode(t, 30*time.Second); code != 1 || !strings.Contains(second.out.String(), "data dir in use") {
 			t.Fatalf("second worker on %s: exit %d\n%s", dir, code, second.out.String())
 		}
 		if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		<-first.exited
-		startWorker(t, dir, natstest.FreeAddr(t), natstest.FreeAddr(t))
+		natstest.Recv(t, first.exited, natstest.Timeout, "the first worker to die of SIGKILL")
+		startWorker(t, dir)
 	})
 
 	// (e) Every bad flag value is a usage error (exit 2), never a panic.
@@ -237,7 +240,7 @@ func TestLaptopTraps(t *testing.T) {
 	// (f) SIGTERM during the first connect: exit 0, at once.
 	t.Run("sigterm_during_first_connect", func(t *testing.T) {
 		t.Parallel()
-		p := startBinary(t, "--nats-url", "nats://"+natstest.FreeAddr(t), "--connect-timeout", "0", "--http", natstest.FreeAddr(t))
+		p := startBinary(t, "--nats-url", "nats://"+natstest.DeadAddr(t), "--connect-timeout", "0", "--http", "127.0.0.1:0")
 		waitLog(t, p.out, "NATS not reachable yet", 30*time.Second)
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -252,7 +255,7 @@ func TestLaptopTraps(t *testing.T) {
 	// start fails after the warning, and nothing is ever open.
 	t.Run("open_listen_warning", func(t *testing.T) {
 		t.Parallel()
-		w := runInProcess(t, nil, "--listen", "192.0.2.1:4222", "--data-dir", t.TempDir(), "--http", natstest.FreeAddr(t))
+		w := runInProcess(t, nil, "--listen", "192.0.2.1:4222", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0")
 		if err := w.exited(t, 30*time.Second); err == nil {
 			t.Fatal("started on 192.0.2.1")
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,18 +51,23 @@ func noenv(string) string { return "" }
 
 func TestReadyzOnlyAfterStartUp(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
+	// NATS comes after the worker, at the address it was given.
+	natsAddr, releaseNATS := natstest.ReserveAddr(t)
+	defer releaseNATS()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	var stderr natstest.Output
 	go func() {
-		done <- run(ctx, []string{"--nats-url", "nats://" + natsAddr, "--http", httpAddr, "--log-level", "debug", "--connect-timeout", "0"}, noenv, &stderr, &stderr)
+		done <- run(ctx, []string{"--nats-url", "nats://" + natsAddr, "--http", "127.0.0.1:0", "--log-level", "debug", "--connect-timeout", "0"}, noenv, &stderr, &stderr)
 	}()
+	httpAddr := httpAddrOf(t, &stderr)
 	// No NATS yet: alive, not ready.
 	waitHTTP(t, "http://"+httpAddr+"/healthz", 200, 5*time.Second)
 	if code := httpStatus("http://" + httpAddr + "/readyz"); code != 503 {
 		t.Fatalf("readyz before start-up: %d", code)
 	}
+	releaseNATS()
 	srv, err := embedded.Start(embedded.Config{Listen: natsAddr, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -69,13 +75,35 @@ func TestReadyzOnlyAfterStartUp(t *testing.T) {
 	defer srv.Shutdown()
 	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 20*time.Second)
 	cancel()
-	if err := <-done; err != nil {
+	if err := natstest.Recv(t, done, natstest.Timeout, "run to return after its cancellation"); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
 	for _, step := range []string{"start-up: connecting", "start-up: provisioning", "start-up: joining the group", "partitions owned", "start-up: ready"} {
 		if !strings.Contains(stderr.String(), step) {
 			t.Errorf("log lacks %q", step)
 		}
+	}
+}
+
+// TestListenersPickTheirPortsAndLogThem: told port -1 (--listen) and 0
+// (--http), the worker's embedded server and its HTTP server each pick a
+// free port, and the log says which, so that nobody (a test, a laptop with
+// several workers) has to guess a free port first.
+func TestListenersPickTheirPortsAndLogThem(t *testing.T) {
+	t.Parallel()
+	w := runInProcess(t, nil, "--listen", "127.0.0.1:-1", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(), "--partitions", "2")
+	natsAddr, httpAddr := natsAddrOf(t, w.out), httpAddrOf(t, w.out)
+	for _, addr := range []string{natsAddr, httpAddr} {
+		if host, port, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" || port == "0" || port == "-1" {
+			t.Fatalf("logged address %q (%v): want 127.0.0.1 and the port picked", addr, err)
+		}
+	}
+	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	// The logged NATS address is the worker's own server: its stream is there.
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Timeout)
+	defer cancel()
+	if _, err := natstest.Conn(t, "nats://"+natsAddr).Info(ctx, "order"); err != nil {
+		t.Fatalf("the order workflow at the logged NATS address %s: %v", natsAddr, err)
 	}
 }
 
@@ -132,13 +160,32 @@ type proc struct {
 	out    *natstest.Output
 	exited chan struct{} // closed when the process has exited, err set
 	err    error
+	// Where it listens (host:port), as its log says: set by startWorker.
+	natsAddr, httpAddr string
 }
 
-func startWorker(t *testing.T, dataDir, natsAddr, httpAddr string, extra ...string) *proc {
+// startWorker runs the worker binary with its embedded server on dataDir,
+// each of its listeners on a port it picks, and waits until it is ready.
+func startWorker(t *testing.T, dataDir string, extra ...string) *proc {
 	t.Helper()
-	p := startBinary(t, append([]string{"--listen", natsAddr, "--http", httpAddr, "--data-dir", dataDir, "--log-level", "info"}, extra...)...)
-	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	p := startBinary(t, append([]string{"--listen", "127.0.0.1:-1", "--http", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, extra...)...)
+	p.natsAddr, p.httpAddr = natsAddrOf(t, p.out), httpAddrOf(t, p.out)
+	waitHTTP(t, "http://"+p.httpAddr+"/readyz", 200, 30*time.Second)
 	return p
+}
+
+// httpAddrOf is where a worker given --http with port 0 serves /healthz,
+// /readyz and /metrics, as its log says.
+func httpAddrOf(t *testing.T, out *natstest.Output) string {
+	t.Helper()
+	return natstest.LoggedAddr(t, out, "start-up: http listening (/healthz, /readyz, /metrics)", "addr", natstest.Timeout)
+}
+
+// natsAddrOf is where the embedded server of a worker given --listen with
+// port -1 accepts clients, as its log says.
+func natsAddrOf(t *testing.T, out *natstest.Output) string {
+	t.Helper()
+	return natstest.LoggedAddr(t, out, "start-up: embedded NATS server listening", "url", natstest.Timeout)
 }
 
 func enqueue(t *testing.T, natsAddr string, args ...string) (string, int) {
@@ -163,8 +210,7 @@ func enqueue(t *testing.T, natsAddr string, args ...string) (string, int) {
 
 func TestEndToEndBinaries(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
-	startWorker(t, t.TempDir(), natsAddr, httpAddr, "--sim-latency", "5ms")
+	natsAddr := startWorker(t, t.TempDir(), "--sim-latency", "5ms").natsAddr
 
 	for _, step := range []struct{ event, state string }{
 		{"start_processing", "processing"}, {"request_payment", "awaiting_payment"}, {"confirm_payment", "completed"},
@@ -203,14 +249,18 @@ func TestEndToEndBinaries(t *testing.T) {
 
 func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	dataDir := t.TempDir()
-	w := startWorker(t, dataDir, natsAddr, httpAddr, "--sim-latency", "1ms")
+	w := startWorker(t, dataDir, "--sim-latency", "1ms")
 
-	conn := natstest.Client(t, "nats://"+natsAddr)
+	conn := natstest.Client(t, "nats://"+w.natsAddr)
 	var acked []string
 	stopped := make(chan struct{})
 	published := make(chan struct{})
+	stopPublishing := sync.OnceFunc(func() {
+		close(stopped)
+		natstest.Recv(t, published, natstest.Timeout, "the publisher to stop")
+	})
+	t.Cleanup(stopPublishing)
 	go func() {
 		defer close(published)
 		for i := 0; ; i++ {
@@ -239,15 +289,14 @@ func TestSigtermLosesNoAcknowledgedEvent(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("worker did not exit after SIGTERM")
 	}
-	close(stopped)
-	<-published
+	stopPublishing()
 	conn.Close()
 	if len(acked) < 200 {
 		t.Fatalf("only %d acknowledged", len(acked))
 	}
 
-	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "1ms")
-	conn2 := natstest.Client(t, "nats://"+natsAddr)
+	w2 := startWorker(t, dataDir, "--sim-latency", "1ms")
+	conn2 := natstest.Client(t, "nats://"+w2.natsAddr)
 	deadline := time.Now().Add(60 * time.Second)
 	for _, key := range acked {
 		for {
@@ -286,22 +335,19 @@ func TestReadmeDiagramMatchesGraph(t *testing.T) {
 
 func TestCredentialsNeverLogged(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
+	natsAddr := natstest.DeadAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stderr natstest.Output
 	env := map[string]string{"ORDERLY_PASSWORD": "flag-secret-2", "ORDERLY_TOKEN": "token-secret-3"}
 	go func() {
-		done <- run(ctx, []string{"--nats-url", "nats://alice:url-secret-1@" + natsAddr, "--http", httpAddr,
+		done <- run(ctx, []string{"--nats-url", "nats://alice:url-secret-1@" + natsAddr, "--http", "127.0.0.1:0",
 			"--log-level", "trace", "--connect-timeout", "200ms"}, func(k string) string { return env[k] }, &stderr, &stderr)
 	}()
 	// Let it try, fail and log its retries, then stop it.
-	waitFor := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "NATS not reachable yet") && time.Now().Before(waitFor) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, &stderr, "NATS not reachable yet", natstest.Timeout)
 	cancel()
-	<-done
+	natstest.Recv(t, done, natstest.Timeout, "run to return after its cancellation")
 	out := stderr.String()
 	if !strings.Contains(out, "connecting to NATS") {
 		t.Fatalf("no connection log:\n%s", out)
@@ -340,7 +386,7 @@ func TestMemoryLimitFlag(t *testing.T) {
 		t.Parallel()
 		// With the embedded server in the process, the worker sizes itself
 		// to half the limit.
-		w := startWorker(t, t.TempDir(), natstest.FreeAddr(t), natstest.FreeAddr(t), "--memory-limit", "256Mi")
+		w := startWorker(t, t.TempDir(), "--memory-limit", "256Mi")
 		out := w.out.String()
 		for _, want := range []string{`"memory_limit":"256MiB"`, `"source":"--memory-limit"`, `"worker_share":"128MiB"`,
 			`"go_soft_limit":"241591911"`, "bounds sized to the memory limit"} {
@@ -373,8 +419,7 @@ func startWorkerEnv(t *testing.T, env []string, extra ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpAddr := natstest.FreeAddr(t)
-	args := append([]string{"--listen", natstest.FreeAddr(t), "--http", httpAddr, "--data-dir", t.TempDir()}, extra...)
+	args := append([]string{"--listen", "127.0.0.1:-1", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()}, extra...)
 	cmd := exec.Command(filepath.Join(dir, "worker"), args...)
 	cmd.Env = env
 	var out natstest.Output
@@ -391,6 +436,6 @@ func startWorkerEnv(t *testing.T, env []string, extra ...string) string {
 			t.Logf("worker output:\n%s", out.String())
 		}
 	})
-	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	waitHTTP(t, "http://"+httpAddrOf(t, &out)+"/readyz", 200, 30*time.Second)
 	return out.String()
 }

@@ -20,21 +20,21 @@ import (
 // role has no user.
 func TestForgeryEmbeddedServerEnforcesRoles(t *testing.T) {
 	t.Parallel()
-	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stderr natstest.Output
 	go func() {
-		done <- run(ctx, []string{"--listen", natsAddr, "--data-dir", t.TempDir(), "--http", httpAddr, "--partitions", "2",
+		done <- run(ctx, []string{"--listen", "127.0.0.1:-1", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--partitions", "2",
 			"--user", "w", "--password", "w-secret", "--producer-user", "p", "--producer-password", "p-secret"}, noenv, &stderr, &stderr)
 	}()
 	defer func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := natstest.Recv(t, done, natstest.Timeout, "run to return after its cancellation"); err != nil {
 			t.Errorf("run: %v\n%s", err, stderr.String())
 		}
 	}()
-	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
+	natsAddr := natsAddrOf(t, &stderr)
+	waitHTTP(t, "http://"+httpAddrOf(t, &stderr)+"/readyz", 200, 30*time.Second)
 	if log := stderr.String(); !strings.Contains(log, `"role":"operator"`) || strings.Contains(log, `"role":"producer"`) {
 		t.Errorf("want a warning about the operator role only:\n%s", log)
 	}

@@ -59,9 +59,9 @@ func flags(name string, o *options) *pflag.FlagSet {
 	o.conn.Register(fs, "NATS server or cluster; empty: start an embedded server")
 	fs.DurationVar(&o.reconnectTimeout, "reconnect-timeout", 3*time.Minute, "once started, how long the NATS connection may stay down (reconnecting, or refused) before /healthz fails and the worker exits 1 to be restarted (0: never)")
 	o.version = cli.VersionFlag(fs)
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "where the embedded server accepts clients (port 0: any free port); an address other than loopback without --user logs a warning")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "where the embedded server accepts clients (port 0 or -1: any free port, logged at start-up); an address other than loopback without --user logs a warning")
 	fs.StringVar(&o.dataDir, "data-dir", "./orderly-data", "the embedded server's JetStream store, locked while the worker runs (a second worker on it fails at once)")
-	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of /healthz, /readyz, /partitions and /metrics")
+	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of /healthz, /readyz, /partitions and /metrics (port 0: any free port, logged at start-up)")
 	fs.DurationVar(&o.simLatency, "sim-latency", 50*time.Millisecond, "latency of each simulated payment gateway call")
 	fs.Float64Var(&o.simFailRate, "sim-fail-rate", 0, "probability in [0,1] that a simulated gateway call is declined")
 	fs.DurationVar(&o.paymentTimeout, "payment-timeout", order.DefaultPaymentTimeout, "how long an order may await payment before it fails")
@@ -299,6 +299,8 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 			log.Info().Msg("shutting down embedded NATS server")
 			ns.Shutdown()
 		}()
+		// With port 0 or -1 this is the one place that says which it got.
+		log.Info().Str("url", ns.ClientURL()).Msg("start-up: embedded NATS server listening")
 		cfg.URLs = []string{ns.ClientURL()}
 		urlFrom = "the embedded server"
 	} else {

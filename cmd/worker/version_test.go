@@ -45,9 +45,8 @@ func TestVersion(t *testing.T) {
 		}
 	}
 
-	httpAddr := natstest.FreeAddr(t)
-	startWorker(t, t.TempDir(), natstest.FreeAddr(t), httpAddr)
-	code, body := natstest.HTTPGet("http://" + httpAddr + "/metrics")
+	w := startWorker(t, t.TempDir())
+	code, body := natstest.HTTPGet("http://" + w.httpAddr + "/metrics")
 	series := `orderly_build_info{goversion="` + runtime.Version() + `",revision="0123456789abcdef",version="v9.8.7-test"} 1`
 	if code != 200 || !strings.Contains(body, series) {
 		t.Errorf("/metrics %d lacks %s", code, series)

@@ -2,18 +2,10 @@ package natstest
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"sync"
-	"testing"
 )
-
-// FreeAddr returns a loopback host:port nothing listens on right now.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
-}
 
 // Output collects what a process or a run writes on its two output streams,
 // safe for concurrent writers.
