@@ -168,6 +168,13 @@ func TestApplyErrors(t *testing.T) {
 	if !errors.Is(err, errNegative) || !errors.Is(err, errNotVeryNeg) {
 		t.Error("GuardError does not unwrap to its reasons")
 	}
+	// Its message, the status's error message, names the event, the state
+	// and every reason.
+	for _, want := range []string{`"start"`, `"new"`, errNegative.Error(), errNotVeryNeg.Error()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("GuardError says %q, lacking %s", err, want)
+		}
+	}
 
 	_, err = m.Apply("done", jobData{}, sm.Input{Event: "fail", Source: sm.SourceAction})
 	var ie *sm.InvalidTransitionError
