@@ -1215,7 +1215,7 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 
 	// Each listener picks its port; the log says which.
 	natsAddr := natstest.LoggedAddr(t, &out, "start-up: embedded NATS server listening", "url", natstest.Timeout)
-	base := "http://" + natstest.LoggedAddr(t, &out, "start-up: http listening (/healthz, /readyz, /metrics)", "addr", natstest.Timeout)
+	base := "http://" + natstest.LoggedAddr(t, &out, "start-up: http listening", "addr", natstest.Timeout)
 	probe := func(p *corev1.Probe) string { return base + p.HTTPGet.Path }
 	// Readiness has no event to wait on: poll it, as the kubelet does.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -84,27 +84,6 @@ func family(name string, fams map[string]string) string {
 	return name
 }
 
-// logField returns the value of field in the first JSON log line whose
-// message is msg, waiting up to d for it.
-func logField(t *testing.T, out *natstest.Output, msg, field string, d time.Duration) string {
-	t.Helper()
-	re := regexp.MustCompile(`"` + field + `":"([^"]+)"`)
-	deadline := time.Now().Add(d)
-	for {
-		for line := range strings.Lines(out.String()) {
-			if strings.Contains(line, `"message":"`+msg) {
-				if m := re.FindStringSubmatch(line); m != nil {
-					return m[1]
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line %q with %s within %s:\n%s", msg, field, d, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestOperationsDocMetrics: every metric that README.md and docs/ name is
 // served by a real worker's /metrics, and every Orderly metric the worker
 // serves is documented in docs/operations.md. The worker runs the order
@@ -115,9 +94,7 @@ func TestOperationsDocMetrics(t *testing.T) {
 	t.Parallel()
 	w := runInProcess(t, nil, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(),
 		"--sim-latency", "200ms", "--action-timeout", "20ms", "--action-retries", "1")
-	httpAddr := logField(t, w.out, "start-up: http listening", "addr", 30*time.Second)
-	natsURL := logField(t, w.out, "start-up: connecting to NATS", "urls", 30*time.Second)
-	natsAddr := strings.TrimPrefix(natsURL, "nats://")
+	httpAddr, natsAddr := httpAddrOf(t, w.out), natsAddrOf(t, w.out)
 	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
 
 	for _, c := range []struct {
@@ -348,16 +325,17 @@ func TestDocsConsoleExamples(t *testing.T) {
 	}
 }
 
-// runExample runs a documented command against no NATS server (port 1
-// refuses at once), so that nothing it does can reach a real one: a worker
-// that should have refused its flags fails to connect instead of starting.
+// runExample runs a documented command against no NATS server (a dead
+// address refuses at once), so that nothing it does can reach a real one: a
+// worker that should have refused its flags fails to connect instead of
+// starting.
 func runExample(t *testing.T, bin string, args []string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"NATS_URL=nats://127.0.0.1:1", "ORDERLY_CONNECT_TIMEOUT=1ms", "ORDERLY_HTTP=127.0.0.1:0"}
+	cmd.Env = []string{"NATS_URL=nats://" + natstest.DeadAddr(t), "ORDERLY_CONNECT_TIMEOUT=1ms", "ORDERLY_HTTP=127.0.0.1:0"}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -397,8 +375,7 @@ func TestDocsQueueFullExample(t *testing.T) {
 	}
 	w := runInProcess(t, nil, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(),
 		"--queue-limit", "3", "--sim-latency", "5s")
-	httpAddr := logField(t, w.out, "start-up: http listening", "addr", 30*time.Second)
-	natsAddr := strings.TrimPrefix(logField(t, w.out, "start-up: connecting to NATS", "urls", 30*time.Second), "nats://")
+	httpAddr, natsAddr := httpAddrOf(t, w.out), natsAddrOf(t, w.out)
 	waitHTTP(t, "http://"+httpAddr+"/readyz", 200, 30*time.Second)
 	// Each event waits in the stream behind the key's slow work: the
 	// queue fills after a few.

@@ -38,8 +38,9 @@ func ReserveAddr(t testing.TB) (addr string, release func()) {
 	return addr, release
 }
 
-// LoggedAddr waits up to d for the JSON log line in out whose message is
-// msg and returns the value of its field key: where a process told to pick
+// LoggedAddr waits up to d for the JSON log line in out whose message
+// begins with msg and returns the value of its field key (without a
+// nats:// scheme): where a process told to pick
 // its own port (--http 127.0.0.1:0, --listen 127.0.0.1:-1) listens. It fails
 // with the output seen if no such line comes.
 func LoggedAddr(t testing.TB, out *Output, msg, key string, d time.Duration) string {
@@ -48,7 +49,10 @@ func LoggedAddr(t testing.TB, out *Output, msg, key string, d time.Duration) str
 	for {
 		for line := range strings.Lines(out.String()) {
 			var l map[string]any
-			if json.Unmarshal([]byte(line), &l) != nil || l["message"] != msg {
+			if json.Unmarshal([]byte(line), &l) != nil {
+				continue
+			}
+			if m, _ := l["message"].(string); !strings.HasPrefix(m, msg) {
 				continue
 			}
 			if v, ok := l[key].(string); ok && v != "" {
