@@ -17,7 +17,7 @@ var errBusy = errors.New("gateway busy")
 
 // TestRetryAfterError: the error RetryAfter returns says the delay and its
 // cause, unwraps to the cause (errors.Is and errors.As see through it), and
-// keeps Permanent visible.
+// keeps Permanent visible; Permanent's unwraps too.
 func TestRetryAfterError(t *testing.T) {
 	t.Parallel()
 	err := worker.RetryAfter(1500*time.Millisecond, errBusy)
@@ -33,6 +33,9 @@ func TestRetryAfterError(t *testing.T) {
 	}
 	if worker.IsPermanent(err) {
 		t.Error("RetryAfter alone is permanent")
+	}
+	if p := worker.Permanent(errBusy); !errors.Is(p, errBusy) || p.Error() != errBusy.Error() {
+		t.Errorf("Permanent(errBusy) = %v: want errBusy's message, unwrapping to it", p)
 	}
 	if !worker.IsPermanent(worker.RetryAfter(time.Second, worker.Permanent(errBusy))) ||
 		!worker.IsPermanent(worker.Permanent(worker.RetryAfter(time.Second, errBusy))) {
