@@ -82,6 +82,8 @@ func TestProducerClientFromOwnConn(t *testing.T) {
 	case <-ready:
 	case err := <-watching:
 		t.Fatalf("watch ended before it was ready: %v", err)
+	case <-time.After(natstest.Timeout):
+		t.Fatalf("watch not ready within %s", natstest.Timeout)
 	}
 
 	// Publish: stored, the job id given.
