@@ -144,7 +144,7 @@ func (c *Client) eventMsg(workflow, key string, ev contract.Envelope, opts []Pub
 	} else {
 		o.id = NewJobID()
 	}
-	body, err := json.Marshal(&ev)
+	body, err := contract.MarshalEnvelope(&ev)
 	if err != nil {
 		return nil, o, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}

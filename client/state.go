@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -40,8 +39,8 @@ func (c *Client) State(ctx context.Context, workflow, key string) (contract.Stat
 	if err != nil {
 		return contract.StateRecord{}, fmt.Errorf("client: state of %s: %w", key, err)
 	}
-	var rec contract.StateRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	rec, err := contract.DecodeState(e.Value())
+	if err != nil {
 		return contract.StateRecord{}, fmt.Errorf("client: state of %s: %w", key, err)
 	}
 	return rec, nil

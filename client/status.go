@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -179,8 +178,7 @@ func (c *Client) Subscribe(workflow, key string, h func(contract.Status)) (*Subs
 		}
 	}
 	sub, err := c.nc.Subscribe(contract.StatusSubject(workflow, key), func(m *nats.Msg) {
-		var st contract.Status
-		if json.Unmarshal(m.Data, &st) == nil {
+		if st, err := contract.DecodeStatus(m.Data); err == nil {
 			h(st)
 		}
 	})

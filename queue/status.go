@@ -10,7 +10,7 @@ import (
 // pub/sub: it is not stored, and a subscriber that is away misses it; the
 // key's state in the bucket is the durable record.
 func (c *Conn) PublishStatus(st *contract.Status) error {
-	body, err := marshalStatus(st)
+	body, err := contract.MarshalStatus(st)
 	if err != nil {
 		return fmt.Errorf("queue: encode status: %w", err)
 	}

@@ -69,7 +69,7 @@ func scheduleMsg(workflow, key, kind string, visit uint64, at time.Time, ev cont
 	if kind == "" || kind == "fired" {
 		return nil, fmt.Errorf("queue: schedule: bad kind %q", kind)
 	}
-	body, err := marshalEnvelope(&ev)
+	body, err := contract.MarshalEnvelope(&ev)
 	if err != nil {
 		return nil, fmt.Errorf("queue: schedule: %w", err)
 	}

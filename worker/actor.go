@@ -219,7 +219,7 @@ func (a *actor) load(ctx context.Context) error {
 	case err != nil:
 		return err
 	default:
-		if err := unmarshalRecord(val, &rec); err != nil {
+		if rec, err = contract.DecodeState(val); err != nil {
 			return err
 		}
 	}
@@ -287,9 +287,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			b.poison(a.status(&b.rec, m.ID, "", now), m, contract.CodeTooLarge, fmt.Sprintf("%d bytes, the limit is %d", len(m.Data), max))
 			continue
 		}
-		var env contract.Envelope
-		if err := unmarshalEnvelope(m.Data, &env); err != nil || env.Event == "" {
-			b.poison(a.status(&b.rec, m.ID, env.Event, now), m, contract.CodeMalformed, malformed(err))
+		env, err := contract.DecodeEnvelope(m.Data)
+		if err != nil {
+			b.poison(a.status(&b.rec, m.ID, "", now), m, contract.CodeMalformed, err.Error())
 			continue
 		}
 		src := statemachine.SourceClient
@@ -382,7 +382,7 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 		return 0, err
 	}
 	b.rec.Data = data
-	val, err := marshalRecord(&b.rec)
+	val, err := contract.MarshalState(&b.rec)
 	if err != nil {
 		return 0, err
 	}

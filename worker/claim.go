@@ -59,8 +59,8 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		if _, _, isTimer := m.Timer(); isTimer || len(m.Data) > int(f.spec.MaxPayload) {
 			continue
 		}
-		var env contract.Envelope
-		if unmarshalEnvelope(m.Data, &env) != nil || env.Event == "" {
+		env, err := contract.DecodeEnvelope(m.Data)
+		if err != nil {
 			continue
 		}
 		want = append(want, contract.Job{ID: m.ID, Key: a.key, Event: env.Event, Sequence: m.Sequence, At: now})
@@ -126,8 +126,7 @@ func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	if !ok || v.outcome == contract.Claimed {
 		return false
 	}
-	var env contract.Envelope
-	_ = unmarshalEnvelope(m.Data, &env)
+	env, _ := contract.DecodeEnvelope(m.Data)
 	st := a.status(&b.rec, m.ID, env.Event, now)
 	h := *v.held
 	if v.outcome == contract.Conflict {

@@ -204,7 +204,7 @@ func BenchmarkHotStateEncode(b *testing.B) {
 					b.Fatal(err)
 				}
 				rec.Data = data
-				val, err := marshalRecord(&rec)
+				val, err := contract.MarshalState(&rec)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -229,49 +229,11 @@ func BenchmarkHotStateDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(val)))
 			for b.Loop() {
-				var r contract.StateRecord
-				if err := unmarshalRecord(val, &r); err != nil {
+				r, err := contract.DecodeState(val)
+				if err != nil {
 					b.Fatal(err)
 				}
 				if _, err := a.f.eng.newEntity(r.Data); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkHotStatusEncode encodes a status of a batch with encoding/json:
-// the reference for queue's own encoder, which PublishStatus uses and
-// queue's BenchmarkStatusEncode measures.
-func BenchmarkHotStatusEncode(b *testing.B) {
-	msgs := pulledMsgs(b)
-	a := hotActor(b)
-	bt := a.apply(nil, msgs[:1])
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := json.Marshal(&bt.statuses[0]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkHotEnvelopeDecode decodes an event body as apply does for every
-// event (queue's BenchmarkEnvelopeDecode is encoding/json on the same bodies).
-func BenchmarkHotEnvelopeDecode(b *testing.B) {
-	for _, c := range []struct {
-		name string
-		body []byte
-	}{
-		{"256B", pulledMsgs(b)[0].Data},
-		{"no-data", []byte(`{"event":"ping"}`)},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(c.body)))
-			for b.Loop() {
-				var env contract.Envelope
-				if err := unmarshalEnvelope(c.body, &env); err != nil || env.Event != "ping" {
 					b.Fatal(err)
 				}
 			}

@@ -353,8 +353,8 @@ func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var rec contract.StateRecord
-	if err := unmarshalRecord(val, &rec); err != nil {
+	rec, err := contract.DecodeState(val)
+	if err != nil {
 		return false, fmt.Errorf("state of %s: %w", key, err)
 	}
 	if len(rec.Pending) == 0 {

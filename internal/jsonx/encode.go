@@ -1,5 +1,7 @@
 // Package jsonx holds the primitives of the hand-written JSON codecs of the
-// per-event hot path (event envelopes, statuses, the worker's state record).
+// per-event hot path: contract's encoders and its event envelope decoder,
+// and queue's job records. contract/codec.go says which paths are by hand
+// and why.
 //
 // Every function here either produces exactly what encoding/json would, or
 // reports that it cannot (ok == false), so that the caller falls back to

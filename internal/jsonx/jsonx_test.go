@@ -159,49 +159,24 @@ func FuzzAppendRaw(f *testing.F) {
 // sample is a shape that uses every Decoder method.
 type sample struct {
 	S string          `json:"s"`
-	U uint64          `json:"u"`
-	I int             `json:"i"`
-	B bool            `json:"b"`
-	T time.Time       `json:"t"`
 	R json.RawMessage `json:"r"`
-	A []uint64        `json:"a,omitempty"`
 	O *inner          `json:"o,omitempty"`
-	L []inner         `json:"l,omitempty"`
 }
 
 type inner struct {
 	X string `json:"x"`
 }
 
-func decodeSample(data []byte, share bool) (sample, bool) {
+func decodeSample(data []byte) (sample, bool) {
 	var s sample
 	d := NewDecoder(data)
-	if share {
-		d.ShareStrings()
-	}
 	d.Open()
 	s.S = d.Key("s").String()
-	s.U = d.Key("u").Uint()
-	s.I = d.Key("i").Int()
-	s.B = d.Key("b").Bool()
-	s.T = d.Key("t").Time()
 	s.R = d.Key("r").Raw()
-	if d.Has("a") {
-		s.A = d.Key("a").Uints()
-	}
 	if d.Has("o") {
 		d.Key("o").Open()
 		s.O = &inner{X: d.Key("x").String()}
 		d.Close()
-	}
-	if d.Has("l") {
-		d.Key("l").Array()
-		s.L = []inner{}
-		for d.More() {
-			d.Open()
-			s.L = append(s.L, inner{X: d.Key("x").String()})
-			d.Close()
-		}
 	}
 	d.Close()
 	return s, d.Finish()
@@ -210,36 +185,29 @@ func decodeSample(data []byte, share bool) (sample, bool) {
 // Inputs of sample's shape: the first four the decoder takes, the rest are
 // near misses it must leave to encoding/json (or take, with its result).
 var sampleInputs = []string{
-	`{"s":"a","u":1,"i":-2,"b":true,"t":"2026-11-25T10:00:00.123456789Z","r":{"k":[1,2]}}`,
-	`{"s":"","u":0,"i":0,"b":false,"t":"0001-01-01T00:00:00Z","r":null,"a":[],"o":{"x":"y"},"l":[]}`,
-	`{"s":"é","u":18446744073709551615,"i":-9223372036854775808,"b":true,"t":"2026-11-25T10:00:00+05:30","r":"x","a":[1,2,3],"l":[{"x":"1"},{"x":"2"}]}`,
-	" {\n \"s\" : \"a\" , \"u\" : 1 , \"i\" : 2 , \"b\" : false , \"t\" : \"2026-11-25T10:00:00Z\" , \"r\" : [ ] , \"a\" : [ 1 , 2 ] , \"o\" : { \"x\" : \"\" } } \n",
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1,"a":[1,]}`,
-	`{"s":"a\"b","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"\xff","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":null,"u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"S":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","s":"b","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"u":1,"s":"a","i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1.0,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":-1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1e3,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":01,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":18446744073709551616,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":9223372036854775808,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":-0,"b":true,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":2,"b":1,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":2,"b":truex,"t":"2026-11-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-13-25T10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25 10:00:00Z","r":1}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":null,"r":1}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1,"z":0}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1}x`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1,"o":null}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1,"o":{}}`,
-	`{"s":"a","u":1,"i":2,"b":true,"t":"2026-11-25T10:00:00Z","r":1,"l":[{"x":"1"}{"x":"2"}]}`,
+	`{"s":"a","r":{"k":[1,2]}}`,
+	`{"s":"","r":null,"o":{"x":"y"}}`,
+	`{"s":"é","r":"x","o":{"x":"<&>"}}`,
+	" {\n \"s\" : \"a\" , \"r\" : [ ] , \"o\" : { \"x\" : \"\" } } \n",
+	`{"s":"a\"b","r":1}`,
+	`{"s":"\xff","r":1}`,
+	`{"s":"\u00e9","r":1}`,
+	`{"s":"a\u0000","r":1}`,
+	"{\"s\":\"a\x01\",\"r\":1}",
+	`{"s":null,"r":1}`,
+	`{"s":1,"r":1}`,
+	`{"S":"a","r":1}`,
+	`{"s":"a","s":"b","r":1}`,
+	`{"r":1,"s":"a"}`,
+	`{"s":"a","r":}`,
+	`{"s":"a","r":01}`,
+	`{"s":"a","r":1,"z":0}`,
+	`{"s":"a","r":1}x`,
+	`{"s":"a","r":1`,
+	`{"s":"a","r":1,"o":null}`,
+	`{"s":"a","r":1,"o":{}}`,
+	`{"s":"a","r":1,"o":{"x":"1"},}`,
+	`{"s":"a","r":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`,
 	`[]`, `null`, ``, `{}`,
 }
 
@@ -255,11 +223,7 @@ func TestDecoder(t *testing.T) {
 // encoding/json; it reports whether the Decoder took it.
 func checkDecode(t *testing.T, data []byte) bool {
 	t.Helper()
-	got, ok := decodeSample(data, false)
-	shared, sharedOK := decodeSample(data, true)
-	if ok != sharedOK || !reflect.DeepEqual(got, shared) {
-		t.Fatalf("decoded %q as %#v, %v; with ShareStrings %#v, %v", data, got, ok, shared, sharedOK)
-	}
+	got, ok := decodeSample(data)
 	if !ok {
 		return false
 	}
