@@ -28,6 +28,18 @@ test: ## run every module's tests with the race detector (what CI runs)
 	done; \
 	if [ -n "$$failed" ]; then echo "tests failed in:$$failed"; exit 1; fi
 
+# The wire contract's codecs are fuzzed against encoding/json
+# (contract/codec_test.go). go runs one -fuzz target per invocation, so each
+# target found in the package runs on its own for FUZZTIME.
+FUZZTIME ?= 3s
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target of package contract for FUZZTIME (default 3s; CI runs this)
+	@set -e; for f in $$($(GO) test -list '^Fuzz' ./contract | grep '^Fuzz'); do \
+		echo "== fuzz $$f"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./contract; \
+	done
+
 .PHONY: bench
 bench: ## run the Go benchmarks with allocations (micro-benchmarks and the 100,000-key one)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -13,12 +13,27 @@ import (
 // encoding/json.Marshal writes, and each decoder returns what
 // encoding/json.Unmarshal returns (DecodeEnvelope made strict about member
 // names); the fuzz tests in codec_test.go check both against encoding/json.
+//
+// Written by hand (internal/jsonx) only on the per-event paths: the worker
+// decodes an envelope per event, encodes a status per event applied and the
+// state record per commit, and a producer encodes an envelope per event.
+// There encoding/json's reflection and allocations were a sixth of the no-op
+// pipeline's CPU (BENCHMARKS.md, 2026-11-25: 16 % of the profile, 1.7 %
+// after). Statuses are decoded by watchers and state records once per
+// activation of a key, after a KV round trip: encoding/json there.
+//
+// Figures: go test -run '^$' -bench Codec -benchmem ./contract/, 2026-11-30,
+// best of 6 to 26 runs on 2 cores shared with other jobs (load average about
+// 14, so each is a few times the idle machine's; the ratios and allocations
+// are what count), by hand against encoding/json, ns/op and allocs/op.
 
 // ErrMalformed is returned (wrapped) by DecodeEnvelope for a body that is not
 // an event envelope; the worker dead-letters such an event with CodeMalformed.
 var ErrMalformed = errors.New(`event is not {"event": "...", "data": ...} JSON`)
 
 // MarshalEnvelope returns the JSON of ev, as json.Marshal does.
+// BenchmarkCodecEnvelopeEncode (256-byte body): 387 ns, 1 alloc against
+// 2,028 ns, 1 alloc (encoding/json validates and compacts Data again).
 func MarshalEnvelope(ev *Envelope) ([]byte, error) {
 	b := make([]byte, 0, len(`{"event":"","data":}`)+len(ev.Event)+len(ev.Data))
 	b = append(b, `{"event":`...)
@@ -39,6 +54,10 @@ func MarshalEnvelope(ev *Envelope) ([]byte, error) {
 // last of two "event" members win, and ignore unknown members: a producer's
 // mistake would be applied as some other event instead of reported. The
 // error wraps ErrMalformed and says what is wrong.
+//
+// BenchmarkCodecEnvelopeDecode: 256-byte body 432 ns, 2 allocs against 3,274
+// ns, 8 allocs (encoding/json and CheckFields, the fallback); no data 83 ns,
+// 1 alloc against 791 ns, 6 allocs.
 func DecodeEnvelope(data []byte) (Envelope, error) {
 	env, ok := decodeEnvelope(data)
 	if !ok {
@@ -81,6 +100,7 @@ func decodeEnvelope(data []byte) (_ Envelope, ok bool) {
 }
 
 // MarshalStatus returns the JSON of st, as json.Marshal does.
+// BenchmarkCodecStatusEncode: 319 ns, 1 alloc against 1,040 ns, 2 allocs.
 func MarshalStatus(st *Status) ([]byte, error) {
 	b := make([]byte, 0, 256) // a typical status takes about 200 bytes
 	b = append(b, `{"workflow":`...)
@@ -125,7 +145,8 @@ func MarshalStatus(st *Status) ([]byte, error) {
 // DecodeStatus decodes a status as json.Unmarshal does: members it does not
 // know are ignored, since the contract may add fields. encoding/json, not by
 // hand: statuses are decoded by those who watch them, not on the worker's
-// per-event path (BenchmarkCodecStatusDecode: STATUSDECODE).
+// per-event path. (BenchmarkCodecStatusDecode: 3,263 ns, 11 allocs; the
+// hand-written decoder it replaced took 419 ns, 1 alloc.)
 func DecodeStatus(data []byte) (Status, error) {
 	var st Status
 	err := json.Unmarshal(data, &st)
@@ -133,6 +154,9 @@ func DecodeStatus(data []byte) (Status, error) {
 }
 
 // MarshalState returns the JSON of r, as json.Marshal does.
+// BenchmarkCodecStateEncode: a dedup log of 1 sequence 323 ns, 1 alloc
+// against 1,657 ns, 2 allocs; of 32 (a busy key's) 1,469 ns, 1 alloc
+// against 2,062 ns, 2 allocs.
 func MarshalState(r *StateRecord) ([]byte, error) {
 	// The capacity is a guess at the size: a sequence number with its comma
 	// takes 11 bytes or less until the stream has seen ten billion events.
@@ -202,8 +226,12 @@ func MarshalState(r *StateRecord) ([]byte, error) {
 // DecodeState decodes a state record as json.Unmarshal does: members it
 // does not know are ignored, since the contract may add fields.
 // encoding/json, not by hand: the worker decodes a key's record once per
-// activation, after a round trip to the state bucket that costs far more
-// (BenchmarkCodecStateDecode: STATEDECODE).
+// activation, after a round trip to the state bucket that costs far more.
+// (BenchmarkCodecStateDecode, dedup log of 1 / 32: 4,776 / 9,478 ns, 10 / 15
+// allocs; the hand-written decoder it replaced took 928 / 1,323 ns, 3
+// allocs. In BENCHMARKS.md's 100,000-key run, where every event activates
+// its key, all the hand-written codecs together took it from 20,900 to
+// 21,420 events/s.)
 func DecodeState(data []byte) (StateRecord, error) {
 	var r StateRecord
 	err := json.Unmarshal(data, &r)

@@ -1,4 +1,4 @@
-package contract_test
+package contractcheck_test
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ import (
 // read: these tests hold them to what a running worker really writes, and to
 // the rules package contract enforces.
 
-const schemaDir = "../docs/schemas"
+const schemaDir = "../../docs/schemas"
 
 // compileSchema compiles docs/schemas/<file>, with "format" asserted (a
 // date-time must be one), optionally at a fragment (#/$defs/key).

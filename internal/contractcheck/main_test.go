@@ -1,4 +1,4 @@
-package contract_test
+package contractcheck_test
 
 import (
 	"testing"
@@ -8,5 +8,5 @@ import (
 	"github.com/orderly-dev/orderly/internal/natstest"
 )
 
-// The schema tests run a worker and a server: nothing may outlive them.
+// The tests run a worker and a server: nothing may outlive them.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }

@@ -1,0 +1,60 @@
+package contractcheck_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orderly-dev/orderly/contract"
+)
+
+// TestWireContractDoc holds docs/contract.md to package contract: every
+// error code is in its table, every header is named, the schemas it links
+// exist, and its example messages validate against them.
+func TestWireContractDoc(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../docs/contract.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, code := range contract.Codes() {
+		if !strings.Contains(doc, "| `"+code+"` |") {
+			t.Errorf("docs/contract.md: no row for the error code %s", code)
+		}
+	}
+	for _, h := range []string{
+		contract.HeaderJobID, contract.HeaderDLQReason, contract.HeaderDLQSubject, contract.HeaderDLQSequence,
+		contract.HeaderDLQDelivered, contract.HeaderDLQAt, contract.HeaderDLQJobID,
+	} {
+		if !strings.Contains(doc, "| `"+h+"` |") {
+			t.Errorf("docs/contract.md: no row for the header %s", h)
+		}
+	}
+	for _, file := range []string{"event.schema.json", "status.schema.json", "state.schema.json"} {
+		if !strings.Contains(doc, "](schemas/"+file+")") {
+			t.Errorf("docs/contract.md does not link schemas/%s", file)
+		}
+		if _, err := os.Stat(filepath.Join(schemaDir, file)); err != nil {
+			t.Error(err)
+		}
+	}
+	schemas := map[string]string{`{"event":`: "event.schema.json", `{"workflow":`: "status.schema.json", `{"state":`: "state.schema.json"}
+	examples := map[string]int{}
+	for _, line := range strings.Split(doc, "\n") {
+		for prefix, file := range schemas {
+			if strings.HasPrefix(line, prefix) {
+				examples[file]++
+				if err := validate(compileSchema(t, file, ""), []byte(line)); err != nil {
+					t.Errorf("docs/contract.md: the example %s does not validate against %s: %v", line, file, err)
+				}
+			}
+		}
+	}
+	for _, file := range schemas {
+		if examples[file] == 0 {
+			t.Errorf("docs/contract.md: no example for %s", file)
+		}
+	}
+}
