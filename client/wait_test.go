@@ -57,7 +57,7 @@ func TestPublishAndWait(t *testing.T) {
 	if ack.ID != "job-1" || ack.Duplicate || st.JobID != "job-1" || !st.Settled || st.To != "awaiting_payment" {
 		t.Fatalf("ack %+v, status %+v", ack, st)
 	}
-	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != "retrying" {
+	if len(progress) != 1 || progress[0].Error == nil || progress[0].Error.Code != contract.CodeRetrying {
 		t.Fatalf("progress %+v", progress)
 	}
 }
