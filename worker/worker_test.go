@@ -335,7 +335,9 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	release := make(chan struct{})
-	cfg := worker.Config{Queue: queue.Spec{AckWait: 300 * time.Millisecond, MaxDeliver: 2}}
+	// An ack wait short enough for the test to outlast several, long enough
+	// that a loaded machine still sends the work-in-progress notices in time.
+	cfg := worker.Config{Queue: queue.Spec{AckWait: time.Second, MaxDeliver: 2}}
 	w := startWorker(t, b.url, cfg, func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
 		select {
 		case <-release:
@@ -352,9 +354,9 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	if _, err := b.client.Publish(ctx, "tally", "k", add(1)); err != nil {
 		t.Fatal(err)
 	}
-	// Held ten ack waits behind the slow work, past MaxDeliver had it been
+	// Held five ack waits behind the slow work, past MaxDeliver had it been
 	// redelivered each time.
-	time.Sleep(3 * time.Second) // the scenario is the passing of time itself
+	time.Sleep(5 * time.Second) // the scenario is the passing of time itself
 	close(release)
 	natstest.Recv(t, statuses, natstest.Timeout, "the status of worked")
 	if s := natstest.Recv(t, statuses, natstest.Timeout, "the status of the waiting add"); s.Event != "add" || s.Error != nil {

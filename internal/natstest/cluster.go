@@ -115,14 +115,19 @@ func (c *Cluster) URL() string {
 
 func (c *Cluster) waitForLeader() {
 	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	// A meta leader alone is not enough: until it has heard from every node,
+	// a replicated stream finds "no suitable peers for placement".
+	deadline := time.Now().Add(30 * time.Second)
+	seen := 0
 	for time.Now().Before(deadline) {
 		for _, s := range c.servers {
 			if s != nil && s.JetStreamIsLeader() {
-				return
+				if seen = len(s.JetStreamClusterPeers()); seen == len(c.servers) {
+					return
+				}
 			}
 		}
 		time.Sleep(20 * time.Millisecond) // cluster formation has no event to wait on
 	}
-	c.t.Fatal("no JetStream meta leader within 20s")
+	c.t.Fatalf("no JetStream meta leader that knows all %d nodes within 30s (it knew %d)", len(c.servers), seen)
 }
