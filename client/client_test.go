@@ -27,7 +27,7 @@ func startOrderWorker(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(natstest.Conn(t, url), worker.Config{Queue: queue.Spec{Partitions: 2}, ShutdownTimeout: 5 * time.Second}, wf)
+	w, err := worker.New(natstest.NATS(t, url), worker.Config{Queue: worker.QueueConfig{Partitions: 2}, ShutdownTimeout: 5 * time.Second}, wf)
 	if err != nil {
 		t.Fatal(err)
 	}

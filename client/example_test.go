@@ -13,7 +13,6 @@ import (
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -33,10 +32,6 @@ func runCounter() (string, func()) {
 		panic(err)
 	}
 	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: dir})
-	if err != nil {
-		panic(err)
-	}
-	conn, err := queue.Connect(context.Background(), queue.Config{URLs: []string{srv.ClientURL()}})
 	if err != nil {
 		panic(err)
 	}
@@ -68,7 +63,12 @@ func runCounter() (string, func()) {
 	if err != nil {
 		panic(err)
 	}
-	w, err := worker.New(conn, worker.Config{Queue: queue.Spec{Partitions: 1}}, wf)
+	// The worker runs on a connection of its own, which stays ours to close.
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		panic(err)
+	}
+	w, err := worker.New(nc, worker.Config{Queue: worker.QueueConfig{Partitions: 1}}, wf)
 	if err != nil {
 		panic(err)
 	}
@@ -77,7 +77,7 @@ func runCounter() (string, func()) {
 	}
 	return srv.ClientURL(), func() {
 		_ = w.Stop(context.Background())
-		conn.Close()
+		nc.Close()
 		srv.Shutdown()
 		_ = os.RemoveAll(dir)
 	}

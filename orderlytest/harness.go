@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/orderly-dev/orderly/client"
+
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/queue"
@@ -118,7 +120,7 @@ func Start(t testing.TB, workflows []worker.Workflow, opts ...Option) *Harness {
 	}
 
 	cfg := worker.Config{
-		Queue:           queue.Spec{Partitions: 1},
+		Queue:           worker.QueueConfig{Partitions: 1},
 		RetryBackoff:    10 * time.Millisecond,
 		ShutdownTimeout: 5 * time.Second,
 	}
@@ -126,7 +128,7 @@ func Start(t testing.TB, workflows []worker.Workflow, opts ...Option) *Harness {
 		f(&cfg)
 	}
 	cfg.Now = e.clock.Now
-	w, err := worker.New(connect(t, srv.ClientURL(), "orderlytest-worker"), cfg, workflows...)
+	w, err := worker.New(dialNATS(t, srv.ClientURL(), "orderlytest-worker"), cfg, workflows...)
 	if err != nil {
 		t.Fatalf("orderlytest: %v", err)
 	}
@@ -152,6 +154,17 @@ func connect(t testing.TB, url, name string) *queue.Conn {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// dialNATS is the worker's own connection, closed when the test ends.
+func dialNATS(t testing.TB, url, name string) *nats.Conn {
+	t.Helper()
+	nc, err := queue.Dial(context.Background(), queue.Config{URLs: []string{url}, Name: name})
+	if err != nil {
+		t.Fatalf("orderlytest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 func (e *env) record(workflow string, st contract.Status) {

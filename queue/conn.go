@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -97,38 +98,81 @@ const dialTimeout = 5 * time.Second
 // connection trouble (failed attempts, authorization errors).
 const logEvery = 15 * time.Second
 
-// Conn is a connection to NATS with JetStream. It is safe for concurrent use.
+// Conn is Orderly's JetStream adapter on one NATS connection. It is safe
+// for concurrent use.
 type Conn struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	log    zerolog.Logger
-	closed chan struct{} // closed by the last connection callback
-
-	downSince atomic.Int64    // unix nanoseconds; 0 while connected
-	failures  ratelog.Limiter // of the lines about failed attempts
+	owned  bool            // made by Connect: Close closes nc
+	closed <-chan struct{} // owned: closed by nc's last callback
 
 	mux jsapi.ReplyMux // job id claims (jobs.go)
 }
 
-// Connect dials NATS. It keeps trying while no server answers, and fails
-// with an error wrapping ErrNoServer, naming the URLs, after
-// cfg.ConnectTimeout; it fails at once on an authentication or TLS error.
-// Once connected the connection reconnects forever, with jittered backoff
-// from 250ms to 5s: after a server restart, a network cut, and after an
-// authorization error too (the server's credentials changed; they may
-// change back, and a credentials file is read again on each attempt).
-// Failed attempts are logged at most once per 15s; DisconnectedSince says
-// how long the connection has been down.
+// New returns a Conn on nc, an open connection the caller made (with its
+// own handlers and options, which New leaves alone). nc stays the
+// caller's: Close releases what the Conn made on it and leaves nc open.
+func New(nc *nats.Conn) (*Conn, error) {
+	if nc == nil {
+		return nil, errors.New("queue: nil connection")
+	}
+	if nc.IsClosed() {
+		return nil, fmt.Errorf("queue: %w", nats.ErrConnectionClosed)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("queue: jetstream: %w", err)
+	}
+	return &Conn{nc: nc, js: js}, nil
+}
+
+// Connect dials NATS as Dial does and returns a Conn that owns the
+// connection: Close closes it.
 func Connect(ctx context.Context, cfg Config) (*Conn, error) {
+	nc, closed, err := dial(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := New(nc)
+	if err != nil {
+		nc.Close()
+		<-closed
+		return nil, err
+	}
+	c.owned, c.closed = true, closed
+	return c, nil
+}
+
+// Dial connects to NATS with Orderly's options and returns the connection,
+// which the caller owns. It keeps trying while no server answers (nats.go's
+// RetryOnFailedConnect, with jittered backoff), and fails with an error
+// wrapping ErrNoServer, naming the URLs, after cfg.ConnectTimeout; it fails
+// at once on an authentication or TLS error. Once connected the connection
+// reconnects forever, with jittered backoff from 250ms to 5s: after a
+// server restart, a network cut, and after an authorization error too (the
+// server's credentials changed; they may change back, and a credentials
+// file is read again on each attempt). Failed attempts are logged at most
+// once per 15s.
+func Dial(ctx context.Context, cfg Config) (*nats.Conn, error) {
+	nc, _, err := dial(ctx, cfg)
+	return nc, err
+}
+
+var errConnectTimeout = errors.New("connect timeout")
+
+// dial is Dial; closed is closed once the connection's last callback has
+// run.
+func dial(ctx context.Context, cfg Config) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	cfg = cfg.withDefaults()
-	c := &Conn{
+	h := &connEvents{
 		log:      cfg.Logger.With().Str("component", "nats").Logger(),
 		closed:   make(chan struct{}),
 		failures: ratelog.Limiter{Every: logEvery},
+		failed:   make(chan struct{}, 1),
 	}
-	opts, err := c.options(cfg)
+	opts, err := h.options(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	url := cfg.url()
 	if cfg.ConnectTimeout > 0 {
@@ -136,72 +180,65 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, cfg.ConnectTimeout, errConnectTimeout)
 		defer cancel()
 	}
-	var last error // of the last attempt that ran to its end
 	gaveUp := func() error {
 		if !errors.Is(context.Cause(ctx), errConnectTimeout) {
 			return fmt.Errorf("queue: connect to %s: %w", Redact(url), ctx.Err())
 		}
-		if last == nil {
-			return fmt.Errorf("queue: connect to %s: %w within %s", Redact(url), ErrNoServer, cfg.ConnectTimeout)
+		if last := h.lastFailure(); last != nil {
+			return fmt.Errorf("queue: connect to %s: %w within %s: %v", Redact(url), ErrNoServer, cfg.ConnectTimeout, last)
 		}
-		return fmt.Errorf("queue: connect to %s: %w within %s: %v", Redact(url), ErrNoServer, cfg.ConnectTimeout, last)
+		return fmt.Errorf("queue: connect to %s: %w within %s", Redact(url), ErrNoServer, cfg.ConnectTimeout)
 	}
-	for attempt := 1; ; attempt++ {
-		nc, err := dial(ctx, url, opts)
-		if err == nil {
-			js, err := jetstream.New(nc)
-			if err != nil {
-				nc.Close()
-				return nil, fmt.Errorf("queue: jetstream: %w", err)
-			}
-			c.nc, c.js = nc, js
-			c.log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("connected to NATS")
-			return c, nil
-		}
+	// With RetryOnFailedConnect this returns once every server has been
+	// tried once (each attempt bounded by the dial timeout, which is at
+	// most ConnectTimeout), connected or still trying.
+	nc, err = nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue: connect to %s: %w", Redact(url), err)
+	}
+	if err := h.waitConnected(ctx, nc); err != nil {
+		nc.Close()
+		<-h.closed
 		if ctx.Err() != nil {
-			return nil, gaveUp()
+			return nil, nil, gaveUp()
 		}
-		if !unreachable(err) {
-			return nil, fmt.Errorf("queue: connect to %s: %w", Redact(url), err)
+		return nil, nil, fmt.Errorf("queue: connect to %s: %w", Redact(url), err)
+	}
+	h.log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("connected to NATS")
+	return nc, h.closed, nil
+}
+
+// waitConnected waits until nc, retrying its first connection, is
+// connected; it returns the error of an attempt that a server refused
+// (credentials, TLS) at once, and ctx's error when ctx ends first.
+func (h *connEvents) waitConnected(ctx context.Context, nc *nats.Conn) error {
+	// RECONNECTING comes after each refused attempt, with the refusal in
+	// nc.LastError (nats.go reports no other way while it retries the
+	// first connection).
+	ch := nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer nc.RemoveStatusListener(ch)
+	for {
+		if nc.IsConnected() {
+			h.connected.Store(true)
+			return nil
 		}
-		last = err
-		wait := backoff(attempt)
-		if ok, held := c.failures.Allow(time.Now()); ok {
-			c.log.Warn().Err(err).Str("urls", Redact(url)).Int("attempt", attempt).Int("failed_attempts_not_logged", held).
-				Dur("retry_in", wait).Msg("NATS not reachable yet")
+		if nc.IsClosed() {
+			if err := nc.LastError(); err != nil {
+				return err
+			}
+			return nats.ErrConnectionClosed
+		}
+		for _, err := range []error{nc.LastError(), h.lastFailure()} {
+			if err != nil && !unreachable(err) {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, gaveUp()
-		case <-time.After(wait):
+			return ctx.Err()
+		case <-ch:
+		case <-h.failed:
 		}
-	}
-}
-
-var errConnectTimeout = errors.New("connect timeout")
-
-// dial is one nats.Connect, given up on when ctx ends.
-func dial(ctx context.Context, url string, opts []nats.Option) (*nats.Conn, error) {
-	type result struct {
-		nc  *nats.Conn
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		nc, err := nats.Connect(url, opts...)
-		done <- result{nc, err}
-	}()
-	select {
-	case r := <-done:
-		return r.nc, r.err
-	case <-ctx.Done():
-		// The attempt ends within dialTimeout; close what it opens.
-		go func() {
-			if r := <-done; r.nc != nil {
-				r.nc.Close()
-			}
-		}()
-		return nil, ctx.Err()
 	}
 }
 
@@ -222,8 +259,30 @@ func authError(err error) bool {
 		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }
 
-func (c *Conn) options(cfg Config) ([]nats.Option, error) {
-	log := c.log
+// connEvents logs a dialed connection's events and keeps what the first
+// connection needs to know of them.
+type connEvents struct {
+	log       zerolog.Logger
+	closed    chan struct{} // closed by the last callback
+	connected atomic.Bool   // the first connection is made
+
+	downSince atomic.Int64    // unix nanoseconds; 0 while connected
+	failures  ratelog.Limiter // of the lines about failed attempts
+	attempts  atomic.Int64    // failed attempts of the first connection
+
+	mu     sync.Mutex
+	last   error         // of the last failed attempt
+	failed chan struct{} // a token after each failed attempt
+}
+
+func (h *connEvents) lastFailure() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+func (h *connEvents) options(cfg Config) ([]nats.Option, error) {
+	log := h.log
 	dial := dialTimeout
 	if cfg.ConnectTimeout > 0 {
 		dial = min(dial, cfg.ConnectTimeout)
@@ -231,6 +290,9 @@ func (c *Conn) options(cfg Config) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.Timeout(dial),
+		// The first connection is retried like a lost one, until Dial's
+		// ConnectTimeout.
+		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(backoff),
 		// nats.go gives up reconnecting for good when a server refuses the
@@ -243,25 +305,25 @@ func (c *Conn) options(cfg Config) ([]nats.Option, error) {
 			if nc.IsClosed() {
 				return // closed on purpose
 			}
-			c.downSince.CompareAndSwap(0, time.Now().UnixNano())
+			h.downSince.CompareAndSwap(0, time.Now().UnixNano())
 			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			since := c.downSince.Swap(0)
-			ev := log.Info().Str("server", nc.ConnectedUrlRedacted()).Int("failed_attempts_not_logged", c.failures.Reset())
+			since := h.downSince.Swap(0)
+			ev := log.Info().Str("server", nc.ConnectedUrlRedacted()).Int("failed_attempts_not_logged", h.failures.Reset())
 			if since != 0 {
 				ev = ev.Dur("down_for", time.Since(time.Unix(0, since)))
 			}
 			ev.Msg("reconnected to NATS")
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { c.attemptFailed(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { h.attemptFailed(err) }),
 		nats.ClosedHandler(func(*nats.Conn) {
 			log.Debug().Msg("NATS connection closed")
-			close(c.closed)
+			close(h.closed)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if authError(err) {
-				c.attemptFailed(err)
+				h.attemptFailed(err)
 				return
 			}
 			ev := log.Error().Err(err)
@@ -300,22 +362,36 @@ func (c *Conn) options(cfg Config) ([]nats.Option, error) {
 	return opts, nil
 }
 
-// attemptFailed logs a failed reconnection attempt, at most once per
-// logEvery: the server may refuse us for minutes.
-func (c *Conn) attemptFailed(err error) {
-	ok, held := c.failures.Allow(time.Now())
+// attemptFailed notes and logs a failed connection attempt, at most once
+// per logEvery: the server may be away, or refuse us, for minutes.
+func (h *connEvents) attemptFailed(err error) {
+	first := !h.connected.Load()
+	if first {
+		h.attempts.Add(1)
+		h.mu.Lock()
+		h.last = err
+		h.mu.Unlock()
+		select {
+		case h.failed <- struct{}{}:
+		default:
+		}
+	}
+	ok, held := h.failures.Allow(time.Now())
 	if !ok {
 		return
 	}
-	ev := c.log.Warn().Err(err).Int("failed_attempts_not_logged", held)
-	if since := c.downSince.Load(); since != 0 {
+	ev := h.log.Warn().Err(err).Int("failed_attempts_not_logged", held)
+	if since := h.downSince.Load(); since != 0 {
 		ev = ev.Dur("down_for", time.Since(time.Unix(0, since)))
 	}
-	if authError(err) {
+	switch {
+	case first && unreachable(err):
+		ev.Int64("attempt", h.attempts.Load()).Msg("NATS not reachable yet")
+	case authError(err):
 		ev.Msg("NATS refuses our credentials; retrying with backoff")
-		return
+	default:
+		ev.Msg("cannot reconnect to NATS yet; retrying with backoff")
 	}
-	ev.Msg("cannot reconnect to NATS yet; retrying with backoff")
 }
 
 // Redact hides user names, passwords and tokens embedded in a list of URLs
@@ -340,11 +416,18 @@ func backoff(attempts int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Close drains nothing and closes the connection at once. It returns once
-// the connection's callbacks have run, so nothing is logged after it.
+// Close releases what the Conn made on its connection. A Conn from Connect
+// closes the connection at once, draining nothing, and returns once its
+// callbacks have run, so nothing is logged after it; one from New leaves
+// the caller's connection open.
 func (c *Conn) Close() {
-	c.nc.Close()
-	<-c.closed
+	if c.owned {
+		c.nc.Close()
+		<-c.closed
+		return
+	}
+	_ = c.mux.Close()
+	c.js.CleanupPublisher()
 }
 
 // Drain flushes what was published and closes the connection.
@@ -363,21 +446,9 @@ func (c *Conn) Flush(ctx context.Context) error {
 	return c.nc.FlushWithContext(ctx)
 }
 
-// Closed is closed once the connection is closed for good, by Close or
-// Drain (it reconnects forever otherwise).
-func (c *Conn) Closed() <-chan struct{} { return c.closed }
-
-// DisconnectedSince is when the connection went down, or the zero time
-// while it is up.
-func (c *Conn) DisconnectedSince() time.Time {
-	if ns := c.downSince.Load(); ns != 0 {
-		return time.Unix(0, ns)
-	}
-	return time.Time{}
-}
-
 // NATS is the connection itself, for a client.Client of the same
-// connection (client.New): Close and Drain here close it.
+// connection (client.New): Close and Drain here close it when it is the
+// Conn's own (Connect).
 func (c *Conn) NATS() *nats.Conn { return c.nc }
 
 // ServerURL is the (redacted) URL of the server currently connected to.

@@ -77,8 +77,9 @@ type Spec struct {
 	// without a heartbeat. Default: 5s.
 	MemberTTL time.Duration
 	// Unpinned provisions consumers without a pinned priority group, so that
-	// several clients can pull one partition at once; per-key order then
-	// rests on nothing but compare-and-set. For tests of that safety net.
+	// several clients can pull one partition at once (what
+	// worker.Config.SharedConsumers asks for); per-key order then rests on
+	// nothing but compare-and-set.
 	Unpinned bool
 }
 

@@ -36,7 +36,7 @@ func BenchmarkManyKeysBoundedActors(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		w, err := worker.New(natstest.Conn(b, srv.ClientURL()), worker.Config{MaxActors: maxActors, ActorIdle: time.Second}, wf)
+		w, err := worker.New(natstest.NATS(b, srv.ClientURL()), worker.Config{MaxActors: maxActors, ActorIdle: time.Second}, wf)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/queue"
@@ -17,19 +18,19 @@ import (
 // member is a worker of the cluster test with its own connection, so that
 // the test can cut it off hard.
 type member struct {
-	w    *worker.Worker
-	conn *queue.Conn
+	w  *worker.Worker
+	nc *nats.Conn
 }
 
 func startMember(t *testing.T, url, id string) *member {
 	t.Helper()
-	conn, err := queue.Connect(context.Background(), queue.Config{URLs: []string{url}})
+	nc, err := queue.Dial(context.Background(), queue.Config{URLs: []string{url}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(conn, worker.Config{
+	w, err := worker.New(nc, worker.Config{
 		ID:    id,
-		Queue: queue.Spec{Replicas: 3, MemberTTL: 2 * time.Second, PinnedTTL: 2 * time.Second, AckWait: 5 * time.Second},
+		Queue: worker.QueueConfig{Replicas: 3, MemberTTL: 2 * time.Second, PinnedTTL: 2 * time.Second, AckWait: 5 * time.Second},
 	}, tallyWorkflow(t, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +38,7 @@ func startMember(t *testing.T, url, id string) *member {
 	if err := w.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	m := &member{w: w, conn: conn}
+	m := &member{w: w, nc: nc}
 	t.Cleanup(func() { m.stop() })
 	return m
 }
@@ -48,7 +49,7 @@ func (m *member) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = m.w.Stop(ctx)
-	m.conn.Close()
+	m.nc.Close()
 }
 
 func owned(ms ...*member) []int {
@@ -164,7 +165,7 @@ func TestClusterOwnershipFailoverAndRebalance(t *testing.T) {
 		first, done := traffic(t, url, "kill", keys, rounds)
 		natstest.Recv(t, first, trafficRound, "the first round of traffic")
 		killed := time.Now()
-		ms[1].conn.Close() // no goodbye: its heartbeat simply stops
+		ms[1].nc.Close() // no goodbye: its heartbeat simply stops
 		waitFor(t, 20*time.Second, "the survivors to take every partition", func() bool {
 			return evenSpread(owned(ms[0], ms[2]), 16)
 		})

@@ -16,9 +16,8 @@ import (
 // a bound on memory or concurrency that traffic cannot raise.
 type Config struct {
 	// Queue is the JetStream layout of every workflow (partitions, queue
-	// limit, replicas, ack wait, ...). Queue.Workflow is ignored: each
-	// workflow gets its own. Defaults: see queue.Spec.
-	Queue queue.Spec
+	// limit, replicas, ack wait, ...). Defaults: see QueueConfig.
+	Queue QueueConfig
 	// Batch is the most events asked for in one pull of a partition.
 	// Default: 256, at most MaxInFlight.
 	Batch int
@@ -85,6 +84,108 @@ type Config struct {
 	// Now is the clock: of state timestamps, timers, passivation and the
 	// stall check of Ready. Default: time.Now.
 	Now func() time.Time
+}
+
+// QueueConfig is the JetStream layout of a workflow: its streams, consumers
+// and buckets, which Start provisions (creating them, or updating them
+// where they differ). A zero field means its default.
+type QueueConfig struct {
+	// Partitions is the number of partitions of the events stream, each with
+	// its own consumer, pulled by one worker at a time; fixed when the stream
+	// is created: an existing stream keeps its count, whatever this says.
+	// Default: 16, at most 1024.
+	Partitions int
+	// QueueLimit is the most events stored and not yet processed; past it a
+	// publish fails at once with "queue full". Default: 1,000,000.
+	QueueLimit int64
+	// MaxPayload is the largest event message in bytes. Default: 64 KiB.
+	MaxPayload int32
+	// DuplicateWindow is how long the events stream itself drops a publish
+	// whose job id it stored before (kept in the server's memory, lost on
+	// a restart). Default: 2 minutes, and never more than DedupeWindow.
+	DuplicateWindow time.Duration
+	// DedupeWindow is how long a job id taken by a worker stays claimed:
+	// within it the id is applied at most once, across restarts and
+	// replicas, and reusing it for another key or event is refused.
+	// Default: 24h, at least 1s.
+	DedupeWindow time.Duration
+	// Replicas of every stream, consumer and bucket: 1 on a single server,
+	// 3 on a cluster. Changing it updates them all. Default: 1, at most 5.
+	Replicas int
+	// AckWait is how long a delivered event may stay unacknowledged before
+	// JetStream delivers it again. Default: 30s.
+	AckWait time.Duration
+	// MaxDeliver is how many deliveries of an event whose key's state
+	// cannot be loaded or encoded (a fault of the data, not of the broker)
+	// the worker makes before it dead-letters the event (max_deliveries).
+	// Default: 10.
+	MaxDeliver int
+	// MaxAckPending bounds the unacknowledged events of one partition's
+	// consumer. Default: 1024, or MaxInFlight if that is more; never less
+	// than MaxInFlight.
+	MaxAckPending int
+	// DeadLetterMaxAge is how long dead letters are kept. Default: 14 days.
+	DeadLetterMaxAge time.Duration
+	// DeadLetterMaxBytes is the most bytes the dead-letter stream holds,
+	// reserved from the server's store when the stream is made. Past it a
+	// new dead letter is refused, never an old one dropped: the event
+	// stays in the events stream, redelivered, until replaying or deleting
+	// dead letters makes room. Default: 256 MiB.
+	DeadLetterMaxBytes int64
+	// TimersMaxBytes is the most bytes the timers stream holds. Default: 0,
+	// no limit of its own (only the server's store); at a limit JetStream
+	// would drop the oldest pending timers, timeouts that then never fire.
+	TimersMaxBytes int64
+	// PinnedTTL is how long a partition stays pinned to a worker that has
+	// stopped pulling (a dead one) before another may take it. Default: 5s.
+	PinnedTTL time.Duration
+	// MemberTTL is how long a worker stays a member of the workflow's
+	// group without a heartbeat. Default: 5s.
+	MemberTTL time.Duration
+}
+
+// spec is q as the adapter's spec of workflow.
+func (q QueueConfig) spec(workflow string, shared bool) queue.Spec {
+	return queue.Spec{
+		Workflow:           workflow,
+		Partitions:         q.Partitions,
+		QueueLimit:         q.QueueLimit,
+		MaxPayload:         q.MaxPayload,
+		DuplicateWindow:    q.DuplicateWindow,
+		DedupeWindow:       q.DedupeWindow,
+		Replicas:           q.Replicas,
+		AckWait:            q.AckWait,
+		MaxDeliver:         q.MaxDeliver,
+		MaxAckPending:      q.MaxAckPending,
+		DeadLetterMaxAge:   q.DeadLetterMaxAge,
+		DeadLetterMaxBytes: q.DeadLetterMaxBytes,
+		TimersMaxBytes:     q.TimersMaxBytes,
+		PinnedTTL:          q.PinnedTTL,
+		MemberTTL:          q.MemberTTL,
+		Unpinned:           shared,
+	}
+}
+
+// WithDefaults returns q with every zero field set to its default (the
+// adapter's: one list of defaults).
+func (q QueueConfig) WithDefaults() QueueConfig {
+	s := q.spec("", false).WithDefaults()
+	return QueueConfig{
+		Partitions:         s.Partitions,
+		QueueLimit:         s.QueueLimit,
+		MaxPayload:         s.MaxPayload,
+		DuplicateWindow:    s.DuplicateWindow,
+		DedupeWindow:       s.DedupeWindow,
+		Replicas:           s.Replicas,
+		AckWait:            s.AckWait,
+		MaxDeliver:         s.MaxDeliver,
+		MaxAckPending:      s.MaxAckPending,
+		DeadLetterMaxAge:   s.DeadLetterMaxAge,
+		DeadLetterMaxBytes: s.DeadLetterMaxBytes,
+		TimersMaxBytes:     s.TimersMaxBytes,
+		PinnedTTL:          s.PinnedTTL,
+		MemberTTL:          s.MemberTTL,
+	}
 }
 
 // The cost model behind MemoryLimit: what each unit of a bound holds at its

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/orderly-dev/orderly/client"
@@ -340,13 +341,13 @@ func TestWorkCutOffByGracefulStopResumes(t *testing.T) {
 // that the test can cut it off as a crash would.
 type replica struct {
 	w       *worker.Worker
-	conn    *queue.Conn
+	nc      *nats.Conn
 	crashed bool
 }
 
 func startReplica(t *testing.T, url string, cfg worker.Config, slow worker.ActionFunc[tally]) *replica {
 	t.Helper()
-	conn, err := queue.Connect(context.Background(), queue.Config{URLs: []string{url}})
+	nc, err := queue.Dial(context.Background(), queue.Config{URLs: []string{url}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,21 +356,21 @@ func startReplica(t *testing.T, url string, cfg worker.Config, slow worker.Actio
 			With().Timestamp().Str("worker", cfg.ID).Logger()
 		cfg.Logger = &l
 	}
-	w, err := worker.New(conn, cfg, tallyWorkflow(t, slow))
+	w, err := worker.New(nc, cfg, tallyWorkflow(t, slow))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{w: w, conn: conn}
+	r := &replica{w: w, nc: nc}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := w.Stop(ctx); err != nil && !r.crashed {
 			t.Errorf("stop: %v", err)
 		}
-		conn.Close()
+		nc.Close()
 	})
 	return r
 }
@@ -378,7 +379,7 @@ func startReplica(t *testing.T, url string, cfg worker.Config, slow worker.Actio
 // does while stopping reaches the server, as after kill -9.
 func (r *replica) crash() {
 	r.crashed = true
-	r.conn.Close()
+	r.nc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = r.w.Stop(ctx)
@@ -392,7 +393,7 @@ func TestWorkCutOffByTakeoverResumes(t *testing.T) {
 	t.Parallel()
 	const n = 60
 	b := setup(t)
-	spec := queue.Spec{Partitions: 8, MemberTTL: 2 * time.Second, PinnedTTL: 2 * time.Second}
+	spec := worker.QueueConfig{Partitions: 8, MemberTTL: 2 * time.Second, PinnedTTL: 2 * time.Second}
 	keys := keyNames("t", n)
 	done := watchWorked(t, b.client)
 	// a finishes the work of even keys and hangs on that of odd ones.

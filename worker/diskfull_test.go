@@ -15,7 +15,6 @@ import (
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -138,7 +137,7 @@ func (s smallStore) stranded(t *testing.T, workflow string, partitions int) (sto
 func TestDiskFullWhileDeadLettering(t *testing.T) {
 	t.Parallel()
 	s := startSmallStore(t, 8<<20)
-	spec := queue.Spec{Partitions: 2, MaxDeliver: 2, DeadLetterMaxBytes: 1 << 20}
+	spec := worker.QueueConfig{Partitions: 2, MaxDeliver: 2, DeadLetterMaxBytes: 1 << 20}
 	conn := natstestConn(t, s.url)
 	producer := natstest.Client(t, s.url)
 	ctx := context.Background()
@@ -205,7 +204,7 @@ func TestDiskFullWhileDeadLettering(t *testing.T) {
 func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 	t.Parallel()
 	s := startSmallStore(t, 8<<20)
-	spec := queue.Spec{Partitions: 2, MaxDeliver: 2, AckWait: 2 * time.Second, DeadLetterMaxBytes: 1 << 20}
+	spec := worker.QueueConfig{Partitions: 2, MaxDeliver: 2, AckWait: 2 * time.Second, DeadLetterMaxBytes: 1 << 20}
 	producer := natstest.Client(t, s.url)
 	ctx := context.Background()
 	w := startWorker(t, s.url, worker.Config{Queue: spec}, nil)
@@ -276,7 +275,7 @@ func TestCommitFailureKeepsEventDeliverable(t *testing.T) {
 func TestUndecodableStateDeadLettersAfterMaxDeliver(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	w := startWorker(t, b.url, worker.Config{Queue: queue.Spec{MaxDeliver: 3}}, nil)
+	w := startWorker(t, b.url, worker.Config{Queue: worker.QueueConfig{MaxDeliver: 3}}, nil)
 	ctx := context.Background()
 	bucket, err := b.conn.Bucket(ctx, "tally")
 	if err != nil {

@@ -22,8 +22,8 @@
 //			return gateway.Charge(ctx, c.Data.Amount, c.IdempotencyKey)
 //		},
 //	})
-//	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{url}})
-//	w, err := worker.New(conn, worker.Config{}, wf) // more workflows may follow
+//	nc, err := nats.Connect(url)                    // yours: the worker does not close it
+//	w, err := worker.New(nc, worker.Config{}, wf)   // more workflows may follow
 //	err = w.Start(ctx)                              // provisions, then pulls; ctx ending is a hard stop
 //	...
 //	err = w.Stop(shutdownCtx)                       // stop pulling, finish what is in hand

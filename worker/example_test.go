@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
@@ -33,7 +34,14 @@ func ExampleNew() {
 	defer srv.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{srv.ClientURL()}})
+	// One connection of our own, for the worker and for producing: the
+	// worker does not close it.
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+	conn, err := queue.New(nc)
 	if err != nil {
 		panic(err)
 	}
@@ -70,7 +78,7 @@ func ExampleNew() {
 		panic(err)
 	}
 
-	w, err := worker.New(conn, worker.Config{}, wf)
+	w, err := worker.New(nc, worker.Config{}, wf)
 	if err != nil {
 		panic(err)
 	}

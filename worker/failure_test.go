@@ -21,7 +21,7 @@ import (
 func TestRedeliveryAfterLostAckIsNotAppliedTwice(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg := worker.Config{Queue: queue.Spec{AckWait: 500 * time.Millisecond}}
+	cfg := worker.Config{Queue: worker.QueueConfig{AckWait: 500 * time.Millisecond}}
 	w := startWorker(t, b.url, cfg, nil)
 	worker.SetDropAck(w, func(m *queue.Msg) bool { return m.Delivered == 1 })
 	settled := countSettled(t, b.client, "tally", 2)
@@ -63,7 +63,7 @@ func TestNATSServerRestartDuringTraffic(t *testing.T) {
 	srv := start()
 	url := srv.ClientURL()
 	addr = strings.TrimPrefix(url, "nats://")
-	w := startWorker(t, url, worker.Config{Queue: queue.Spec{AckWait: 5 * time.Second}}, nil)
+	w := startWorker(t, url, worker.Config{Queue: worker.QueueConfig{AckWait: 5 * time.Second}}, nil)
 	producer := natstest.Client(t, url)
 
 	// Producers retry with the same job id until JetStream acknowledges:

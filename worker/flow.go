@@ -72,10 +72,7 @@ func newFlow(w *Worker, e engine) *flow {
 }
 
 func (f *flow) provision(ctx context.Context) error {
-	spec := f.w.cfg.Queue
-	spec.Workflow = f.name
-	spec.Unpinned = f.w.cfg.SharedConsumers
-	p, err := f.w.conn.Provision(ctx, spec)
+	p, err := f.w.conn.Provision(ctx, f.w.cfg.Queue.spec(f.name, f.w.cfg.SharedConsumers))
 	if err != nil {
 		return err
 	}

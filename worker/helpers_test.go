@@ -89,12 +89,12 @@ func setup(t *testing.T) bundle {
 func startWorker(t *testing.T, url string, cfg worker.Config, slow worker.ActionFunc[tally]) *worker.Worker {
 	t.Helper()
 	wf := tallyWorkflow(t, slow)
-	conn := natstest.Conn(t, url)
+	nc := natstest.NATS(t, url)
 	if os.Getenv("ORDERLY_TEST_LOG") != "" {
 		l := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 		cfg.Logger = &l
 	}
-	w, err := worker.New(conn, cfg, wf)
+	w, err := worker.New(nc, cfg, wf)
 	if err != nil {
 		t.Fatal(err)
 	}

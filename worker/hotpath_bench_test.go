@@ -123,7 +123,7 @@ func hotActor(b *testing.B) *actor {
 	w.log = *w.cfg.Logger
 	w.metrics = newMetrics(w) // route and apply count events
 	f := newFlow(w, hotWorkflow(b).e)
-	f.spec = w.cfg.Queue
+	f.spec = w.cfg.Queue.spec(f.name, false)
 	ent, err := f.eng.newEntity(nil)
 	if err != nil {
 		b.Fatal(err)

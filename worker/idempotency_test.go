@@ -16,7 +16,6 @@ import (
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -105,7 +104,7 @@ func TestIdempotencyKeySurvivesServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	srv := natstest.ServerIn(t, dir)
 	conn := natstest.Client(t, srv.ClientURL())
-	cfg := worker.Config{Queue: queue.Spec{Partitions: 2}}
+	cfg := worker.Config{Queue: worker.QueueConfig{Partitions: 2}}
 	w := startWorker(t, srv.ClientURL(), cfg, nil)
 	statuses := subscribeKey(t, conn, "k")
 	ctx := context.Background()
@@ -159,7 +158,7 @@ func TestIdempotencyKeySurvivesServerRestart(t *testing.T) {
 func TestIdempotencyKeyConflict(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	w := startWorker(t, b.url, worker.Config{Queue: queue.Spec{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}, nil)
+	w := startWorker(t, b.url, worker.Config{Queue: worker.QueueConfig{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}, nil)
 	statuses := subscribeKey(t, b.client, "")
 	ctx := context.Background()
 	if _, err := b.client.Publish(ctx, "tally", "k1", add(1), client.WithJobID("job-x")); err != nil {
@@ -210,7 +209,7 @@ func TestIdempotencyKeyConflict(t *testing.T) {
 func TestIdempotencyKeyDuplicate(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	w := startWorker(t, b.url, worker.Config{Queue: queue.Spec{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}, nil)
+	w := startWorker(t, b.url, worker.Config{Queue: worker.QueueConfig{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}, nil)
 	statuses := subscribeKey(t, b.client, "k1")
 	ctx := context.Background()
 	first, err := b.client.Publish(ctx, "tally", "k1", add(1), client.WithJobID("job-x"))
@@ -263,9 +262,9 @@ func TestIdempotencyKeyAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	const keys, copies = 20, 3
 	b := setup(t)
-	cfg := worker.Config{SharedConsumers: true, Queue: queue.Spec{Workflow: "tally", Partitions: 2, DuplicateWindow: 100 * time.Millisecond, Unpinned: true}}
+	cfg := worker.Config{SharedConsumers: true, Queue: worker.QueueConfig{Partitions: 2, DuplicateWindow: 100 * time.Millisecond}}
 	// Provisioned first, so the copies are stored before any worker runs.
-	if _, err := b.conn.Provision(context.Background(), cfg.Queue); err != nil {
+	if _, err := b.conn.Provision(context.Background(), worker.QueueSpec(cfg, "tally")); err != nil {
 		t.Fatal(err)
 	}
 	js := rawJS(t, b.url)
@@ -335,7 +334,7 @@ func TestIdempotencyKeyAcrossReplicas(t *testing.T) {
 func TestIdempotencyKeyWindowExpires(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	startWorker(t, b.url, worker.Config{Queue: queue.Spec{Partitions: 2, DedupeWindow: 2 * time.Second}}, nil)
+	startWorker(t, b.url, worker.Config{Queue: worker.QueueConfig{Partitions: 2, DedupeWindow: 2 * time.Second}}, nil)
 	kv, err := rawJS(t, b.url).KeyValue(context.Background(), "orderly_jobs_tally")
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +371,7 @@ func TestIdempotencyKeyWindowExpires(t *testing.T) {
 func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg := worker.Config{Queue: queue.Spec{Workflow: "tally", Partitions: 2}}
+	cfg := worker.Config{Queue: worker.QueueConfig{Partitions: 2}}
 	w := startWorker(t, b.url, cfg, nil)
 	js := rawJS(t, b.url)
 	ctx := context.Background()
@@ -396,7 +395,7 @@ func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
 	if _, err := b.client.State(ctx, "tally", "k"); !errors.Is(err, client.ErrNoState) {
 		t.Fatalf("state written without a claim: %v", err)
 	}
-	if _, err := b.conn.Provision(ctx, cfg.Queue); err != nil {
+	if _, err := b.conn.Provision(ctx, worker.QueueSpec(cfg, "tally")); err != nil {
 		t.Fatal(err)
 	}
 	nextStatus(t, statuses, "of job-2 applied", settledOK("job-2"))

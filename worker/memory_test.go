@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -145,7 +144,7 @@ func TestMemoryLimitSizesBounds(t *testing.T) {
 func TestMemoryLimitBoundsPendingWork(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg := worker.Config{MemoryLimit: 32 << 20, Concurrency: 4, Queue: queue.Spec{Partitions: 2}}
+	cfg := worker.Config{MemoryLimit: 32 << 20, Concurrency: 4, Queue: worker.QueueConfig{Partitions: 2}}
 	sized, plan := cfg.Sized(1)
 	if sized.MaxActors >= 1000 || len(plan.Warnings) == 0 {
 		t.Fatalf("32 MiB sized MaxActors to %d (warnings %q): the test needs a small bound", sized.MaxActors, plan.Warnings)

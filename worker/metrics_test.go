@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -91,7 +92,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 func TestMetricsBuildInfo(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	w, err := worker.New(b.conn, worker.Config{}, tallyWorkflow(t, nil))
+	w, err := worker.New(natstest.NATS(t, b.url), worker.Config{}, tallyWorkflow(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestMetricsBuildInfo(t *testing.T) {
 func TestMetricsFailureCountersServedFromTheStart(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	w, err := worker.New(b.conn, worker.Config{}, tallyWorkflow(t, nil))
+	w, err := worker.New(natstest.NATS(t, b.url), worker.Config{}, tallyWorkflow(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -40,7 +39,7 @@ func TestUndeliverableSubjects(t *testing.T) {
 	addr = strings.TrimPrefix(url, "nats://")
 	conn := natstestConn(t, url)
 	producer := natstest.Client(t, url)
-	cfg := worker.Config{Queue: queue.Spec{QueueLimit: 50, Partitions: 4}}
+	cfg := worker.Config{Queue: worker.QueueConfig{QueueLimit: 50, Partitions: 4}}
 	w := startWorker(t, url, cfg, nil)
 	ctx := context.Background()
 

@@ -18,7 +18,7 @@ func TestTimeoutArmedBeforeRestartFiresOnceAfterIt(t *testing.T) {
 	statuses := subscribeKey(t, b.client, "k")
 	ctx := context.Background()
 
-	first, err := worker.New(natstestConn(t, b.url), worker.Config{}, tallyWorkflow(t, nil))
+	first, err := worker.New(natstest.NATS(t, b.url), worker.Config{}, tallyWorkflow(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/orderly-dev/orderly/queue"
@@ -50,18 +51,28 @@ type Worker struct {
 	dropAck func(*queue.Msg) bool
 }
 
-// New returns a worker for the given workflows on conn. Nothing runs until
+// New returns a worker for the given workflows on nc. Nothing runs until
 // Start.
-func New(conn *queue.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
+//
+// nc stays the caller's: the worker neither closes nor drains it, and sets
+// none of its handlers; Stop releases what the worker made on it
+// (subscriptions), and the caller closes nc after Stop. A worker with
+// several workflows, or several workers, may share one connection. The
+// worker uses nc's inbox prefix for its replies and pulls.
+func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	cfg, plan := cfg.Sized(len(workflows))
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if conn == nil {
+	if nc == nil {
 		return nil, errors.New("worker: nil connection")
 	}
 	if len(workflows) == 0 {
 		return nil, errors.New("worker: no workflow")
+	}
+	conn, err := queue.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{}), leaving: make(chan struct{})}
 	w.logMemoryPlan(plan)
@@ -189,6 +200,7 @@ func (w *Worker) stop(ctx context.Context) error {
 	}
 	w.cancel()
 	w.bg.Wait()
+	w.conn.Close() // what the worker made on the caller's connection
 	w.log.Info().Msg("stopped")
 	return ctx.Err()
 }

@@ -248,7 +248,7 @@ func TestCompareAndSetWithTwoActorsForOneKey(t *testing.T) {
 	// Two workers on one partition share its consumer, so events of the
 	// same key reach two actors at once: only compare-and-set keeps them
 	// from overwriting each other.
-	cfg := worker.Config{Queue: queue.Spec{Partitions: 1}, Batch: 4, MaxInFlight: 8, GroupCommit: 2, SharedConsumers: true}
+	cfg := worker.Config{Queue: worker.QueueConfig{Partitions: 1}, Batch: 4, MaxInFlight: 8, GroupCommit: 2, SharedConsumers: true}
 	startWorker(t, b.url, cfg, nil)
 	startWorker(t, b.url, cfg, nil)
 	settled := countSettled(t, b.client, "tally", events)
@@ -276,7 +276,7 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 	gate := make(chan struct{})
 	var closeGate sync.Once
 	defer closeGate.Do(func() { close(gate) })
-	cfg := worker.Config{Queue: queue.Spec{Partitions: 2}, Batch: 16, MaxInFlight: 32, Mailbox: 8, Concurrency: 2}
+	cfg := worker.Config{Queue: worker.QueueConfig{Partitions: 2}, Batch: 16, MaxInFlight: 32, Mailbox: 8, Concurrency: 2}
 	ctx := context.Background()
 	// Fill the stream first, so 10,000 events wait while the worker runs.
 	if _, err := b.conn.Provision(ctx, queue.Spec{Workflow: "tally", Partitions: 2}); err != nil {
@@ -337,7 +337,7 @@ func TestEventsWaitingBehindSlowWorkOutliveTheirAckWait(t *testing.T) {
 	release := make(chan struct{})
 	// An ack wait short enough for the test to outlast several, long enough
 	// that a loaded machine still sends the work-in-progress notices in time.
-	cfg := worker.Config{Queue: queue.Spec{AckWait: time.Second, MaxDeliver: 2}}
+	cfg := worker.Config{Queue: worker.QueueConfig{AckWait: time.Second, MaxDeliver: 2}}
 	w := startWorker(t, b.url, cfg, func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
 		select {
 		case <-release:
@@ -379,7 +379,7 @@ func TestReadinessReportsStalledConsumption(t *testing.T) {
 	var releaseOnce sync.Once
 	defer releaseOnce.Do(func() { close(release) })
 	cfg := worker.Config{
-		Queue:   queue.Spec{Partitions: 1},
+		Queue:   worker.QueueConfig{Partitions: 1},
 		Mailbox: 1,
 		Now:     func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) },
 	}

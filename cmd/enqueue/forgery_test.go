@@ -74,19 +74,19 @@ func startRoles(t *testing.T, paymentTimeout time.Duration) roleEnv {
 	e.url = srv.ClientURL()
 
 	wlog := zerolog.New(e.workerLog).Level(zerolog.InfoLevel)
-	conn, err := queue.Connect(context.Background(), queue.Config{
+	nc, err := queue.Dial(context.Background(), queue.Config{
 		URLs: []string{e.url}, User: string(roles.Worker), Password: password(roles.Worker),
 		InboxPrefix: roles.WorkerInbox, Logger: &wlog,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(conn.Close)
+	t.Cleanup(nc.Close)
 	wf, err := order.NewWorkflow(order.Config{PaymentTimeout: paymentTimeout}, order.NewSimGateway(order.SimConfig{Latency: time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(conn, worker.Config{Queue: queue.Spec{Partitions: 2}, ShutdownTimeout: 5 * time.Second, ID: "w1", Logger: &wlog}, wf)
+	w, err := worker.New(nc, worker.Config{Queue: worker.QueueConfig{Partitions: 2}, ShutdownTimeout: 5 * time.Second, ID: "w1", Logger: &wlog}, wf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func startRoles(t *testing.T, paymentTimeout time.Duration) roleEnv {
 			t.Errorf("stop: %v", err)
 		}
 		// Stop leaves the group, which is one more write to check.
-		if err := conn.Flush(ctx); err != nil {
+		if err := nc.FlushWithContext(ctx); err != nil {
 			t.Error(err)
 		}
 		for name, out := range map[string]*natstest.Output{"worker": e.workerLog, "server": e.serverLog} {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
@@ -325,20 +326,20 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		ev = ev.Dur("connect_timeout", o.conn.ConnectTimeout)
 	}
 	ev.Msg("start-up: connecting to NATS")
-	conn, err := queue.Connect(ctx, cfg)
+	nc, err := queue.Dial(ctx, cfg)
 	if err != nil {
 		return interrupted(err)
 	}
-	defer conn.Close()
-	live.conn.Store(conn)
+	defer nc.Close()
+	live.nc.Store(nc)
 
 	wf, err := order.NewWorkflow(order.Config{PaymentTimeout: o.paymentTimeout},
 		order.NewSimGateway(order.SimConfig{Latency: o.simLatency, FailRate: o.simFailRate}))
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(conn, worker.Config{
-		Queue: queue.Spec{
+	w, err := worker.New(nc, worker.Config{
+		Queue: worker.QueueConfig{
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
 			DedupeWindow: o.dedupeWindow,
 		},
@@ -383,32 +384,63 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	if err := w.Stop(sctx); err != nil {
 		log.Warn().Err(err).Msg("stop did not finish in time")
 	}
-	if err := conn.Drain(); err != nil {
+	if err := drain(sctx, nc); err != nil {
 		log.Warn().Err(err).Msg("drain NATS connection")
 	}
 	return exit
 }
 
+// drain flushes what nc has published and closes it, waiting until it is
+// closed or ctx ends.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	closed := nc.StatusChanged(nats.CLOSED)
+	defer nc.RemoveStatusListener(closed)
+	if err := nc.Drain(); err != nil {
+		return err
+	}
+	for !nc.IsClosed() {
+		select {
+		case <-closed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // liveness is what /healthz answers once connected: a connection closed
 // for good, or down for longer than bound, is a process that must be
 // restarted.
+//
+// It reads the connection's status rather than setting handlers on it: the
+// connection's own handlers log, and the worker shares it.
 type liveness struct {
-	bound time.Duration // 0: no bound
-	conn  atomic.Pointer[queue.Conn]
+	bound     time.Duration // 0: no bound
+	nc        atomic.Pointer[nats.Conn]
+	downSince atomic.Int64 // unix nanoseconds: when the connection was first seen down; 0 while up
+}
+
+// observe notes whether the connection is up at now.
+func (l *liveness) observe(nc *nats.Conn, now time.Time) {
+	if nc.IsConnected() {
+		l.downSince.Store(0)
+		return
+	}
+	l.downSince.CompareAndSwap(0, now.UnixNano())
 }
 
 // check returns why the process is not alive, or nil.
 func (l *liveness) check(now time.Time) error {
-	c := l.conn.Load()
-	if c == nil {
+	nc := l.nc.Load()
+	if nc == nil {
 		return nil // starting up: --connect-timeout bounds that
 	}
-	select {
-	case <-c.Closed():
+	if nc.IsClosed() {
 		return errors.New("NATS connection closed")
-	default:
 	}
-	if since := c.DisconnectedSince(); l.bound > 0 && !since.IsZero() && now.Sub(since) >= l.bound {
+	l.observe(nc, now)
+	if ns := l.downSince.Load(); l.bound > 0 && ns != 0 && now.Sub(time.Unix(0, ns)) >= l.bound {
+		since := time.Unix(0, ns)
 		return fmt.Errorf("NATS connection down for %s (--reconnect-timeout %s)", now.Sub(since).Round(time.Millisecond), l.bound)
 	}
 	return nil
@@ -417,7 +449,11 @@ func (l *liveness) check(now time.Time) error {
 // watch returns check's error as soon as there is one, or nil when ctx
 // ends.
 func (l *liveness) watch(ctx context.Context) error {
-	c := l.conn.Load()
+	nc := l.nc.Load()
+	// Each change of the connection's status, as it happens; the ticker
+	// notices when the bound has passed.
+	status := nc.StatusChanged()
+	defer nc.RemoveStatusListener(status)
 	var tick <-chan time.Time
 	if l.bound > 0 {
 		t := time.NewTicker(min(max(l.bound/10, 10*time.Millisecond), time.Second))
@@ -425,14 +461,14 @@ func (l *liveness) watch(ctx context.Context) error {
 		tick = t.C
 	}
 	for {
+		if err := l.check(time.Now()); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-c.Closed():
+		case <-status:
 		case <-tick:
-		}
-		if err := l.check(time.Now()); err != nil {
-			return err
 		}
 	}
 }

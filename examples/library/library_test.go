@@ -102,12 +102,12 @@ func run(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{url}})
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	w, err := worker.New(conn, worker.Config{}, wf)
+	defer nc.Close() // after the worker's Stop
+	w, err := worker.New(nc, worker.Config{}, wf)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func startServer() (url string, stop func()) {
 func startOrderWorker(url string) *worker.Worker {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{url}})
+	nc, err := queue.Dial(ctx, queue.Config{URLs: []string{url}})
 	if err != nil {
 		panic(err)
 	}
@@ -162,7 +162,7 @@ func startOrderWorker(url string) *worker.Worker {
 	if err != nil {
 		panic(err)
 	}
-	w, err := worker.New(conn, worker.Config{}, wf)
+	w, err := worker.New(nc, worker.Config{}, wf)
 	if err != nil {
 		panic(err)
 	}
@@ -170,7 +170,7 @@ func startOrderWorker(url string) *worker.Worker {
 	if err := w.Start(context.Background()); err != nil {
 		panic(err)
 	}
-	go func() { <-w.Stopped(); conn.Close() }()
+	go func() { <-w.Stopped(); nc.Close() }()
 	return w
 }
 

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/examples/review"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/statemachine"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -33,11 +33,13 @@ func Example() {
 	defer srv.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{srv.ClientURL()}})
+	// One NATS connection of our own, for the worker and the producer:
+	// neither closes it.
+	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		panic(err)
 	}
-	defer conn.Close()
+	defer nc.Close()
 
 	// The slow work: in a real service, mail or chat messages.
 	notifier := review.NotifierFunc(func(_ context.Context, n review.Notification) error {
@@ -48,7 +50,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	w, err := worker.New(conn, worker.Config{Queue: queue.Spec{Partitions: 1}}, wf)
+	w, err := worker.New(nc, worker.Config{Queue: worker.QueueConfig{Partitions: 1}}, wf)
 	if err != nil {
 		panic(err)
 	}
@@ -56,7 +58,7 @@ func Example() {
 		panic(err)
 	}
 
-	producer, err := client.Connect(srv.ClientURL(), client.Config{})
+	producer, err := client.New(nc, client.Config{})
 	if err != nil {
 		panic(err)
 	}

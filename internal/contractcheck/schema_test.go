@@ -115,7 +115,7 @@ func TestWireContractSchemasValidateRealMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(natstest.Conn(t, srv.ClientURL()), worker.Config{RetryBackoff: 20 * time.Millisecond}, wf)
+	w, err := worker.New(natstest.NATS(t, srv.ClientURL()), worker.Config{RetryBackoff: 20 * time.Millisecond}, wf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -148,7 +148,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	if err != nil {
 		return r, err
 	}
-	wconn, err := queue.Connect(ctx, queue.Config{URLs: []string{b.url}, Name: "e2ebench-worker"})
+	wconn, err := queue.Dial(ctx, queue.Config{URLs: []string{b.url}, Name: "e2ebench-worker"})
 	if err != nil {
 		return r, err
 	}
@@ -175,7 +175,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	w, err := worker.New(wconn, worker.Config{
 		Concurrency: cfg.concurrency,
 		MaxActors:   cfg.maxActors,
-		Queue:       queue.Spec{Partitions: cfg.partitions},
+		Queue:       worker.QueueConfig{Partitions: cfg.partitions},
 		ActorIdle:   run.actorIdle,
 		MemoryLimit: run.memoryLimit,
 	}, wf)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/orderly-dev/orderly/client"
@@ -52,6 +53,19 @@ func Client(t testing.TB, url string) *client.Client {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// NATS dials url with Orderly's connection options (queue.Dial: it
+// reconnects forever) and closes the connection when the test ends: a
+// worker's connection.
+func NATS(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := queue.Dial(context.Background(), queue.Config{URLs: []string{url}})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // LeakOptions are the goleak options every package's TestMain uses: they
