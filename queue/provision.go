@@ -361,7 +361,10 @@ func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {
 		MaxDeliver:    -1,
 		MaxAckPending: s.MaxAckPending,
 		MaxWaiting:    512,
-		Replicas:      s.Replicas,
+		// 0: the stream's count, which the server keeps the consumer at
+		// when the stream's changes (an explicit count above the stream's
+		// is refused while the stream is still scaling up).
+		Replicas: 0,
 	}
 	if !s.Unpinned {
 		// The fence of partition ownership: whatever the workers believe,
@@ -387,60 +390,68 @@ func partitionsOf(cfg jetstream.StreamConfig) (int, bool) {
 	return n, err == nil && n > 0
 }
 
+// Provisioning reads what is there first and writes (with jetstream's
+// CreateOrUpdate*) only what is missing or differs in a field Orderly sets:
+// every replica provisions at every start, and an update of an unchanged
+// consumer is still a write the cluster replicates.
+
+// note records what ensure* did to a resource.
+func (p *Provisioned) note(existed bool, what string) {
+	if existed {
+		p.Updated = append(p.Updated, what)
+	} else {
+		p.Created = append(p.Created, what)
+	}
+}
+
 func (c *Conn) ensureStream(ctx context.Context, p *Provisioned, want jetstream.StreamConfig) error {
 	for attempt := 0; ; attempt++ {
 		s, err := c.js.Stream(ctx, want.Name)
+		existed := err == nil
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
-			_, err = c.js.CreateStream(ctx, want)
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt == 0 {
-				continue // another replica won the race: compare with what it made
-			}
-			if err != nil {
-				return fmt.Errorf("queue: create stream %s: %w", want.Name, err)
-			}
-			p.Created = append(p.Created, "stream "+want.Name)
-			return nil
 		case err != nil:
 			return fmt.Errorf("queue: stream %s: %w", want.Name, err)
-		}
-		have := s.CachedInfo().Config
-		if streamMatches(have, want) {
-			return nil
-		}
-		for k, v := range have.Metadata {
-			if _, set := want.Metadata[k]; !set && strings.HasPrefix(k, metaPrefix) {
-				if want.Metadata == nil {
-					want.Metadata = map[string]string{}
+		default:
+			have := s.CachedInfo().Config
+			if streamMatches(have, want) {
+				return nil
+			}
+			for k, v := range have.Metadata {
+				if _, set := want.Metadata[k]; !set && strings.HasPrefix(k, metaPrefix) {
+					if want.Metadata == nil {
+						want.Metadata = map[string]string{}
+					}
+					want.Metadata[k] = v
 				}
-				want.Metadata[k] = v
 			}
 		}
-		if _, err := c.js.UpdateStream(ctx, want); err != nil {
-			return fmt.Errorf("queue: update stream %s: %w", want.Name, err)
+		if _, err := c.js.CreateOrUpdateStream(ctx, want); err != nil {
+			if !existed && attempt == 0 && errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				continue // another replica made it meanwhile: compare with what it made
+			}
+			return fmt.Errorf("queue: provision stream %s: %w", want.Name, err)
 		}
-		p.Updated = append(p.Updated, "stream "+want.Name)
+		p.note(existed, "stream "+want.Name)
 		return nil
 	}
 }
 
 // streamMatches compares the fields Orderly sets; the server fills in the rest.
 func streamMatches(have, want jetstream.StreamConfig) bool {
-	same := have.Retention == want.Retention && have.Storage == want.Storage &&
+	same := have.Description == want.Description &&
+		slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage &&
 		have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs &&
 		limit(have.MaxBytes) == limit(want.MaxBytes) &&
 		have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize &&
-		have.Replicas == want.Replicas && have.Description == want.Description &&
+		limit(have.MaxMsgsPerSubject) == limit(want.MaxMsgsPerSubject) &&
+		have.Replicas == want.Replicas &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
-		limit(have.MaxMsgsPerSubject) == limit(want.MaxMsgsPerSubject) && have.AllowMsgSchedules == want.AllowMsgSchedules &&
-		len(have.Subjects) == len(want.Subjects) && len(have.Sources) == len(want.Sources)
+		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowRollup == want.AllowRollup &&
+		len(have.Sources) == len(want.Sources)
 	if !same {
 		return false
-	}
-	for i := range want.Subjects {
-		if have.Subjects[i] != want.Subjects[i] {
-			return false
-		}
 	}
 	for i, w := range want.Sources {
 		h := have.Sources[i]
@@ -460,7 +471,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 }
 
 // limit treats 0 and -1 alike: the server stores "no limit" as -1.
-func limit(n int64) int64 {
+func limit[T int32 | int64](n T) T {
 	if n == 0 {
 		return -1
 	}
@@ -468,69 +479,66 @@ func limit(n int64) int64 {
 }
 
 func (c *Conn) ensureConsumer(ctx context.Context, p *Provisioned, stream string, want jetstream.ConsumerConfig) error {
-	for attempt := 0; ; attempt++ {
-		cons, err := c.js.Consumer(ctx, stream, want.Durable)
-		switch {
-		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			_, err = c.js.CreateConsumer(ctx, stream, want)
-			if errors.Is(err, jetstream.ErrConsumerExists) && attempt == 0 {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("queue: create consumer %s: %w", want.Durable, err)
-			}
-			p.Created = append(p.Created, "consumer "+want.Durable)
-			return nil
-		case err != nil:
-			return fmt.Errorf("queue: consumer %s: %w", want.Durable, err)
-		}
-		have := cons.CachedInfo().Config
-		if have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
-			have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
-			have.Description == want.Description && have.MaxWaiting == want.MaxWaiting &&
-			have.PriorityPolicy == want.PriorityPolicy && have.PinnedTTL == want.PinnedTTL &&
-			have.Replicas == want.Replicas {
-			return nil
-		}
-		if _, err := c.js.UpdateConsumer(ctx, stream, want); err != nil {
-			return fmt.Errorf("queue: update consumer %s: %w", want.Durable, err)
-		}
-		p.Updated = append(p.Updated, "consumer "+want.Durable)
+	cons, err := c.js.Consumer(ctx, stream, want.Durable)
+	existed := err == nil
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return fmt.Errorf("queue: consumer %s: %w", want.Durable, err)
+	case consumerMatches(cons.CachedInfo().Config, want):
 		return nil
 	}
+	// Create or update in one request: the server settles a race between
+	// replicas.
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, stream, want); err != nil {
+		return fmt.Errorf("queue: provision consumer %s: %w", want.Durable, err)
+	}
+	p.note(existed, "consumer "+want.Durable)
+	return nil
+}
+
+// consumerMatches compares the fields Orderly sets.
+func consumerMatches(have, want jetstream.ConsumerConfig) bool {
+	return have.Description == want.Description && have.FilterSubject == want.FilterSubject &&
+		slices.Equal(have.FilterSubjects, want.FilterSubjects) &&
+		have.DeliverPolicy == want.DeliverPolicy && have.AckPolicy == want.AckPolicy &&
+		have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver &&
+		have.MaxAckPending == want.MaxAckPending && have.MaxWaiting == want.MaxWaiting &&
+		have.Replicas == want.Replicas &&
+		have.PriorityPolicy == want.PriorityPolicy && slices.Equal(have.PriorityGroups, want.PriorityGroups) &&
+		have.PinnedTTL == want.PinnedTTL
 }
 
 func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, want jetstream.KeyValueConfig) error {
-	for attempt := 0; ; attempt++ {
-		kv, err := c.js.KeyValue(ctx, want.Bucket)
-		switch {
-		case errors.Is(err, jetstream.ErrBucketNotFound):
-			_, err = c.js.CreateKeyValue(ctx, want)
-			if errors.Is(err, jetstream.ErrBucketExists) && attempt == 0 {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("queue: create bucket %s: %w", want.Bucket, err)
-			}
-			p.Created = append(p.Created, "bucket "+want.Bucket)
-			return nil
-		case err != nil:
-			return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
-		}
+	kv, err := c.js.KeyValue(ctx, want.Bucket)
+	existed := err == nil
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+	case err != nil:
+		return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
+	default:
 		st, err := kv.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
 		}
-		cfg := st.(*jetstream.KeyValueBucketStatus).Config()
-		if cfg.Replicas == want.Replicas && cfg.History == want.History && cfg.Description == want.Description && cfg.TTL == want.TTL {
+		if bucketMatches(st.(*jetstream.KeyValueBucketStatus).Config(), want) {
 			return nil
 		}
-		if _, err := c.js.UpdateKeyValue(ctx, want); err != nil {
-			return fmt.Errorf("queue: update bucket %s: %w", want.Bucket, err)
-		}
-		p.Updated = append(p.Updated, "bucket "+want.Bucket)
-		return nil
 	}
+	// The create half settles a race between replicas: the server accepts
+	// a second create of the same stream config.
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, want); err != nil {
+		return fmt.Errorf("queue: provision bucket %s: %w", want.Bucket, err)
+	}
+	p.note(existed, "bucket "+want.Bucket)
+	return nil
+}
+
+// bucketMatches compares the fields Orderly sets.
+func bucketMatches(have, want jetstream.KeyValueConfig) bool {
+	return have.Description == want.Description && have.History == max(want.History, 1) &&
+		have.TTL == want.TTL && have.Storage == want.Storage && have.Replicas == max(want.Replicas, 1) &&
+		limit(have.MaxBytes) == limit(want.MaxBytes) && limit(have.MaxValueSize) == limit(want.MaxValueSize)
 }
 
 // resetConsumer rewinds a consumer to its ack floor: every unacknowledged
