@@ -61,10 +61,14 @@ func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 // value yet) and returns the new revision; ErrConflict otherwise. Without a
 // deadline in ctx it gives up after putTimeout.
 //
-// It is one request on the connection, not jetstream's PublishMsg: this is
-// the worker's commit, once per batch of every key, and the generic path
-// decoded every acknowledgement with encoding/json (2 % of the pipeline's
-// CPU) and retried on no responders, which the caller already does.
+// It is one request on the connection, not jetstream's KeyValue.Update
+// (a PublishMsg): this is the worker's commit, once per batch of every key,
+// many keys at once, and the generic path decodes every acknowledgement
+// with encoding/json and retries on no responders, which the caller
+// already does. BenchmarkStateCompareAndSet, 32 writers at once as actors
+// commit (2 shared cores, 2026-11-30, medians of 5): Put 31.7 µs and 22.3
+// µs of CPU per write, 35 allocations; KeyValue.Update 44.9 µs and 28.8 µs,
+// 44 allocations. One writer alone: no difference (52 and 46 µs).
 func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -26,16 +26,23 @@ var (
 	ErrNoJob           = errors.New("no job holds the id")
 )
 
+// ErrCodeStoreFailed is JetStream's error code (nats-server's
+// JSStreamStoreFailedF) for a message the stream did not store. The
+// discard-new streams Orderly publishes to (events, dead letters) have no
+// per-subject limit and a largest message far below the store's own, so
+// there it means the stream holds its limit of messages or bytes; the
+// description says which.
+const ErrCodeStoreFailed jetstream.ErrorCode = 10077
+
 // PublishError says why a publish to subject failed, as one of the errors
-// above where it is one: "publish <subject>: ...".
+// above where it is one: "publish <subject>: ...". It goes by JetStream's
+// error codes, never by the text of a message.
 func PublishError(subject string, err error) error {
 	var apiErr *jetstream.APIError
 	switch {
-	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages exceeded"),
-		errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum bytes exceeded"):
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == ErrCodeStoreFailed:
 		return fmt.Errorf("publish %s: %w: the stream holds its limit of unprocessed events; retry later or add workers", subject, ErrQueueFull)
-	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "message size exceeds"),
-		errors.Is(err, nats.ErrMaxPayload):
+	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum), errors.Is(err, nats.ErrMaxPayload):
 		return fmt.Errorf("publish %s: %w: %v", subject, ErrPayloadTooLarge, err)
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("publish %s: %w", subject, ErrNotProvisioned)
