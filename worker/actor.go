@@ -192,6 +192,19 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 	}
 }
 
+// stateStore is a workflow's state bucket: each key's record and its
+// revision, written with compare-and-set on that revision.
+type stateStore interface {
+	// Get returns the key's value and revision; queue.ErrNoState if it
+	// has none.
+	Get(ctx context.Context, key string) ([]byte, uint64, error)
+	// Put writes value if the key is still at revision rev (0: it has no
+	// value) and returns the new revision; queue.ErrConflict otherwise.
+	Put(ctx context.Context, key string, value []byte, rev uint64) (uint64, error)
+}
+
+var _ stateStore = (*queue.Bucket)(nil)
+
 // load activates the actor from the bucket (the seed's handle_continue:
 // nothing is applied before it) and resumes any slow work left pending.
 func (a *actor) load(ctx context.Context) error {
@@ -424,6 +437,13 @@ func (a *actor) schedule(ctx context.Context, b *batch) error {
 	}
 	return nil
 }
+
+// statusPublisher announces a key's status changes (pub/sub: not stored).
+type statusPublisher interface {
+	PublishStatus(st *contract.Status) error
+}
+
+var _ statusPublisher = (*queue.Conn)(nil)
 
 // finish does what follows a commit: acknowledge, publish, start actions.
 func (a *actor) finish(b *batch) {

@@ -18,6 +18,14 @@ import (
 // holds its id is applied. The worker, not the producer, is the authority,
 // so events published with any NATS client get the guarantee too.
 
+// jobClaimer claims job ids in the workflow's job bucket, a batch at a
+// time; results come in the order of jobs.
+type jobClaimer interface {
+	Claim(ctx context.Context, jobs []contract.Job) []queue.Claim
+}
+
+var _ jobClaimer = (*queue.Jobs)(nil)
+
 // verdict is what the claim of an event's job id found. A short slice of
 // them, searched in order, is cheaper than a map for a batch (at most
 // GroupCommit events).

@@ -22,8 +22,8 @@ type flow struct {
 	name   string
 	log    zerolog.Logger
 	spec   queue.Spec
-	bucket *queue.Bucket
-	jobs   *queue.Jobs
+	bucket stateStore
+	jobs   jobClaimer
 
 	pmu     sync.Mutex // guards pullers, members and handedFrom; held while ownership changes
 	pullers map[int]*queue.Puller
@@ -71,6 +71,16 @@ func newFlow(w *Worker, e engine) *flow {
 	}
 }
 
+// provisioner makes a workflow's streams, consumers and buckets, and opens
+// its buckets.
+type provisioner interface {
+	Provision(ctx context.Context, spec queue.Spec) (queue.Provisioned, error)
+	Bucket(ctx context.Context, workflow string) (*queue.Bucket, error)
+	Jobs(ctx context.Context, workflow string) (*queue.Jobs, error)
+}
+
+var _ provisioner = (*queue.Conn)(nil)
+
 func (f *flow) provision(ctx context.Context) error {
 	p, err := f.w.conn.Provision(ctx, f.w.cfg.Queue.spec(f.name, f.w.cfg.SharedConsumers))
 	if err != nil {
@@ -83,11 +93,16 @@ func (f *flow) provision(ctx context.Context) error {
 		f.log.Info().Str("resource", c).Msg("updated")
 	}
 	f.spec = p.Spec
-	if f.jobs, err = f.w.conn.Jobs(ctx, f.name); err != nil {
+	jobs, err := f.w.conn.Jobs(ctx, f.name)
+	if err != nil {
 		return err
 	}
-	f.bucket, err = f.w.conn.Bucket(ctx, f.name)
-	return err
+	bucket, err := f.w.conn.Bucket(ctx, f.name)
+	if err != nil {
+		return err
+	}
+	f.jobs, f.bucket = jobs, bucket
+	return nil
 }
 
 // route hands a pulled event to its key's actor. It blocks while the key's
@@ -280,6 +295,19 @@ func (f *flow) stats(s *Stats) {
 	f.pmu.Unlock()
 }
 
+// timers arms durable timers: events JetStream delivers to a key's
+// partition at a time, even with no worker running then. One per kind and
+// key is pending; arming again replaces it.
+type timers interface {
+	Schedule(ctx context.Context, workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) error
+	// ScheduleAsync is Schedule without waiting for JetStream to store it.
+	ScheduleAsync(workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) (*queue.PendingSchedule, error)
+	// TimerKeys calls fn with the key of each pending timer of kind.
+	TimerKeys(ctx context.Context, workflow, kind string, fn func(key string) bool) error
+}
+
+var _ timers = (*queue.Conn)(nil)
+
 // armResume schedules a wake-up event for key: when it comes, whichever
 // worker owns the key then resumes the actions still pending.
 func (f *flow) armResume(ctx context.Context, key string, version uint64, at time.Time) error {
@@ -314,6 +342,14 @@ func (f *flow) giveBack(msgs []*queue.Msg, cause error) {
 		}
 	}
 }
+
+// deadLetterer stores a copy of an event, with the reason, among the
+// workflow's dead letters.
+type deadLetterer interface {
+	DeadLetter(ctx context.Context, workflow string, m *queue.Msg, reason string) error
+}
+
+var _ deadLetterer = (*queue.Conn)(nil)
 
 // deadLetter copies m to the dead-letter stream, then terminates it. If the
 // copy fails (a full store or dead-letter stream), m goes back to the stream

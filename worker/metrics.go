@@ -11,10 +11,18 @@ import (
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/buildinfo"
+	"github.com/orderly-dev/orderly/queue"
 )
 
 // metrics are the worker's Prometheus metrics, in a registry of its own so
 // that two workers in one process do not collide.
+// lagReader reads a workflow's queue as JetStream sees it.
+type lagReader interface {
+	Info(ctx context.Context, workflow string) (queue.Info, error)
+}
+
+var _ lagReader = (*queue.Conn)(nil)
+
 type metrics struct {
 	reg          *prometheus.Registry
 	received     *prometheus.CounterVec

@@ -38,6 +38,17 @@ func assigned(members []string, id string, partitions int) []int {
 	return ps
 }
 
+// membership is the workflow's group of live workers, kept by heartbeats
+// that expire.
+type membership interface {
+	Heartbeat(ctx context.Context, workflow, id string) error
+	// Members lists the live members, sorted.
+	Members(ctx context.Context, workflow string) ([]string, error)
+	Leave(ctx context.Context, workflow, id string) error
+}
+
+var _ membership = (*queue.Conn)(nil)
+
 // own keeps this worker's share of partitions right as members come and go.
 // A ticker drives it, so traffic cannot starve the heartbeat.
 func (f *flow) own(ctx context.Context) {
@@ -162,6 +173,16 @@ func (f *flow) previousOwner(p int, members []string) string {
 	}
 	return prev[p%len(prev)]
 }
+
+// partitionSource pulls the partitions of a workflow's events stream.
+type partitionSource interface {
+	Pull(ctx context.Context, cfg queue.PullConfig, h queue.Handler) (*queue.Puller, error)
+	// Unpin releases a partition from the client it is pinned to, so that
+	// the next to pull it takes it at once.
+	Unpin(ctx context.Context, workflow string, partition int) error
+}
+
+var _ partitionSource = (*queue.Conn)(nil)
 
 // acquire starts pulling partition p. A previous owner that is gone may
 // still hold the pin: take it from it at once; a live one unpins the

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/queue"
 )
 
 // Undeliverable events (see queue.DeadLetterStrays): published under a
@@ -45,6 +46,14 @@ func (f *flow) ownsPartition(p int) bool {
 	defer f.pmu.Unlock()
 	return f.pullers[p] != nil
 }
+
+// straySweeper moves events stored where no partition's consumer takes
+// them to the dead letters, at most max at a time.
+type straySweeper interface {
+	DeadLetterStrays(ctx context.Context, workflow string, max int) ([]queue.Stray, error)
+}
+
+var _ straySweeper = (*queue.Conn)(nil)
 
 // sweepOnce moves the strays there are now to the dead letters.
 func (f *flow) sweepOnce(ctx context.Context) {

@@ -23,7 +23,7 @@ var ErrStopped = errors.New("worker: stopped")
 // the slow work after the commit and publishes every change.
 type Worker struct {
 	cfg   Config
-	conn  *queue.Conn
+	conn  adapter
 	log   zerolog.Logger
 	flows []*flow
 	pool  *actionPool
@@ -70,9 +70,9 @@ func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	if len(workflows) == 0 {
 		return nil, errors.New("worker: no workflow")
 	}
-	conn, err := queue.New(nc)
+	conn, err := newAdapter(nc)
 	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
+		return nil, err
 	}
 	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{}), leaving: make(chan struct{})}
 	w.logMemoryPlan(plan)
@@ -91,6 +91,38 @@ func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	w.metrics = newMetrics(w)
 	return w, nil
 }
+
+// adapter is the JetStream adapter as the runtime holds it: through the
+// small interfaces each part of the runtime declares where it uses it, and
+// nothing more of it.
+type adapter struct {
+	provisioner     // flow.go
+	partitionSource // ownership.go
+	membership      // ownership.go
+	timers          // flow.go
+	statusPublisher // actor.go
+	deadLetterer    // flow.go
+	straySweeper    // strays.go
+	lagReader       // metrics.go
+
+	nc      *nats.Conn // the caller's
+	release func()     // frees what the adapter made on nc
+}
+
+func newAdapter(nc *nats.Conn) (adapter, error) {
+	q, err := queue.New(nc)
+	if err != nil {
+		return adapter{}, fmt.Errorf("worker: %w", err)
+	}
+	return adapter{
+		provisioner: q, partitionSource: q, membership: q, timers: q,
+		statusPublisher: q, deadLetterer: q, straySweeper: q, lagReader: q,
+		nc: nc, release: q.Close,
+	}, nil
+}
+
+// Connected reports whether the connection is up right now.
+func (a adapter) Connected() bool { return a.nc.IsConnected() }
 
 // Start runs the start-up chain, each step logged: provision every
 // workflow's streams, consumers and bucket; start the action pool; start
@@ -200,7 +232,7 @@ func (w *Worker) stop(ctx context.Context) error {
 	}
 	w.cancel()
 	w.bg.Wait()
-	w.conn.Close() // what the worker made on the caller's connection
+	w.conn.release() // what the worker made on the caller's connection
 	w.log.Info().Msg("stopped")
 	return ctx.Err()
 }

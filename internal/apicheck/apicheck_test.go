@@ -21,11 +21,13 @@ import (
 var packages = []string{"statemachine", "worker", "queue", "client", "orderlytest", "embedded", "examples/review"}
 
 // natsAllowed are the exported names that mention NATS types on purpose,
-// by package: the producer client is built on a service's own *nats.Conn
-// (New, Connect's options, Conn), and queue hands its connection to one.
+// by package: the producer client and the worker are built on a service's
+// own *nats.Conn (New, Connect's options, Conn), and queue, the adapter,
+// wraps one (New), makes one (Dial) and hands its own to a client (NATS).
 var natsAllowed = map[string][]string{
 	"client": {"func New", "func Connect", "func Conn"},
-	"queue":  {"func NATS"},
+	"worker": {"func New"},
+	"queue":  {"func New", "func Dial", "func NATS"},
 }
 
 const natsModules = "github.com/nats-io/"
@@ -207,7 +209,8 @@ func (p pkg) natsLeaks(f *ast.File) []string {
 		if !strings.HasPrefix(path, natsModules) {
 			continue
 		}
-		name := path[strings.LastIndexByte(path, '/')+1:]
+		// nats.go's package is nats.
+		name := strings.TrimSuffix(path[strings.LastIndexByte(path, '/')+1:], ".go")
 		if strings.HasPrefix(name, "v") && strings.Count(path, "/") > 2 { // .../nats-server/v2
 			name = strings.TrimSuffix(path, "/"+name)
 			name = name[strings.LastIndexByte(name, '/')+1:]
