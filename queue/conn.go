@@ -53,12 +53,12 @@ type Config struct {
 	// certificate. Setting any of them turns TLS on.
 	CAFile, CertFile, KeyFile string
 
-	// ConnectTimeout bounds the first connection: Connect tries every
-	// server, again and again with jittered backoff, until one answers, and
-	// fails with an error wrapping ErrNoServer once this much time has
-	// passed. Default: 5s. Negative: no bound but ctx. An authentication or
-	// TLS error fails at once: a wrong password is not a server that is not
-	// up yet.
+	// ConnectTimeout bounds the first connection: Dial (and Connect)
+	// tries every server, again and again with jittered backoff, until one
+	// answers, and fails with an error wrapping ErrNoServer once this much
+	// time has passed. Default: 5s. Negative: no bound but ctx. An
+	// authentication or TLS error fails at once: a wrong password is not a
+	// server that is not up yet.
 	ConnectTimeout time.Duration
 
 	// Logger receives connection events. Default: a disabled logger.
