@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // deadLetterRaw stores each body on its key's events subject, pulls them all

@@ -12,8 +12,8 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/roles"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // TestIdempotencyKeyConflictExitsOne: a job id reused for another key is

@@ -25,7 +25,7 @@ import (
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 const usageHead = `Usage:
@@ -351,10 +351,16 @@ func (c command) status(ctx context.Context, conn *client.Client, o options) err
 		return err
 	}
 	if o.json {
+		// The contract's fields only: Applied and Entered are the runtime's
+		// bookkeeping, not the key's state.
 		return json.NewEncoder(c.stdout).Encode(struct {
-			Key string `json:"key"`
-			contract.StateRecord
-		}{key, rec})
+			Key       string                 `json:"key"`
+			State     string                 `json:"state"`
+			Version   uint64                 `json:"version"`
+			Data      json.RawMessage        `json:"data"`
+			UpdatedAt time.Time              `json:"updated_at"`
+			Pending   []contract.PendingWork `json:"pending,omitempty"`
+		}{key, rec.State, rec.Version, rec.Data, rec.UpdatedAt, rec.Pending})
 	}
 	data := string(rec.Data)
 	if data == "" {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // TestWorkCutOffStatusShowsPendingWork: `enqueue status KEY` shows the slow
@@ -68,5 +68,9 @@ func TestWorkCutOffStatusShowsPendingWork(t *testing.T) {
 	out, _, code = runCLI(t, ctx, "--nats-url", url, "status", "order-2", "--json")
 	if code != 0 || strings.Contains(out, "pending") {
 		t.Fatalf("settled key --json: code %d, stdout %q", code, out)
+	}
+	// The runtime's bookkeeping stays out of the contract's object.
+	if strings.Contains(out, `"entered"`) || strings.Contains(out, `"applied"`) {
+		t.Fatalf("--json shows the runtime's bookkeeping: %s", out)
 	}
 }
