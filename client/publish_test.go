@@ -8,7 +8,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 func TestPublishRefusesBadKeyBeforeBroker(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/embedded"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/statemachine"
 	"github.com/orderly-dev/orderly/worker"
 )

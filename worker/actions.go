@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // job is one action to run for a key, at its next attempt.

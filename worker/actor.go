@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/statemachine"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // A job id is applied at most once per workflow within the dedupe window.

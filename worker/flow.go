@@ -10,8 +10,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/ratelog"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // flow is one workflow at run time: its partitions' pullers and the actors

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // Per-key order when events go back to the stream. An event whose key's

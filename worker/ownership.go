@@ -13,8 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/ratelog"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // Partition ownership. Every worker heartbeats into the workflow's members

@@ -2,7 +2,7 @@ package worker_test
 
 import (
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // rawPublish stores body as an event without any checks, as a careless

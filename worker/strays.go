@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // Undeliverable events (see queue.DeadLetterStrays): published under a

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // ErrStopped is returned by Start on a worker that was stopped.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // TestBrokerAdapterWorkerConnectsWhenItsServerComes: a worker started

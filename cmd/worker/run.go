@@ -19,9 +19,9 @@ import (
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/internal/memlimit"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/roles"
 	"github.com/orderly-dev/orderly/order"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 

@@ -23,8 +23,8 @@ import (
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/examples/review"
 	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/order"
-	"github.com/orderly-dev/orderly/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 

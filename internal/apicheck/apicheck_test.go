@@ -18,16 +18,15 @@ import (
 
 // packages are checked: every exported name has a doc comment, and no
 // exported name mentions a NATS type (but see natsAllowed).
-var packages = []string{"statemachine", "worker", "queue", "client", "orderlytest", "embedded", "examples/review"}
+var packages = []string{"statemachine", "worker", "client", "orderlytest", "embedded", "examples/review"}
 
 // natsAllowed are the exported names that mention NATS types on purpose,
 // by package: the producer client and the worker are built on a service's
-// own *nats.Conn (New, Connect's options, Conn), and queue, the adapter,
-// wraps one (New), makes one (Dial) and hands its own to a client (NATS).
+// own *nats.Conn (New, Connect's options, Conn). The JetStream adapter,
+// internal/queue, is not public API.
 var natsAllowed = map[string][]string{
 	"client": {"func New", "func Connect", "func Conn"},
 	"worker": {"func New"},
-	"queue":  {"func New", "func Dial", "func NATS"},
 }
 
 const natsModules = "github.com/nats-io/"

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/orderly-dev/orderly/internal/buildinfo"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // ConnFlags are the flags that say how to reach NATS; every subcommand of

@@ -59,7 +59,7 @@ func TestWireContractOneHome(t *testing.T) {
 		contract.HeaderDLQDelivered, contract.HeaderDLQAt, contract.HeaderDLQJobID} {
 		values[h] = "a header"
 	}
-	for _, dir := range []string{"queue", "worker", "client", "statemachine", "order", "cmd/worker", "cmd/enqueue", "orderlytest", "internal/cli", "internal/jsapi"} {
+	for _, dir := range []string{"internal/queue", "worker", "client", "statemachine", "order", "cmd/worker", "cmd/enqueue", "orderlytest", "internal/cli", "internal/jsapi"} {
 		for _, f := range parseDir(t, fset, filepath.Join("../..", dir)) {
 			for _, d := range f.Decls {
 				for _, n := range declNames(d) {

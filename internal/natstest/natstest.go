@@ -10,7 +10,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/embedded"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // Server starts an embedded server with JetStream on a free loopback port,

@@ -23,7 +23,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/orderly-dev/orderly/embedded"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // Each auth method of queue.Config is tested against a real nats-server

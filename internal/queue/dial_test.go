@@ -11,7 +11,7 @@ import (
 
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // TestBrokerAdapterDialRetriesFirstConnect: a worker's connection dialled

@@ -10,7 +10,7 @@ import (
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 func setup(t *testing.T, spec queue.Spec) (*queue.Conn, queue.Provisioned) {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // BenchmarkStateCompareAndSet measures the worker's state commit, a
