@@ -99,14 +99,16 @@ func (a *actor) run() {
 		leftover := a.process(ctx, internal, msgs)
 		if len(leftover) > 0 {
 			f.mu.Lock()
-			if f.draining {
-				for _, m := range leftover {
-					_ = m.Nak(0)
-				}
-			} else {
+			draining := f.draining
+			if !draining {
 				a.mailbox = append(leftover, a.mailbox...)
 			}
 			f.mu.Unlock()
+			if draining {
+				for _, m := range leftover {
+					_ = m.Nak(0)
+				}
+			}
 		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -25,9 +27,16 @@ type flow struct {
 	bucket stateStore
 	jobs   jobClaimer
 
-	pmu     sync.Mutex // guards pullers, members and handedFrom; held while ownership changes
-	pullers map[int]*queue.Puller
+	// pullers are the partitions pulled. Only the goroutine that changes
+	// ownership (Start's, then own's, then Stop's) writes the map; pmu
+	// guards it for the others, and is held only to read or write it.
+	pmu     sync.Mutex
+	pullers map[int]puller
+	owner   sync.WaitGroup // the ownership loop (own)
+
+	// Owned by the goroutine that changes ownership.
 	members []string // the group as of the last rebalance
+	joined  bool     // a heartbeat went out: leave the group when stopping
 	// handedFrom names, for each partition taken over from a member alive
 	// at the time, that member: if it leaves the group later, the work it
 	// was doing for the partition's keys may have been cut off.
@@ -53,22 +62,26 @@ type flow struct {
 	pullFailures ratelog.Limiter
 
 	trouble trouble // failures that keep events from ending (trouble.go)
+
+	lag atomic.Uint64 // consumer lag for /metrics, float64 bits (see lagLoop)
 }
 
 func newFlow(w *Worker, e engine) *flow {
-	return &flow{
+	f := &flow{
 		w: w, eng: e, name: e.name(),
 		log:      w.log.With().Str("workflow", e.name()).Logger(),
 		actors:   map[string]*actor{},
 		freed:    make(chan struct{}),
 		inflight: map[string]bool{},
-		pullers:  map[int]*queue.Puller{},
+		pullers:  map[int]puller{},
 
 		handedFrom:   map[int]string{},
 		handedBack:   map[string]*handedBack{},
 		expediteWant: map[int]bool{},
 		pullFailures: ratelog.Limiter{Every: logEvery},
 	}
+	f.lag.Store(math.Float64bits(-1))
+	return f
 }
 
 // provisioner makes a workflow's streams, consumers and buckets, and opens
@@ -116,18 +129,24 @@ func (f *flow) route(ctx context.Context, m *queue.Msg) {
 		f.deadLetter(m, contract.CodeInvalidKey+": "+err.Error())
 		return
 	}
+	if !f.enqueue(ctx, m) {
+		_ = m.Nak(0) // stopping: the partition's next owner takes it
+	}
+}
+
+// enqueue puts m in its key's mailbox, waiting for room; false if the flow
+// is draining or ctx ended first, and m must go back to the stream.
+func (f *flow) enqueue(ctx context.Context, m *queue.Msg) bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	for {
 		if f.draining {
-			f.mu.Unlock()
-			_ = m.Nak(0)
-			return
+			return false
 		}
 		a := f.actors[m.Key]
 		if a == nil && len(f.actors) >= f.w.cfg.MaxActors && !f.evictLRU() {
 			if !f.wait(ctx, f.freed) {
-				_ = m.Nak(0)
-				return
+				return false
 			}
 			continue
 		}
@@ -141,25 +160,23 @@ func (f *flow) route(ctx context.Context, m *queue.Msg) {
 				a.room = make(chan struct{})
 			}
 			if !f.wait(ctx, a.room) {
-				_ = m.Nak(0)
-				return
+				return false
 			}
 			continue
 		}
 		a.mailbox = append(a.mailbox, m)
 		f.schedule(a)
-		f.mu.Unlock()
-		return
+		return true
 	}
 }
 
-// wait releases f.mu until ch is closed; false (with f.mu released) if ctx
+// wait releases f.mu until ch is closed, and takes it again; false if ctx
 // ended first.
 func (f *flow) wait(ctx context.Context, ch chan struct{}) bool {
 	f.mu.Unlock()
+	defer f.mu.Lock()
 	select {
 	case <-ch:
-		f.mu.Lock()
 		return true
 	case <-ctx.Done():
 		return false
@@ -249,18 +266,14 @@ func (f *flow) handBack() {
 // handBackPartition naks the events waiting in the mailboxes of partition p's
 // keys (every key's for -1): the partition's next owner gets them again.
 func (f *flow) handBackPartition(p int) {
+	var back []*queue.Msg
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.forgetHandedBack(p)
-	n := 0
 	for _, a := range f.actors {
 		if p >= 0 && a.partition != p {
 			continue
 		}
-		for _, m := range a.mailbox {
-			_ = m.Nak(0)
-			n++
-		}
+		back = append(back, a.mailbox...)
 		a.mailbox = nil
 		if a.room != nil {
 			close(a.room)
@@ -272,8 +285,12 @@ func (f *flow) handBackPartition(p int) {
 			f.passivate(a)
 		}
 	}
-	if n > 0 {
-		f.log.Info().Int("events", n).Int("partition", p).Msg("handed back unstarted events")
+	f.mu.Unlock()
+	for _, m := range back {
+		_ = m.Nak(0)
+	}
+	if len(back) > 0 {
+		f.log.Info().Int("events", len(back)).Int("partition", p).Msg("handed back unstarted events")
 	}
 }
 
@@ -375,12 +392,16 @@ func (f *flow) deadLetter(m *queue.Msg, reason string) {
 }
 
 // touchWaiting resets the ack timers of the events waiting in mailboxes.
+// An event an actor takes meanwhile may get one reset after its ack, which
+// the server ignores.
 func (f *flow) touchWaiting() {
+	var waiting []*queue.Msg
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for _, a := range f.actors {
-		for _, m := range a.mailbox {
-			_ = m.InProgress()
-		}
+		waiting = append(waiting, a.mailbox...)
+	}
+	f.mu.Unlock()
+	for _, m := range waiting {
+		_ = m.InProgress()
 	}
 }

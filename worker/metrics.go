@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,12 +40,14 @@ type metrics struct {
 	deadLetterFailures *prometheus.CounterVec
 	commitFailures     *prometheus.CounterVec
 	lastPull           atomic.Int64 // unix nanoseconds of the last completed pull
+	lag                lagProbe
 }
 
 func newMetrics(w *Worker) *metrics {
 	wf := []string{"workflow"}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
+		lag: lagProbe{kick: make(chan struct{}, 1), round: make(chan struct{})},
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_events_received_total", Help: "Events pulled from the stream.",
 		}, wf),
@@ -107,13 +111,8 @@ func newMetrics(w *Worker) *metrics {
 				return float64(len(f.pullers))
 			}),
 			gauge("orderly_consumer_lag", "Events stored and not yet acknowledged, all partitions (-1: unknown).", func() float64 {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				defer cancel()
-				info, err := w.conn.Info(ctx, f.name)
-				if err != nil {
-					return -1
-				}
-				return float64(info.Pending)
+				m.lag.refresh()
+				return math.Float64frombits(f.lag.Load())
 			}),
 		)
 	}
@@ -131,6 +130,74 @@ func (m *metrics) initSeries(w *Worker) {
 			c.WithLabelValues(f.name)
 		}
 		m.pullBatch.WithLabelValues(f.name)
+	}
+}
+
+// The consumer lag is the one figure of /metrics that takes a request to
+// the server. A scrape must not wait for a slow or stalled server (the
+// readiness probe shares the HTTP server, and a scrape that hangs reports
+// nothing at all), so the requests run on a goroutine of their own
+// (lagLoop): a scrape asks for fresh figures and waits for them at most
+// lagWait, then serves the last ones.
+const (
+	lagWait  = 250 * time.Millisecond
+	lagFresh = time.Second // figures this recent are served without a new round
+	lagLimit = 2 * time.Second
+)
+
+// lagProbe hands requests for fresh consumer lag figures to lagLoop.
+type lagProbe struct {
+	on    atomic.Bool   // lagLoop runs
+	kick  chan struct{} // buffered (1): a scrape wants fresh figures
+	at    atomic.Int64  // unix nanoseconds: when the last round ended
+	mu    sync.Mutex    // guards round
+	round chan struct{} // closed when the next round to begin ends
+}
+
+// refresh asks for fresh figures and waits for them, at most lagWait.
+func (l *lagProbe) refresh() {
+	if !l.on.Load() || time.Since(time.Unix(0, l.at.Load())) < lagFresh {
+		return
+	}
+	l.mu.Lock()
+	done := l.round
+	l.mu.Unlock()
+	signal(l.kick)
+	t := time.NewTimer(lagWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// lagLoop reads each workflow's consumer lag when a scrape asks for it,
+// until ctx ends.
+func (w *Worker) lagLoop(ctx context.Context) {
+	l := &w.metrics.lag
+	l.on.Store(true)
+	defer l.on.Store(false)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		}
+		l.mu.Lock()
+		done := l.round
+		l.round = make(chan struct{})
+		l.mu.Unlock()
+		for _, f := range w.flows {
+			lag := -1.0
+			rctx, cancel := context.WithTimeout(ctx, lagLimit)
+			if info, err := w.conn.Info(rctx, f.name); err == nil {
+				lag = float64(info.Pending)
+			}
+			cancel()
+			f.lag.Store(math.Float64bits(lag))
+		}
+		l.at.Store(time.Now().UnixNano())
+		close(done)
 	}
 }
 

@@ -52,6 +52,11 @@ var _ membership = (*queue.Conn)(nil)
 // own keeps this worker's share of partitions right as members come and go.
 // A ticker drives it, so traffic cannot starve the heartbeat.
 func (f *flow) own(ctx context.Context) {
+	// Stop ends a change of ownership in progress: leave (after this
+	// returns) stops whatever it acquired.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(f.w.leavingCtx, cancel)()
 	t := time.NewTicker(max(f.spec.MemberTTL/5, 50*time.Millisecond))
 	defer t.Stop()
 	failures := ratelog.Limiter{Every: logEvery}
@@ -70,7 +75,10 @@ func (f *flow) own(ctx context.Context) {
 }
 
 // rebalance heartbeats, reads the members and pulls exactly the partitions
-// assigned to this worker.
+// assigned to this worker. It runs on one goroutine at a time (Start's,
+// then the ownership loop's), the only one that changes what the flow owns;
+// f.pmu guards the map of pullers for readers (Stats, /metrics, /readyz)
+// and is never held across a request, so they never wait for the server.
 func (f *flow) rebalance(ctx context.Context) error {
 	want := make([]int, f.spec.Partitions)
 	for p := range want {
@@ -81,6 +89,7 @@ func (f *flow) rebalance(ctx context.Context) error {
 		if err := f.w.conn.Heartbeat(ctx, f.name, f.w.cfg.ID); err != nil {
 			return err
 		}
+		f.joined = true
 		var err error
 		members, err = f.w.conn.Members(ctx, f.name)
 		if err != nil {
@@ -92,30 +101,31 @@ func (f *flow) rebalance(ctx context.Context) error {
 		}
 		want = assigned(members, f.w.cfg.ID, f.spec.Partitions)
 	}
-	f.pmu.Lock()
-	defer f.pmu.Unlock()
 	select {
 	case <-f.w.leaving:
 		return nil
 	default:
 	}
 	var gone, come []int
-	for p := range f.pullers {
+	var released []puller
+	f.pmu.Lock()
+	for p, pl := range f.pullers {
 		if !slices.Contains(want, p) {
 			gone = append(gone, p)
+			released = append(released, pl)
+			delete(f.pullers, p)
 		}
 	}
 	for _, p := range want {
-		if f.pullers[p] == nil {
+		if _, ok := f.pullers[p]; !ok {
 			come = append(come, p)
 		}
 	}
+	f.pmu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range gone {
-		pl := f.pullers[p]
-		delete(f.pullers, p)
+	for i, p := range gone {
 		delete(f.handedFrom, p)
-		wg.Go(func() { f.release(ctx, p, pl) })
+		wg.Go(func() { f.release(ctx, p, released[i]) })
 	}
 	wg.Wait()
 	// Work the owner of a partition was doing is cut off when that owner
@@ -134,10 +144,12 @@ func (f *flow) rebalance(ctx context.Context) error {
 		gone := prev == "" || !slices.Contains(members, prev)
 		pl, err := f.acquire(ctx, p, gone)
 		if err != nil {
-			f.expediteLater(ctx, orphaned)
+			f.expediteLater(orphaned)
 			return err
 		}
+		f.pmu.Lock()
 		f.pullers[p] = pl
+		f.pmu.Unlock()
 		switch {
 		case gone:
 			orphaned = append(orphaned, p)
@@ -145,17 +157,21 @@ func (f *flow) rebalance(ctx context.Context) error {
 			f.handedFrom[p] = prev
 		}
 	}
-	f.expediteLater(ctx, orphaned)
+	f.expediteLater(orphaned)
 	f.members = members
 	if len(gone)+len(come) > 0 {
-		owned := make([]int, 0, len(f.pullers))
-		for p := range f.pullers {
-			owned = append(owned, p)
-		}
-		slices.Sort(owned)
-		f.log.Info().Ints("owned", owned).Ints("released", gone).Ints("acquired", come).Msg("partitions owned")
+		f.log.Info().Ints("owned", f.owned()).Ints("released", gone).Ints("acquired", come).Msg("partitions owned")
 	}
 	return nil
+}
+
+// owned lists the partitions the flow pulls, in order.
+func (f *flow) owned() []int {
+	f.pmu.Lock()
+	ps := slices.Collect(maps.Keys(f.pullers))
+	f.pmu.Unlock()
+	slices.Sort(ps)
+	return ps
 }
 
 // previousOwner returns the member that owned p before this change of
@@ -184,13 +200,26 @@ type partitionSource interface {
 
 var _ partitionSource = (*queue.Conn)(nil)
 
+// puller is a partition the flow pulls.
+type puller struct {
+	*queue.Puller
+	end context.CancelFunc // ends the puller's context; called once it has stopped
+}
+
+// stop stops the puller (hard if ctx ends first) and waits for it.
+func (pl puller) stop(ctx context.Context) {
+	_ = pl.Stop(ctx)
+	pl.end()
+}
+
 // acquire starts pulling partition p. A previous owner that is gone may
 // still hold the pin: take it from it at once; a live one unpins the
 // partition itself once it has let go, and until then the server keeps
 // delivering to it alone. When the pin comes to this worker the puller
 // rewinds the partition, so what the previous owner held unacknowledged
-// comes again, in order, before anything newer.
-func (f *flow) acquire(ctx context.Context, p int, unpin bool) (*queue.Puller, error) {
+// comes again, in order, before anything newer. ctx ends the requests it
+// makes; the puller runs until it is stopped or the worker stops hard.
+func (f *flow) acquire(ctx context.Context, p int, unpin bool) (puller, error) {
 	if unpin && !f.w.cfg.SharedConsumers {
 		if err := f.w.conn.Unpin(ctx, f.name, p); err != nil {
 			f.log.Debug().Err(err).Int("partition", p).Msg("unpin before acquiring")
@@ -198,7 +227,9 @@ func (f *flow) acquire(ctx context.Context, p int, unpin bool) (*queue.Puller, e
 	}
 	cfg := f.w.cfg
 	log := f.log.With().Int("partition", p).Logger()
-	return f.w.conn.Pull(ctx, queue.PullConfig{
+	life, end := context.WithCancel(f.w.ctx)
+	detach := context.AfterFunc(ctx, end) // until Pull has returned
+	pl, err := f.w.conn.Pull(life, queue.PullConfig{
 		Workflow:    f.name,
 		Partition:   p,
 		Batch:       cfg.Batch,
@@ -217,13 +248,22 @@ func (f *flow) acquire(ctx context.Context, p int, unpin bool) (*queue.Puller, e
 			f.w.metrics.pullBatch.WithLabelValues(f.name).Observe(float64(n))
 		},
 	}, f.route)
+	if !detach() && err == nil {
+		err = context.Cause(ctx) // ctx ended as the puller started: it is stopped already
+		_ = pl.Stop(life)
+	}
+	if err != nil {
+		end()
+		return puller{}, err
+	}
+	return puller{pl, end}, nil
 }
 
 // release stops pulling p, hands back what waits in its keys' mailboxes and
 // unpins it, so its next owner starts at once. Actors of p finish the batch
 // in hand; their later outcomes are committed with compare-and-set.
-func (f *flow) release(ctx context.Context, p int, pl *queue.Puller) {
-	_ = pl.Stop(ctx)
+func (f *flow) release(ctx context.Context, p int, pl puller) {
+	pl.stop(ctx)
 	f.handBackPartition(p)
 	if !f.w.cfg.SharedConsumers {
 		if err := f.w.conn.Unpin(ctx, f.name, p); err != nil {
@@ -233,17 +273,19 @@ func (f *flow) release(ctx context.Context, p int, pl *queue.Puller) {
 }
 
 // leave gives every partition up and leaves the group, so the others take
-// them over at once instead of after MemberTTL.
+// them over at once instead of after MemberTTL. It runs once the ownership
+// loop has returned: nothing changes what the flow owns any more.
 func (f *flow) leave(ctx context.Context) {
 	f.pmu.Lock()
-	var wg sync.WaitGroup
-	for p, pl := range f.pullers {
-		delete(f.pullers, p)
-		wg.Go(func() { _ = pl.Stop(ctx) })
-	}
+	pullers := slices.Collect(maps.Values(f.pullers))
+	clear(f.pullers)
 	f.pmu.Unlock()
+	var wg sync.WaitGroup
+	for _, pl := range pullers {
+		wg.Go(func() { pl.stop(ctx) })
+	}
 	wg.Wait()
-	if !f.w.cfg.SharedConsumers {
+	if !f.w.cfg.SharedConsumers && f.joined {
 		// Leaving only speeds the others up: never wait long for it.
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -257,14 +299,7 @@ func (f *flow) leave(ctx context.Context) {
 func (w *Worker) Partitions() map[string][]int {
 	out := map[string][]int{}
 	for _, f := range w.flows {
-		f.pmu.Lock()
-		ps := make([]int, 0, len(f.pullers))
-		for p := range f.pullers {
-			ps = append(ps, p)
-		}
-		f.pmu.Unlock()
-		slices.Sort(ps)
-		out[f.name] = ps
+		out[f.name] = f.owned()
 	}
 	return out
 }
@@ -272,11 +307,10 @@ func (w *Worker) Partitions() map[string][]int {
 // expediteParallel bounds the keys expedite handles at once.
 const expediteParallel = 16
 
-// expediteLater runs expedite for ps in the background, after acquiring:
-// it is network work, done without f.pmu. One run at a time per flow;
-// partitions that come meanwhile wait for the next. Stopping the worker
-// (the end of ctx) ends it.
-func (f *flow) expediteLater(ctx context.Context, ps []int) {
+// expediteLater runs expedite for ps in the background, after acquiring.
+// One run at a time per flow; partitions that come meanwhile wait for the
+// next. Stopping the worker ends it.
+func (f *flow) expediteLater(ps []int) {
 	if len(ps) == 0 {
 		return
 	}
@@ -289,6 +323,7 @@ func (f *flow) expediteLater(ctx context.Context, ps []int) {
 		return
 	}
 	f.expediting = true
+	ctx := f.w.ctx
 	f.w.bg.Go(func() {
 		for {
 			f.emu.Lock()

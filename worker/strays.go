@@ -44,7 +44,8 @@ func (f *flow) sweepStrays(ctx context.Context) {
 func (f *flow) ownsPartition(p int) bool {
 	f.pmu.Lock()
 	defer f.pmu.Unlock()
-	return f.pullers[p] != nil
+	_, ok := f.pullers[p]
+	return ok
 }
 
 // straySweeper moves events stored where no partition's consumer takes

@@ -28,16 +28,24 @@ type Worker struct {
 	flows []*flow
 	pool  *actionPool
 
-	mu       sync.Mutex
-	started  bool
-	ready    atomic.Bool
-	ctx      context.Context    // ends on a hard stop
-	cancel   context.CancelFunc // hard stop of everything Start began
-	bg       sync.WaitGroup     // janitor
-	stopOnce sync.Once
-	stopErr  error
-	stopped  chan struct{}
-	leaving  chan struct{} // closed when Stop begins
+	// mu guards state, stopStart and stopErr's writer; it is never held
+	// across a network call, so Stop can always get it.
+	mu        sync.Mutex
+	state     lifeState
+	stopStart context.CancelCauseFunc // ends the start-up chain in progress
+	stopErr   error                   // Stop's result, set before stopped is closed
+
+	ready   atomic.Bool
+	ctx     context.Context    // ends on a hard stop
+	cancel  context.CancelFunc // hard stop of everything Start began
+	unwatch func() bool        // stops the hard stop at the end of Start's ctx
+	bg      sync.WaitGroup     // janitor, lag loop, stray sweeps, expedites
+	stopped chan struct{}
+	// leavingCtx ends when Stop begins (leave ends it): the ownership loops
+	// stop changing what the worker owns. leaving is its Done channel.
+	leavingCtx context.Context
+	leaving    <-chan struct{}
+	leave      context.CancelFunc
 
 	httpOnce sync.Once
 	http     http.Handler
@@ -50,6 +58,18 @@ type Worker struct {
 	// a connection that fails between commit and ack would.
 	dropAck func(*queue.Msg) bool
 }
+
+// lifeState is where a Worker is in its life: new, then starting, then
+// running, then stopping (Stop, or a failed Start, tears it down and closes
+// stopped). It only goes forward.
+type lifeState int
+
+const (
+	stateNew lifeState = iota
+	stateStarting
+	stateRunning
+	stateStopping
+)
 
 // New returns a worker for the given workflows on nc. Nothing runs until
 // Start.
@@ -74,7 +94,9 @@ func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{}), leaving: make(chan struct{})}
+	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{})}
+	w.leavingCtx, w.leave = context.WithCancel(context.Background())
+	w.leaving = w.leavingCtx.Done()
 	w.logMemoryPlan(plan)
 	seen := map[string]bool{}
 	for _, wf := range workflows {
@@ -128,48 +150,85 @@ func (a adapter) Connected() bool { return a.nc.IsConnected() }
 // workflow's streams, consumers and bucket; start the action pool; start
 // pulling. It returns once the worker is ready, or with the first step's
 // error. The worker runs until Stop, or until ctx ends (a hard stop).
+//
+// Stop during Start ends the chain at once: Start then returns an error
+// wrapping ErrStopped. A Start that fails, stopped or not, first stops
+// everything it began (no goroutine of it is left) and leaves the worker
+// stopped, as Stop does: Stopped is closed and another Start returns
+// ErrStopped. To try again, make a new Worker with New.
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	select {
-	case <-w.stopped:
-		return ErrStopped
-	default:
-	}
-	if w.started {
+	switch w.state {
+	case stateNew:
+	case stateStarting, stateRunning:
+		w.mu.Unlock()
 		return errors.New("worker: already started")
+	default:
+		w.mu.Unlock()
+		return ErrStopped
 	}
-	w.started = true
+	w.state = stateStarting
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.ctx, w.cancel = runCtx, cancel
 	// A hard stop when the caller's context ends.
-	stopWatch := context.AfterFunc(ctx, cancel)
-	go func() { <-w.stopped; stopWatch() }()
+	w.unwatch = context.AfterFunc(ctx, cancel)
+	startCtx, stopStart := context.WithCancelCause(runCtx)
+	w.stopStart = stopStart
+	w.mu.Unlock()
 
+	err := w.startUp(startCtx)
+	stopStart(nil)
+	w.mu.Lock()
+	stopped := w.state == stateStopping // Stop came first
+	if err == nil && !stopped {
+		w.state = stateRunning
+		w.mu.Unlock()
+		w.metrics.lastPull.Store(w.cfg.Now().UnixNano())
+		w.ready.Store(true)
+		w.log.Info().Msg("start-up: ready")
+		return nil
+	}
+	w.state = stateStopping
+	w.mu.Unlock()
+	if stopped {
+		w.log.Info().Msg("start-up: stopped; stopping what it began")
+	} else {
+		w.log.Error().Err(err).Msg("start-up failed; stopping what it began")
+	}
+	_ = w.shutdown(runCtx) // a hard stop (Stop's context ending) cuts it short
+	close(w.stopped)
+	if stopped {
+		if err == nil {
+			return fmt.Errorf("%w during start-up", ErrStopped)
+		}
+		return fmt.Errorf("%w during start-up: %w", ErrStopped, err)
+	}
+	return err
+}
+
+// startUp is Start's chain. ctx ends the steps in progress (Stop, or the
+// caller's context); what they start runs on w.ctx.
+func (w *Worker) startUp(ctx context.Context) error {
 	for _, f := range w.flows {
 		w.log.Info().Str("workflow", f.name).Msg("start-up: provisioning streams, consumers and state bucket")
 		if err := f.provision(ctx); err != nil {
-			cancel()
 			return err
 		}
 	}
-	w.pool.start(runCtx)
-	w.bg.Go(func() { w.janitor(runCtx) })
+	w.pool.start(w.ctx)
+	w.bg.Go(func() { w.janitor(w.ctx) })
+	w.bg.Go(func() { w.lagLoop(w.ctx) })
 	for _, f := range w.flows {
 		w.log.Info().Str("workflow", f.name).Int("partitions", f.spec.Partitions).Str("worker_id", w.cfg.ID).Msg("start-up: joining the group and pulling its share of partitions")
-		if err := f.rebalance(runCtx); err != nil {
-			cancel()
+		if err := f.rebalance(ctx); err != nil {
 			return err
 		}
 		if !w.cfg.SharedConsumers {
-			w.bg.Go(func() { f.own(runCtx) })
+			f.owner.Go(func() { f.own(w.ctx) })
 		}
-		w.bg.Go(func() { f.sweepStrays(runCtx) })
+		w.bg.Go(func() { f.sweepStrays(w.ctx) })
 	}
-	w.metrics.lastPull.Store(w.cfg.Now().UnixNano())
-	w.ready.Store(true)
-	w.log.Info().Msg("start-up: ready")
-	return nil
+	return ctx.Err()
 }
 
 // stallAfter is how long without a completed pull request makes a worker
@@ -193,30 +252,56 @@ func (w *Worker) Ready() bool {
 // JetStream for another worker, and gives running actions until
 // Config.ShutdownTimeout to finish; actions not finished stay pending in
 // durable state, and whichever worker next activates the key resumes them.
-// If ctx ends first, everything still running is cancelled. Stop is safe to
-// call twice and before Start.
+// If ctx ends first, everything still running is cancelled. During Start it
+// ends the start-up chain, and returns once what Start began has stopped.
+// Stop is safe to call twice and before Start; it returns once the worker
+// has stopped.
 func (w *Worker) Stop(ctx context.Context) error {
-	w.stopOnce.Do(func() {
-		w.ready.Store(false)
-		w.mu.Lock()
-		started := w.started
-		w.mu.Unlock()
-		if started {
-			w.stopErr = w.stop(ctx)
-		}
+	w.ready.Store(false)
+	w.mu.Lock()
+	was, cancel, stopStart := w.state, w.cancel, w.stopStart
+	w.state = stateStopping
+	w.mu.Unlock()
+	switch was {
+	case stateNew:
+		w.leave()
 		close(w.stopped)
-	})
-	return w.stopErr
+		return nil
+	case stateRunning:
+		w.stopErr = w.shutdown(ctx)
+		close(w.stopped)
+		return w.stopErr
+	case stateStarting:
+		// Start sees the state, stops what it began and closes stopped.
+		stopStart(ErrStopped)
+	}
+	// Another call stops the worker: wait for it, cutting it short if ctx
+	// ends first.
+	select {
+	case <-w.stopped:
+		return w.stopErr
+	case <-ctx.Done():
+		if cancel != nil {
+			cancel()
+		}
+		<-w.stopped
+		return ctx.Err()
+	}
 }
 
 // Stopped is closed when the worker has stopped.
 func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
 
-func (w *Worker) stop(ctx context.Context) error {
+// shutdown stops everything Start began, gently unless ctx ends (or ended).
+// It runs once: from Stop, or from a Start that failed.
+func (w *Worker) shutdown(ctx context.Context) error {
 	hard := context.AfterFunc(ctx, w.cancel)
 	defer hard()
 	w.log.Info().Msg("stopping: no more pulls")
-	close(w.leaving) // the ownership loops stop changing what we own
+	w.leave() // the ownership loops stop changing what we own
+	for _, f := range w.flows {
+		f.owner.Wait()
+	}
 	var wg sync.WaitGroup
 	for _, f := range w.flows {
 		wg.Go(func() { f.leave(ctx) })
@@ -231,6 +316,7 @@ func (w *Worker) stop(ctx context.Context) error {
 		f.runs.Wait()
 	}
 	w.cancel()
+	w.unwatch()
 	w.bg.Wait()
 	w.conn.release() // what the worker made on the caller's connection
 	w.log.Info().Msg("stopped")

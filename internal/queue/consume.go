@@ -83,8 +83,14 @@ func (m *Msg) Term(reason string) error {
 	return m.raw.TermWithReason(reason)
 }
 
-// InProgress resets the event's ack timer while it is still being worked on.
-func (m *Msg) InProgress() error { return m.raw.InProgress() }
+// InProgress resets the event's ack timer while it is still being worked
+// on; after Ack, Nak or Term it sends nothing.
+func (m *Msg) InProgress() error {
+	if m.finished.Load() {
+		return ErrAlreadyFinished
+	}
+	return m.raw.InProgress()
+}
 
 // PullConfig configures a Puller. A zero field means its default.
 type PullConfig struct {
@@ -302,9 +308,16 @@ func (p *Puller) run(ctx context.Context) {
 }
 
 // pull sends one pull request for n messages and hands each to the handler as
-// it arrives, so a small batch is not held back waiting for a full one.
+// it arrives, so a small batch is not held back waiting for a full one. It
+// returns once nats.go's goroutine for the request has ended: the request's
+// context ends it at once when the puller gives up on the request.
 func (p *Puller) pull(ctx context.Context, n int) (int, error) {
-	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(p.cfg.MaxWait)}
+	// The request expires on the server after MaxWait: FetchContext takes
+	// the expiry from the deadline, less a tenth of it (at most 1s) for the
+	// answer to come back.
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.MaxWait+min(p.cfg.MaxWait/9, time.Second))
+	defer cancel()
+	opts := []jetstream.FetchOpt{jetstream.FetchContext(rctx)}
 	if !p.cfg.Shared {
 		opts = append(opts, jetstream.FetchPriorityGroup(PriorityGroup))
 	}
@@ -331,6 +344,11 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 			abandoned = true
 		}
 		if abandoned {
+			// End the request's goroutine and wait for it; whatever it still
+			// carried is lost to this puller (and rewound).
+			cancel()
+			for range msgs {
+			}
 			return got, errAbandoned
 		}
 		if !ok {
@@ -378,7 +396,10 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 		p.cfg.OnPull(got)
 	}
 	err = batch.Error()
-	if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+	if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		// The request expired with nothing more to deliver; its end did not
+		// come back in time, or the request's deadline beat it.
 		err = nil
 	}
 	return got, err
