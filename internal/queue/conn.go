@@ -430,8 +430,38 @@ func (c *Conn) Close() {
 	c.js.CleanupPublisher()
 }
 
-// Drain flushes what was published and closes the connection.
-func (c *Conn) Drain() error { return c.nc.Drain() }
+// Drain closes the connection gently when the Conn owns it (Connect): its
+// subscriptions take no new message and their handlers finish those
+// delivered, what was published is flushed, and the connection closes. It
+// returns once the connection has closed; with an error wrapping
+// nats.ErrDrainTimeout if a handler was still busy after nats.go's drain
+// timeout (30s). If ctx ends first it closes the connection at once and
+// returns an error wrapping ctx.Err(). Either way the connection is closed
+// when Drain returns. On a connection the caller owns (New) Drain is Close:
+// the caller drains its own connection.
+func (c *Conn) Drain(ctx context.Context) error {
+	if !c.owned {
+		c.Close()
+		return nil
+	}
+	if err := c.nc.Drain(); err != nil {
+		c.Close()
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil // closed already: nothing to drain
+		}
+		return fmt.Errorf("queue: drain: %w", err)
+	}
+	select {
+	case <-c.closed:
+		if err := c.nc.LastError(); errors.Is(err, nats.ErrDrainTimeout) {
+			return fmt.Errorf("queue: drain: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		c.Close()
+		return fmt.Errorf("queue: drain: %w", ctx.Err())
+	}
+}
 
 // Connected reports whether the connection is up right now.
 func (c *Conn) Connected() bool { return c.nc.IsConnected() }

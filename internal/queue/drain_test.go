@@ -1,0 +1,107 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
+)
+
+// TestLifecycleDrainWaits checks that Drain returns once the connection has
+// drained: every status delivered to a slow handler handled, then the
+// connection closed; and that a context ending first closes it at once,
+// with the context's error.
+func TestLifecycleDrainWaits(t *testing.T) {
+	srv := natstest.Server(t)
+	pub := natstest.Conn(t, srv.ClientURL())
+
+	t.Run("drained", func(t *testing.T) {
+		c := natstest.Conn(t, srv.ClientURL())
+		const n = 50
+		var handled atomic.Int64
+		release := make(chan struct{})
+		if _, err := c.SubscribeStatus("order", "", func(contract.Status) {
+			<-release
+			time.Sleep(2 * time.Millisecond) // slow work, not synchronisation
+			handled.Add(1)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		publishStatuses(t, pub, c, n)
+
+		drained := make(chan error, 1)
+		go func() { drained <- c.Drain(context.Background()) }()
+		close(release)
+		select {
+		case err := <-drained:
+			if err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("Drain did not return within 20s; %d of %d statuses handled", handled.Load(), n)
+		}
+		if got := handled.Load(); got != n {
+			t.Errorf("Drain returned with %d of %d delivered statuses handled", got, n)
+		}
+		select {
+		case <-c.Closed():
+		default:
+			t.Error("Drain returned before the connection closed")
+		}
+	})
+
+	t.Run("context ends first", func(t *testing.T) {
+		c := natstest.Conn(t, srv.ClientURL())
+		release := make(chan struct{})
+		defer close(release) // lets the handler end
+		if _, err := c.SubscribeStatus("order", "", func(contract.Status) { <-release }); err != nil {
+			t.Fatal(err)
+		}
+		publishStatuses(t, pub, c, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- c.Drain(ctx) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Drain: %v, want an error wrapping context.DeadlineExceeded", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Drain did not return within 10s of its context's end")
+		}
+		select {
+		case <-c.Closed():
+		default:
+			t.Error("Drain returned with the connection still open")
+		}
+	})
+}
+
+// publishStatuses publishes n statuses of workflow order from pub and
+// returns once sub's connection has received them all.
+func publishStatuses(t *testing.T, pub, sub interface {
+	PublishStatus(*contract.Status) error
+	Flush(context.Context) error
+}, n int) {
+	t.Helper()
+	for i := range n {
+		if err := pub.PublishStatus(&contract.Status{Workflow: "order", Key: "k", Version: uint64(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server has routed the statuses once pub's flush returns; sub's
+	// flush returns after they have reached sub (they come before its PONG).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
