@@ -35,6 +35,29 @@
 // and RetryAfter (try again after d). Producers use package queue; tests use
 // package orderlytest.
 //
+// # Goroutines and their owners
+//
+// Every goroutine the worker starts has an owner that ends it and waits for
+// it; Stop, or a Start that fails, ends them all, in this order:
+//
+//	Worker (Start begins them; Stop or a failed Start ends them)
+//	├── one ownership loop per workflow (flow.own, in flow.owner): the only
+//	│   goroutine that changes the partitions pulled; Stop ends it first
+//	│   (w.leaving) and waits for it, then gives the partitions up itself
+//	├── one queue.Puller per partition pulled: its Stop, called when the
+//	│   partition is released or the worker stops, waits for it and for
+//	│   nats.go's goroutine of the pull request in progress
+//	├── one goroutine per actor with work (flow.runs): Stop hands the
+//	│   mailboxes back, then waits for them
+//	├── the action pool's runners and timer goroutine (actionPool.wg):
+//	│   actionPool.stop waits for them, ShutdownTimeout at most
+//	└── background loops (Worker.bg): the janitor, the consumer lag probe of
+//	    /metrics, stray sweeps and expedite runs; they end with the worker's
+//	    context, cancelled last, and Stop waits for them
+//
+// No mutex is held across a network call (internal/lockcheck checks it):
+// what /readyz, /metrics and Stats read never waits for the server.
+//
 // # The seed's patterns
 //
 // Orderly is the GenServer patterns of its seed made distributed:

@@ -359,8 +359,22 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	}
 	current.Store(w)
 	// The worker lives until SIGTERM, and then stops gently: its start
-	// context must not end with the signal's.
-	if err := w.Start(context.WithoutCancel(ctx)); err != nil {
+	// context must not end with the signal's. A signal during start-up
+	// stops the worker, which ends the start-up at once.
+	var stopping sync.WaitGroup // the Stop of a signal during start-up
+	stopping.Add(1)
+	stopStartUp := context.AfterFunc(ctx, func() {
+		defer stopping.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout+5*time.Second)
+		defer cancel()
+		_ = w.Stop(sctx)
+	})
+	err = w.Start(context.WithoutCancel(ctx))
+	if stopStartUp() {
+		stopping.Done() // no signal during start-up
+	}
+	defer stopping.Wait()
+	if err != nil {
 		return interrupted(err)
 	}
 
