@@ -113,7 +113,6 @@ func (f *flow) rebalance(ctx context.Context) error {
 		if !slices.Contains(want, p) {
 			gone = append(gone, p)
 			released = append(released, pl)
-			delete(f.pullers, p)
 		}
 	}
 	for _, p := range want {
@@ -264,6 +263,9 @@ func (f *flow) acquire(ctx context.Context, p int, unpin bool) (puller, error) {
 // in hand; their later outcomes are committed with compare-and-set.
 func (f *flow) release(ctx context.Context, p int, pl puller) {
 	pl.stop(ctx)
+	f.pmu.Lock()
+	delete(f.pullers, p)
+	f.pmu.Unlock()
 	f.handBackPartition(p)
 	if !f.w.cfg.SharedConsumers {
 		if err := f.w.conn.Unpin(ctx, f.name, p); err != nil {

@@ -161,7 +161,6 @@ type listed struct {
 	Dir        string
 	GoFiles    []string
 	Export     string
-	Standard   bool
 	Module     *struct{ Main bool }
 	DepOnly    bool
 }
@@ -171,7 +170,7 @@ type listed struct {
 // the build cache's export data.
 func load(t *testing.T, root, pattern string) *checker {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-export", "-deps", "-json=ImportPath,Dir,GoFiles,Export,Standard,Module,DepOnly", pattern)
+	cmd := exec.Command("go", "list", "-export", "-deps", "-json=ImportPath,Dir,GoFiles,Export,Module,DepOnly", pattern)
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
