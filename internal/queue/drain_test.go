@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderly-dev/orderly/contract"
+	"github.com/nats-io/nats.go"
+
 	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/queue"
 )
 
 // TestLifecycleDrainWaits checks that Drain returns once the connection has
-// drained: every status delivered to a slow handler handled, then the
+// drained: every message delivered to a slow handler handled, then the
 // connection closed; and that a context ending first closes it at once,
 // with the context's error.
 func TestLifecycleDrainWaits(t *testing.T) {
@@ -24,14 +26,14 @@ func TestLifecycleDrainWaits(t *testing.T) {
 		const n = 50
 		var handled atomic.Int64
 		release := make(chan struct{})
-		if _, err := c.SubscribeStatus("order", "", func(contract.Status) {
+		if _, err := c.NATS().Subscribe("drain.test", func(*nats.Msg) {
 			<-release
 			time.Sleep(2 * time.Millisecond) // slow work, not synchronisation
 			handled.Add(1)
 		}); err != nil {
 			t.Fatal(err)
 		}
-		publishStatuses(t, pub, c, n)
+		publishTo(t, pub, c, n)
 
 		drained := make(chan error, 1)
 		go func() { drained <- c.Drain(context.Background()) }()
@@ -42,10 +44,10 @@ func TestLifecycleDrainWaits(t *testing.T) {
 				t.Errorf("Drain: %v", err)
 			}
 		case <-time.After(20 * time.Second):
-			t.Fatalf("Drain did not return within 20s; %d of %d statuses handled", handled.Load(), n)
+			t.Fatalf("Drain did not return within 20s; %d of %d messages handled", handled.Load(), n)
 		}
 		if got := handled.Load(); got != n {
-			t.Errorf("Drain returned with %d of %d delivered statuses handled", got, n)
+			t.Errorf("Drain returned with %d of %d delivered messages handled", got, n)
 		}
 		select {
 		case <-c.Closed():
@@ -58,10 +60,10 @@ func TestLifecycleDrainWaits(t *testing.T) {
 		c := natstest.Conn(t, srv.ClientURL())
 		release := make(chan struct{})
 		defer close(release) // lets the handler end
-		if _, err := c.SubscribeStatus("order", "", func(contract.Status) { <-release }); err != nil {
+		if _, err := c.NATS().Subscribe("drain.test", func(*nats.Msg) { <-release }); err != nil {
 			t.Fatal(err)
 		}
-		publishStatuses(t, pub, c, 1)
+		publishTo(t, pub, c, 1)
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		done := make(chan error, 1)
@@ -82,19 +84,16 @@ func TestLifecycleDrainWaits(t *testing.T) {
 	})
 }
 
-// publishStatuses publishes n statuses of workflow order from pub and
-// returns once sub's connection has received them all.
-func publishStatuses(t *testing.T, pub, sub interface {
-	PublishStatus(*contract.Status) error
-	Flush(context.Context) error
-}, n int) {
+// publishTo publishes n messages on drain.test from pub and returns once
+// sub's connection has received them all.
+func publishTo(t *testing.T, pub, sub *queue.Conn, n int) {
 	t.Helper()
-	for i := range n {
-		if err := pub.PublishStatus(&contract.Status{Workflow: "order", Key: "k", Version: uint64(i + 1)}); err != nil {
+	for range n {
+		if err := pub.NATS().Publish("drain.test", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The server has routed the statuses once pub's flush returns; sub's
+	// The server has routed the messages once pub's flush returns; sub's
 	// flush returns after they have reached sub (they come before its PONG).
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
