@@ -66,6 +66,13 @@ var localNames = set(
 // them. Empty: there is no such case, and a new one needs a reason here.
 var allowed = map[string]string{}
 
+// TestLifecycleNoLockAcrossNetworkCall type-checks every package of the
+// module and fails for each call that reaches the network (a netNames
+// method of nats.go, or a function of the module that calls one, however
+// deep) made while a sync.Mutex or RWMutex of the same function may be
+// held, or a wait under one for goroutines that make such calls. Function
+// literals count as functions of their own; calls through function values
+// are not followed.
 func TestLifecycleNoLockAcrossNetworkCall(t *testing.T) {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
