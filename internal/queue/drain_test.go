@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 )
 
 // TestLifecycleDrainWaits checks that Drain returns once the connection has
