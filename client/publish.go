@@ -91,6 +91,10 @@ type PubAck struct {
 	// Taken says a worker has taken the original of a duplicate (it is
 	// applied or being applied); false: it still waits in the queue.
 	Taken bool
+	// Due is when a delayed event (WithDelay, WithAt) is delivered to the
+	// key's queue; zero for an event published now. A delayed event is in
+	// the schedules stream, not the events stream, so its Sequence is 0.
+	Due time.Time
 }
 
 // PublishOption sets a per-call option of Publish, PublishAsync and
@@ -101,6 +105,10 @@ type publishOptions struct {
 	id       string
 	explicit bool                  // id given by the caller, not made here
 	progress func(contract.Status) // PublishAndWait only
+
+	delay           time.Duration // WithDelay
+	at              time.Time     // WithAt
+	delaySet, atSet bool
 }
 
 // WithJobID sets the job id, the event's idempotency key (the Nats-Msg-Id
@@ -169,6 +177,9 @@ func (c *Client) Publish(ctx context.Context, workflow, key string, ev contract.
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
+	if o.delayed() {
+		return c.publishDelayed(ctx, workflow, key, ev, msg, o)
+	}
 	if o.explicit {
 		held, err := jsapi.GetJob(ctx, c.nc, workflow, o.id)
 		switch {
@@ -239,6 +250,9 @@ func (c *Client) PublishAsync(workflow, key string, ev contract.Envelope, opts .
 	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {
 		return nil, err
+	}
+	if o.delayed() {
+		return nil, fmt.Errorf("%w: PublishAsync takes no WithDelay or WithAt; use Publish", ErrInvalidSchedule)
 	}
 	f, err := c.js.PublishMsgAsync(msg, jetstream.WithStallWait(c.cfg.Timeout))
 	if err != nil {

@@ -30,9 +30,10 @@ var _ jobClaimer = (*queue.Jobs)(nil)
 // them, searched in order, is cheaper than a map for a batch (at most
 // GroupCommit events).
 type verdict struct {
-	seq     uint64 // the event's stream sequence
-	outcome contract.ClaimOutcome
-	held    *contract.Job // the job holding the id, unless Claimed
+	seq       uint64 // the event's stream sequence
+	outcome   contract.ClaimOutcome
+	held      *contract.Job // the job holding the id, unless Claimed
+	cancelled bool          // a delayed event cancelled before it was taken
 }
 
 func (a *actor) verdict(seq uint64) (verdict, bool) {
@@ -57,6 +58,9 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		want []contract.Job
 		now  = f.w.cfg.Now().UTC()
 	)
+	if !a.takeDelayed(ctx, msgs, now) {
+		return false
+	}
 	for _, m := range msgs {
 		if m.ID == "" || handled(&a.rec, m.Sequence) {
 			continue
@@ -131,6 +135,12 @@ func (a *actor) keepVerdicts(keep []*queue.Msg) {
 // (another key or event) is dead-lettered as id_conflict.
 func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	v, ok := a.verdict(m.Sequence)
+	if ok && v.cancelled {
+		// Cancelled by its producer: it never happened.
+		a.f.log.Debug().Str("key", a.key).Str("job_id", m.ID).Msg("a cancelled delayed event fired; not applied")
+		b.ack = append(b.ack, m)
+		return true
+	}
 	if !ok || v.outcome == contract.Claimed {
 		return false
 	}
@@ -148,5 +158,45 @@ func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	b.ack = append(b.ack, m)
 	a.f.w.duplicates.Add(1)
 	a.f.w.metrics.duplicates.WithLabelValues(a.f.name).Inc()
+	return true
+}
+
+// takeDelayed takes, one by one, the fired delayed events of msgs (see
+// queue.Jobs.TakeDelayed) before their job ids are claimed, and files a
+// verdict for each one its producer cancelled first. They are rare next to
+// other events, so they are not pipelined. A record that can be neither
+// read nor written is tried again, with backoff, as a claim is. false: ctx
+// ended first.
+func (a *actor) takeDelayed(ctx context.Context, msgs []*queue.Msg, now time.Time) bool {
+	f := a.f
+	for _, m := range msgs {
+		if !m.Delayed() || m.ID == "" || handled(&a.rec, m.Sequence) || len(m.Data) > int(f.spec.MaxPayload) {
+			continue
+		}
+		if _, ok := a.verdict(m.Sequence); ok {
+			continue
+		}
+		var env contract.Envelope
+		if unmarshalEnvelope(m.Data, &env) != nil || env.Event == "" {
+			continue // dead-lettered as malformed
+		}
+		for wait, failed := 50*time.Millisecond, false; ; wait, failed = min(2*wait, 2*time.Second), true {
+			cancelled, err := f.jobs.TakeDelayed(ctx, m.ID, a.key, env.Event, now)
+			if err == nil {
+				if failed {
+					f.commitWorked()
+				}
+				if cancelled {
+					a.verdicts = append(a.verdicts, verdict{seq: m.Sequence, cancelled: true})
+				}
+				break
+			}
+			f.commitFailed(err)
+			f.log.Warn().Err(err).Str("key", a.key).Str("job_id", m.ID).Msg("cannot take a delayed event; retrying")
+			if !sleep(ctx, wait) {
+				return false
+			}
+		}
+	}
 	return true
 }

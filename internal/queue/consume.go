@@ -20,7 +20,9 @@ type Msg struct {
 	Key string
 	// Partition is the partition the event was pulled from.
 	Partition int
-	// ID is the job id (Nats-Msg-Id), empty if the producer set none.
+	// ID is the job id (Nats-Msg-Id), empty if the producer set none; for
+	// a fired delayed event its Orderly-Job-Id, for a firing of a
+	// recurring schedule the id made of its name and fire time.
 	ID string
 	// Sequence is the event's stream sequence: per partition, the order.
 	Sequence uint64
@@ -31,6 +33,7 @@ type Msg struct {
 
 	raw         jetstream.Msg
 	timer       bool // a fired timer: see Timer
+	delayed     bool // a fired delayed event: see Delayed
 	consumerSeq uint64
 	finished    atomic.Bool
 	release     func()
@@ -428,6 +431,9 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 	}
 	m.timer = isTimerSubject(p.cfg.Workflow, raw.Subject()) ||
 		!p.legacyUntil.IsZero() && legacyTimer(raw.Headers(), p.cfg.Workflow, stored, p.legacyUntil)
+	if !m.timer {
+		p.markScheduled(m)
+	}
 	return m
 }
 

@@ -58,6 +58,7 @@ type Claim struct {
 // Jobs is a workflow's job bucket, as the worker uses it to claim job ids.
 type Jobs struct {
 	nc       *nats.Conn
+	js       jetstream.JetStream
 	mux      *jsapi.ReplyMux
 	workflow string
 	prefix   string // "$KV.<bucket>."
@@ -75,7 +76,7 @@ func (c *Conn) Jobs(ctx context.Context, workflow string) (*Jobs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: job bucket of %s: %w", workflow, err)
 	}
-	return &Jobs{nc: c.nc, mux: &c.mux, workflow: workflow, prefix: "$KV." + contract.JobsBucket(workflow) + "."}, nil
+	return &Jobs{nc: c.nc, js: c.js, mux: &c.mux, workflow: workflow, prefix: "$KV." + contract.JobsBucket(workflow) + "."}, nil
 }
 
 // Claim claims each job id of jobs (ID, Key, Event, Sequence and At set) for

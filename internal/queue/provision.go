@@ -198,6 +198,9 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	if err := c.ensureStream(ctx, &p, timersStreamConfig(spec)); err != nil {
 		return p, err
 	}
+	if err := c.ensureStream(ctx, &p, schedulesStreamConfig(spec)); err != nil {
+		return p, err
+	}
 	events := eventsStreamConfig(spec)
 	if !legacyUntil.IsZero() {
 		events.Metadata = map[string]string{metaLegacyTimersUntil: legacyUntil.UTC().Format(time.RFC3339Nano)}
@@ -268,7 +271,7 @@ func eventsStreamConfig(s Spec) jetstream.StreamConfig {
 				Source:      firedSubject(s.Workflow, "*", "*"),
 				Destination: contract.Namespace + ".events." + s.Workflow + ".{{partition(" + strconv.Itoa(s.Partitions) + ",2)}}." + timerToken + ".{{wildcard(2)}}",
 			}},
-		}},
+		}, schedulesSource(s)},
 	}
 }
 
