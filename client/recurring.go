@@ -97,36 +97,38 @@ func recurringFiredTTL(spec cron.Spec) time.Duration {
 	return time.Hour
 }
 
-// AddSchedule stores the recurring schedule s in workflow. Everything is
-// checked before anything is stored, the cron expression and time zone as
-// the server checks them: a bad one is ErrInvalidSchedule. A schedule of
-// the same name gives ErrScheduleExists.
-func (c *Client) AddSchedule(ctx context.Context, workflow string, s Schedule) error {
+// AddSchedule stores the recurring schedule s in workflow and returns it
+// with Spec, Added and Next set. Everything is checked before anything is
+// stored, the cron expression and time zone as the server checks them: a
+// bad one is ErrInvalidSchedule. A schedule of the same name gives
+// ErrScheduleExists.
+func (c *Client) AddSchedule(ctx context.Context, workflow string, s Schedule) (Schedule, error) {
 	if c.isDone() {
-		return ErrClosed
+		return Schedule{}, ErrClosed
 	}
 	if err := contract.ValidateWorkflow(workflow); err != nil {
-		return err
+		return Schedule{}, err
 	}
 	if err := contract.ValidateScheduleName(s.Name); err != nil {
-		return err
+		return Schedule{}, err
 	}
 	if err := contract.ValidateKey(s.Key); err != nil {
-		return err
+		return Schedule{}, err
 	}
 	if s.Event == "" {
-		return fmt.Errorf("%w: the event name is empty", ErrInvalidEvent)
+		return Schedule{}, fmt.Errorf("%w: the event name is empty", ErrInvalidEvent)
 	}
 	if len(s.Data) > 0 && !json.Valid(s.Data) {
-		return fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
+		return Schedule{}, fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
 	}
-	pattern, spec, err := s.pattern(time.Now())
+	now := time.Now()
+	pattern, spec, err := s.pattern(now)
 	if err != nil {
-		return err
+		return Schedule{}, err
 	}
 	body, err := json.Marshal(&contract.Envelope{Event: s.Event, Data: s.Data})
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidEvent, err)
+		return Schedule{}, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
 	subject := contract.RecurringSubject(workflow, s.Name)
 	m := nats.NewMsg(subject)
@@ -142,15 +144,21 @@ func (c *Client) AddSchedule(ctx context.Context, workflow string, s Schedule) e
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	_, err = c.js.PublishMsg(ctx, m)
-	if isWrongLastSequence(err) {
-		return fmt.Errorf("client: add schedule %s: %w; remove it first to change it", s.Name, ErrScheduleExists)
+	if _, err = c.js.PublishMsg(ctx, m); isWrongLastSequence(err) {
+		return Schedule{}, fmt.Errorf("client: add schedule %s: %w; remove it first to change it", s.Name, ErrScheduleExists)
+	} else if err != nil {
+		return Schedule{}, scheduleError(subject, err)
 	}
-	if err != nil {
-		return scheduleError(subject, err)
+	s.Spec, s.Added = pattern, now.UTC()
+	if spec.Kind == cron.Cron {
+		s.Cron, s.Next = pattern, mustNext(spec.Cron.Next(now))
+	} else {
+		s.Next = cron.EveryNext(spec.Every, now, now)
 	}
-	return nil
+	return s, nil
 }
+
+func mustNext(t time.Time, _ error) time.Time { return t.UTC() }
 
 // RemoveSchedule removes the recurring schedule name from workflow:
 // ErrNoSchedule if there is none. A firing the server began before the

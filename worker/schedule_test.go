@@ -334,10 +334,10 @@ func TestRecurringScheduleEachFiringAppliedOnce(t *testing.T) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	start := time.Now()
-	if err := b.client.AddSchedule(ctx, "tally", client.Schedule{Name: "every1", Key: "tick", Event: "add", Data: []byte(`{"n":7}`), Every: time.Second}); err != nil {
+	if _, err := b.client.AddSchedule(ctx, "tally", client.Schedule{Name: "every1", Key: "tick", Event: "add", Data: []byte(`{"n":7}`), Every: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.client.AddSchedule(ctx, "tally", client.Schedule{Name: "every1", Key: "tick", Event: "add", Every: time.Minute}); !errors.Is(err, client.ErrScheduleExists) {
+	if _, err := b.client.AddSchedule(ctx, "tally", client.Schedule{Name: "every1", Key: "tick", Event: "add", Every: time.Minute}); !errors.Is(err, client.ErrScheduleExists) {
 		t.Fatalf("the same name again: %v, want ErrScheduleExists", err)
 	}
 	count := func() []string {
@@ -398,7 +398,7 @@ func TestSchedulesFireWithNoWorkerAndSurviveRestarts(t *testing.T) {
 	cl := natstest.Client(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := cl.AddSchedule(ctx, "tally", client.Schedule{Name: "beat", Key: "k", Event: "add", Data: []byte(`{"n":1}`), Every: time.Second}); err != nil {
+	if _, err := cl.AddSchedule(ctx, "tally", client.Schedule{Name: "beat", Key: "k", Event: "add", Data: []byte(`{"n":1}`), Every: time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cl.Publish(ctx, "tally", "d", add(2), client.WithDelay(3*time.Second), client.WithJobID("late")); err != nil {

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -30,14 +31,20 @@ import (
 
 const usageHead = `Usage:
   enqueue [flags] KEY EVENT [DATA_JSON]   publish an event and print its job id
+          (--in DURATION | --at RFC3339: deliver it then; the job id is printed at once)
   enqueue [flags] --file FILE             publish JSON lines {"key","event","data","id"} (FILE - is stdin)
   enqueue status [flags] KEY              print the key's current state
   enqueue watch [flags] [KEY]             print status changes as they happen (every key without KEY)
   enqueue dlq list [flags]                list dead letters, oldest first: SEQ KEY REASON JOB_ID AT
   enqueue dlq replay [flags] SEQ|--all    republish dead letters to their keys (new job ids) and delete them
+  enqueue cancel [flags] JOB_ID           cancel a delayed event no worker has taken yet
+  enqueue schedule add [flags] NAME KEY EVENT [DATA_JSON] (--every DURATION | --cron "EXPR" [--tz ZONE])
+  enqueue schedule list [flags]           list recurring schedules: NAME KEY EVENT SPEC NEXT
+  enqueue schedule rm [flags] NAME        remove a recurring schedule
 
-Flags may stand before or after the arguments. "status", "watch" and "dlq" are
-reserved: publish to a key of that name with "enqueue [flags] -- status EVENT".
+Flags may stand before or after the arguments. "status", "watch", "dlq",
+"cancel" and "schedule" are reserved: publish to a key of that name with
+"enqueue [flags] -- status EVENT".
 The connection flags, --workflow and --log-level are also read from
 ORDERLY_<FLAG> (dashes as underscores); --nats-url also from NATS_URL.
 Exit status: 0 ok, 1 failure (rejected or failed job, queue full, no server,
@@ -46,7 +53,7 @@ bad key or data, timeout, no state), 2 usage error.
 Flags:
 `
 
-const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | dlq list | dlq replay SEQ|--all (see enqueue --help)"
+const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] [--in D | --at T] | --file FILE | status KEY | watch [KEY] | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm (see enqueue --help)"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,8 +98,9 @@ type options struct {
 	limit              int      // dlq list
 	all                bool     // dlq replay
 	seq                uint64   // dlq replay SEQ
-	sub                string   // "", "status", "watch" or "dlq"
+	sub                string   // "", "status", "watch", "dlq", "cancel" or "schedule"
 	args               []string // positional arguments after sub
+	time               timeOptions
 }
 
 // run executes args and reports a failure as one line on stderr (plus a
@@ -131,6 +139,7 @@ func (o *options) flagSets() (fs, env *pflag.FlagSet, version *bool) {
 	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
 	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all)")
 	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter")
+	o.time.register(fs)
 	version = cli.VersionFlag(fs)
 	return fs, env, version
 }
@@ -156,7 +165,7 @@ func (c command) parse(args []string) (options, error) {
 		return o, err
 	}
 	o.args = fs.Args()
-	if len(o.args) > 0 && fs.ArgsLenAtDash() != 0 && (o.args[0] == "status" || o.args[0] == "watch" || o.args[0] == "dlq") {
+	if len(o.args) > 0 && fs.ArgsLenAtDash() != 0 && slices.Contains(subcommands, o.args[0]) {
 		o.sub, o.args = o.args[0], o.args[1:]
 	}
 	o.timeoutSet = fs.Changed("timeout")
@@ -169,6 +178,9 @@ func (c command) parse(args []string) (options, error) {
 		if fs.Changed(f.name) && (o.sub != "dlq" || len(o.args) == 0 || o.args[0] != f.cmd) {
 			return o, cli.Usagef("--%s applies only to dlq %s", f.name, f.cmd)
 		}
+	}
+	if err := o.time.check(fs, &o); err != nil {
+		return o, err
 	}
 	return o, o.validate()
 }
@@ -192,6 +204,10 @@ func (o *options) validate() error {
 		return cli.Usagef("--timeout %s: must not be negative", o.timeout)
 	case o.sub == "dlq":
 		return o.validateDLQ()
+	case o.sub == "cancel" && n != 1:
+		return cli.Usagef("cancel takes one JOB_ID, got %d arguments", n)
+	case o.sub == "schedule":
+		return o.validateSchedule()
 	}
 	if o.sub == "watch" && !o.timeoutSet {
 		o.timeout = 0
@@ -215,10 +231,13 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 	if err := contract.ValidateWorkflow(o.workflow); err != nil {
 		return err
 	}
-	if len(o.args) > 0 && o.file == "" && o.sub != "dlq" {
+	if len(o.args) > 0 && o.file == "" && (o.sub == "" || o.sub == "status" || o.sub == "watch") {
 		if err := contract.ValidateKey(o.args[0]); err != nil {
 			return err
 		}
+	}
+	if err := o.time.refuse(&o, time.Now()); err != nil {
+		return err
 	}
 	if o.id != "" {
 		if err := contract.ValidateJobID(o.id); err != nil {
@@ -252,6 +271,10 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		return c.watch(ctx, conn, o)
 	case o.sub == "dlq":
 		return c.dlq(ctx, conn, o)
+	case o.sub == "cancel":
+		return c.cancel(ctx, conn, o)
+	case o.sub == "schedule":
+		return c.schedule(ctx, conn, o)
 	case o.file != "":
 		return c.bulk(ctx, conn, o)
 	}
@@ -270,11 +293,12 @@ func (c command) publish(ctx context.Context, conn *client.Client, o options, ev
 		st  contract.Status
 		err error
 	)
+	opts := append([]client.PublishOption{client.WithJobID(id)}, o.time.publishOptions()...)
 	if o.wait {
-		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, client.WithJobID(id),
-			client.WithProgress(func(st contract.Status) { c.printStatus(c.stderr, o.json, st) }))
+		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, append(opts,
+			client.WithProgress(func(st contract.Status) { c.printStatus(c.stderr, o.json, st) }))...)
 	} else {
-		ack, err = conn.Publish(ctx, o.workflow, key, ev, client.WithJobID(id))
+		ack, err = conn.Publish(ctx, o.workflow, key, ev, opts...)
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
@@ -286,11 +310,16 @@ func (c command) publish(ctx context.Context, conn *client.Client, o options, ev
 	}
 	if ack.Duplicate {
 		fmt.Fprintf(c.stderr, "duplicate: job %s was already stored%s; not stored again\n", id, original(ack))
+	} else if !ack.Due.IsZero() && !o.json {
+		fmt.Fprintf(c.stderr, "delayed: job %s is delivered to %s at %s\n", id, key, ack.Due.Format(time.RFC3339Nano))
 	}
 	if !o.wait {
 		if o.json {
 			out := map[string]any{
 				"job_id": ack.ID, "key": key, "event": ev.Event, "sequence": ack.Sequence, "duplicate": ack.Duplicate,
+			}
+			if !ack.Due.IsZero() {
+				out["due"] = ack.Due
 			}
 			if ack.Duplicate {
 				orig := map[string]any{"key": ack.Key, "sequence": ack.Sequence, "taken": ack.Taken}
@@ -332,6 +361,9 @@ func original(ack client.PubAck) string {
 	if ack.Key == "" {
 		return fmt.Sprintf(" (sequence %d, no longer stored)", ack.Sequence)
 	}
+	if !ack.Due.IsZero() && !ack.Taken {
+		return fmt.Sprintf(" for key %s (delayed, due %s)", ack.Key, ack.Due.Format(time.RFC3339))
+	}
 	when := "queued since"
 	if ack.Taken {
 		when = "taken by a worker at"
@@ -344,23 +376,44 @@ func (c command) status(ctx context.Context, conn *client.Client, o options) err
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
 	rec, err := conn.State(ctx, o.workflow, key)
+	delayed, derr := conn.DelayedEvents(ctx, o.workflow, key)
+	if errors.Is(derr, client.ErrNotProvisioned) {
+		delayed, derr = nil, nil // a workflow provisioned before delayed events
+	}
 	if errors.Is(err, client.ErrNoState) {
-		return fmt.Errorf("no state for key %s (no event processed yet)", key)
+		msg := fmt.Sprintf("no state for key %s (no event processed yet)", key)
+		for _, d := range delayed {
+			msg += fmt.Sprintf("; delayed event=%s job=%s due=%s", d.Event, d.ID, d.Due.Format(time.RFC3339Nano))
+		}
+		return errors.New(msg)
 	}
 	if err != nil {
 		return err
 	}
+	if derr != nil {
+		return derr
+	}
 	if o.json {
 		// The contract's fields only: Applied and Entered are the runtime's
-		// bookkeeping, not the key's state.
-		return json.NewEncoder(c.stdout).Encode(struct {
+		// bookkeeping, not the key's state. Delayed: what waits for its time.
+		type delayedJSON struct {
+			JobID string    `json:"job_id"`
+			Event string    `json:"event"`
+			Due   time.Time `json:"due"`
+		}
+		out := struct {
 			Key       string                 `json:"key"`
 			State     string                 `json:"state"`
 			Version   uint64                 `json:"version"`
 			Data      json.RawMessage        `json:"data"`
 			UpdatedAt time.Time              `json:"updated_at"`
 			Pending   []contract.PendingWork `json:"pending,omitempty"`
-		}{key, rec.State, rec.Version, rec.Data, rec.UpdatedAt, rec.Pending})
+			Delayed   []delayedJSON          `json:"delayed,omitempty"`
+		}{Key: key, State: rec.State, Version: rec.Version, Data: rec.Data, UpdatedAt: rec.UpdatedAt, Pending: rec.Pending}
+		for _, d := range delayed {
+			out.Delayed = append(out.Delayed, delayedJSON{d.ID, d.Event, d.Due})
+		}
+		return json.NewEncoder(c.stdout).Encode(out)
 	}
 	data := string(rec.Data)
 	if data == "" {
@@ -384,6 +437,10 @@ func (c command) status(ctx context.Context, conn *client.Client, o options) err
 			fmt.Fprintf(&b, " last_error=%q", p.LastError)
 		}
 		b.WriteByte('\n')
+	}
+	// Delayed events not yet fired, one line each.
+	for _, d := range delayed {
+		fmt.Fprintf(&b, "  delayed event=%s job=%s due=%s\n", d.Event, d.ID, d.Due.Format(time.RFC3339Nano))
 	}
 	_, err = io.WriteString(c.stdout, b.String())
 	return err
