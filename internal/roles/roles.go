@@ -10,8 +10,11 @@
 //   - Producer publishes events and reads statuses, states and job id
 //     claims (and, for a duplicate, the stored original): everything
 //     enqueue needs to publish (with or without --wait) and for status and
-//     watch. It cannot write a timer, a status, a state, a job claim or a
-//     dead letter.
+//     watch. It schedules delayed events and recurring schedules, cancels
+//     and removes them, and writes the records of delayed events that
+//     cancels and workers meet at (job bucket keys "sched.*"). It cannot
+//     write a timer, a status, a state, a job claim or a dead letter, nor
+//     publish what a schedule fires.
 //   - Operator is a producer that may also list and replay dead letters.
 //   - Worker is what the worker runtime needs, and no more: it provisions and
 //     reads its workflow's streams, consumer and buckets, writes states,
@@ -70,6 +73,20 @@ func For(role Role, workflow string) (Permissions, error) {
 			// stream found: refusing a reused id before storing it.
 			api + "DIRECT.GET." + n.jobs + ".>",
 			api + "STREAM.MSG.GET." + n.events,
+			// Delayed events (at.<key>.<jobkey>) and recurring schedules
+			// (every.<name>), not what they fire (fired.>): the server
+			// writes that.
+			"orderly.schedules." + workflow + ".at.*.*",
+			"orderly.schedules." + workflow + ".every.*",
+			// The record of a delayed event: scheduled, then cancelled.
+			"$KV." + n.jobsBucket + ".sched.*",
+			// Finding a schedule, deleting it (cancel, schedule rm), and
+			// listing them through a short-lived consumer.
+			api + "STREAM.MSG.GET." + n.schedules,
+			api + "STREAM.MSG.DELETE." + n.schedules,
+			api + "CONSUMER.CREATE." + n.schedules + ".>",
+			api + "CONSUMER.MSG.NEXT." + n.schedules + ".*",
+			api + "CONSUMER.DELETE." + n.schedules + ".*",
 		},
 		Subscribe: []string{
 			"orderly.status." + workflow + ".>", // > as well as *: nats sub 'orderly.status.order.>'
@@ -98,7 +115,7 @@ func For(role Role, workflow string) (Permissions, error) {
 			"$KV." + n.membersBucket + ".>",
 			"$KV." + n.jobsBucket + ".>",
 		}
-		for _, s := range []string{n.events, n.timers, n.dlq, n.state, n.members, n.jobs} {
+		for _, s := range []string{n.events, n.timers, n.schedules, n.dlq, n.state, n.members, n.jobs} {
 			pub = append(pub, api+"STREAM.INFO."+s, api+"STREAM.CREATE."+s, api+"STREAM.UPDATE."+s)
 		}
 		pub = append(pub,
@@ -138,7 +155,7 @@ func For(role Role, workflow string) (Permissions, error) {
 const api = "$JS.API."
 
 type streams struct {
-	events, timers, dlq, state, members, jobs string
+	events, timers, schedules, dlq, state, members, jobs string
 	stateBucket, membersBucket, jobsBucket    string
 }
 
@@ -148,6 +165,7 @@ func names(workflow string) streams {
 	return streams{
 		events:        "ORDERLY_EVENTS_" + w,
 		timers:        "ORDERLY_TIMERS_" + w,
+		schedules:     "ORDERLY_SCHEDULES_" + w,
 		dlq:           "ORDERLY_DLQ_" + w,
 		state:         "KV_orderly_state_" + workflow,
 		members:       "KV_orderly_members_" + workflow,

@@ -164,6 +164,18 @@ func TestRoles(t *testing.T) {
 			t.Errorf("the worker may publish to %s", subj)
 		}
 	}
+	// What a schedule fires is the server's to write; a producer schedules,
+	// and writes no job claim (only the records of delayed events).
+	for _, subj := range []string{"orderly.schedules.order.fired.at.k", "orderly.schedules.order.fired.every.n.k", "orderly.events.order.0.at.k", "$KV.orderly_jobs_order.job-1"} {
+		if matches(p.Publish, subj) || matches(w.Publish, subj) && !strings.HasPrefix(subj, "$KV.") {
+			t.Errorf("%s: producer %v, worker %v", subj, matches(p.Publish, subj), matches(w.Publish, subj))
+		}
+	}
+	for _, subj := range []string{"orderly.schedules.order.at.k.job-1", "orderly.schedules.order.every.nightly", "$KV.orderly_jobs_order.sched.job-1"} {
+		if !matches(p.Publish, subj) {
+			t.Errorf("a producer may not publish to %s", subj)
+		}
+	}
 	if matches(p.Subscribe, roles.WorkerInbox+".x") || !matches(w.Subscribe, roles.WorkerInbox+".x") || matches(w.Subscribe, "_INBOX.x") {
 		t.Error("inboxes: the worker's must be its alone")
 	}
