@@ -156,7 +156,7 @@ const api = "$JS.API."
 
 type streams struct {
 	events, timers, schedules, dlq, state, members, jobs string
-	stateBucket, membersBucket, jobsBucket    string
+	stateBucket, membersBucket, jobsBucket               string
 }
 
 // names of a workflow's streams and buckets, as package queue makes them.
