@@ -20,6 +20,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	// The IANA time zones of schedules (--tz), also where the system has
+	// none: the embedded server and enqueue read them the same way.
+	_ "time/tzdata"
 
 	"github.com/spf13/pflag"
 

@@ -10,6 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// The IANA time zones of schedules (--tz), also where the system has
+	// none: the embedded server and enqueue read them the same way.
+	_ "time/tzdata"
 
 	"github.com/orderly-dev/orderly/internal/cli"
 )
