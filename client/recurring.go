@@ -35,18 +35,20 @@ var (
 type Schedule struct {
 	// Name names the schedule: 1-64 characters of A-Z a-z 0-9 - _.
 	Name string `json:"name"`
-	// Key and Event are what each firing sends, with Data (optional JSON).
-	Key   string          `json:"key"`
-	Event string          `json:"event"`
-	Data  json.RawMessage `json:"data,omitempty"`
+	// Key is the key each firing is sent to.
+	Key string `json:"key"`
+	// Event is the name of the event each firing sends.
+	Event string `json:"event"`
+	// Data is the event's data, any JSON; optional.
+	Data json.RawMessage `json:"data,omitempty"`
 	// Every fires on an interval of at least a second, measured from when
 	// the schedule was added. Exactly one of Every and Cron is set.
 	Every time.Duration `json:"-"`
 	// Cron is a cron expression of six fields (second minute hour
 	// day-of-month month day-of-week, as nats-server reads them) or a
-	// predefined one (@hourly, @daily, @weekly, @monthly, @yearly), in
-	// TimeZone (an IANA name; default UTC).
-	Cron     string `json:"cron,omitempty"`
+	// predefined one (@hourly, @daily, @weekly, @monthly, @yearly).
+	Cron string `json:"cron,omitempty"`
+	// TimeZone is the IANA zone Cron is read in; default UTC.
 	TimeZone string `json:"time_zone,omitempty"`
 
 	// Set by Schedules:
