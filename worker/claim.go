@@ -176,8 +176,8 @@ func (a *actor) takeDelayed(ctx context.Context, msgs []*queue.Msg, now time.Tim
 		if _, ok := a.verdict(m.Sequence); ok {
 			continue
 		}
-		var env contract.Envelope
-		if unmarshalEnvelope(m.Data, &env) != nil || env.Event == "" {
+		env, err := contract.DecodeEnvelope(m.Data)
+		if err != nil || env.Event == "" {
 			continue // dead-lettered as malformed
 		}
 		for wait, failed := 50*time.Millisecond, false; ; wait, failed = min(2*wait, 2*time.Second), true {

@@ -16,12 +16,11 @@ import (
 // restart.
 func TestDelayedEventSurvivesKill9(t *testing.T) {
 	t.Parallel()
-	natsAddr := natstest.FreeAddr(t)
 	dataDir := t.TempDir()
-	w := startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
+	w := startWorker(t, dataDir, "--sim-latency", "10ms")
 	ids := map[string]string{}
 	for key, in := range map[string]string{"down-1": "1s", "after-1": "6s"} {
-		out, code := enqueue(t, natsAddr, key, "start_processing", "--in", in)
+		out, code := enqueue(t, w.natsAddr, key, "start_processing", "--in", in)
 		var id string // the one line of stdout, among stderr's
 		for line := range strings.Lines(out) {
 			if !strings.Contains(line, " ") {
@@ -36,12 +35,12 @@ func TestDelayedEventSurvivesKill9(t *testing.T) {
 	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-w.exited
+	natstest.Recv(t, w.exited, natstest.Timeout, "the worker to die of SIGKILL")
 	killed := time.Now()
 	<-time.After(time.Until(killed.Add(2 * time.Second))) // down-1 falls due while nothing runs
 
-	startWorker(t, dataDir, natsAddr, natstest.FreeAddr(t), "--sim-latency", "10ms")
-	conn := natstest.Client(t, "nats://"+natsAddr)
+	w = startWorker(t, dataDir, "--sim-latency", "10ms")
+	conn := natstest.Client(t, "nats://"+w.natsAddr)
 	if _, err := conn.State(context.Background(), "order", "after-1"); err == nil {
 		t.Fatal("after-1 applied before its time")
 	}
