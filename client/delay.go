@@ -42,11 +42,6 @@ var (
 // as "now" (the caller's clock and the server's differ a little).
 const atSlack = time.Second
 
-// delayedFiredTTL is how long a fired delayed event stays in the schedules
-// stream, waiting for the events stream to take it (it does at once unless
-// that stream is full or away).
-const delayedFiredTTL = "24h"
-
 // maxDue is the latest time a schedule may name: the server reads it as
 // RFC 3339, with four digits of year.
 var maxDue = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
@@ -141,7 +136,6 @@ func (c *Client) publishDelayed(ctx context.Context, workflow, key string, ev co
 	m.Data = msg.Data
 	m.Header.Set(jsapi.HeaderSchedule, "@at "+due.Format(time.RFC3339Nano))
 	m.Header.Set(jsapi.HeaderScheduleTarget, contract.DelayedTarget(workflow, key))
-	m.Header.Set(jsapi.HeaderScheduleTTL, delayedFiredTTL)
 	m.Header.Set(contract.HeaderDelayedJobID, id)
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0") // one schedule per key and job id
 	ack, err := c.js.PublishMsg(ctx, m)

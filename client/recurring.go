@@ -88,17 +88,6 @@ func (s Schedule) pattern(now time.Time) (string, cron.Spec, error) {
 	return p, spec, err
 }
 
-// recurringFiredTTL is how long a firing stays in the schedules stream,
-// waiting for the events stream to take it (at once, unless that stream
-// is full or away): an hour, or two intervals of a longer one, so that the
-// last firing still says when the next is.
-func recurringFiredTTL(spec cron.Spec) time.Duration {
-	if spec.Kind == cron.Every {
-		return max(time.Hour, 2*spec.Every)
-	}
-	return time.Hour
-}
-
 // AddSchedule stores the recurring schedule s in workflow and returns it
 // with Spec, Added and Next set. Everything is checked before anything is
 // stored, the cron expression and time zone as the server checks them: a
@@ -142,7 +131,6 @@ func (c *Client) AddSchedule(ctx context.Context, workflow string, s Schedule) (
 		m.Header.Set(contract.HeaderScheduleZone, s.TimeZone)
 	}
 	m.Header.Set(jsapi.HeaderScheduleTarget, contract.RecurringTarget(workflow, s.Name, s.Key))
-	m.Header.Set(jsapi.HeaderScheduleTTL, recurringFiredTTL(spec).String())
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()

@@ -77,6 +77,9 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		}
 		want = append(want, contract.Job{ID: m.ID, Key: a.key, Event: env.Event, Sequence: m.Sequence, At: now})
 	}
+	if err := f.jobs.ForgetFired(ctx, msgs); err != nil {
+		f.log.Warn().Err(err).Msg("cannot purge what fired from the schedules stream; trying again in 30s")
+	}
 	for wait := 50 * time.Millisecond; len(want) > 0; wait = min(2*wait, 2*time.Second) {
 		res := f.jobs.Claim(ctx, want) // bounded by its own timeout
 		var (

@@ -23,7 +23,6 @@ const (
 	HeaderSchedule         = "Nats-Schedule"
 	HeaderScheduleTarget   = "Nats-Schedule-Target"
 	HeaderScheduleTimeZone = "Nats-Schedule-Time-Zone"
-	HeaderScheduleTTL      = "Nats-Schedule-TTL"
 	HeaderScheduler        = "Nats-Scheduler"     // on a firing: the schedule's subject
 	HeaderScheduleNext     = "Nats-Schedule-Next" // on a firing: the next fire time, or "purge"
 )

@@ -32,8 +32,9 @@ type Msg struct {
 	Data []byte
 
 	raw         jetstream.Msg
-	timer       bool // a fired timer: see Timer
-	delayed     bool // a fired delayed event: see Delayed
+	timer       bool   // a fired timer: see Timer
+	delayed     bool   // a fired delayed event: see Delayed
+	firedSeq    uint64 // what fired: its sequence in the schedules stream
 	consumerSeq uint64
 	finished    atomic.Bool
 	release     func()

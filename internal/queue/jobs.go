@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,11 +58,15 @@ type Claim struct {
 
 // Jobs is a workflow's job bucket, as the worker uses it to claim job ids.
 type Jobs struct {
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	mux      *jsapi.ReplyMux
-	workflow string
-	prefix   string // "$KV.<bucket>."
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	// ForgetFired's: purged below this sequence, at this time.
+	forgotBelow atomic.Uint64
+	forgotAt    atomic.Int64
+	mux         *jsapi.ReplyMux
+	workflow    string
+	prefix      string // "$KV.<bucket>."
 }
 
 // Jobs opens the job bucket of a provisioned workflow.

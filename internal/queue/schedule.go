@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -36,8 +37,9 @@ const (
 // schedulesStreamConfig holds delayed events and recurring schedules. As
 // for timers, message schedules allow only discard-old, so the stream has
 // no limit of its own: at one JetStream would drop the oldest events that
-// producers were told were stored. Its messages are a little smaller than
-// the events stream's: a firing gains headers (Nats-Scheduler, the source's
+// producers were told were stored. What fires stays in it until a worker
+// forgets it (Jobs.ForgetFired). Its messages are a little smaller than the
+// events stream's: a firing gains headers (Nats-Scheduler, the source's
 // Nats-Stream-Source), and one that the events stream refused as too large
 // would stop the source, and every firing after it, for good.
 func schedulesStreamConfig(s Spec) jetstream.StreamConfig {
@@ -54,7 +56,6 @@ func schedulesStreamConfig(s Spec) jetstream.StreamConfig {
 		Duplicates:        s.DuplicateWindow,
 		AllowMsgSchedules: true,
 		AllowRollup:       true, // the server rolls up a schedule's subject when it stores one
-		AllowMsgTTL:       true, // what fires expires (client: firedTTL)
 		Replicas:          s.Replicas,
 	}
 }
@@ -108,7 +109,66 @@ func (p *Puller) markScheduled(m *Msg) {
 		m.ID = m.raw.Headers().Get(contract.HeaderDelayedJobID)
 	case recurringToken:
 		m.ID = recurringJobID(m.raw.Headers())
+	default:
+		return
 	}
+	m.firedSeq = firedSeq(p.cfg.Workflow, m.raw.Headers().Get(headerStreamSource))
+}
+
+// firedSeq is the sequence in workflow's schedules stream of the message
+// the source header src (Nats-Stream-Source: "<stream>[:<hash>] <seq> ...")
+// says a message came from; 0 if it came from elsewhere.
+func firedSeq(workflow, src string) uint64 {
+	fields := strings.Fields(src)
+	if len(fields) < 2 {
+		return 0
+	}
+	if name, _, _ := strings.Cut(fields[0], ":"); name != contract.SchedulesStream(workflow) {
+		return 0
+	}
+	seq, _ := strconv.ParseUint(fields[1], 10, 64)
+	return seq
+}
+
+// forgetEvery is the least time between two purges of what has fired (a
+// variable for tests).
+var forgetEvery = 30 * time.Second
+
+// ForgetFired deletes from the schedules stream what has fired and is in
+// the events stream already, at most once per 30s: everything fired and
+// stored there before the latest firing msgs holds, since a source brings
+// messages over in order. Without it the schedules stream would keep a copy
+// of every delayed event and every firing. (A TTL on what fires would
+// apply in the events stream too, and expire events waiting there.)
+func (j *Jobs) ForgetFired(ctx context.Context, msgs []*Msg) error {
+	var top uint64
+	for _, m := range msgs {
+		top = max(top, m.firedSeq)
+	}
+	now := time.Now().UnixNano()
+	last := j.forgotAt.Load()
+	if top <= j.forgotBelow.Load() || now-last < int64(forgetEvery) || !j.forgotAt.CompareAndSwap(last, now) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, jobTimeout)
+	defer cancel()
+	stream := contract.SchedulesStream(j.workflow)
+	req := []byte(`{"filter":"` + contract.SchedulesSubject(j.workflow) + `.fired.>","seq":` + strconv.FormatUint(top, 10) + `}`)
+	resp, err := j.nc.RequestWithContext(ctx, "$JS.API.STREAM.PURGE."+stream, req)
+	if err == nil {
+		var r struct {
+			Error   *jetstream.APIError `json:"error"`
+			Success bool                `json:"success"`
+		}
+		if err = json.Unmarshal(resp.Data, &r); err == nil && r.Error != nil {
+			err = r.Error
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("queue: forget what fired in %s: %w", stream, err)
+	}
+	j.forgotBelow.Store(top)
+	return nil
 }
 
 // Delayed reports whether m is a delayed event (one published with a

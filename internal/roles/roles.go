@@ -141,6 +141,9 @@ func For(role Role, workflow string) (Permissions, error) {
 			api+"CONSUMER.CREATE."+n.members+".>",
 			api+"CONSUMER.DELETE."+n.members+".*",
 			"$JS.FC."+n.members+".>",
+			// Purging what fired from the schedules stream once the
+			// events stream has it.
+			api+"STREAM.PURGE."+n.schedules,
 			// Listing the pending wake-ups at start: a short-lived
 			// consumer of the timers stream.
 			api+"CONSUMER.CREATE."+n.timers+".>",
