@@ -293,6 +293,9 @@ const legacyMargin = 30 * time.Second
 // version, which sourced fired timers into the subjects of client events.
 func timersInClientForm(cfg jetstream.StreamConfig) bool {
 	for _, src := range cfg.Sources {
+		if src.Name != contract.TimersStream(strings.TrimPrefix(strings.ToLower(cfg.Name), "orderly_events_")) {
+			continue // the schedules stream's, which are client events
+		}
 		for _, tr := range src.SubjectTransforms {
 			if strings.HasPrefix(tr.Destination, contract.Namespace+".events.") && !strings.Contains(tr.Destination, "."+timerToken+".") {
 				return true
