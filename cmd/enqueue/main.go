@@ -56,7 +56,7 @@ bad key or data, timeout, no state), 2 usage error.
 Flags:
 `
 
-const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] [--in D | --at T] | --file FILE | status KEY | watch [KEY] | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm (see enqueue --help)"
+const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm (see enqueue --help)"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -134,7 +134,7 @@ func (o *options) flagSets() (fs, env *pflag.FlagSet, version *bool) {
 	fs = pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(env)
-	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, dlq: one JSON object per line)")
+	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, dlq list, schedule list: one JSON object per line)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing, --wait and dlq (0: none); for watch, how long to watch (unset: until interrupted)")
 	fs.StringVar(&o.id, "id", "", "job id and idempotency key: 1-256 bytes of UTF-8, no control characters, no leading or trailing spaces (default: a new unique id)")
 	fs.BoolVar(&o.wait, "wait", false, "follow the job until it settles and print its final state")

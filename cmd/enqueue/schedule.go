@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -166,17 +165,13 @@ func (c command) cancel(ctx context.Context, conn *client.Client, o options) err
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
 	id := o.args[0]
-	err := conn.Cancel(ctx, o.workflow, id)
-	switch {
-	case errors.Is(err, client.ErrAlreadyFired), errors.Is(err, client.ErrAlreadyCancelled), errors.Is(err, client.ErrUnknownJob):
-		return fmt.Errorf("not cancelled: %w", err)
-	case err != nil:
+	if err := conn.Cancel(ctx, o.workflow, id); err != nil {
 		return err
 	}
 	if o.json {
 		return json.NewEncoder(c.stdout).Encode(map[string]any{"job_id": id, "cancelled": true})
 	}
-	_, err = fmt.Fprintln(c.stdout, "cancelled")
+	_, err := fmt.Fprintln(c.stdout, "cancelled")
 	return err
 }
 
