@@ -242,16 +242,16 @@ func (c *Client) Scheduled(ctx context.Context, workflow, id string) (DelayedEve
 	case err == nil: // a record, and no schedule: fired, not taken yet
 		return DelayedEvent{ID: id, Key: rec.Key, Event: rec.Event, Due: rec.Due, Fired: true}, nil
 	}
-	return DelayedEvent{}, c.notDelayed(ctx, workflow, id)
+	return DelayedEvent{}, fmt.Errorf("client: %w", c.notDelayed(ctx, workflow, id))
 }
 
 // notDelayed says why there is neither a schedule nor a record of job id.
 func (c *Client) notDelayed(ctx context.Context, workflow, id string) error {
 	if held, err := jsapi.GetJob(ctx, c.nc, workflow, id); err == nil {
-		return fmt.Errorf("client: job %s: %w: not a delayed event waiting; a worker took it at %s (key %s, event %s)",
+		return fmt.Errorf("job %s: %w: not a delayed event waiting; a worker took it at %s (key %s, event %s)",
 			id, ErrAlreadyFired, held.At.Format(time.RFC3339), held.Key, held.Event)
 	}
-	return fmt.Errorf("client: job %s: %w", id, ErrUnknownJob)
+	return fmt.Errorf("job %s: %w", id, ErrUnknownJob)
 }
 
 // delayedOf reads the schedule s of a delayed event.
@@ -304,7 +304,7 @@ func (c *Client) Cancel(ctx context.Context, workflow, id string) error {
 			// No record (not written, or expired): the schedule says.
 			sched, err = jsapi.GetLastMsg(ctx, c.nc, stream, contract.DelayedFilter(workflow, id))
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return fmt.Errorf("client: cancel: %w", c.notDelayed(ctx, workflow, id))
+				return fmt.Errorf("client: cancel %w", c.notDelayed(ctx, workflow, id))
 			}
 			if err != nil {
 				return fmt.Errorf("client: cancel job %s: %w", id, err)

@@ -179,7 +179,7 @@ func (c *Client) RemoveSchedule(ctx context.Context, workflow, name string) erro
 	return nil
 }
 
-// Schedules returns the recurring schedules of workflow, by name.
+// Schedules returns the recurring schedules of workflow, oldest first.
 func (c *Client) Schedules(ctx context.Context, workflow string) ([]Schedule, error) {
 	if c.isDone() {
 		return nil, ErrClosed

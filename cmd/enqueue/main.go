@@ -313,7 +313,7 @@ func (c command) publish(ctx context.Context, conn *client.Client, o options, ev
 	}
 	if ack.Duplicate {
 		fmt.Fprintf(c.stderr, "duplicate: job %s was already stored%s; not stored again\n", id, original(ack))
-	} else if !ack.Due.IsZero() && !o.json {
+	} else if !ack.Due.IsZero() && !o.json && !o.wait {
 		fmt.Fprintf(c.stderr, "delayed: job %s is delivered to %s at %s\n", id, key, ack.Due.Format(time.RFC3339Nano))
 	}
 	if !o.wait {

@@ -191,7 +191,7 @@ func (c command) schedule(ctx context.Context, conn *client.Client, o options) e
 		if o.json {
 			return json.NewEncoder(c.stdout).Encode(scheduleEntry(added))
 		}
-		_, err = fmt.Fprintf(c.stdout, "added %s: %s %s %s, next at %s\n", added.Name, added.Key, added.Event, specOf(added), added.Next.Format(time.RFC3339))
+		_, err = fmt.Fprintf(c.stdout, "added %s: %s %s %s, next at %s\n", added.Name, added.Key, added.Event, specOf(added), nextIn(added))
 		return err
 	case "rm":
 		if err := conn.RemoveSchedule(ctx, o.workflow, o.args[1]); err != nil {
@@ -220,16 +220,21 @@ func (c command) schedule(ctx context.Context, conn *client.Client, o options) e
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKEY\tEVENT\tSPEC\tNEXT")
 	for _, s := range list {
-		next := "-"
-		if !s.Next.IsZero() {
-			next = s.Next.Format(time.RFC3339)
-			if loc, err := cron.LoadZone(s.TimeZone); err == nil && s.TimeZone != "" {
-				next = s.Next.In(loc).Format(time.RFC3339)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Key, s.Event, specOf(s), next)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Key, s.Event, specOf(s), nextIn(s))
 	}
 	return tw.Flush()
+}
+
+// nextIn is s's next fire time in RFC 3339, in its time zone; "-" if
+// unknown.
+func nextIn(s client.Schedule) string {
+	if s.Next.IsZero() {
+		return "-"
+	}
+	if loc, err := cron.LoadZone(s.TimeZone); err == nil && s.TimeZone != "" {
+		return s.Next.In(loc).Format(time.RFC3339)
+	}
+	return s.Next.UTC().Format(time.RFC3339)
 }
 
 // specOf is a schedule's when, as list shows it: "@every 1s" or
