@@ -19,9 +19,13 @@ import (
 // so events published with any NATS client get the guarantee too.
 
 // jobClaimer claims job ids in the workflow's job bucket, a batch at a
-// time; results come in the order of jobs.
+// time; results come in the order of jobs. It also takes fired delayed
+// events against their records (a cancel may have come first), and purges
+// what fired from the schedules stream once it is in hand.
 type jobClaimer interface {
 	Claim(ctx context.Context, jobs []contract.Job) []queue.Claim
+	TakeDelayed(ctx context.Context, id, key, event string, now time.Time) (cancelled bool, err error)
+	ForgetFired(ctx context.Context, msgs []*queue.Msg) error
 }
 
 var _ jobClaimer = (*queue.Jobs)(nil)

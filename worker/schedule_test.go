@@ -263,7 +263,7 @@ func TestCancelFiredButNotTaken(t *testing.T) {
 func TestCancelRacesFiring(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	startWorker(t, b.url, worker.Config{Queue: queue.Spec{Partitions: 4}}, nil)
+	startWorker(t, b.url, worker.Config{Queue: worker.QueueConfig{Partitions: 4}}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const n = 40
