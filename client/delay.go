@@ -134,8 +134,8 @@ func (c *Client) publishDelayed(ctx context.Context, workflow, key string, ev co
 	subject := contract.DelayedSubject(workflow, key, id)
 	m := nats.NewMsg(subject)
 	m.Data = msg.Data
-	m.Header.Set(jsapi.HeaderSchedule, "@at "+due.Format(time.RFC3339Nano))
-	m.Header.Set(jsapi.HeaderScheduleTarget, contract.DelayedTarget(workflow, key))
+	m.Header.Set(jsapi.NatsSchedule, "@at "+due.Format(time.RFC3339Nano))
+	m.Header.Set(jsapi.NatsScheduleTarget, contract.DelayedTarget(workflow, key))
 	m.Header.Set(contract.HeaderDelayedJobID, id)
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0") // one schedule per key and job id
 	ack, err := c.js.PublishMsg(ctx, m)
@@ -263,7 +263,7 @@ func delayedOf(workflow string, s jsapi.StoredMsg) (DelayedEvent, error) {
 		return DelayedEvent{}, fmt.Errorf("client: delayed event %s: %w", s.Subject, err)
 	}
 	d := DelayedEvent{ID: s.Header.Get(contract.HeaderDelayedJobID), Key: key, Event: env.Event, Data: env.Data}
-	if at, ok := strings.CutPrefix(s.Header.Get(jsapi.HeaderSchedule), "@at "); ok {
+	if at, ok := strings.CutPrefix(s.Header.Get(jsapi.NatsSchedule), "@at "); ok {
 		d.Due, _ = time.Parse(time.RFC3339Nano, at)
 	}
 	return d, nil

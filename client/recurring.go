@@ -124,13 +124,13 @@ func (c *Client) AddSchedule(ctx context.Context, workflow string, s Schedule) (
 	subject := contract.RecurringSubject(workflow, s.Name)
 	m := nats.NewMsg(subject)
 	m.Data = body
-	m.Header.Set(jsapi.HeaderSchedule, pattern)
+	m.Header.Set(jsapi.NatsSchedule, pattern)
 	m.Header.Set(contract.HeaderSchedule, pattern)
 	if s.TimeZone != "" {
-		m.Header.Set(jsapi.HeaderScheduleTimeZone, s.TimeZone)
+		m.Header.Set(jsapi.NatsScheduleTimeZone, s.TimeZone)
 		m.Header.Set(contract.HeaderScheduleZone, s.TimeZone)
 	}
-	m.Header.Set(jsapi.HeaderScheduleTarget, contract.RecurringTarget(workflow, s.Name, s.Key))
+	m.Header.Set(jsapi.NatsScheduleTarget, contract.RecurringTarget(workflow, s.Name, s.Key))
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
@@ -209,9 +209,9 @@ func (c *Client) Schedules(ctx context.Context, workflow string) ([]Schedule, er
 func recurringOf(m jsapi.StoredMsg) Schedule {
 	s := Schedule{
 		Name:     contract.KeyOfSubject(m.Subject),
-		Key:      contract.KeyOfSubject(m.Header.Get(jsapi.HeaderScheduleTarget)),
-		Spec:     m.Header.Get(jsapi.HeaderSchedule),
-		TimeZone: m.Header.Get(jsapi.HeaderScheduleTimeZone),
+		Key:      contract.KeyOfSubject(m.Header.Get(jsapi.NatsScheduleTarget)),
+		Spec:     m.Header.Get(jsapi.NatsSchedule),
+		TimeZone: m.Header.Get(jsapi.NatsScheduleTimeZone),
 		Added:    m.Time,
 	}
 	var env contract.Envelope
@@ -245,8 +245,8 @@ func (c *Client) next(ctx context.Context, workflow string, s *Schedule, now tim
 	fired, err := jsapi.GetLastMsg(ctx, c.nc, contract.SchedulesStream(workflow), contract.RecurringTarget(workflow, s.Name, s.Key))
 	switch {
 	case err == nil:
-		if t, perr := time.Parse(time.RFC3339Nano, fired.Header.Get(jsapi.HeaderScheduleNext)); perr == nil && !fired.Time.Before(s.Added) &&
-			fired.Header.Get(jsapi.HeaderScheduler) == contract.RecurringSubject(workflow, s.Name) {
+		if t, perr := time.Parse(time.RFC3339Nano, fired.Header.Get(jsapi.NatsScheduleNext)); perr == nil && !fired.Time.Before(s.Added) &&
+			fired.Header.Get(jsapi.NatsScheduler) == contract.RecurringSubject(workflow, s.Name) {
 			next = t
 		}
 	case !errors.Is(err, jetstream.ErrMsgNotFound):

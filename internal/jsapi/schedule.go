@@ -20,11 +20,11 @@ import (
 
 // JetStream's names for message schedules.
 const (
-	HeaderSchedule         = "Nats-Schedule"
-	HeaderScheduleTarget   = "Nats-Schedule-Target"
-	HeaderScheduleTimeZone = "Nats-Schedule-Time-Zone"
-	HeaderScheduler        = "Nats-Scheduler"     // on a firing: the schedule's subject
-	HeaderScheduleNext     = "Nats-Schedule-Next" // on a firing: the next fire time, or "purge"
+	NatsSchedule         = "Nats-Schedule"
+	NatsScheduleTarget   = "Nats-Schedule-Target"
+	NatsScheduleTimeZone = "Nats-Schedule-Time-Zone"
+	NatsScheduler        = "Nats-Scheduler"     // on a firing: the schedule's subject
+	NatsScheduleNext     = "Nats-Schedule-Next" // on a firing: the next fire time, or "purge"
 )
 
 var (

@@ -181,8 +181,8 @@ func (m *Msg) Delayed() bool { return m.delayed }
 // and the fire time, which is the one before the next fire time the server
 // put in Nats-Schedule-Next. "" (no job id) if the headers do not say.
 func recurringJobID(h nats.Header) string {
-	name := contract.KeyOfSubject(h.Get(jsapi.HeaderScheduler))
-	next, err := time.Parse(time.RFC3339Nano, h.Get(jsapi.HeaderScheduleNext))
+	name := contract.KeyOfSubject(h.Get(jsapi.NatsScheduler))
+	next, err := time.Parse(time.RFC3339Nano, h.Get(jsapi.NatsScheduleNext))
 	if name == "" || err != nil {
 		return ""
 	}

@@ -17,8 +17,8 @@ func TestRecurringJobID(t *testing.T) {
 	t.Parallel()
 	firing := func(name, spec, zone, next string) nats.Header {
 		h := nats.Header{}
-		h.Set(jsapi.HeaderScheduler, contract.RecurringSubject("order", name))
-		h.Set(jsapi.HeaderScheduleNext, next)
+		h.Set(jsapi.NatsScheduler, contract.RecurringSubject("order", name))
+		h.Set(jsapi.NatsScheduleNext, next)
 		h.Set(contract.HeaderSchedule, spec)
 		if zone != "" {
 			h.Set(contract.HeaderScheduleZone, zone)
