@@ -12,7 +12,7 @@ import (
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/queue"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 

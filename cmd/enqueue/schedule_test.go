@@ -14,8 +14,8 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/roles"
-	"github.com/orderly-dev/orderly/queue"
 )
 
 // The time commands, against the order workflow on a server where every
