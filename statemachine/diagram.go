@@ -6,9 +6,10 @@ import (
 )
 
 // Mermaid renders the machine as a Mermaid stateDiagram-v2. Edge labels are
-// the event, then "(after D)" for a timeout, "(action ok)" or "(action
-// failed)" for an action's outcome, "[guarded]" when a guard may refuse, and
-// "/ a, b" for the actions the transition starts.
+// the event, then "(after D)" for a timeout, "(every D)" for a periodic
+// event, "(action ok)" or "(action failed)" for an action's outcome,
+// "[guarded]" when a guard may refuse, and "/ a, b" for the actions the
+// transition starts.
 func (m *Machine[D]) Mermaid() string {
 	var b strings.Builder
 	b.WriteString("stateDiagram-v2\n")
@@ -50,8 +51,14 @@ func (m *Machine[D]) DOT() string {
 
 func (m *Machine[D]) label(t *compiled[D]) string {
 	l := string(t.On)
-	if to := m.states[m.stateAt[t.From]].Timeout; to != nil && to.Event == t.On {
+	from := &m.states[m.stateAt[t.From]]
+	if to := from.Timeout; to != nil && to.Event == t.On {
 		l += fmt.Sprintf(" (after %v)", to.After)
+	}
+	for _, p := range from.Every {
+		if p.Event == t.On {
+			l += fmt.Sprintf(" (every %v)", p.Interval)
+		}
 	}
 	for _, a := range m.actions {
 		switch t.On {

@@ -3,6 +3,7 @@ package statemachine
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -19,14 +20,15 @@ type Event string
 func (e Event) String() string { return string(e) }
 
 // Source says where an event came from. Clients may only send events declared
-// Client; action outcomes and timeouts come from the runtime itself.
+// Client; action outcomes, timeouts and periodic events come from the runtime
+// itself.
 type Source uint8
 
 // Sources of events.
 const (
 	SourceClient Source = iota // published by another service or enqueue
 	SourceAction               // the outcome of an action, fed back by the runtime
-	SourceTimer                // a state's timeout fired
+	SourceTimer                // a state's timeout or periodic event fired
 )
 
 // Input is one event to apply.
@@ -41,6 +43,8 @@ type StateDef struct {
 	Name     State    // The state's name, as stored and published.
 	Terminal bool     // no event is accepted once here
 	Timeout  *Timeout // optional; nil means the state may be held forever
+	// Every lists the state's periodic events, optional: see Periodic.
+	Every []Periodic
 }
 
 // Timeout fires Event after the machine has stayed After in a state. Entering
@@ -48,6 +52,25 @@ type StateDef struct {
 type Timeout struct {
 	After time.Duration // How long after entering the state the event fires.
 	Event Event         // an internal event accepted by a transition from the state
+}
+
+// Periodic delivers Event to a key every Interval while the key is in the
+// state that declares it (the seed's Process.send_after, re-sent each time).
+// The cadence is measured from when the key entered the state and is not
+// reset by other events, self-loops included; leaving the state stops it and
+// entering it again starts a new cadence. Ticks missed while no worker ran
+// collapse into one. Build one with Every.
+type Periodic struct {
+	// Interval between two deliveries: at least a second and a whole number
+	// of seconds, since the broker schedules them at whole seconds.
+	Interval time.Duration
+	Event    Event // an internal event accepted by a transition from the state
+}
+
+// Every returns a periodic event for StateDef.Every: event is delivered every
+// interval while a key is in the state.
+func Every(interval time.Duration, event Event) Periodic {
+	return Periodic{Interval: interval, Event: event}
 }
 
 // EventDef declares an event.
@@ -143,12 +166,14 @@ func New[D any](def Definition[D]) (*Machine[D], error) {
 		eventAt: make(map[Event]int, len(def.Events)),
 		actAt:   make(map[string]int, len(def.Actions)),
 	}
-	// Copy timeouts so the caller cannot change a validated machine.
+	// Copy timeouts and periodic events so the caller cannot change a
+	// validated machine.
 	for i, s := range def.States {
 		if s.Timeout != nil {
 			t := *s.Timeout
 			s.Timeout = &t
 		}
+		s.Every = slices.Clone(s.Every)
 		m.states[i] = s
 		m.stateAt[s.Name] = i
 	}
@@ -210,7 +235,8 @@ func (m *Machine[D]) Name() string { return m.name }
 func (m *Machine[D]) Initial() State { return m.initial }
 
 // States returns the states in definition order. The slice is a copy; the
-// Timeouts it points to are the machine's own and must not be modified.
+// Timeouts and Every slices it points to are the machine's own and must not
+// be modified.
 func (m *Machine[D]) States() []StateDef { return append([]StateDef(nil), m.states...) }
 
 // Events returns the events in definition order, as a copy.
@@ -228,7 +254,8 @@ func (m *Machine[D]) Action(name string) (ActionDef, bool) {
 	return m.actions[i], true
 }
 
-// State returns the definition of s. Its Timeout must not be modified.
+// State returns the definition of s. Its Timeout and Every must not be
+// modified.
 func (m *Machine[D]) State(s State) (StateDef, bool) {
 	i, ok := m.stateAt[s]
 	if !ok {

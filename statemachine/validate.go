@@ -2,6 +2,7 @@ package statemachine
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/orderly-dev/orderly/contract"
 )
@@ -139,6 +140,28 @@ func validate[D any](def Definition[D]) []string {
 		}
 		if internal(what, s.Timeout.Event) && !accepts[stateEvent{s.Name, s.Timeout.Event}] {
 			add("%s: event %q is accepted by no transition from that state", what, s.Timeout.Event)
+		}
+	}
+	for _, s := range def.States {
+		periodic := make(map[Event]bool)
+		for i, p := range s.Every {
+			what := fmt.Sprintf("state %q periodic event %d", s.Name, i)
+			switch {
+			case p.Interval <= 0:
+				add("%s: Interval must be positive, got %v", what, p.Interval)
+			case p.Interval < time.Second || p.Interval%time.Second != 0:
+				add("%s: Interval %v is not a whole number of seconds: the broker schedules periodic events at whole seconds", what, p.Interval)
+			}
+			if !internal(what, p.Event) {
+				continue
+			}
+			if !accepts[stateEvent{s.Name, p.Event}] {
+				add("%s: event %q is accepted by no transition from that state", what, p.Event)
+			}
+			if periodic[p.Event] {
+				add("%s: event %q is periodic in that state already", what, p.Event)
+			}
+			periodic[p.Event] = true
 		}
 	}
 

@@ -123,8 +123,10 @@ type batch struct {
 	dead     []deadLetter
 	starts   []contract.PendingWork
 	leftover []*queue.Msg
-	arm      *armed // the state timeout to schedule with this commit
-	resume   bool   // schedule a wake-up for pending work with this commit
+	arm      *armed    // the state timeout to schedule with this commit
+	ticks    *tickPlan // periodic schedules to arm with this commit and remove after it
+	heal     []int     // slots of stale ticks: their schedules may be left over
+	resume   bool      // schedule a wake-up for pending work with this commit
 }
 
 // deadLetter is an event that can never be processed, and why.
@@ -308,7 +310,21 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			continue
 		}
 		src := statemachine.SourceClient
-		if isTimer {
+		if slot, periodic := contract.EverySlot(kind); isTimer && periodic {
+			if !a.liveTick(&b, slot, visit, env.Event) {
+				b.ack = append(b.ack, m)
+				b.heal = append(b.heal, slot)
+				a.f.w.staleTimers.Add(1)
+				continue
+			}
+			if newerTick(msgs[i+1:], kind, visit) {
+				// Ticks missed while nobody took them: apply the newest only.
+				b.ack = append(b.ack, m)
+				a.f.w.collapsedTicks.Add(1)
+				continue
+			}
+			src = statemachine.SourceTimer
+		} else if isTimer {
 			if kind != contract.TimerTimeout || visit != b.rec.Entered {
 				// Armed in an earlier visit of the state: it must not fire.
 				b.ack = append(b.ack, m)
@@ -333,6 +349,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 	if b.changed {
 		b.rec.UpdatedAt = now
 	}
+	b.ticks = a.planTicks(&b)
 	return b
 }
 
@@ -434,6 +451,9 @@ func (a *actor) schedule(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	if err := a.armTicks(ctx, b, now); err != nil {
+		return err
+	}
 	if (len(b.starts) > 0 || b.resume) && len(b.rec.Pending) > 0 {
 		return f.armResume(ctx, a.key, b.rec.Version, now.Add(f.w.cfg.ResumeAfter))
 	}
@@ -447,7 +467,8 @@ type statusPublisher interface {
 
 var _ statusPublisher = (*queue.Conn)(nil)
 
-// finish does what follows a commit: acknowledge, publish, start actions.
+// finish does what follows a commit: acknowledge, publish, start actions,
+// remove the periodic schedules the key no longer runs.
 func (a *actor) finish(b *batch) {
 	f := a.f
 	for _, m := range b.ack {
@@ -470,6 +491,7 @@ func (a *actor) finish(b *batch) {
 		starts = a.rec.Pending
 	}
 	a.submit(starts)
+	a.removeTicks(b)
 }
 
 // submit hands actions to the pool, except those already running here.

@@ -129,6 +129,13 @@ func (f *flow) route(ctx context.Context, m *queue.Msg) {
 		f.deadLetter(m, contract.CodeInvalidKey+": "+err.Error())
 		return
 	}
+	if old := f.replaceTick(m); old != nil {
+		// m took the place of an older tick of its periodic event in the
+		// mailbox, so a key that cannot take events holds one of each.
+		_ = old.Ack()
+		f.w.collapsedTicks.Add(1)
+		return
+	}
 	if !f.enqueue(ctx, m) {
 		_ = m.Nak(0) // stopping: the partition's next owner takes it
 	}

@@ -54,6 +54,8 @@ type Worker struct {
 	duplicates   atomic.Int64
 	deadLettered atomic.Int64
 	staleTimers  atomic.Int64
+	// collapsedTicks counts periodic ticks dropped for a newer one.
+	collapsedTicks atomic.Int64
 	// dropAck, set only by tests, loses the ack of the messages it picks, as
 	// a connection that fails between commit and ack would.
 	dropAck func(*queue.Msg) bool
@@ -122,6 +124,7 @@ type adapter struct {
 	partitionSource // ownership.go
 	membership      // ownership.go
 	timers          // flow.go
+	periodicTimers  // periodic.go
 	statusPublisher // actor.go
 	deadLetterer    // flow.go
 	straySweeper    // strays.go
@@ -137,7 +140,7 @@ func newAdapter(nc *nats.Conn) (adapter, error) {
 		return adapter{}, fmt.Errorf("worker: %w", err)
 	}
 	return adapter{
-		provisioner: q, partitionSource: q, membership: q, timers: q,
+		provisioner: q, partitionSource: q, membership: q, timers: q, periodicTimers: q,
 		statusPublisher: q, deadLetterer: q, straySweeper: q, lagReader: q,
 		nc: nc, release: q.Close,
 	}, nil
@@ -371,9 +374,14 @@ type Stats struct {
 	// an earlier event of the same key and event took (within the dedupe
 	// window).
 	Duplicates int64
-	// StaleTimers counts timeouts that arrived after their key had left the
-	// state visit that armed them, and were ignored, since start.
+	// StaleTimers counts timeouts and periodic ticks that arrived after
+	// their key had left the state visit that armed them, and were ignored,
+	// since start.
 	StaleTimers int64
+	// CollapsedTicks counts periodic ticks dropped, since start, because a
+	// newer tick of the same periodic event was in hand: ticks missed while
+	// the key could not take them collapse into one.
+	CollapsedTicks int64
 	// DeadLettered counts events sent to the dead letters since start.
 	DeadLettered int64
 }
@@ -387,6 +395,7 @@ func (w *Worker) Stats() Stats {
 	s.ActionsRunning = int(w.pool.running.Load())
 	s.Duplicates = w.duplicates.Load()
 	s.StaleTimers = w.staleTimers.Load()
+	s.CollapsedTicks = w.collapsedTicks.Load()
 	s.DeadLettered = w.deadLettered.Load()
 	return s
 }

@@ -97,6 +97,7 @@ type engine interface {
 	hasEvent(statemachine.Event) bool
 	isClient(statemachine.Event) bool
 	stateTimeout(statemachine.State) *statemachine.Timeout
+	statePeriodic(statemachine.State) []statemachine.Periodic
 	action(name string) (statemachine.ActionDef, bool)
 	newEntity(data json.RawMessage) (entity, error)
 }
@@ -136,6 +137,11 @@ func (t *typed[D]) isClient(e statemachine.Event) bool { return t.m.IsClientEven
 func (t *typed[D]) stateTimeout(s statemachine.State) *statemachine.Timeout {
 	def, _ := t.m.State(s)
 	return def.Timeout
+}
+
+func (t *typed[D]) statePeriodic(s statemachine.State) []statemachine.Periodic {
+	def, _ := t.m.State(s)
+	return def.Every
 }
 
 func (t *typed[D]) action(name string) (statemachine.ActionDef, bool) { return t.m.Action(name) }

@@ -260,6 +260,9 @@ func eventsStreamConfig(s Spec) jetstream.StreamConfig {
 		MaxMsgSize: s.MaxPayload,
 		Duplicates: s.DuplicateWindow,
 		Replicas:   s.Replicas,
+		// The ticks of periodic events carry a TTL of their interval, so
+		// that those nobody takes while no worker runs do not pile up.
+		AllowMsgTTL: true,
 		// Fired timers come in from the timers stream, into the partition of
 		// their key: wildcard 2 of the fired subject is the key, hashed as
 		// the events transform hashes it. They are stored apart from client
@@ -323,8 +326,11 @@ func timersStreamConfig(s Spec) jetstream.StreamConfig {
 		MaxMsgSize:        s.MaxPayload,
 		MaxMsgsPerSubject: 1,
 		AllowMsgSchedules: true,
-		AllowRollup:       true,
-		Replicas:          s.Replicas,
+		// Periodic schedules give their ticks a TTL (Nats-Schedule-TTL),
+		// and Unschedule's placeholder expires.
+		AllowMsgTTL: true,
+		AllowRollup: true,
+		Replicas:    s.Replicas,
 	}
 }
 
@@ -455,6 +461,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.Replicas == want.Replicas &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
 		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowRollup == want.AllowRollup &&
+		have.AllowMsgTTL == want.AllowMsgTTL &&
 		len(have.Sources) == len(want.Sources)
 	if !same {
 		return false
