@@ -16,6 +16,8 @@
 //	awaiting_payment --payment_captured-->  completed
 //	fetch_failed, authorization_failed, capture_failed and payment_timeout
 //	(after Config.PaymentTimeout in awaiting_payment) lead to failed.
+//	awaiting_payment --payment_reminder--> awaiting_payment  every Config.PaymentReminder
+//	                                                          (counted in Data.Reminders)
 //
 // Every other (state, event) pair is rejected with invalid_transition.
 //

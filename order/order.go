@@ -33,7 +33,8 @@ const (
 	ConfirmPayment  statemachine.Event = "confirm_payment"
 )
 
-// Internal events: action outcomes and the payment timeout.
+// Internal events: action outcomes, the payment timeout and the payment
+// reminder.
 const (
 	OrderFetched        statemachine.Event = "order_fetched"
 	FetchFailed         statemachine.Event = "fetch_failed"
@@ -42,6 +43,7 @@ const (
 	PaymentCaptured     statemachine.Event = "payment_captured"
 	CaptureFailed       statemachine.Event = "capture_failed"
 	PaymentTimeout      statemachine.Event = "payment_timeout"
+	PaymentReminder     statemachine.Event = "payment_reminder"
 )
 
 // Actions: the slow work, each a PaymentGateway call.
@@ -54,6 +56,10 @@ const (
 // DefaultPaymentTimeout is how long an order may await payment by default.
 const DefaultPaymentTimeout = 15 * time.Minute
 
+// DefaultPaymentReminder is how often an order awaiting payment is reminded
+// by default.
+const DefaultPaymentReminder = 5 * time.Minute
+
 // ErrOrderNotFetched is the guard's refusal of request_payment before the
 // order has been fetched. A sentinel, so that refusing allocates nothing.
 var ErrOrderNotFetched = errors.New("order not fetched yet")
@@ -63,6 +69,8 @@ type Data struct {
 	Order         *Details `json:"order,omitempty"`
 	PaymentRef    string   `json:"payment_ref,omitempty"`
 	FailureReason string   `json:"failure_reason,omitempty"`
+	// Reminders counts the payment reminders sent while awaiting payment.
+	Reminders int `json:"reminders,omitempty"`
 }
 
 // Details is an order as the gateway knows it; the payload of order_fetched.
@@ -83,6 +91,11 @@ type Config struct {
 	// PaymentTimeout is how long an order may stay in awaiting_payment
 	// before it fails. Default DefaultPaymentTimeout (15m); must not be negative.
 	PaymentTimeout time.Duration
+	// PaymentReminder is how often an order awaiting payment is reminded
+	// (payment_reminder, counted in Data.Reminders), from when it began to
+	// await it. Default DefaultPaymentReminder (5m); negative: no reminders;
+	// otherwise a whole number of seconds.
+	PaymentReminder time.Duration
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -90,11 +103,15 @@ func (c Config) WithDefaults() Config {
 	if c.PaymentTimeout == 0 {
 		c.PaymentTimeout = DefaultPaymentTimeout
 	}
+	if c.PaymentReminder == 0 {
+		c.PaymentReminder = DefaultPaymentReminder
+	}
 	return c
 }
 
 // New returns the order machine. The definition is static and tested, so it
-// only panics for an invalid cfg (a negative PaymentTimeout).
+// only panics for an invalid cfg (a negative PaymentTimeout, a
+// PaymentReminder that is not a whole number of seconds).
 func New(cfg Config) *statemachine.Machine[Data] {
 	return statemachine.MustNew(Definition(cfg))
 }
@@ -104,13 +121,17 @@ func New(cfg Config) *statemachine.Machine[Data] {
 func Definition(cfg Config) statemachine.Definition[Data] {
 	cfg = cfg.WithDefaults()
 	type T = statemachine.Transition[Data]
-	return statemachine.Definition[Data]{
+	awaiting := statemachine.StateDef{Name: AwaitingPayment, Timeout: &statemachine.Timeout{After: cfg.PaymentTimeout, Event: PaymentTimeout}}
+	if cfg.PaymentReminder > 0 {
+		awaiting.Every = []statemachine.Periodic{statemachine.Every(cfg.PaymentReminder, PaymentReminder)}
+	}
+	def := statemachine.Definition[Data]{
 		Name:    Workflow,
 		Initial: Idle,
 		States: []statemachine.StateDef{
 			{Name: Idle},
 			{Name: Processing},
-			{Name: AwaitingPayment, Timeout: &statemachine.Timeout{After: cfg.PaymentTimeout, Event: PaymentTimeout}},
+			awaiting,
 			{Name: Completed, Terminal: true},
 			{Name: Failed, Terminal: true},
 		},
@@ -125,6 +146,7 @@ func Definition(cfg Config) statemachine.Definition[Data] {
 			{Name: PaymentCaptured},
 			{Name: CaptureFailed},
 			{Name: PaymentTimeout},
+			{Name: PaymentReminder},
 		},
 		Actions: []statemachine.ActionDef{
 			{Name: ActionFetchOrder, OnSuccess: OrderFetched, OnFailure: FetchFailed},
@@ -144,6 +166,18 @@ func Definition(cfg Config) statemachine.Definition[Data] {
 			{From: AwaitingPayment, On: PaymentTimeout, To: Failed, Update: fail("payment timed out")},
 		},
 	}
+	if cfg.PaymentReminder > 0 {
+		// A reminder is only counted here; a real one would be an action
+		// (an email, say), which would hold confirm_payment back while it
+		// runs.
+		def.Transitions = append(def.Transitions, T{From: AwaitingPayment, On: PaymentReminder, To: AwaitingPayment, Update: remind})
+	}
+	return def
+}
+
+func remind(d Data, _ statemachine.Input) (Data, error) {
+	d.Reminders++
+	return d, nil
 }
 
 // orderFetched keeps the guard even though the runtime defers client events

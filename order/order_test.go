@@ -15,7 +15,7 @@ import (
 
 var (
 	details     = order.Details{ID: "o-1", AmountCents: 1234, Currency: "EUR", Items: 2}
-	allEvents   = []sm.Event{order.StartProcessing, order.RequestPayment, order.ConfirmPayment, order.OrderFetched, order.FetchFailed, order.PaymentAuthorized, order.AuthorizationFailed, order.PaymentCaptured, order.CaptureFailed, order.PaymentTimeout}
+	allEvents   = []sm.Event{order.StartProcessing, order.RequestPayment, order.ConfirmPayment, order.OrderFetched, order.FetchFailed, order.PaymentAuthorized, order.AuthorizationFailed, order.PaymentCaptured, order.CaptureFailed, order.PaymentTimeout, order.PaymentReminder}
 	validInputs = map[sm.Event]json.RawMessage{
 		order.OrderFetched:        json.RawMessage(`{"id":"o-1","amount_cents":1234,"currency":"EUR","items":2}`),
 		order.PaymentAuthorized:   json.RawMessage(`{"payment_ref":"pay_1"}`),
@@ -72,6 +72,7 @@ func TestEveryPair(t *testing.T) {
 		{order.Idle, order.PaymentCaptured, rej(ie), rej(inv)},
 		{order.Idle, order.CaptureFailed, rej(ie), rej(inv)},
 		{order.Idle, order.PaymentTimeout, rej(ie), rej(inv)},
+		{order.Idle, order.PaymentReminder, rej(ie), rej(inv)},
 
 		{order.Processing, order.StartProcessing, rej(inv), rej(inv)},
 		{order.Processing, order.RequestPayment, to(order.Processing), to(order.Processing)},
@@ -83,6 +84,7 @@ func TestEveryPair(t *testing.T) {
 		{order.Processing, order.PaymentCaptured, rej(ie), rej(inv)},
 		{order.Processing, order.CaptureFailed, rej(ie), rej(inv)},
 		{order.Processing, order.PaymentTimeout, rej(ie), rej(inv)},
+		{order.Processing, order.PaymentReminder, rej(ie), rej(inv)},
 
 		{order.AwaitingPayment, order.StartProcessing, rej(inv), rej(inv)},
 		{order.AwaitingPayment, order.RequestPayment, rej(inv), rej(inv)},
@@ -94,6 +96,7 @@ func TestEveryPair(t *testing.T) {
 		{order.AwaitingPayment, order.PaymentCaptured, rej(ie), to(order.Completed)},
 		{order.AwaitingPayment, order.CaptureFailed, rej(ie), to(order.Failed)},
 		{order.AwaitingPayment, order.PaymentTimeout, rej(ie), to(order.Failed)},
+		{order.AwaitingPayment, order.PaymentReminder, rej(ie), to(order.AwaitingPayment)},
 
 		{order.Completed, order.StartProcessing, rej(inv), rej(inv)},
 		{order.Completed, order.RequestPayment, rej(inv), rej(inv)},
@@ -105,6 +108,7 @@ func TestEveryPair(t *testing.T) {
 		{order.Completed, order.PaymentCaptured, rej(ie), rej(inv)},
 		{order.Completed, order.CaptureFailed, rej(ie), rej(inv)},
 		{order.Completed, order.PaymentTimeout, rej(ie), rej(inv)},
+		{order.Completed, order.PaymentReminder, rej(ie), rej(inv)},
 
 		{order.Failed, order.StartProcessing, rej(inv), rej(inv)},
 		{order.Failed, order.RequestPayment, rej(inv), rej(inv)},
@@ -116,6 +120,7 @@ func TestEveryPair(t *testing.T) {
 		{order.Failed, order.PaymentCaptured, rej(ie), rej(inv)},
 		{order.Failed, order.CaptureFailed, rej(ie), rej(inv)},
 		{order.Failed, order.PaymentTimeout, rej(ie), rej(inv)},
+		{order.Failed, order.PaymentReminder, rej(ie), rej(inv)},
 	}
 	if want := len(order.States()) * len(allEvents); len(tests) != want {
 		t.Fatalf("table has %d pairs, want %d", len(tests), want)
@@ -266,6 +271,37 @@ func TestConfig(t *testing.T) {
 	}
 }
 
+// TestPeriodicWorkPaymentReminder: an order awaiting payment is reminded
+// every PaymentReminder (5m by default), each reminder counted; a negative
+// PaymentReminder turns reminders off.
+func TestPeriodicWorkPaymentReminder(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  order.Config
+		want []sm.Periodic
+	}{
+		{order.Config{}, []sm.Periodic{sm.Every(5*time.Minute, order.PaymentReminder)}},
+		{order.Config{PaymentReminder: time.Minute}, []sm.Periodic{sm.Every(time.Minute, order.PaymentReminder)}},
+		{order.Config{PaymentReminder: -1}, nil},
+	} {
+		m := order.New(tc.cfg)
+		s, _ := m.State(order.AwaitingPayment)
+		if !reflect.DeepEqual(s.Every, tc.want) {
+			t.Errorf("New(%+v): Every = %v, want %v", tc.cfg, s.Every, tc.want)
+		}
+		d := typical(order.AwaitingPayment)
+		step, err := m.Apply(order.AwaitingPayment, d, sm.Input{Event: order.PaymentReminder, Source: sm.SourceTimer})
+		switch {
+		case tc.want == nil && err == nil:
+			t.Errorf("New(%+v): a reminder was applied with reminders off", tc.cfg)
+		case tc.want != nil && (err != nil || step.To != order.AwaitingPayment || step.Data.Reminders != 1):
+			t.Errorf("New(%+v): reminder: %+v, %v", tc.cfg, step, err)
+		}
+	}
+	if _, err := sm.New(order.Definition(order.Config{PaymentReminder: 1500 * time.Millisecond})); err == nil {
+		t.Error("a PaymentReminder of 1.5s was accepted")
+	}
+}
+
 func TestStatesAndDiagram(t *testing.T) {
 	m := order.New(order.Config{})
 	var defined []sm.State
@@ -282,6 +318,7 @@ func TestStatesAndDiagram(t *testing.T) {
 		"processing --> processing: order_fetched (fetch_order ok)",
 		"processing --> processing: request_payment [guarded] / authorize_payment",
 		"awaiting_payment --> failed: payment_timeout (after 15m0s)",
+		"awaiting_payment --> awaiting_payment: payment_reminder (every 5m0s)",
 		"completed --> [*]",
 		"failed --> [*]",
 	} {

@@ -66,6 +66,9 @@ func model(s sm.State, d order.Data, in sm.Input) (sm.State, order.Data, string)
 		return fail("capture failed")
 	case s == order.AwaitingPayment && in.Event == order.PaymentTimeout:
 		return fail("payment timed out")
+	case s == order.AwaitingPayment && in.Event == order.PaymentReminder:
+		d.Reminders++
+		return s, d, ""
 	}
 	return s, d, contract.CodeInvalidTransition
 }
@@ -88,7 +91,7 @@ func acceptedIn(s sm.State, d order.Data) []sm.Input {
 func isInternal(e sm.Event) bool {
 	switch e {
 	case order.OrderFetched, order.FetchFailed, order.PaymentAuthorized, order.AuthorizationFailed,
-		order.PaymentCaptured, order.CaptureFailed, order.PaymentTimeout:
+		order.PaymentCaptured, order.CaptureFailed, order.PaymentTimeout, order.PaymentReminder:
 		return true
 	}
 	return false

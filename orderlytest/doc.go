@@ -29,6 +29,13 @@
 //	h.Advance(49 * time.Hour)
 //	h.RequireState("doc-1", review.Escalated)
 //
+// Periodic events (statemachine.Every) likewise: each Advance fires, at
+// once, one tick of every periodic event with a tick due within the time it
+// skipped, so a reminder every 5 minutes is tested with h.Advance(5 *
+// time.Minute) per reminder. What only the real clock shows (the broker's
+// own cadence, whole-second rounding, ticks missed while no worker ran)
+// needs short real intervals, as the worker's own tests use.
+//
 // Every wait is on an event (a status, a call) and bounded by the harness's
 // timeout (DefaultTimeout, or WithTimeout); a failure says what was seen
 // instead. Harnesses share nothing, so tests using them can run with

@@ -173,6 +173,9 @@ func TestLaptopTraps(t *testing.T) {
 		}{
 			{args: []string{"--payment-timeout=-1s"}},
 			{args: []string{"--payment-timeout=0s"}},
+			{args: []string{"--payment-reminder=-1s"}},
+			{args: []string{"--payment-reminder=500ms"}},
+			{args: []string{"--payment-reminder=1.5s"}},
 			{args: []string{"--connect-timeout=-1s"}},
 			{args: []string{"--reconnect-timeout=-1s"}},
 			{args: []string{"--sim-latency=-1ms"}},

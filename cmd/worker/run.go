@@ -35,6 +35,7 @@ type options struct {
 	simLatency      time.Duration
 	simFailRate     float64
 	paymentTimeout  time.Duration
+	paymentReminder time.Duration
 	queueLimit      int64
 	partitions      int
 	replicas        int
@@ -66,6 +67,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.simLatency, "sim-latency", 50*time.Millisecond, "latency of each simulated payment gateway call")
 	fs.Float64Var(&o.simFailRate, "sim-fail-rate", 0, "probability in [0,1] that a simulated gateway call is declined")
 	fs.DurationVar(&o.paymentTimeout, "payment-timeout", order.DefaultPaymentTimeout, "how long an order may await payment before it fails")
+	fs.DurationVar(&o.paymentReminder, "payment-reminder", order.DefaultPaymentReminder, "how often an order awaiting payment gets a payment_reminder event, counted from when it began to wait; whole seconds, as the broker schedules them (0: no reminders)")
 	fs.Int64Var(&o.queueLimit, "queue-limit", 1_000_000, "most events stored and not yet processed; past it publishing fails with \"queue full\"")
 	fs.IntVar(&o.partitions, "partitions", 16, "partitions of the events stream, 1 to 1024; fixed when the stream is created, after which the stream's own count wins")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of streams and buckets, 1 to 5 (3 on a cluster)")
@@ -210,6 +212,9 @@ func (o *options) validate() error {
 		add(cli.Usagef("--sim-fail-rate %v: want a probability in [0,1]", o.simFailRate))
 	}
 	add(positive("payment-timeout", o.paymentTimeout))
+	if r := o.paymentReminder; r < 0 || r > 0 && (r < time.Second || r%time.Second != 0) {
+		add(cli.Usagef("--payment-reminder %v: want whole seconds, at least 1s, as the broker schedules periodic events (0: no reminders)", r))
+	}
 	add(atLeast("queue-limit", o.queueLimit, 1))
 	if o.partitions < 1 || o.partitions > 1024 {
 		add(cli.Usagef("--partitions %d: want 1 to 1024", o.partitions))
@@ -333,7 +338,11 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	defer nc.Close()
 	live.nc.Store(nc)
 
-	wf, err := order.NewWorkflow(order.Config{PaymentTimeout: o.paymentTimeout},
+	reminder := o.paymentReminder
+	if reminder == 0 {
+		reminder = -1 // order.Config's "off"; its zero is the default
+	}
+	wf, err := order.NewWorkflow(order.Config{PaymentTimeout: o.paymentTimeout, PaymentReminder: reminder},
 		order.NewSimGateway(order.SimConfig{Latency: o.simLatency, FailRate: o.simFailRate}))
 	if err != nil {
 		return err
