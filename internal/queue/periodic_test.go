@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/internal/queue"
 )
 
@@ -189,4 +190,54 @@ func TestControllableClockFiresDueTicks(t *testing.T) {
 	if _, err := c.FireDueTicks(ctx, "nosuch", now, now); !errors.Is(err, queue.ErrNotProvisioned) {
 		t.Fatalf("unprovisioned workflow: %v", err)
 	}
+}
+
+// TestPeriodicWorkAfterServerRestart: while the server is down nothing
+// fires; once it is back the stored schedule fires one tick for the
+// intervals missed and goes on from there, without a burst.
+func TestPeriodicWorkAfterServerRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := natstest.ServerIn(t, dir)
+	c := natstest.Conn(t, srv.ClientURL())
+	ctx := context.Background()
+	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SchedulePeriodic(ctx, "order", "k1", contract.TimerEvery(0), 1, time.Second, time.Now(), contract.Envelope{Event: "tick"}); err != nil {
+		t.Fatal(err)
+	}
+	pull := func(c *queue.Conn) (<-chan time.Time, func()) {
+		got := make(chan time.Time, 64)
+		pl, err := c.Pull(ctx, queue.PullConfig{Workflow: "order", MaxWait: 200 * time.Millisecond}, func(_ context.Context, m *queue.Msg) {
+			got <- time.Now()
+			_ = m.Ack()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, func() { _ = pl.Stop(ctx) }
+	}
+	got, stop := pull(c)
+	natstest.Recv(t, got, natstest.Timeout, "a first tick")
+	stop()
+	srv.Shutdown()
+	time.Sleep(4 * time.Second) // four intervals with the server down
+	srv = natstest.ServerIn(t, dir)
+	restarted := time.Now()
+	got, stop = pull(natstest.Conn(t, srv.ClientURL()))
+	defer stop()
+	var at []time.Duration
+	for len(at) < 4 {
+		at = append(at, natstest.Recv(t, got, natstest.Timeout, "ticks after the restart").Sub(restarted).Round(time.Millisecond))
+	}
+	// The server fires one tick at once for the intervals it missed, then
+	// goes on an interval apart from its restart.
+	if at[2] < 1500*time.Millisecond {
+		t.Errorf("ticks after the restart at %v: three within 1.5s, a burst for the intervals missed", at)
+	}
+	if at[0] > 5*time.Second {
+		t.Errorf("ticks after the restart at %v: the first %s late", at, at[0])
+	}
+	t.Logf("ticks after the restart at %v", at)
 }
