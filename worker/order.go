@@ -42,6 +42,9 @@ func (f *flow) handedBackFor(h *handedBack) time.Duration {
 // after delay. It is called before the nak, so that m cannot come again
 // unnoticed.
 func (f *flow) noteHandedBack(m *queue.Msg, delay time.Duration) {
+	if isTick(m) {
+		return // it may expire before it comes again; the next tick will do
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	h := f.handedBack[m.Key]
@@ -89,7 +92,9 @@ func (f *flow) holdBack(a *actor) ([]*queue.Msg, time.Duration) {
 			h.since = now
 			keep = append(keep, m)
 		default:
-			h.note(m.Sequence, now)
+			if !isTick(m) {
+				h.note(m.Sequence, now)
+			}
 			back = append(back, m)
 		}
 	}

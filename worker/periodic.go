@@ -84,14 +84,23 @@ func newerTick(rest []*queue.Msg, kind string, visit uint64) bool {
 	return false
 }
 
+// isTick reports whether m is the tick of a periodic event. Nothing waits
+// for a tick that goes back to the stream: it expires after an interval, and
+// the next one does as well.
+func isTick(m *queue.Msg) bool {
+	kind, _, ok := m.Timer()
+	_, periodic := contract.EverySlot(kind)
+	return ok && periodic
+}
+
 // replaceTick puts m in its key's mailbox in place of a tick of the same
 // periodic event and visit, and returns that tick; nil if m is no tick, or
 // has none to replace, and is to be enqueued as any event.
 func (f *flow) replaceTick(m *queue.Msg) *queue.Msg {
-	kind, visit, ok := m.Timer()
-	if _, periodic := contract.EverySlot(kind); !ok || !periodic {
+	if !isTick(m) {
 		return nil
 	}
+	kind, visit, _ := m.Timer()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a := f.actors[m.Key]
