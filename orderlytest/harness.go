@@ -285,8 +285,12 @@ func (h *Harness) envelope(event string, data any) contract.Envelope {
 // no worker ran collapse into one (queue.Conn.FireDueTicks): advance by one
 // interval at a time to see one tick each. JetStream also goes on firing
 // periodic events by the real clock, so a test with a one-second interval
-// sees ticks without Advance. It does not wait for the timers' effects;
-// follow it with RequireState or a wait on the statuses.
+// sees ticks without Advance. Delayed events (client.WithDelay, WithAt)
+// due by the new time fire within about a second, with their job ids.
+// Recurring schedules (client.AddSchedule) fire by the real clock only:
+// test them with intervals of a second. It does not wait for
+// the timers' effects; follow it with RequireState or a wait on the
+// statuses.
 func (h *Harness) Advance(d time.Duration) {
 	h.env.t.Helper()
 	from := h.env.clock.Now()
@@ -300,6 +304,9 @@ func (h *Harness) Advance(d time.Duration) {
 		}
 		// From the time before the jump: the clock runs on meanwhile.
 		if _, err := h.env.conn.FireDueTicks(ctx, wf, from, to); err != nil {
+			h.env.t.Fatalf("orderlytest: advance %s: %v", d, err)
+		}
+		if _, err := h.env.conn.FireDueDelayed(ctx, wf, to); err != nil {
 			h.env.t.Fatalf("orderlytest: advance %s: %v", d, err)
 		}
 	}

@@ -52,7 +52,7 @@ func (c *Conn) FireDueTimers(ctx context.Context, workflow string, now time.Time
 	}
 	n := 0
 	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
-		due, err := c.fireIfDue(ctx, s, subj, now)
+		due, err := c.fireIfDue(ctx, s, subj, now, timerHeaders)
 		if err != nil {
 			return n, err
 		}
@@ -63,9 +63,12 @@ func (c *Conn) FireDueTimers(ctx context.Context, workflow string, now time.Time
 	return n, nil
 }
 
+// timerHeaders are what a timer's schedule carries besides its time.
+var timerHeaders = []string{headerScheduleTarget, contract.HeaderTimerKind, contract.HeaderTimerVisit}
+
 // fireIfDue moves the schedule on subj to the next real second if it is due
-// at now, and reports whether it was due.
-func (c *Conn) fireIfDue(ctx context.Context, s jetstream.Stream, subj string, now time.Time) (bool, error) {
+// at now, with its data and the headers keep, and reports whether it was due.
+func (c *Conn) fireIfDue(ctx context.Context, s jetstream.Stream, subj string, now time.Time, keep []string) (bool, error) {
 	for {
 		m, err := s.GetLastMsgForSubject(ctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -84,7 +87,7 @@ func (c *Conn) fireIfDue(ctx context.Context, s jetstream.Stream, subj string, n
 		}
 		r := nats.NewMsg(subj)
 		r.Data = m.Data
-		for _, h := range []string{headerScheduleTarget, contract.HeaderTimerKind, contract.HeaderTimerVisit} {
+		for _, h := range keep {
 			if v := m.Header.Get(h); v != "" {
 				r.Header.Set(h, v)
 			}
