@@ -24,7 +24,9 @@ var delayedHeaders = []string{headerScheduleTarget, contract.HeaderDelayedJobID}
 // moved. Production code has no use for it; orderlytest.Harness.Advance
 // calls it.
 func (c *Conn) FireDueDelayed(ctx context.Context, workflow string, now time.Time) (int, error) {
-	s, subjects, err := c.schedules(ctx, workflow, contract.SchedulesSubject(workflow)+".at.*.*") // every key and job id
+	// Every key and job id; fired ones (…fired.at.<key>) have another
+	// fourth token.
+	s, subjects, err := c.pendingSchedules(ctx, workflow, contract.SchedulesStream(workflow), contract.SchedulesSubject(workflow)+".at.*.*")
 	if err != nil {
 		return 0, err
 	}
@@ -41,13 +43,13 @@ func (c *Conn) FireDueDelayed(ctx context.Context, workflow string, now time.Tim
 	return n, nil
 }
 
-// schedules returns workflow's schedules stream and its subjects that match
-// filter, sorted.
-func (c *Conn) schedules(ctx context.Context, workflow, filter string) (jetstream.Stream, []string, error) {
+// pendingSchedules returns workflow's stream of schedules and its subjects
+// that match filter, sorted: what the test clock's Fire* functions walk.
+func (c *Conn) pendingSchedules(ctx context.Context, workflow, stream, filter string) (jetstream.Stream, []string, error) {
 	if err := contract.ValidateWorkflow(workflow); err != nil {
 		return nil, nil, err
 	}
-	s, err := c.js.Stream(ctx, contract.SchedulesStream(workflow))
+	s, err := c.js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil, fmt.Errorf("queue: schedules of %s: %w", workflow, ErrNotProvisioned)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,24 +32,14 @@ const (
 // back: each move is a compare-and-set on the timer's subject. Production
 // code has no use for it; orderlytest.Harness.Advance calls it.
 func (c *Conn) FireDueTimers(ctx context.Context, workflow string, now time.Time) (int, error) {
-	if err := contract.ValidateWorkflow(workflow); err != nil {
-		return 0, err
-	}
-	s, err := c.js.Stream(ctx, contract.TimersStream(workflow))
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, ErrNotProvisioned)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, err)
-	}
 	// Pending schedules have five tokens; fired ones (…fired.<kind>.<key>)
 	// have six, so the filter leaves them out.
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(scheduleSubject(workflow, "*", "*")))
+	s, subjects, err := c.pendingSchedules(ctx, workflow, contract.TimersStream(workflow), scheduleSubject(workflow, "*", "*"))
 	if err != nil {
-		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, err)
+		return 0, err
 	}
 	n := 0
-	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
+	for _, subj := range subjects {
 		due, err := c.fireIfDue(ctx, s, subj, now, timerHeaders)
 		if err != nil {
 			return n, err

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,22 +105,12 @@ func (c *Conn) Unschedule(ctx context.Context, workflow, key, kind string) error
 // returns how many ticks it fired. Production code has no use for it;
 // orderlytest.Harness.Advance calls it.
 func (c *Conn) FireDueTicks(ctx context.Context, workflow string, from, to time.Time) (int, error) {
-	if err := contract.ValidateWorkflow(workflow); err != nil {
+	s, subjects, err := c.pendingSchedules(ctx, workflow, contract.TimersStream(workflow), scheduleSubject(workflow, "*", "*"))
+	if err != nil {
 		return 0, err
 	}
-	s, err := c.js.Stream(ctx, contract.TimersStream(workflow))
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, ErrNotProvisioned)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(scheduleSubject(workflow, "*", "*")))
-	if err != nil {
-		return 0, fmt.Errorf("queue: timers of %s: %w", workflow, err)
-	}
 	n := 0
-	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
+	for _, subj := range subjects {
 		m, err := s.GetLastMsgForSubject(ctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue // removed meanwhile
