@@ -583,7 +583,13 @@ func checkWorker(t *testing.T, b built, w worker, df dockerfile) {
 	} else {
 		t.Error("ORDERLY_HTTP unset: the worker's default listens on loopback, out of the kubelet's reach")
 	}
-	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+	// A startup probe on /healthz could never fail, and one on /readyz
+	// would restart a worker that waits, as it should, for a forming
+	// cluster within --connect-timeout.
+	if c.StartupProbe != nil {
+		t.Errorf("worker: a startup probe %+v: /healthz cannot fail and /readyz must be allowed --connect-timeout", c.StartupProbe.ProbeHandler)
+	}
+	for name, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
 		if p == nil || p.HTTPGet == nil {
 			t.Errorf("worker: no HTTP %s probe", name)
 			continue
@@ -670,11 +676,12 @@ func checkWorkerMemory(t *testing.T, tmpl *corev1.PodTemplateSpec, c *corev1.Con
 		return
 	}
 	mem := limit.Value() // the cgroup's limit, read by default
-	if e, ok := env(c, "GOMEMLIMIT"); ok {
-		checkMemLimit(t, "worker", e.Value, limit)
-		if n, err := memlimit.Parse(e.Value); err == nil {
-			mem = n
-		}
+	// GOMEMLIMIT follows the container's limit through the downward API, so
+	// that changing the limit cannot leave a stale soft limit behind; the
+	// worker lowers the runtime's soft limit to 90 % of its memory limit.
+	if e, ok := env(c, "GOMEMLIMIT"); !ok || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+		e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || !e.ValueFrom.ResourceFieldRef.Divisor.IsZero() && e.ValueFrom.ResourceFieldRef.Divisor.Value() != 1 {
+		t.Errorf("worker: GOMEMLIMIT %+v: want the container's limits.memory in bytes through resourceFieldRef", e)
 	}
 	if e, ok := env(c, "ORDERLY_MEMORY_LIMIT"); ok {
 		v, err := envValue(tmpl, c, e)
@@ -980,6 +987,43 @@ func checkNetworkPolicy(t *testing.T, b built) {
 	if !natsPods {
 		t.Error("no egress to the NATS pods")
 	}
+	checkActionEgress(t, b)
+}
+
+// checkActionEgress: components/action-egress, where an overlay uses it,
+// only widens egress to HTTPS outside the cluster's private ranges, and
+// never to the cloud metadata address.
+func checkActionEgress(t *testing.T, b built) {
+	t.Helper()
+	np, ok := find[*networkingv1.NetworkPolicy](b, workerName+"-action-egress")
+	if !ok {
+		return
+	}
+	sts, _ := workerPod(t, b)
+	if !selector(t, &np.Spec.PodSelector).Matches(labels.Set(sts.Spec.Template.Labels)) {
+		t.Error("action-egress NetworkPolicy does not select the worker's pods")
+	}
+	if len(np.Spec.Ingress) > 0 || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
+		t.Errorf("action-egress: policyTypes %v with %d ingress rules, want Egress alone", np.Spec.PolicyTypes, len(np.Spec.Ingress))
+	}
+	for _, r := range np.Spec.Egress {
+		for _, p := range r.Ports {
+			if p.Port == nil || p.Port.IntValue() != 443 {
+				t.Errorf("action-egress to port %v, want HTTPS (443) only", p.Port)
+			}
+		}
+		for _, to := range r.To {
+			if to.IPBlock == nil {
+				t.Errorf("action-egress to %+v, want an ipBlock", to)
+				continue
+			}
+			for _, closed := range []string{"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} {
+				if !slices.Contains(to.IPBlock.Except, closed) {
+					t.Errorf("action-egress to %s does not except %s", to.IPBlock.CIDR, closed)
+				}
+			}
+		}
+	}
 }
 
 func checkAutoscaling(t *testing.T, b built) {
@@ -995,8 +1039,16 @@ func checkAutoscaling(t *testing.T, b built) {
 		}
 	}
 	sos, hpas := all[*scaledObject](b), all[*autoscalingv2.HorizontalPodAutoscaler](b)
-	if len(sos)+len(hpas) != 1 {
-		t.Fatalf("%d ScaledObjects and %d HPAs: want exactly one autoscaler", len(sos), len(hpas))
+	// Whoever owns the replica count sets it alone: a count in the
+	// StatefulSet next to an autoscaler is reset by every `kubectl apply`.
+	sts, _ := workerPod(t, b)
+	switch n := len(sos) + len(hpas); {
+	case n > 1:
+		t.Fatalf("%d ScaledObjects and %d HPAs: want one autoscaler at most", len(sos), len(hpas))
+	case n == 1 && sts.Spec.Replicas != nil:
+		t.Errorf("the StatefulSet sets replicas %d next to an autoscaler: each apply resets the autoscaler's count", *sts.Spec.Replicas)
+	case n == 0 && (sts.Spec.Replicas == nil || *sts.Spec.Replicas < 1 || int(*sts.Spec.Replicas) > partitions):
+		t.Errorf("no autoscaler and replicas %v: want a count of 1 to %d partitions", sts.Spec.Replicas, partitions)
 	}
 	for _, h := range hpas {
 		target(h.Spec.ScaleTargetRef.Kind, h.Spec.ScaleTargetRef.APIVersion, h.Spec.ScaleTargetRef.Name)
@@ -1239,7 +1291,7 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		case <-tick.C:
 		}
 	}
-	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe} {
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe} {
 		if code, body := natstest.HTTPGet(probe(p)); code != http.StatusOK {
 			t.Errorf("%s probe %s: %d %s", name, p.HTTPGet.Path, code, body)
 		}
@@ -1247,9 +1299,11 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 	if code, body := natstest.HTTPGet(base + "/metrics"); code != http.StatusOK || !strings.Contains(body, "orderly_") {
 		t.Errorf("/metrics: %d %s", code, body)
 	}
-	// The worker took its memory limit from the manifest and sized its
-	// bounds to it without a warning.
+	// The worker took its memory limit from the manifest, lowered the
+	// runtime's soft limit below it (GOMEMLIMIT is the whole limit) and
+	// sized its bounds to it without a warning.
 	if mem := c.Resources.Limits[corev1.ResourceMemory]; !strings.Contains(out.String(), `"memory_limit":"`+memlimit.Format(mem.Value())+`"`) ||
+		!strings.Contains(out.String(), `"go_soft_limit":"`+memlimit.Format(memlimit.SoftLimit(mem.Value()))+`"`) ||
 		!strings.Contains(out.String(), "bounds sized to the memory limit") || strings.Contains(out.String(), "more than the") {
 		t.Errorf("the worker's log does not show its bounds sized to the manifest's memory limit %s without a warning", mem.String())
 	}

@@ -77,7 +77,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.IntVar(&o.actionRetries, "action-retries", 3, "retries of a failed slow call before the order fails (0: the default, so every call gets at least one retry)")
 	fs.DurationVar(&o.actorIdle, "actor-idle", time.Minute, "idle time after which a key's actor leaves memory")
 	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory; unless set, fewer if --memory-limit calls for it")
-	fs.Var(&o.memoryLimit, "memory-limit", "memory the process may use, in `BYTES` (536870912, 512Mi, 1Gi, 500MB; 0: no limit); sizes --max-actors, --batch and the events held in memory, and sets the Go runtime's soft limit to 90% of it unless GOMEMLIMIT is set (default: the lesser of GOMEMLIMIT and the cgroup's memory limit, else no limit)")
+	fs.Var(&o.memoryLimit, "memory-limit", "memory the process may use, in `BYTES` (536870912, 512Mi, 1Gi, 500MB; 0: no limit); sizes --max-actors, --batch and the events held in memory, and sets the Go runtime's soft limit to 90% of it unless GOMEMLIMIT is lower (default: the lesser of GOMEMLIMIT and the cgroup's memory limit, else no limit)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group: 1-255 characters of A-Z a-z 0-9 - _ = . (default: the host name and a random suffix)")
@@ -155,7 +155,12 @@ func applyMemoryLimit(o *options, limit memlimit.Limit, getenv func(string) stri
 	}
 	ev := log.Info().Str("memory_limit", memlimit.Format(limit.Bytes)).Str("source", limit.Source).
 		Str("worker_share", memlimit.Format(o.workerMemory))
-	if soft, ok := memlimit.SetSoft(limit.Bytes, getenv); ok {
+	// A limit read from GOMEMLIMIT is already the runtime's soft limit.
+	var soft memlimit.Soft
+	if limit.Source != "GOMEMLIMIT" {
+		soft, _ = memlimit.SetSoft(limit.Bytes, getenv)
+	}
+	if soft.Bytes > 0 {
 		ev = ev.Str("go_soft_limit", memlimit.Format(soft.Bytes))
 	} else {
 		ev = ev.Str("go_soft_limit", "GOMEMLIMIT")

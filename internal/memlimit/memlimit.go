@@ -111,13 +111,22 @@ type Soft struct {
 }
 
 // SetSoft sets the Go runtime's soft memory limit to SoftLimit(limit),
-// unless GOMEMLIMIT is set (the runtime already follows it) or limit is 0.
-// It reports whether it set one.
+// unless GOMEMLIMIT is below limit (the runtime follows it: headroom chosen
+// by the user) or limit is 0. A GOMEMLIMIT at or above limit (Kubernetes
+// manifests often set it to the container's whole limit through the
+// downward API) is lowered: at the limit itself the collector would act
+// only when the OOM killer does. A limit that came from GOMEMLIMIT itself
+// is not passed here. It reports whether it set one.
 func SetSoft(limit int64, getenv func(string) string) (Soft, bool) {
-	if limit <= 0 || getenv("GOMEMLIMIT") != "" {
+	if limit <= 0 {
 		return Soft{}, false
 	}
 	soft := SoftLimit(limit)
+	if v := getenv("GOMEMLIMIT"); v != "" {
+		if n, err := Parse(v); err != nil || n < limit {
+			return Soft{}, false
+		}
+	}
 	return Soft{Bytes: soft, Previous: debug.SetMemoryLimit(soft)}, true
 }
 

@@ -169,8 +169,20 @@ func TestDetect(t *testing.T) {
 func TestSetSoft(t *testing.T) {
 	// Not parallel: it sets the process's soft limit (and puts it back).
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	if _, ok := SetSoft(512<<20, env(map[string]string{"GOMEMLIMIT": "1GiB"})); ok {
-		t.Error("SetSoft overrode GOMEMLIMIT")
+	if _, ok := SetSoft(512<<20, env(map[string]string{"GOMEMLIMIT": "400MiB"})); ok {
+		t.Error("SetSoft overrode a GOMEMLIMIT below 90 % of the limit")
+	}
+	if _, ok := SetSoft(512<<20, env(map[string]string{"GOMEMLIMIT": "off"})); ok {
+		t.Error("SetSoft overrode GOMEMLIMIT=off")
+	}
+	// A GOMEMLIMIT at the container's whole limit (set from the downward
+	// API) is lowered to 90 %.
+	whole, ok := SetSoft(512<<20, env(map[string]string{"GOMEMLIMIT": "536870912"}))
+	if !ok || whole.Bytes != 483183821 {
+		t.Errorf("GOMEMLIMIT at the limit: soft limit %d set=%v, want 90 %% of 512 MiB", whole.Bytes, ok)
+	}
+	if ok {
+		debug.SetMemoryLimit(whole.Previous)
 	}
 	if _, ok := SetSoft(0, env(nil)); ok {
 		t.Error("SetSoft set a soft limit for no limit")
