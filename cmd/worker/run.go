@@ -16,6 +16,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
+	"github.com/orderly-dev/orderly/client"
+	"github.com/orderly-dev/orderly/console"
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/internal/memlimit"
@@ -49,6 +51,7 @@ type options struct {
 	workerMemory    int64 // the worker's share of the memory limit
 	shutdownTimeout time.Duration
 	dedupeWindow    time.Duration
+	consoleToken    string
 	logLevel        string
 	id              string
 	roles           roleFlags
@@ -63,7 +66,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	o.version = cli.VersionFlag(fs)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "where the embedded server accepts clients (port 0 or -1: any free port, logged at start-up); an address other than loopback without --user logs a warning")
 	fs.StringVar(&o.dataDir, "data-dir", "./orderly-data", "the embedded server's JetStream store, locked while the worker runs (a second worker on it fails at once)")
-	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of /healthz, /readyz, /partitions and /metrics (port 0: any free port, logged at start-up)")
+	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of the web console (/), /healthz, /readyz, /partitions and /metrics (port 0: any free port, logged at start-up)")
 	fs.DurationVar(&o.simLatency, "sim-latency", 50*time.Millisecond, "latency of each simulated payment gateway call")
 	fs.Float64Var(&o.simFailRate, "sim-fail-rate", 0, "probability in [0,1] that a simulated gateway call is declined")
 	fs.DurationVar(&o.paymentTimeout, "payment-timeout", order.DefaultPaymentTimeout, "how long an order may await payment before it fails")
@@ -80,6 +83,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.Var(&o.memoryLimit, "memory-limit", "memory the process may use, in `BYTES` (536870912, 512Mi, 1Gi, 500MB; 0: no limit); sizes --max-actors, --batch and the events held in memory, and sets the Go runtime's soft limit to 90% of it unless GOMEMLIMIT is lower (default: the lesser of GOMEMLIMIT and the cgroup's memory limit, else no limit)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
+	fs.StringVar(&o.consoleToken, "console-token", "", "the secret the web console's write actions (send an event, replay a dead letter, cancel, schedules) must carry; empty: writes only on requests to a loopback address, read-only elsewhere")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group: 1-255 characters of A-Z a-z 0-9 - _ = . (default: the host name and a random suffix)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error; logs are JSON on stderr, or console lines on a terminal")
 	o.roles.register(fs)
@@ -275,19 +279,20 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	}
 	// /readyz answers 503 until the chain is done, so HTTP comes first.
 	var current atomic.Pointer[worker.Worker]
+	var con atomic.Pointer[console.Console]
 	live := &liveness{bound: o.reconnectTimeout}
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	srv := &http.Server{Handler: handler(&current, live), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: handler(&current, &con, live), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info().Str("addr", ln.Addr().String()).Msg("start-up: http listening (/healthz, /readyz, /metrics)")
+	log.Info().Str("addr", ln.Addr().String()).Msg("start-up: http listening (the console at /, /healthz, /readyz, /metrics)")
 
 	cfg := o.conn.Config("orderly-worker", &log)
 	// Replies and pulled events under the worker's own prefix: the only one
@@ -347,7 +352,8 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	if reminder == 0 {
 		reminder = -1 // order.Config's "off"; its zero is the default
 	}
-	wf, err := order.NewWorkflow(order.Config{PaymentTimeout: o.paymentTimeout, PaymentReminder: reminder},
+	ocfg := order.Config{PaymentTimeout: o.paymentTimeout, PaymentReminder: reminder}
+	wf, err := order.NewWorkflow(ocfg,
 		order.NewSimGateway(order.SimConfig{Latency: o.simLatency, FailRate: o.simFailRate}))
 	if err != nil {
 		return err
@@ -372,6 +378,21 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		return err
 	}
 	current.Store(w)
+	cl, err := client.New(nc, client.Config{})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	c, err := console.New(console.Config{
+		Client: cl, Runtime: w, Workflows: []console.Workflow{console.WorkflowOf(order.New(ocfg))},
+		Token: o.consoleToken, Logger: &log,
+	})
+	if err != nil {
+		return err
+	}
+	// Live views end before the worker stops and the connection drains.
+	defer c.Close()
+	con.Store(c)
 	// The worker lives until SIGTERM, and then stops gently: its start
 	// context must not end with the signal's. A signal during start-up
 	// stops the worker, which ends the start-up at once.
@@ -406,6 +427,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	}
 	stopWatching()
 	watching.Wait()
+	c.Close()
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout+5*time.Second)
 	defer cancel()
@@ -501,8 +523,15 @@ func (l *liveness) watch(ctx context.Context) error {
 	}
 }
 
-func handler(current *atomic.Pointer[worker.Worker], live *liveness) http.Handler {
+// workerPaths are the worker's own endpoints; the console has the rest.
+var workerPaths = map[string]bool{"/healthz": true, "/readyz": true, "/partitions": true, "/metrics": true}
+
+func handler(current *atomic.Pointer[worker.Worker], con *atomic.Pointer[console.Console], live *liveness) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if c := con.Load(); c != nil && !workerPaths[r.URL.Path] {
+			c.ServeHTTP(rw, r)
+			return
+		}
 		if r.URL.Path == "/healthz" {
 			if err := live.check(time.Now()); err != nil {
 				http.Error(rw, err.Error(), http.StatusServiceUnavailable)

@@ -1,0 +1,497 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/orderly-dev/orderly/client"
+	"github.com/orderly-dev/orderly/contract"
+)
+
+// page is what every page template gets.
+type page struct {
+	Title     string
+	Workflows []Workflow
+	WF        Workflow // the workflow the page is about; zero on the overview of all
+	Mode      writeMode
+	CSRF      string
+	Note      string // the outcome of the last action, from the query
+	Body      any    // the page's own data
+}
+
+func (p page) ReadOnly() bool  { return p.Mode == writeRefused }
+func (p page) NeedToken() bool { return p.Mode == writeToken }
+
+var pageNames = []string{"overview", "key", "keys", "deadletters", "schedules", "message"}
+
+func parsePages() (map[string]*template.Template, error) {
+	funcs := template.FuncMap{
+		"fig":      fig,
+		"rate":     rate,
+		"time":     fmtTime,
+		"ago":      ago,
+		"json":     prettyJSON,
+		"join":     joinInts,
+		"clip":     clip,
+		"diagram":  diagram,
+		"keyURL":   keyURL,
+		"pathPart": url.PathEscape,
+	}
+	out := map[string]*template.Template{}
+	for _, name := range pageNames {
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("console: template %s: %w", name, err)
+		}
+		out[name] = t
+	}
+	return out, nil
+}
+
+// render writes a page; a template that fails writes a plain error instead
+// of half a page.
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	p.Workflows, p.Mode, p.CSRF = c.cfg.Workflows, c.mode(r), c.csrf
+	if p.Note == "" {
+		p.Note = r.URL.Query().Get("note")
+	}
+	var buf bytes.Buffer
+	if err := c.pages[name].ExecuteTemplate(&buf, "layout", p); err != nil {
+		c.cfg.Logger.Error().Err(err).Str("page", name).Msg("console: render")
+		http.Error(w, "console: cannot render the page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
+}
+
+type message struct{ Heading, Text string }
+
+// fail answers with a page that says what went wrong.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, heading, text string) {
+	c.render(w, r, status, "message", page{Title: heading, Body: message{heading, text}})
+}
+
+func (c *Console) flowOf(w http.ResponseWriter, r *http.Request) (Workflow, bool) {
+	name := r.PathValue("wf")
+	wf, ok := c.workflow(name)
+	if !ok {
+		c.fail(w, r, http.StatusNotFound, "No such workflow", fmt.Sprintf("This worker runs no workflow %q.", name))
+	}
+	return wf, ok
+}
+
+// overviewPage: every workflow, or the one in the path.
+type overviewBody struct {
+	Overview overview
+	Flows    []flowView
+}
+
+type flowView struct {
+	WF      Workflow
+	Figures flowFigures
+}
+
+func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
+	var p page
+	flows := c.cfg.Workflows
+	if r.PathValue("wf") != "" {
+		wf, ok := c.flowOf(w, r)
+		if !ok {
+			return
+		}
+		p.WF, flows = wf, []Workflow{wf}
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	o := c.read(ctx, nil)
+	body := overviewBody{Overview: o}
+	for _, wf := range flows {
+		for _, f := range o.Workflows {
+			if f.Name == wf.Name {
+				body.Flows = append(body.Flows, flowView{WF: wf, Figures: f})
+			}
+		}
+	}
+	p.Title, p.Body = "Overview", body
+	c.render(w, r, http.StatusOK, "overview", p)
+}
+
+// keysPage: look a key up (?key=), or list the keys in a state (?state=).
+func (c *Console) keysPage(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	if key := strings.TrimSpace(r.URL.Query().Get("key")); key != "" {
+		if err := contract.ValidateKey(key); err != nil {
+			c.fail(w, r, http.StatusBadRequest, "Not a key", err.Error())
+			return
+		}
+		http.Redirect(w, r, keyURL(wf.Name, key), http.StatusSeeOther)
+		return
+	}
+	c.render(w, r, http.StatusOK, "keys", page{Title: "Keys", WF: wf, Body: keysBody{State: r.URL.Query().Get("state")}})
+}
+
+type keysBody struct {
+	State string
+}
+
+// keyPage: a key's state, data, pending work, delayed events and timeline.
+type keyBody struct {
+	Key      string
+	Record   *contract.StateRecord
+	Problem  string
+	Delayed  []client.DelayedEvent
+	DelayErr string
+	History  []contract.Status
+	HistErr  string
+	Live     string // the URL of its live view
+}
+
+func (c *Console) keyPage(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	key := r.PathValue("key")
+	if err := contract.ValidateKey(key); err != nil {
+		c.fail(w, r, http.StatusBadRequest, "Not a key", err.Error())
+		return
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	b := keyBody{Key: key, Live: "/live/w/" + url.PathEscape(wf.Name) + "/keys/" + url.PathEscape(key)}
+	switch rec, err := c.cfg.Client.State(ctx, wf.Name, key); {
+	case err == nil:
+		b.Record = &rec
+	case errors.Is(err, client.ErrNoState):
+		b.Problem = "No state is stored for this key: no event has been applied to it yet."
+	default:
+		b.Problem = "Cannot read the key's state: " + err.Error()
+	}
+	if d, err := c.cfg.Client.DelayedEvents(ctx, wf.Name, key); err != nil {
+		b.DelayErr = err.Error()
+	} else {
+		b.Delayed = d
+	}
+	if h, err := c.history(ctx, wf.Name, key); err != nil {
+		b.HistErr = err.Error()
+	} else {
+		b.History = h
+	}
+	c.render(w, r, http.StatusOK, "key", page{Title: key, WF: wf, Body: b})
+}
+
+// history is the key's stored statuses, oldest first. This build has no
+// status history (issue 17, item 1): an empty list and an error that says
+// so, which the page shows.
+func (c *Console) history(ctx context.Context, workflow, key string) ([]contract.Status, error) {
+	return []contract.Status{}, errNoHistory
+}
+
+var errNoHistory = errors.New("this build stores no status history: the timeline shows the statuses published while the page is open")
+
+// deadLettersPage lists the oldest dead letters.
+type deadLettersBody struct {
+	Letters []client.DeadLetter
+	Total   *uint64
+	Limit   int
+	Problem string
+}
+
+const deadLetterPage = 200
+
+func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	b := deadLettersBody{Limit: deadLetterPage}
+	if s, err := c.js.Stream(ctx, contract.DeadLetterStream(wf.Name)); err == nil {
+		n := s.CachedInfo().State.Msgs
+		b.Total = &n
+	}
+	letters, err := c.cfg.Client.DeadLetters(ctx, wf.Name, deadLetterPage)
+	if err != nil {
+		b.Problem = "Cannot list the dead letters: " + err.Error()
+	}
+	b.Letters = letters
+	c.render(w, r, http.StatusOK, "deadletters", page{Title: "Dead letters", WF: wf, Body: b})
+}
+
+// schedulesPage lists the recurring schedules, and a key's delayed events
+// (?key=).
+type schedulesBody struct {
+	Schedules []client.Schedule
+	Problem   string
+	Key       string
+	Delayed   []client.DelayedEvent
+	DelayErr  string
+}
+
+func (c *Console) schedulesPage(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	var b schedulesBody
+	if s, err := c.cfg.Client.Schedules(ctx, wf.Name); err != nil {
+		b.Problem = "Cannot list the schedules: " + err.Error()
+	} else {
+		b.Schedules = s
+	}
+	if key := strings.TrimSpace(r.URL.Query().Get("key")); key != "" {
+		b.Key = key
+		if d, err := c.cfg.Client.DelayedEvents(ctx, wf.Name, key); err != nil {
+			b.DelayErr = err.Error()
+		} else {
+			b.Delayed = d
+		}
+	}
+	c.render(w, r, http.StatusOK, "schedules", page{Title: "Schedules", WF: wf, Body: b})
+}
+
+// Write actions. Each answers with a redirect to the page it came from and
+// a note that says what happened, or with an error page.
+
+func (c *Console) done(w http.ResponseWriter, r *http.Request, to, note string) {
+	http.Redirect(w, r, to+"?note="+url.QueryEscape(note), http.StatusSeeOther)
+}
+
+func (c *Console) sendEvent(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	key := r.PathValue("key")
+	ev := contract.Envelope{Event: strings.TrimSpace(r.PostFormValue("event"))}
+	if data := strings.TrimSpace(r.PostFormValue("data")); data != "" {
+		if !json.Valid([]byte(data)) {
+			c.fail(w, r, http.StatusBadRequest, "Not sent: bad data", "The event's data must be JSON (an object, say {\"amount\": 10}), or empty.")
+			return
+		}
+		ev.Data = json.RawMessage(data)
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	ack, err := c.cfg.Client.Publish(ctx, wf.Name, key, ev)
+	if err != nil {
+		c.fail(w, r, http.StatusBadRequest, "Not sent", err.Error())
+		return
+	}
+	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("key", key).Str("event", ev.Event).Str("job_id", ack.ID).Msg("console: event sent")
+	c.done(w, r, keyURL(wf.Name, key), fmt.Sprintf("Sent %s as job %s.", ev.Event, ack.ID))
+}
+
+func (c *Console) replay(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil {
+		c.fail(w, r, http.StatusBadRequest, "Not replayed", "Not a dead letter's sequence: "+r.PathValue("seq"))
+		return
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	ack, err := c.cfg.Client.Replay(ctx, wf.Name, seq)
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, client.ErrNoDeadLetter) {
+			status = http.StatusNotFound
+		}
+		c.fail(w, r, status, "Not replayed", err.Error())
+		return
+	}
+	c.cfg.Logger.Info().Str("workflow", wf.Name).Uint64("dead_letter", seq).Str("job_id", ack.ID).Msg("console: dead letter replayed")
+	c.done(w, r, "/w/"+url.PathEscape(wf.Name)+"/dead-letters", fmt.Sprintf("Replayed dead letter %d as job %s.", seq, ack.ID))
+}
+
+func (c *Console) cancelDelayed(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	if err := c.cfg.Client.Cancel(ctx, wf.Name, id); err != nil {
+		c.fail(w, r, http.StatusConflict, "Not cancelled", err.Error())
+		return
+	}
+	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("job_id", id).Msg("console: delayed event cancelled")
+	back := "/w/" + url.PathEscape(wf.Name) + "/schedules"
+	if key := r.PostFormValue("key"); contract.ValidateKey(key) == nil {
+		back = keyURL(wf.Name, key)
+	}
+	c.done(w, r, back, "Cancelled delayed event "+id+".")
+}
+
+func (c *Console) addSchedule(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	s := client.Schedule{
+		Name:     strings.TrimSpace(r.PostFormValue("name")),
+		Key:      strings.TrimSpace(r.PostFormValue("key")),
+		Event:    strings.TrimSpace(r.PostFormValue("event")),
+		Cron:     strings.TrimSpace(r.PostFormValue("cron")),
+		TimeZone: strings.TrimSpace(r.PostFormValue("tz")),
+	}
+	if every := strings.TrimSpace(r.PostFormValue("every")); every != "" {
+		d, err := time.ParseDuration(every)
+		if err != nil {
+			c.fail(w, r, http.StatusBadRequest, "Schedule not added", "Every: "+err.Error())
+			return
+		}
+		s.Every = d
+	}
+	if data := strings.TrimSpace(r.PostFormValue("data")); data != "" {
+		if !json.Valid([]byte(data)) {
+			c.fail(w, r, http.StatusBadRequest, "Schedule not added", "The event's data must be JSON, or empty.")
+			return
+		}
+		s.Data = json.RawMessage(data)
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	got, err := c.cfg.Client.AddSchedule(ctx, wf.Name, s)
+	if err != nil {
+		c.fail(w, r, http.StatusBadRequest, "Schedule not added", err.Error())
+		return
+	}
+	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("schedule", got.Name).Msg("console: schedule added")
+	c.done(w, r, "/w/"+url.PathEscape(wf.Name)+"/schedules", "Added schedule "+got.Name+" ("+got.Spec+").")
+}
+
+func (c *Console) removeSchedule(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	if err := c.cfg.Client.RemoveSchedule(ctx, wf.Name, name); err != nil {
+		c.fail(w, r, http.StatusBadRequest, "Schedule not removed", err.Error())
+		return
+	}
+	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("schedule", name).Msg("console: schedule removed")
+	c.done(w, r, "/w/"+url.PathEscape(wf.Name)+"/schedules", "Removed schedule "+name+".")
+}
+
+// Template helpers.
+
+// fig shows a figure, or "—" for one not known.
+func fig(v any) string {
+	switch v := v.(type) {
+	case *uint64:
+		if v == nil {
+			return "—"
+		}
+		return strconv.FormatUint(*v, 10)
+	case *int:
+		if v == nil {
+			return "—"
+		}
+		return strconv.Itoa(*v)
+	case int:
+		return strconv.Itoa(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case uint64:
+		return strconv.FormatUint(v, 10)
+	}
+	return fmt.Sprint(v)
+}
+
+func rate(v *float64) string {
+	if v == nil {
+		return "—"
+	}
+	return strconv.FormatFloat(*v, 'f', 1, 64)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000Z")
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	d := time.Since(t)
+	if d < 0 {
+		return "in " + (-d).Round(time.Second).String()
+	}
+	return d.Round(time.Second).String() + " ago"
+}
+
+func prettyJSON(raw []byte) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var buf bytes.Buffer
+	if json.Indent(&buf, raw, "", "  ") != nil {
+		return string(raw)
+	}
+	return buf.String()
+}
+
+// clipAt bounds the bytes of a body shown in a list.
+const clipAt = 2048
+
+// clip shows up to clipAt bytes of b, and says how many more there are.
+func clip(b []byte) string {
+	if len(b) <= clipAt {
+		return string(b)
+	}
+	return fmt.Sprintf("%s… (%d more bytes)", b[:clipAt], len(b)-clipAt)
+}
+
+func joinInts(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, " ")
+}
+
+// diagram draws a workflow's Mermaid text as SVG; text it cannot read is
+// shown as it is.
+func diagram(wf Workflow) template.HTML {
+	if wf.Diagram == "" {
+		return ""
+	}
+	g, ok := parseMermaid(wf.Diagram)
+	if !ok {
+		return template.HTML("<pre class=\"mermaid-text\">" + template.HTMLEscapeString(wf.Diagram) + "</pre>")
+	}
+	return svgOf(g, wf.Name)
+}
+
+func keyURL(workflow, key string) string {
+	return "/w/" + url.PathEscape(workflow) + "/keys/" + url.PathEscape(key)
+}
