@@ -102,17 +102,18 @@ func (c *Console) write(h http.HandlerFunc) http.Handler {
 				"This request came from another site (its Origin or Sec-Fetch-Site header says so). The console takes write actions only from its own pages.")
 			return
 		}
+		mode := c.mode(r)
+		if mode == writeRefused {
+			c.fail(w, r, http.StatusForbidden, "Refused: the console is read-only here",
+				"Write actions need a console token: start the worker with --console-token (or ORDERLY_CONSOLE_TOKEN) and give it in the form. Without a token, only requests to a loopback address (127.0.0.1, ::1, localhost) may change anything.")
+			return
+		}
 		if !equal(r.PostFormValue(fieldCSRF), c.csrf) {
 			c.fail(w, r, http.StatusForbidden, "Refused: stale or foreign form",
 				"This form does not carry the console's current form key: it comes from another site, or from a page shown before the worker restarted. Reload the page and try again.")
 			return
 		}
-		switch c.mode(r) {
-		case writeRefused:
-			c.fail(w, r, http.StatusForbidden, "Refused: the console is read-only here",
-				"Write actions need a console token: start the worker with --console-token (or ORDERLY_CONSOLE_TOKEN) and give it in the form. Without a token, only requests to a loopback address (127.0.0.1, ::1, localhost) may change anything.")
-			return
-		case writeToken:
+		if mode == writeToken {
 			given := r.PostFormValue(fieldToken)
 			if given == "" {
 				given = r.Header.Get(headerToken)

@@ -17,8 +17,8 @@ import (
 // (as JSON) each Refresh. A figure that could not be read is null, and
 // Problems says why: nothing is made up.
 type overview struct {
-	At        time.Time    `json:"at"`
-	Worker    workerView   `json:"worker"`
+	At        time.Time     `json:"at"`
+	Worker    workerView    `json:"worker"`
 	Workflows []flowFigures `json:"workflows"`
 }
 

@@ -449,15 +449,27 @@ func ago(t time.Time) string {
 	return d.Round(time.Second).String() + " ago"
 }
 
+// prettyJSON indents raw and undoes encoding/json's \u003c-style escapes,
+// so that a "<" in the data reads as one; html/template escapes the result
+// for the page.
 func prettyJSON(raw []byte) string {
 	if len(raw) == 0 {
 		return ""
 	}
-	var buf bytes.Buffer
-	if json.Indent(&buf, raw, "", "  ") != nil {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
 		return string(raw)
 	}
-	return buf.String()
+	var buf bytes.Buffer
+	e := json.NewEncoder(&buf)
+	e.SetEscapeHTML(false)
+	e.SetIndent("", "  ")
+	if e.Encode(v) != nil {
+		return string(raw)
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
 }
 
 // clipAt bounds the bytes of a body shown in a list.
