@@ -106,7 +106,10 @@ func (c *Console) liveOverview(w http.ResponseWriter, r *http.Request) {
 // statuses (an empty list where the history is not available), then each
 // new one as "status". It subscribes before it reads the history, and
 // skips the live statuses the history already had, so none is missed or
-// shown twice at the boundary.
+// shown twice at the boundary. It also sends the key's stored record as
+// "state" once subscribed, and again after statuses once none is waiting:
+// the page's state and data follow the key even where no history covers a
+// status published while the page loaded.
 func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 	wf, key := r.PathValue("wf"), r.PathValue("key")
 	if _, ok := c.workflow(wf); !ok {
@@ -152,6 +155,19 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 	if s.send("history", b) != nil {
 		return
 	}
+	sendState := func() error {
+		sctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+		rec, err := c.cfg.Client.State(sctx, wf, key)
+		if err != nil {
+			return nil // none yet, or unreadable now: the next status tries again
+		}
+		b, _ := json.Marshal(keyState{State: rec.State, Version: rec.Version, UpdatedAt: rec.UpdatedAt, Data: prettyJSON(rec.Data), Pending: len(rec.Pending)})
+		return s.send("state", b)
+	}
+	if sendState() != nil {
+		return
+	}
 	seen := map[string]bool{}
 	for _, st := range past {
 		seen[statusID(st)] = true
@@ -177,6 +193,9 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 			}
 			b, _ := json.Marshal(st)
 			err = s.send("status", b)
+			if err == nil && len(statuses) == 0 {
+				err = sendState()
+			}
 		case <-beat.C:
 			err = s.comment("")
 		}
@@ -184,6 +203,15 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// keyState is the "state" event of a key's live view.
+type keyState struct {
+	State     string    `json:"state"`
+	Version   uint64    `json:"version"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Data      string    `json:"data"` // indented, as the page shows it
+	Pending   int       `json:"pending"`
 }
 
 // statusID tells statuses apart: the same status read from the history and

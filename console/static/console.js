@@ -153,11 +153,12 @@
       },
       status: function (st) {
         add(st, true);
-        if (!st.error) {
-          text(document.getElementById("key-state"), st.to);
-          text(document.getElementById("key-version"), String(st.version));
-          text(document.getElementById("key-updated"), fmtTime(st.at));
-        }
+      },
+      state: function (s) {
+        text(document.getElementById("key-state"), s.state);
+        text(document.getElementById("key-version"), String(s.version));
+        text(document.getElementById("key-updated"), fmtTime(s.updated_at));
+        text(document.getElementById("key-data"), s.data);
       },
       problem: function (msg) {
         const note = document.getElementById("history-note");
