@@ -44,6 +44,10 @@ fuzz: ## run each fuzz target of package contract FUZZTIME (default 20000x execu
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./contract; \
 	done
 
+.PHONY: screenshots
+screenshots: ## redo docs/console-overview.png and docs/console-key.png (the console's browser test, headless Chromium)
+	$(GO) test -count=1 -run '^TestConsoleInBrowser$$' ./console -update
+
 .PHONY: bench
 bench: ## run the Go benchmarks with allocations (micro-benchmarks and the 100,000-key one)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

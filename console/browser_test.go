@@ -138,7 +138,7 @@ func (tb *tab) screenshot(t *testing.T, name string) {
 	if !*updateScreenshots {
 		return
 	}
-	png, err := chromedp.Run(tb.ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(tb.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +213,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		if p := tb.problems(); len(p) > 0 {
 			t.Fatalf("console messages on the overview: %q", p)
 		}
-		b.settle(t, "order", "order-1", "start_processing", "")
-		tb.screenshot(t, "console-overview.png")
+		if *updateScreenshots {
+			for i := range 3 {
+				b.settle(t, "order", fmt.Sprintf("order-%d", i+1), "start_processing", "")
+			}
+			b.settle(t, "order", "order-2", "request_payment", "")
+			tb.do(t, "open the order overview", chromedp.Navigate(open+"/w/order/"))
+			tb.until(t, "a rate", `/^[0-9]+\.[0-9]$/.test(`+text(`section.flow[data-wf="order"] [data-fig="in_per_s"]`)+`)`)
+			tb.screenshot(t, "console-overview.png")
+		}
 	})
 
 	t.Run("key_timeline_grows_live", func(t *testing.T) {
@@ -227,6 +234,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.settle(t, "order", "order-7", "request_payment", "")
 		tb.until(t, "new rows in the timeline", fmt.Sprintf(`document.querySelectorAll("#timeline tr").length >= %d`, rows+2))
 		tb.until(t, "the state to follow", text("#key-state")+` === "awaiting_payment"`)
+		tb.screenshot(t, "console-key.png")
 		// Sent from the page's own form.
 		tb.do(t, "send confirm_payment",
 			chromedp.SetValue(`#send-form input[name="event"]`, "confirm_payment"),
@@ -237,7 +245,6 @@ func TestConsoleInBrowser(t *testing.T) {
 		if p := tb.problems(); len(p) > 0 {
 			t.Fatalf("console messages on the key page: %q", p)
 		}
-		tb.screenshot(t, "console-key.png")
 	})
 
 	t.Run("dead_letter_replayed_from_its_page", func(t *testing.T) {

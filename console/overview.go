@@ -44,7 +44,7 @@ type flowFigures struct {
 	// Stored counts the events ever stored (the stream's last sequence).
 	Stored *uint64 `json:"stored"`
 	// InRate and DoneRate are events stored, and handled (acknowledged or
-	// dead-lettered), per second since the previous reading; null on the
+	// dead-lettered), per second over the last few readings; null on the
 	// first.
 	InRate   *float64 `json:"in_per_s"`
 	DoneRate *float64 `json:"done_per_s"`
@@ -190,14 +190,19 @@ func (h *hub) publish(b []byte) {
 	}
 }
 
+// rateWindow is how many readings the rates span.
+const rateWindow = 5
+
 // run reads and publishes until ctx ends, idle while nobody watches.
 func (h *hub) run(ctx context.Context) {
 	t := time.NewTicker(h.c.cfg.Refresh)
 	defer t.Stop()
-	var prev *overview
+	// Rates are taken over the last rateWindow readings, so that a reading
+	// made early (for a new view) does not make them jump.
+	var past []overview
 	for {
 		if !h.watched() {
-			prev = nil
+			past = nil
 			select {
 			case <-ctx.Done():
 				return
@@ -205,13 +210,19 @@ func (h *hub) run(ctx context.Context) {
 				continue
 			}
 		}
+		var base *overview
+		if len(past) > 0 {
+			base = &past[0]
+		}
 		rctx, cancel := context.WithTimeout(ctx, h.c.cfg.Timeout)
-		o := h.c.read(rctx, prev)
+		o := h.c.read(rctx, base)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		prev = &o
+		if past = append(past, o); len(past) > rateWindow {
+			past = past[1:]
+		}
 		if b, err := json.Marshal(o); err == nil {
 			h.publish(b)
 		}
