@@ -333,4 +333,3 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 }
-
