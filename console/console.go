@@ -34,8 +34,9 @@ var staticFS embed.FS
 type Runtime interface {
 	// ID is the worker's id in its groups.
 	ID() string
-	// Ready and Problems are what /readyz answers.
+	// Ready is what /readyz answers.
 	Ready() bool
+	// Problems are the lines under /readyz's answer.
 	Problems() []string
 	// Stats are the worker's own figures.
 	Stats() worker.Stats
@@ -63,8 +64,8 @@ type Workflow struct {
 
 // State is a state of a Workflow.
 type State struct {
-	Name     string
-	Terminal bool
+	Name     string // The state's name.
+	Terminal bool   // No event leaves it.
 }
 
 // WorkflowOf describes the workflow m defines.

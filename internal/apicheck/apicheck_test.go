@@ -18,7 +18,7 @@ import (
 
 // packages are checked: every exported name has a doc comment, and no
 // exported name mentions a NATS type (but see natsAllowed).
-var packages = []string{"statemachine", "worker", "client", "orderlytest", "embedded", "examples/review"}
+var packages = []string{"statemachine", "worker", "client", "console", "orderlytest", "embedded", "examples/review"}
 
 // natsAllowed are the exported names that mention NATS types on purpose,
 // by package: the producer client and the worker are built on a service's
