@@ -66,13 +66,23 @@ type Workflow struct {
 type State struct {
 	Name     string // The state's name.
 	Terminal bool   // No event leaves it.
+	// Timers describe the state's timeout and periodic events, as
+	// "payment_timeout after 15m0s"; the key page lists them.
+	Timers []string
 }
 
 // WorkflowOf describes the workflow m defines.
 func WorkflowOf[D any](m *statemachine.Machine[D]) Workflow {
 	w := Workflow{Name: m.Name(), Diagram: m.Mermaid()}
 	for _, s := range m.States() {
-		w.States = append(w.States, State{Name: string(s.Name), Terminal: s.Terminal})
+		st := State{Name: string(s.Name), Terminal: s.Terminal}
+		if s.Timeout != nil {
+			st.Timers = append(st.Timers, fmt.Sprintf("%s after %s in the state", s.Timeout.Event, s.Timeout.After))
+		}
+		for _, p := range s.Every {
+			st.Timers = append(st.Timers, fmt.Sprintf("%s every %s in the state", p.Event, p.Interval))
+		}
+		w.States = append(w.States, st)
 	}
 	for _, e := range m.Events() {
 		if e.Client {
@@ -263,6 +273,16 @@ func (c *Console) startStream() (ok bool, full bool) {
 func (c *Console) endStream() {
 	<-c.streams
 	c.wg.Done()
+}
+
+// timers are the timers of state in w.
+func (w Workflow) timers(state string) []string {
+	for _, s := range w.States {
+		if s.Name == state {
+			return s.Timers
+		}
+	}
+	return nil
 }
 
 func (c *Console) workflow(name string) (Workflow, bool) {

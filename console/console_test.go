@@ -376,6 +376,7 @@ func TestWebConsolePages(t *testing.T) {
 	b := setup(t)
 	base, _ := b.serve(t, console.Config{})
 	b.settle(t, "order", "o-1", "start_processing", "")
+	b.settle(t, "order", "o-1", "request_payment", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := b.producer.AddSchedule(ctx, "notes", client.Schedule{Name: "daily", Key: "k9", Event: "note", Every: time.Hour}); err != nil {
@@ -390,7 +391,7 @@ func TestWebConsolePages(t *testing.T) {
 	}{
 		{"/", []string{b.worker.ID(), "this one", "0 1 2 3", `data-state="awaiting_payment"`, "<svg", "state diagram of order"}},
 		{"/w/order/", []string{"order", "<svg"}},
-		{"/w/order/keys/o-1", []string{"processing", "amount_cents", "Send an event", "start_processing"}},
+		{"/w/order/keys/o-1", []string{"awaiting_payment", "amount_cents", "Send an event", "confirm_payment", "payment_timeout after 15m0s in the state", "payment_reminder every 5m0s"}},
 		{"/w/notes/schedules", []string{"daily", "@every 1h0m0s"}},
 		{"/w/notes/schedules?key=k9", []string{"Delayed events of a key", "note"}},
 		{"/w/notes/keys/k9", []string{"Delayed events", "Cancel"}},

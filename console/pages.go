@@ -158,7 +158,8 @@ type keyBody struct {
 	DelayErr string
 	History  []contract.Status
 	HistErr  string
-	Live     string // the URL of its live view
+	Live     string   // the URL of its live view
+	Timers   []string // those of its current state
 }
 
 func (c *Console) keyPage(w http.ResponseWriter, r *http.Request) {
@@ -177,6 +178,7 @@ func (c *Console) keyPage(w http.ResponseWriter, r *http.Request) {
 	switch rec, err := c.cfg.Client.State(ctx, wf.Name, key); {
 	case err == nil:
 		b.Record = &rec
+		b.Timers = wf.timers(rec.State)
 	case errors.Is(err, client.ErrNoState):
 		b.Problem = "No state is stored for this key: no event has been applied to it yet."
 	default:
