@@ -413,6 +413,11 @@ func TestWebConsolePages(t *testing.T) {
 			t.Errorf("%s: %d, want %d", path, code, want)
 		}
 	}
+	// A note in a link made elsewhere is not shown: only the console's
+	// own, signed, are.
+	if _, body := get(t, base+"/?note=Enter+your+token+at+evil.example"); strings.Contains(body, "evil.example") {
+		t.Error("an unsigned note was shown")
+	}
 	// Every page forbids inline script: escaped or not, nothing a producer
 	// sends can run.
 	resp, err := http.Get(base + "/")

@@ -2,6 +2,9 @@ package console
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,8 +64,8 @@ func parsePages() (map[string]*template.Template, error) {
 // of half a page.
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
 	p.Workflows, p.Mode, p.CSRF = c.cfg.Workflows, c.mode(r), c.csrf
-	if p.Note == "" {
-		p.Note = r.URL.Query().Get("note")
+	if q := r.URL.Query(); p.Note == "" && equal(q.Get("sig"), c.sign(q.Get("note"))) {
+		p.Note = q.Get("note")
 	}
 	var buf bytes.Buffer
 	if err := c.pages[name].ExecuteTemplate(&buf, "layout", p); err != nil {
@@ -273,8 +276,18 @@ func (c *Console) schedulesPage(w http.ResponseWriter, r *http.Request) {
 // Write actions. Each answers with a redirect to the page it came from and
 // a note that says what happened, or with an error page.
 
+// done redirects to the page the action came from, with a note that says
+// what happened. The note is signed, so that a link made elsewhere cannot
+// put words of its own in the console's mouth.
 func (c *Console) done(w http.ResponseWriter, r *http.Request, to, note string) {
-	http.Redirect(w, r, to+"?note="+url.QueryEscape(note), http.StatusSeeOther)
+	q := url.Values{"note": {note}, "sig": {c.sign(note)}}
+	http.Redirect(w, r, to+"?"+q.Encode(), http.StatusSeeOther)
+}
+
+func (c *Console) sign(note string) string {
+	m := hmac.New(sha256.New, []byte(c.csrf))
+	m.Write([]byte(note))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 func (c *Console) sendEvent(w http.ResponseWriter, r *http.Request) {
