@@ -1,0 +1,223 @@
+package soak
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FaultKind names a kind of fault the soak injects.
+type FaultKind string
+
+// The kinds of fault, each on one lane: the faults of a lane come one after
+// another, those of different lanes overlap.
+const (
+	WorkerKill  FaultKind = "worker-kill"  // kill -9 a worker; restart it after a pause
+	WorkerTerm  FaultKind = "worker-term"  // SIGTERM a worker (it drains); restart it after a pause
+	NodeKill    FaultKind = "node-kill"    // kill -9 a NATS node; restart it after a pause
+	DiskFull    FaultKind = "disk-full"    // restart a node with a file store limit at what it holds; raise it after a while
+	ProxyCut    FaultKind = "proxy-cut"    // cut a worker's connections; refuse new ones for a while
+	ProxyStall  FaultKind = "proxy-stall"  // hold every byte between a worker and its node for a while
+	ProxyDelay  FaultKind = "proxy-delay"  // add latency between a worker and its node for a while
+	ProxyDrop   FaultKind = "proxy-drop"   // blackhole a worker's connections for a while, then cut them
+	GatewaySlow FaultKind = "gateway-slow" // the slow work takes longer (past the action timeout at times)
+	GatewayFail FaultKind = "gateway-fail" // the slow work fails more often (retries, failures for good)
+)
+
+// lanes lists the kinds of each lane, in lane order.
+var lanes = [][]FaultKind{
+	{WorkerKill, WorkerTerm},
+	{NodeKill, DiskFull},
+	{ProxyCut, ProxyStall, ProxyDelay, ProxyDrop},
+	{GatewaySlow, GatewayFail},
+}
+
+// AllFaults lists every kind of fault.
+func AllFaults() []FaultKind {
+	var all []FaultKind
+	for _, l := range lanes {
+		all = append(all, l...)
+	}
+	return all
+}
+
+// ParseFaults reads -faults: "all", "none", or a comma-separated list of
+// kinds.
+func ParseFaults(s string) ([]FaultKind, error) {
+	switch s = strings.TrimSpace(s); s {
+	case "all", "":
+		return AllFaults(), nil
+	case "none":
+		return nil, nil
+	}
+	var out []FaultKind
+	for _, f := range strings.Split(s, ",") {
+		k := FaultKind(strings.TrimSpace(f))
+		if !slices.Contains(AllFaults(), k) {
+			return nil, fmt.Errorf("-faults: unknown kind %q; want all, none, or some of %v", k, AllFaults())
+		}
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// Fault is one fault of the schedule: what, to which worker or node, when
+// (planned, from the seed) and, once injected, when it really began and
+// ended.
+type Fault struct {
+	Kind   FaultKind
+	Target int           // the worker (worker-*, proxy-*) or node (node-kill, disk-full); -1 for the gateway
+	At     time.Duration // planned start, from the start of the load
+	Hold   time.Duration // how long it lasts: the pause before a restart, a stall, ...
+	// Delay is proxy-delay's added latency; Latency and FailRate the
+	// gateway's settings during gateway-slow and gateway-fail.
+	Delay, Latency time.Duration
+	FailRate       float64
+
+	Start, End time.Time // when it was injected and when it was over
+	Note       string    // what happened while injecting it
+}
+
+// lossy reports whether the fault may lose a status a worker published
+// without fault of Orderly's: the process or its node died, or its
+// connection was cut, before the publish got through (statuses are core
+// NATS, at most once).
+func (f *Fault) lossy() bool {
+	switch f.Kind {
+	case WorkerKill, NodeKill, DiskFull, ProxyCut, ProxyDrop, ProxyStall:
+		return true
+	}
+	return false
+}
+
+// touchesWorker reports whether f can affect what worker (index) sends:
+// faults of its own process and link, and every node fault (a worker's
+// proxy may lead to any node).
+func (f *Fault) touchesWorker(w int) bool {
+	switch f.Kind {
+	case NodeKill, DiskFull:
+		return true
+	case GatewaySlow, GatewayFail:
+		return false
+	}
+	return f.Target == w
+}
+
+// String is one line of the schedule: the plan, when it ran, and notes.
+func (f *Fault) String() string {
+	var b strings.Builder
+	b.WriteString(f.plan())
+	if !f.Start.IsZero() {
+		fmt.Fprintf(&b, " [ran %s-%s]", f.Start.Format("15:04:05.000"), f.End.Format("15:04:05.000"))
+	} else {
+		b.WriteString(" [not run]")
+	}
+	if f.Note != "" {
+		b.WriteString(" " + f.Note)
+	}
+	return b.String()
+}
+
+// plan is what the schedule says of the fault.
+func (f *Fault) plan() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "+%-7s %-12s", f.At.Round(100*time.Millisecond), f.Kind)
+	switch f.Kind {
+	case WorkerKill, WorkerTerm, ProxyCut, ProxyStall, ProxyDelay, ProxyDrop:
+		fmt.Fprintf(&b, " w%d", f.Target)
+	case NodeKill, DiskFull:
+		fmt.Fprintf(&b, " n%d", f.Target)
+	default:
+		b.WriteString("   ")
+	}
+	fmt.Fprintf(&b, " hold %s", f.Hold.Round(100*time.Millisecond))
+	switch f.Kind {
+	case ProxyDelay:
+		fmt.Fprintf(&b, " delay %s", f.Delay)
+	case GatewaySlow, GatewayFail:
+		fmt.Fprintf(&b, " latency %s fail-rate %.2f", f.Latency, f.FailRate)
+	}
+	return b.String()
+}
+
+// Plan draws the fault schedule of a run from seed: for each lane with a
+// kind in kinds, faults one after another from a few seconds in until
+// duration, the lane's kinds taken in a shuffled cycle so that each comes
+// up in turn. The same arguments give the same schedule.
+func Plan(seed uint64, duration time.Duration, kinds []FaultKind, workers, nodes int) [][]Fault {
+	var plan [][]Fault
+	for li, lane := range lanes {
+		var ks []FaultKind
+		for _, k := range lane {
+			if slices.Contains(kinds, k) {
+				ks = append(ks, k)
+			}
+		}
+		if len(ks) == 0 {
+			continue
+		}
+		r := rand.New(rand.NewPCG(seed, uint64(li)+1))
+		dur := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(r.Int64N(int64(hi-lo)+1)) }
+		var faults []Fault
+		var cycle []FaultKind
+		at := dur(2*time.Second, 6*time.Second)
+		for at < duration {
+			if len(cycle) == 0 {
+				cycle = slices.Clone(ks)
+				r.Shuffle(len(cycle), func(i, j int) { cycle[i], cycle[j] = cycle[j], cycle[i] })
+			}
+			f := Fault{Kind: cycle[0], At: at, Target: -1}
+			cycle = cycle[1:]
+			// cost is the time a fault takes beyond its hold: restarts and
+			// waiting for readiness, so the lane's plan stays near its run.
+			var cost time.Duration
+			switch f.Kind {
+			case WorkerKill, WorkerTerm:
+				f.Target = r.IntN(workers)
+				f.Hold = dur(500*time.Millisecond, 4*time.Second)
+				cost = 3 * time.Second
+			case NodeKill:
+				f.Target = r.IntN(nodes)
+				f.Hold = dur(time.Second, 6*time.Second)
+				cost = 5 * time.Second
+			case DiskFull:
+				f.Target = r.IntN(nodes)
+				f.Hold = dur(5*time.Second, 15*time.Second)
+				cost = 5 * time.Second
+			case ProxyCut:
+				f.Target = r.IntN(workers)
+				f.Hold = dur(0, 3*time.Second)
+			case ProxyStall:
+				f.Target = r.IntN(workers)
+				f.Hold = dur(time.Second, 10*time.Second)
+			case ProxyDelay:
+				f.Target = r.IntN(workers)
+				f.Hold = dur(2*time.Second, 10*time.Second)
+				f.Delay = dur(10*time.Millisecond, 250*time.Millisecond).Round(time.Millisecond)
+			case ProxyDrop:
+				f.Target = r.IntN(workers)
+				f.Hold = dur(500*time.Millisecond, 5*time.Second)
+			case GatewaySlow:
+				f.Hold = dur(3*time.Second, 12*time.Second)
+				f.Latency = dur(300*time.Millisecond, 3*time.Second).Round(10 * time.Millisecond)
+				f.FailRate = normalGateway.FailRate
+			case GatewayFail:
+				f.Hold = dur(3*time.Second, 12*time.Second)
+				f.Latency = normalGateway.Latency
+				f.FailRate = float64(r.IntN(50)+45) / 100
+			}
+			faults = append(faults, f)
+			at += f.Hold + cost + dur(time.Second, 6*time.Second)
+		}
+		plan = append(plan, faults)
+	}
+	return plan
+}
+
+// normalGateway is the gateway outside gateway faults: quick, and failing
+// now and then, so retries happen all along.
+var normalGateway = Gateway{Latency: 20 * time.Millisecond, FailRate: 0.05}

@@ -1,0 +1,181 @@
+package soak
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderly-dev/orderly/client"
+	"github.com/orderly-dev/orderly/contract"
+)
+
+// recorder collects every status published, through several watchers, each
+// connected to a node of its own first, so that losing a node or a
+// connection loses no status the others see. Statuses are core NATS: one
+// no watcher received is gone (see Fault.lossy).
+type recorder struct {
+	mu       sync.Mutex
+	seen     map[statusID]bool
+	statuses []contract.Status
+	dropped  atomic.Int64 // statuses the watchers' connections dropped (slow consumer)
+
+	clients []*client.Client
+	subs    []*client.Subscription
+}
+
+// statusID tells statuses apart: the same status received by two watchers
+// is one.
+type statusID struct {
+	key, job, event, code string
+	version               uint64
+	attempt               int
+	at                    int64
+}
+
+func idOf(st *contract.Status) statusID {
+	id := statusID{key: st.Key, job: st.JobID, event: st.Event, version: st.Version, attempt: st.Attempt, at: st.At.UnixNano()}
+	if st.Error != nil {
+		id.code = st.Error.Code
+	}
+	return id
+}
+
+func (r *recorder) add(st contract.Status) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := idOf(&st)
+	if r.seen[id] {
+		return
+	}
+	r.seen[id] = true
+	r.statuses = append(r.statuses, st)
+}
+
+// startRecorder subscribes watchers (one per URL list) to every status of
+// the checking workflow.
+func startRecorder(urls []string) (*recorder, error) {
+	r := &recorder{seen: map[statusID]bool{}}
+	for i, u := range urls {
+		c, err := client.Connect(u, client.Config{},
+			nats.Name(fmt.Sprintf("orderly-soak-watcher-%d", i)), nats.DontRandomize(),
+			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				if err == nats.ErrSlowConsumer {
+					r.dropped.Add(1)
+				}
+			}))
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		r.clients = append(r.clients, c)
+		sub, err := c.Subscribe(Workflow, "", r.add)
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		r.subs = append(r.subs, sub)
+	}
+	return r, nil
+}
+
+// stop ends the subscriptions; no status is added afterwards.
+func (r *recorder) stop() {
+	for _, s := range r.subs {
+		_ = s.Unsubscribe()
+	}
+	for _, c := range r.clients {
+		_ = c.Close()
+	}
+	r.subs, r.clients = nil, nil
+}
+
+// all returns the statuses received.
+func (r *recorder) all() []contract.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]contract.Status(nil), r.statuses...)
+}
+
+// MemorySample is the most memory a worker process was seen to use.
+type MemorySample struct {
+	Worker string
+	Max    int64     // the largest resident set size read from its /metrics, bytes
+	At     time.Time // when
+	Limit  int64     // its --memory-limit
+}
+
+// memWatch reads each running worker's resident set size from its
+// /metrics (process_resident_memory_bytes) every second.
+type memWatch struct {
+	mu  sync.Mutex
+	max map[string]MemorySample
+}
+
+func (m *memWatch) run(ctx context.Context, workers []*workerProc, limit int64) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, w := range workers {
+			if !w.running() {
+				continue
+			}
+			rss, err := readRSS(ctx, hc, fmt.Sprintf("http://127.0.0.1:%d/metrics", w.httpPort))
+			if err != nil {
+				continue
+			}
+			m.mu.Lock()
+			if cur := m.max[w.id]; rss > cur.Max {
+				m.max[w.id] = MemorySample{Worker: w.id, Max: rss, At: time.Now(), Limit: limit}
+			}
+			m.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *memWatch) samples() []MemorySample {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []MemorySample
+	for _, s := range m.max {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b MemorySample) int { return strings.Compare(a.Worker, b.Worker) })
+	return out
+}
+
+func readRSS(ctx context.Context, hc *http.Client, url string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f), err
+		}
+	}
+	return 0, fmt.Errorf("%s: no process_resident_memory_bytes", url)
+}
