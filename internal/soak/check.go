@@ -170,8 +170,8 @@ func Check(h *History) ([]Anomaly, Summary) {
 		out = append(out, Anomaly{Kind: kind, Key: key, Detail: fmt.Sprintf(format, a...)})
 	}
 	type pk struct {
-		key     string
-		p, seq  int
+		key    string
+		p, seq int
 	}
 	byEvent := map[pk]*Publish{}
 	byJob := map[string]*Publish{}

@@ -130,9 +130,9 @@ func produce(ctx context.Context, cfg loadConfig, p int, c *client.Client, l *le
 		return err
 	}
 	r := rand.New(rand.NewPCG(cfg.seed, 1000+uint64(p)))
-	next := make([]int, cfg.keys)     // the last sequence number used, per key
-	busy := make([]bool, cfg.keys)    // an event of the key awaits its ack
-	var mu sync.Mutex                 // guards busy
+	next := make([]int, cfg.keys)  // the last sequence number used, per key
+	busy := make([]bool, cfg.keys) // an event of the key awaits its ack
+	var mu sync.Mutex              // guards busy
 	sendCtx, stopSending := context.WithTimeout(ctx, cfg.duration)
 	defer stopSending()
 	retryCtx, stopRetrying := context.WithTimeout(ctx, cfg.duration+cfg.grace)
