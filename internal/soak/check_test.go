@@ -1,0 +1,323 @@
+package soak
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderly-dev/orderly/contract"
+)
+
+// t0 is the hand-made histories' clock.
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+// keyHist is one key of a hand-made history: what was sent, what its log
+// holds, and the statuses announced for it.
+type keyHist struct {
+	key      string
+	pubs     []Publish
+	log      []Entry
+	statuses []contract.Status
+	state    string
+	pending  int
+}
+
+func (k *keyHist) send(kind string, p, n int) string {
+	job := jobID(7, p, k.key, n)
+	if kind == KindMalformed || kind == KindUnknown {
+		job = "s7-x-" + k.key + "-" + kind
+	}
+	k.pubs = append(k.pubs, Publish{Job: job, Key: k.key, Kind: kind, Producer: p, Seq: n, Attempts: 1, Acked: true, First: at(0), AckedAt: at(1)})
+	return job
+}
+
+// apply logs an event of a producer, as worker w applied it, and announces it.
+func (k *keyHist) apply(kind string, p, n int, w string) {
+	job := k.send(kind, p, n)
+	e := Entry{Kind: EntryAdd, Producer: p, Seq: n, Worker: w, At: at(10 * (len(k.log) + 1)).UnixMilli()}
+	to := Ready
+	if kind == KindWork {
+		e.Kind, to = EntryWork, Busy
+	}
+	k.log = append(k.log, e)
+	k.announce(string(to), job, kind, nil)
+}
+
+// outcome logs the outcome of the pending work (done or failed).
+func (k *keyHist) outcome(kind, w string) {
+	var job string
+	for i := len(k.log) - 1; i >= 0; i-- {
+		if k.log[i].Kind == EntryWork {
+			job = jobID(7, k.log[i].Producer, k.key, k.log[i].Seq)
+			break
+		}
+	}
+	e := Entry{Kind: kind, Worker: w, At: at(10 * (len(k.log) + 1)).UnixMilli()}
+	var serr *contract.StatusError
+	if kind == EntryDone {
+		e.Job = job
+	} else {
+		serr = &contract.StatusError{Code: contract.CodeActionFailed, Message: "slow: simulated gateway failure"}
+	}
+	k.log = append(k.log, e)
+	k.announce(string(Ready), job, e.event(), serr)
+}
+
+func (k *keyHist) announce(to, job, event string, serr *contract.StatusError) {
+	from := string(Ready)
+	if n := len(k.statuses); n > 0 {
+		from = k.statuses[n-1].To
+	}
+	k.statuses = append(k.statuses, contract.Status{
+		Workflow: Workflow, Key: k.key, JobID: job, Event: event, From: from, To: to,
+		Version: uint64(len(k.log)), At: at(10*len(k.log) + 5), Settled: to == string(Ready), Error: serr,
+	})
+}
+
+// cleanHistory is a run with nothing wrong: two keys' events applied and
+// announced, slow work done and failed, a retry, a poison event
+// dead-lettered.
+func cleanHistory(t *testing.T) *History {
+	t.Helper()
+	k1 := &keyHist{key: "k1"}
+	k1.apply(KindAdd, 1, 1, "w0")
+	k1.apply(KindWork, 1, 2, "w0")
+	k1.statuses = append(k1.statuses, contract.Status{Workflow: Workflow, Key: "k1", JobID: jobID(7, 1, "k1", 2), Event: ActionSlow, From: "busy", To: "busy", Version: 2, At: at(25), Action: ActionSlow, Attempt: 2,
+		Error: &contract.StatusError{Code: contract.CodeRetrying, Message: "attempt 1: simulated gateway failure"}})
+	k1.outcome(EntryDone, "w1")
+	k1.apply(KindAdd, 2, 1, "w1")
+	k2 := &keyHist{key: "k2"}
+	k2.apply(KindWork, 1, 1, "w2")
+	k2.outcome(EntryFailed, "w2")
+	bad := k2.send(KindMalformed, 1, 0)
+	k2.statuses = append(k2.statuses, contract.Status{Workflow: Workflow, Key: "k2", JobID: bad, From: "ready", To: "ready", Version: 2, At: at(50),
+		Error: &contract.StatusError{Code: contract.CodeMalformed, Message: "not JSON"}})
+	h := &History{
+		Workers:     []string{"w0", "w1", "w2"},
+		States:      map[string]contract.StateRecord{},
+		DeadLetters: []DeadLetter{{Key: "k2", JobID: bad, Reason: "malformed: not JSON"}},
+		Memory:      []MemorySample{{Worker: "w0", Max: 100 << 20, Limit: 256 << 20, At: at(0)}},
+	}
+	for _, k := range []*keyHist{k1, k2} {
+		addKey(t, h, k)
+	}
+	return h
+}
+
+// addKey adds k to h, its state made from its log.
+func addKey(t *testing.T, h *History, k *keyHist) {
+	t.Helper()
+	h.Publishes = append(h.Publishes, k.pubs...)
+	h.Statuses = append(h.Statuses, k.statuses...)
+	data, err := json.Marshal(Data{Log: k.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := k.state
+	if state == "" {
+		state = string(Ready)
+	}
+	rec := contract.StateRecord{State: state, Version: uint64(len(k.log)), Data: data, UpdatedAt: at(100)}
+	for range k.pending {
+		rec.Pending = append(rec.Pending, contract.PendingWork{ID: k.key + "/1/slow", Action: ActionSlow})
+	}
+	h.States[k.key] = rec
+}
+
+func kinds(as []Anomaly) []string {
+	var ks []string
+	for _, a := range as {
+		if !slices.Contains(ks, a.Kind) {
+			ks = append(ks, a.Kind)
+		}
+	}
+	return ks
+}
+
+func TestCheckCleanHistory(t *testing.T) {
+	h := cleanHistory(t)
+	as, sum := Check(h)
+	if len(as) != 0 {
+		t.Fatalf("anomalies in a clean history: %v", as)
+	}
+	want := Summary{Keys: 2, Sent: 5, Acked: 5, Applied: 4, Outcomes: 2, Failed: 1, Statuses: 8, DeadLetters: 1, Retries: 1}
+	if sum != want {
+		t.Errorf("summary %+v, want %+v", sum, want)
+	}
+}
+
+// TestCheckFindsEachAnomaly breaks a clean history in one way per case and
+// wants the checker to report that kind of anomaly, and only that kind.
+func TestCheckFindsEachAnomaly(t *testing.T) {
+	status := func(h *History, key string, v uint64) *contract.Status {
+		for i := range h.Statuses {
+			if st := &h.Statuses[i]; st.Key == key && st.Version == v && changed(st) {
+				return st
+			}
+		}
+		t.Fatalf("no status of %s v%d", key, v)
+		return nil
+	}
+	for _, c := range []struct {
+		kind   string
+		break_ func(t *testing.T, h *History)
+	}{
+		{AnomalyLost, func(t *testing.T, h *History) {
+			k := &keyHist{key: "k1"}
+			k.send(KindAdd, 1, 3) // acknowledged, never applied
+			h.Publishes = append(h.Publishes, k.pubs...)
+		}},
+		{AnomalyDoubled, func(t *testing.T, h *History) {
+			k := &keyHist{key: "k3"}
+			k.apply(KindAdd, 1, 1, "w0")
+			k.log = append(k.log, k.log[0]) // applied again, as a second version
+			k.announce("ready", k.pubs[0].Job, "add", nil)
+			addKey(t, h, k)
+		}},
+		{AnomalyPhantom, func(t *testing.T, h *History) {
+			k := &keyHist{key: "k3"}
+			k.apply(KindAdd, 1, 1, "w0")
+			k.pubs = nil // nobody sent it
+			addKey(t, h, k)
+		}},
+		{AnomalyReordered, func(t *testing.T, h *History) {
+			k := &keyHist{key: "k3"}
+			k.apply(KindAdd, 1, 2, "w0")
+			k.apply(KindAdd, 1, 1, "w0")
+			addKey(t, h, k)
+		}},
+		{AnomalyLogInvalid, func(t *testing.T, h *History) {
+			rec := h.States["k1"]
+			rec.Version++ // a version with no log entry
+			h.States["k1"] = rec
+		}},
+		{AnomalyUnsettled, func(t *testing.T, h *History) {
+			k := &keyHist{key: "k3", state: string(Busy), pending: 1}
+			k.apply(KindWork, 1, 1, "w0") // its outcome never came
+			addKey(t, h, k)
+		}},
+		{AnomalyStatusGap, func(t *testing.T, h *History) {
+			st := status(h, "k1", 3)
+			h.Statuses = slices.DeleteFunc(h.Statuses, func(s contract.Status) bool { return s == *st })
+		}},
+		{AnomalyStatusRepeat, func(t *testing.T, h *History) {
+			st := *status(h, "k1", 2)
+			st.JobID, st.At = jobID(7, 2, "k1", 9), st.At.Add(time.Millisecond)
+			h.Statuses = append(h.Statuses, st)
+		}},
+		{AnomalyStatusMismatch, func(t *testing.T, h *History) {
+			status(h, "k1", 1).JobID = jobID(7, 2, "k1", 1)
+		}},
+		{AnomalyStatusAhead, func(t *testing.T, h *History) {
+			st := *status(h, "k1", 4)
+			st.Version, st.JobID, st.At = 5, jobID(7, 2, "k1", 2), st.At.Add(time.Second)
+			h.Statuses = append(h.Statuses, st)
+		}},
+		{AnomalyRejected, func(t *testing.T, h *History) {
+			st := *status(h, "k1", 2)
+			st.JobID, st.Event, st.To, st.At = jobID(7, 2, "k1", 1), "add", st.From, st.At.Add(time.Millisecond)
+			st.Error = &contract.StatusError{Code: contract.CodeInvalidTransition, Message: "busy does not take add"}
+			h.Statuses = append(h.Statuses, st)
+		}},
+		{AnomalyDeadLetter, func(t *testing.T, h *History) {
+			h.DeadLetters = append(h.DeadLetters, DeadLetter{Key: "k1", JobID: jobID(7, 1, "k1", 1), Reason: "max_deliveries: could not load"})
+		}},
+		{AnomalyDeadLetterMissing, func(t *testing.T, h *History) {
+			h.DeadLetters = nil
+		}},
+		{AnomalyMemory, func(t *testing.T, h *History) {
+			h.Memory[0].Max = h.Memory[0].Limit + 1
+		}},
+		{AnomalyCrash, func(t *testing.T, h *History) {
+			h.Exits = append(h.Exits, Exit{Name: "w1", Worker: true, Err: "exit status 2", LogTail: "panic: runtime error: index out of range"})
+		}},
+		{AnomalyError, func(t *testing.T, h *History) {
+			h.Errors = append(h.Errors, "w1 did not exit within 25s of SIGTERM (killed)")
+		}},
+	} {
+		t.Run(c.kind, func(t *testing.T) {
+			h := cleanHistory(t)
+			c.break_(t, h)
+			as, _ := Check(h)
+			if got := kinds(as); !slices.Equal(got, []string{c.kind}) {
+				t.Fatalf("anomaly kinds %v, want [%s]; anomalies:\n%v", got, c.kind, as)
+			}
+			// The report names the kind and the key's history.
+			var b strings.Builder
+			(&Result{Seed: 7, Anomalies: as, History: h}).Print(&b)
+			if !strings.Contains(b.String(), "== "+c.kind+": ") {
+				t.Errorf("report does not show %s:\n%s", c.kind, b.String())
+			}
+			if as[0].Key != "" && !strings.Contains(b.String(), "history of "+as[0].Key) {
+				t.Errorf("report does not show the history of %s:\n%s", as[0].Key, b.String())
+			}
+		})
+	}
+	if len(AnomalyKinds()) != 16 {
+		t.Errorf("%d anomaly kinds, the test covers 16: add a case", len(AnomalyKinds()))
+	}
+}
+
+// TestCheckExplainsGapsByFaults: a status lost near a lossy fault of the
+// worker that committed it, or of a node, is no anomaly; near a gentle
+// stop (SIGTERM drains), or a fault of another worker, it is.
+func TestCheckExplainsGapsByFaults(t *testing.T) {
+	commit := time.UnixMilli(cleanHistory(t).mustEntry(t, "k1", 3).At) // w1's
+	for _, c := range []struct {
+		fault Fault
+		gap   bool
+	}{
+		{Fault{Kind: WorkerKill, Target: 1, Start: commit.Add(time.Second), End: commit.Add(4 * time.Second)}, false},
+		{Fault{Kind: ProxyCut, Target: 1, Start: commit.Add(-time.Second), End: commit}, false},
+		{Fault{Kind: NodeKill, Target: 2, Start: commit.Add(2 * time.Second), End: commit.Add(5 * time.Second)}, false},
+		{Fault{Kind: WorkerKill, Target: 1, Start: commit.Add(10 * time.Second), End: commit.Add(14 * time.Second)}, true},
+		{Fault{Kind: WorkerKill, Target: 0, Start: commit, End: commit.Add(time.Second)}, true},
+		{Fault{Kind: WorkerTerm, Target: 1, Start: commit, End: commit.Add(time.Second)}, true},
+		{Fault{Kind: ProxyDelay, Target: 1, Start: commit, End: commit.Add(time.Second)}, true},
+	} {
+		h := cleanHistory(t)
+		h.Statuses = slices.DeleteFunc(h.Statuses, func(s contract.Status) bool { return s.Key == "k1" && s.Version == 3 && changed(&s) })
+		h.Faults = []Fault{c.fault}
+		as, sum := Check(h)
+		if gap := slices.Contains(kinds(as), AnomalyStatusGap); gap != c.gap || len(as) > 1 {
+			t.Errorf("%s of %d from %s: anomalies %v, want a gap: %v", c.fault.Kind, c.fault.Target, c.fault.Start.Sub(commit), as, c.gap)
+		}
+		if !c.gap && sum.GapsExplained != 1 {
+			t.Errorf("%s: %d gaps explained, want 1", c.fault.Kind, sum.GapsExplained)
+		}
+	}
+}
+
+// TestCheckWorkerGivingUpIsNoCrash: a worker that exits 1 on its own (a
+// start-up that timed out) is restarted and reported, not an anomaly; one
+// that panics, and any node that exits, is.
+func TestCheckWorkerGivingUpIsNoCrash(t *testing.T) {
+	for _, c := range []struct {
+		exit  Exit
+		crash bool
+	}{
+		{Exit{Name: "w0", Worker: true, Err: "exit status 1", LogTail: "soak: queue: provision stream ORDERLY_TIMERS_SOAK: context deadline exceeded"}, false},
+		{Exit{Name: "w0", Worker: true, Err: "exit status 2", LogTail: "panic: boom\ngoroutine 1 [running]:"}, true},
+		{Exit{Name: "n1", Err: "exit status 1", LogTail: "[FTL] no space"}, true},
+	} {
+		h := cleanHistory(t)
+		h.Exits = []Exit{c.exit}
+		as, _ := Check(h)
+		if got := len(as) == 1 && as[0].Kind == AnomalyCrash; got != c.crash {
+			t.Errorf("%+v: anomalies %v, want a crash: %v", c.exit, as, c.crash)
+		}
+	}
+}
+
+func (h *History) mustEntry(t *testing.T, key string, v int) Entry {
+	t.Helper()
+	var d Data
+	if err := json.Unmarshal(h.States[key].Data, &d); err != nil || len(d.Log) < v {
+		t.Fatalf("%s has no version %d: %v", key, v, err)
+	}
+	return d.Log[v-1]
+}
