@@ -85,3 +85,9 @@ ci: ## what CI runs
 .PHONY: bench-e2e
 bench-e2e: ## Orderly end to end vs raw JetStream, one embedded server (ARGS=-million adds 1M keys)
 	$(GO) run ./internal/e2ebench $(ARGS)
+
+# The soak runs its own binary as the workers and, without a nats-server of
+# go.mod's version on the PATH, as the nodes: one go build, from this tree.
+.PHONY: soak
+soak: ## the seeded fault-injection soak: 3 NATS nodes, 3 workers, faults, a history check (ARGS='-seed N -duration 10m'; default 2m)
+	$(GO) run ./internal/soak/cmd/soak $(ARGS)
