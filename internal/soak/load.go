@@ -105,7 +105,7 @@ func runLoad(ctx context.Context, cfg loadConfig, l *ledger, errs func(string)) 
 	for p := 1; p <= cfg.producers; p++ {
 		c, err := client.Connect(cfg.urls(p), client.Config{Timeout: 5 * time.Second},
 			nats.Name(fmt.Sprintf("orderly-soak-producer-%d", p)), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+			nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true), quietErrors)
 		if err != nil {
 			return fmt.Errorf("producer %d: %w", p, err)
 		}
@@ -256,3 +256,8 @@ func publishOnce(ctx context.Context, c *client.Client, js jetstream.JetStream, 
 	}
 	return pp.Wait(actx)
 }
+
+// quietErrors keeps nats.go from printing the connection errors the faults
+// cause (its default without an error handler); the publishes that fail
+// are retried and recorded.
+var quietErrors = nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})

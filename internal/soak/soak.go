@@ -360,7 +360,7 @@ func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 		return nil, ctx.Err()
 	}
 
-	nc, err := nats.Connect(r.cluster.urls(0), nats.Name("orderly-soak-checker"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(r.cluster.urls(0), nats.Name("orderly-soak-checker"), nats.MaxReconnects(-1), quietErrors)
 	if err != nil {
 		return nil, err
 	}
