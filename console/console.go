@@ -310,6 +310,7 @@ func (c *Console) routes() *http.ServeMux {
 	mux.HandleFunc("GET /live/w/{wf}/keys/{key}", c.liveKey)
 	mux.Handle("POST /w/{wf}/keys/{key}/events", c.write(c.sendEvent))
 	mux.Handle("POST /w/{wf}/dead-letters/{seq}/replay", c.write(c.replay))
+	mux.Handle("POST /w/{wf}/dead-letters/replay-all", c.write(c.replayAll))
 	mux.Handle("POST /w/{wf}/delayed/{id}/cancel", c.write(c.cancelDelayed))
 	mux.Handle("POST /w/{wf}/schedules", c.write(c.addSchedule))
 	mux.Handle("POST /w/{wf}/schedules/{name}/remove", c.write(c.removeSchedule))

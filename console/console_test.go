@@ -413,6 +413,14 @@ func TestWebConsolePages(t *testing.T) {
 			t.Errorf("%s: %d, want %d", path, code, want)
 		}
 	}
+	// Replay all: every dead letter goes back to its key.
+	b.deadLetter(t, "notes", "orderly.events.notes.ra-1", []byte(`{"event":"note","data":{"note":"a"}}x`))
+	b.deadLetter(t, "notes", "orderly.events.notes.ra-2", []byte(`{"event":"note","data":{"note":"b"}}x`))
+	csrf := csrfOf(t, base+"/w/notes/dead-letters")
+	code, loc, body := post(t, base+"/w/notes/dead-letters/replay-all", url.Values{"csrf": {csrf}}, nil)
+	if code != http.StatusSeeOther || !strings.Contains(loc, "Replayed+all+2+dead+letters") {
+		t.Fatalf("replay all: %d %q\n%s", code, loc, body)
+	}
 	// A note in a link made elsewhere is not shown: only the console's
 	// own, signed, are.
 	if _, body := get(t, base+"/?note=Enter+your+token+at+evil.example"); strings.Contains(body, "evil.example") {

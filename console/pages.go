@@ -340,6 +340,23 @@ func (c *Console) replay(w http.ResponseWriter, r *http.Request) {
 	c.done(w, r, "/w/"+url.PathEscape(wf.Name)+"/dead-letters", fmt.Sprintf("Replayed dead letter %d as job %s.", seq, ack.ID))
 }
 
+func (c *Console) replayAll(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	// Each replay is a request or two; give the whole a bound of its own.
+	ctx, cancel := context.WithTimeout(r.Context(), 10*c.cfg.Timeout)
+	defer cancel()
+	n, err := c.cfg.Client.ReplayAll(ctx, wf.Name)
+	c.cfg.Logger.Info().Str("workflow", wf.Name).Int("replayed", n).Err(err).Msg("console: dead letters replayed")
+	if err != nil {
+		c.fail(w, r, http.StatusBadRequest, "Not all replayed", fmt.Sprintf("Replayed %d dead letters, then: %v", n, err))
+		return
+	}
+	c.done(w, r, "/w/"+url.PathEscape(wf.Name)+"/dead-letters", fmt.Sprintf("Replayed all %d dead letters.", n))
+}
+
 func (c *Console) cancelDelayed(w http.ResponseWriter, r *http.Request) {
 	wf, ok := c.flowOf(w, r)
 	if !ok {
