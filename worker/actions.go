@@ -85,6 +85,7 @@ func (p *actionPool) submit(j job, delay time.Duration) {
 		return
 	}
 	if delay > 0 {
+		j.f.actRetrying.Add(1)
 		heap.Push(&p.later, delayed{due: time.Now().Add(delay), j: j})
 		first := p.later[0].j.p.ID == j.p.ID
 		p.mu.Unlock()
@@ -93,6 +94,7 @@ func (p *actionPool) submit(j job, delay time.Duration) {
 		}
 		return
 	}
+	j.f.actQueued.Add(1)
 	p.ready = append(p.ready, j)
 	p.mu.Unlock()
 	signal(p.wake)
@@ -116,6 +118,7 @@ func (p *actionPool) take() (job, bool) {
 	j := p.ready[p.head]
 	p.ready[p.head] = job{}
 	p.head++
+	j.f.actQueued.Add(-1)
 	switch {
 	case p.head == len(p.ready):
 		p.ready, p.head = p.ready[:0], 0
@@ -144,7 +147,9 @@ func (p *actionPool) runner() {
 			}
 		}
 		p.running.Add(1)
+		j.f.actRunning.Add(1)
 		p.attempt(j)
+		j.f.actRunning.Add(-1)
 		p.running.Add(-1)
 	}
 }
@@ -159,7 +164,10 @@ func (p *actionPool) timers() {
 		next := time.Duration(-1)
 		p.mu.Lock()
 		for !p.closed && len(p.later) > 0 && !p.later[0].due.After(now) {
-			p.ready = append(p.ready, heap.Pop(&p.later).(delayed).j)
+			j := heap.Pop(&p.later).(delayed).j
+			j.f.actRetrying.Add(-1)
+			j.f.actQueued.Add(1)
+			p.ready = append(p.ready, j)
 			moved++
 		}
 		if !p.closed && len(p.later) > 0 {
@@ -250,7 +258,11 @@ func (p *actionPool) stop(timeout time.Duration) {
 	p.mu.Lock()
 	p.closed = true
 	left := slices.Clone(p.ready[p.head:])
+	for _, j := range left {
+		j.f.actQueued.Add(-1)
+	}
 	for _, d := range p.later {
+		d.j.f.actRetrying.Add(-1)
 		left = append(left, d.j)
 	}
 	p.ready, p.head, p.later = nil, 0, nil

@@ -127,6 +127,10 @@ type batch struct {
 	ticks    *tickPlan // periodic schedules to arm with this commit and remove after it
 	heal     []int     // slots of stale ticks: their schedules may be left over
 	resume   bool      // schedule a wake-up for pending work with this commit
+
+	// stored: when the stream stored each event the machine took, for the
+	// publish→applied latency.
+	stored []time.Time
 }
 
 // deadLetter is an event that can never be processed, and why.
@@ -345,6 +349,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		}
 		b.statuses = append(b.statuses, st)
 		b.ack = append(b.ack, m)
+		if !m.Stored.IsZero() {
+			b.stored = append(b.stored, m.Stored)
+		}
 	}
 	if b.changed {
 		b.rec.UpdatedAt = now
@@ -481,6 +488,13 @@ func (a *actor) finish(b *batch) {
 		f.deadLetter(d.m, d.reason)
 	}
 	f.w.metrics.observe(f.name, b.statuses)
+	if len(b.stored) > 0 {
+		// The server's clock, not the worker's Now (a test clock may jump).
+		now := time.Now()
+		for _, at := range b.stored {
+			f.applyLatency.Observe(max(now.Sub(at), 0).Seconds())
+		}
+	}
 	for i := range b.statuses {
 		if err := f.w.conn.PublishStatus(&b.statuses[i]); err != nil {
 			f.log.Warn().Err(err).Str("key", a.key).Msg("cannot publish status")
@@ -498,15 +512,19 @@ func (a *actor) finish(b *batch) {
 func (a *actor) submit(ps []contract.PendingWork) {
 	f := a.f
 	var todo []contract.PendingWork
+	now := f.w.cfg.Now()
 	f.mu.Lock()
 	for _, p := range ps {
-		if !f.inflight[p.ID] {
-			f.inflight[p.ID] = true
+		if _, ok := f.inflight[p.ID]; !ok {
+			since := p.Since
+			if since.IsZero() {
+				since = now // a record written before Since was kept
+			}
+			f.inflight[p.ID] = since
 			todo = append(todo, p)
 		}
 	}
 	f.mu.Unlock()
-	now := f.w.cfg.Now()
 	for _, p := range todo {
 		// A resumed action waits for the attempt its failed one asked for.
 		var delay time.Duration

@@ -51,7 +51,7 @@
 //	│   mailboxes back, then waits for them
 //	├── the action pool's runners and timer goroutine (actionPool.wg):
 //	│   actionPool.stop waits for them, ShutdownTimeout at most
-//	└── background loops (Worker.bg): the janitor, the consumer lag probe of
+//	└── background loops (Worker.bg): the janitor, the server figures probe of
 //	    /metrics, stray sweeps and expedite runs; they end with the worker's
 //	    context, cancelled last, and Stop waits for them
 //

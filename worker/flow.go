@@ -4,11 +4,11 @@ import (
 	"container/list"
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/orderly-dev/orderly/contract"
@@ -51,7 +51,9 @@ type flow struct {
 	idle     list.List     // idle actors, most recently used at the front
 	freed    chan struct{} // closed (and replaced) when an actor turns idle
 	draining bool          // stopping: mailboxes are handed back, not taken
-	inflight map[string]bool
+	// inflight holds the actions handed to the pool and not yet fed back,
+	// by pending ID, with when their transition started them.
+	inflight map[string]time.Time
 	runs     sync.WaitGroup
 	// handedBack holds, by key, the events handed back to the stream to
 	// come again; the key's later events wait for them (see holdBack).
@@ -63,7 +65,11 @@ type flow struct {
 
 	trouble trouble // failures that keep events from ending (trouble.go)
 
-	lag atomic.Uint64 // consumer lag for /metrics, float64 bits (see lagLoop)
+	figures figures // the figures of /metrics read from the server (see probeLoop)
+	// This workflow's actions in the pool, for /metrics: waiting for a
+	// runner, running, waiting for their next attempt.
+	actQueued, actRunning, actRetrying atomic.Int64
+	applyLatency                       prometheus.Observer // see metrics.applyLatency
 }
 
 func newFlow(w *Worker, e engine) *flow {
@@ -72,7 +78,7 @@ func newFlow(w *Worker, e engine) *flow {
 		log:      w.log.With().Str("workflow", e.name()).Logger(),
 		actors:   map[string]*actor{},
 		freed:    make(chan struct{}),
-		inflight: map[string]bool{},
+		inflight: map[string]time.Time{},
 		pullers:  map[int]puller{},
 
 		handedFrom:   map[int]string{},
@@ -80,7 +86,6 @@ func newFlow(w *Worker, e engine) *flow {
 		expediteWant: map[int]bool{},
 		pullFailures: ratelog.Limiter{Every: logEvery},
 	}
-	f.lag.Store(math.Float64bits(-1))
 	return f
 }
 
@@ -317,6 +322,31 @@ func (f *flow) stats(s *Stats) {
 	}
 	s.Partitions += len(f.pullers)
 	f.pmu.Unlock()
+}
+
+// oldestPending is the age of the oldest action of f in the pool, 0 if
+// there is none.
+func (f *flow) oldestPending() time.Duration {
+	var oldest time.Time
+	f.mu.Lock()
+	for _, since := range f.inflight {
+		if oldest.IsZero() || since.Before(oldest) {
+			oldest = since
+		}
+	}
+	f.mu.Unlock()
+	if oldest.IsZero() {
+		return 0
+	}
+	return max(f.w.cfg.Now().Sub(oldest), 0)
+}
+
+// pulls reports whether f pulls partition p now.
+func (f *flow) pulls(p int) bool {
+	f.pmu.Lock()
+	defer f.pmu.Unlock()
+	_, ok := f.pullers[p]
+	return ok
 }
 
 // timers arms durable timers: events JetStream delivers to a key's

@@ -2,7 +2,7 @@ package worker
 
 import (
 	"context"
-	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,15 +16,18 @@ import (
 	"github.com/orderly-dev/orderly/internal/queue"
 )
 
-// metrics are the worker's Prometheus metrics, in a registry of its own so
-// that two workers in one process do not collide.
-// lagReader reads a workflow's queue as JetStream sees it.
-type lagReader interface {
-	Info(ctx context.Context, workflow string) (queue.Info, error)
+// figureReader reads the figures of /metrics that live in the server.
+type figureReader interface {
+	// Lag counts the events of partitions stored and not yet acknowledged.
+	Lag(ctx context.Context, workflow string, partitions []int) (uint64, error)
+	// DeadLetters counts the workflow's dead letters.
+	DeadLetters(ctx context.Context, workflow string) (uint64, error)
 }
 
-var _ lagReader = (*queue.Conn)(nil)
+var _ figureReader = (*queue.Conn)(nil)
 
+// metrics are the worker's Prometheus metrics, in a registry of its own so
+// that two workers in one process do not collide.
 type metrics struct {
 	reg          *prometheus.Registry
 	received     *prometheus.CounterVec
@@ -39,15 +42,18 @@ type metrics struct {
 	// attempts that failed for want of the store (trouble.go)
 	deadLetterFailures *prometheus.CounterVec
 	commitFailures     *prometheus.CounterVec
-	lastPull           atomic.Int64 // unix nanoseconds of the last completed pull
-	lag                lagProbe
+	// applyLatency: from when the events stream stored an event to when
+	// its outcome was committed.
+	applyLatency *prometheus.HistogramVec
+	lastPull     atomic.Int64 // unix nanoseconds of the last completed pull
+	probe        probe
 }
 
 func newMetrics(w *Worker) *metrics {
 	wf := []string{"workflow"}
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		lag: lagProbe{kick: make(chan struct{}, 1), round: make(chan struct{})},
+		reg:   prometheus.NewRegistry(),
+		probe: probe{kick: make(chan struct{}, 1), round: make(chan struct{})},
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderly_events_received_total", Help: "Events pulled from the stream.",
 		}, wf),
@@ -83,9 +89,14 @@ func newMetrics(w *Worker) *metrics {
 			Name: "orderly_pull_batch_size", Help: "Events delivered by one pull request.",
 			Buckets: []float64{0, 1, 4, 16, 64, 256, 1024},
 		}, wf),
+		applyLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orderly_apply_latency_seconds", Help: "From when the events stream stored an event to when its outcome (applied or rejected) was committed, on this worker.",
+			Buckets: latencyBuckets,
+		}, wf),
 	}
 	m.reg.MustRegister(m.received, m.applied, m.rejected, m.duplicates, m.transitions,
 		m.actionTime, m.retries, m.deadLettered, m.pullBatch, m.deadLetterFailures, m.commitFailures,
+		m.applyLatency, serverFigures{w: w, m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(buildInfo())
 	for _, f := range w.flows {
@@ -110,9 +121,17 @@ func newMetrics(w *Worker) *metrics {
 				defer f.pmu.Unlock()
 				return float64(len(f.pullers))
 			}),
-			gauge("orderly_consumer_lag", "Events stored and not yet acknowledged, all partitions (-1: unknown).", func() float64 {
-				m.lag.refresh()
-				return math.Float64frombits(f.lag.Load())
+			gauge("orderly_actions_queued", "Slow work waiting for a runner on this worker (--concurrency runners).", func() float64 {
+				return float64(f.actQueued.Load())
+			}),
+			gauge("orderly_actions_running", "Slow work running on this worker.", func() float64 {
+				return float64(f.actRunning.Load())
+			}),
+			gauge("orderly_actions_awaiting_retry", "Slow work on this worker waiting for its next attempt after a failed one.", func() float64 {
+				return float64(f.actRetrying.Load())
+			}),
+			gauge("orderly_actions_oldest_age_seconds", "Age of the oldest slow work pending on this worker (queued, running or awaiting a retry), from when its transition started it; 0 when none.", func() float64 {
+				return f.oldestPending().Seconds()
 			}),
 		)
 	}
@@ -130,40 +149,52 @@ func (m *metrics) initSeries(w *Worker) {
 			c.WithLabelValues(f.name)
 		}
 		m.pullBatch.WithLabelValues(f.name)
+		f.applyLatency = m.applyLatency.WithLabelValues(f.name)
 	}
 }
 
-// The consumer lag is the one figure of /metrics that takes a request to
-// the server. A scrape must not wait for a slow or stalled server (the
-// readiness probe shares the HTTP server, and a scrape that hangs reports
-// nothing at all), so the requests run on a goroutine of their own
-// (lagLoop): a scrape asks for fresh figures and waits for them at most
-// lagWait, then serves the last ones.
+// latencyBuckets span publish→applied latency from a millisecond (an idle
+// worker) to ten minutes (a backlog, or work held behind slow calls).
+var latencyBuckets = []float64{
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+}
+
+// The consumer lag, the dead letters and the keys by state are the figures
+// of /metrics that take requests to the server. A scrape must not wait for
+// a slow or stalled server (the readiness probe shares the HTTP server,
+// and a scrape that hangs reports nothing at all), so the requests run on
+// a goroutine of their own (probeLoop): a scrape asks for fresh figures
+// and waits for them at most probeWait, then serves the last ones. Nobody
+// scraping, no requests; many scraping, at most one round per probeFresh.
 const (
-	lagWait  = 250 * time.Millisecond
-	lagFresh = time.Second // figures this recent are served without a new round
-	lagLimit = 2 * time.Second
+	probeWait  = 250 * time.Millisecond
+	probeFresh = time.Second // figures this recent are served without a new round
+	probeLimit = 2 * time.Second
+	// clusterFresh spaces the reads of the cluster-wide figures, which only
+	// the owner of partition 0 makes.
+	clusterFresh = 5 * time.Second
 )
 
-// lagProbe hands requests for fresh consumer lag figures to lagLoop.
-type lagProbe struct {
-	on    atomic.Bool   // lagLoop runs
+// probe hands requests for fresh figures to probeLoop.
+type probe struct {
+	on    atomic.Bool   // probeLoop runs
 	kick  chan struct{} // buffered (1): a scrape wants fresh figures
 	at    atomic.Int64  // unix nanoseconds: when the last round ended
 	mu    sync.Mutex    // guards round
 	round chan struct{} // closed when the next round to begin ends
 }
 
-// refresh asks for fresh figures and waits for them, at most lagWait.
-func (l *lagProbe) refresh() {
-	if !l.on.Load() || time.Since(time.Unix(0, l.at.Load())) < lagFresh {
+// refresh asks for fresh figures and waits for them, at most probeWait.
+func (l *probe) refresh() {
+	if !l.on.Load() || time.Since(time.Unix(0, l.at.Load())) < probeFresh {
 		return
 	}
 	l.mu.Lock()
 	done := l.round
 	l.mu.Unlock()
 	signal(l.kick)
-	t := time.NewTimer(lagWait)
+	t := time.NewTimer(probeWait)
 	defer t.Stop()
 	select {
 	case <-done:
@@ -171,10 +202,10 @@ func (l *lagProbe) refresh() {
 	}
 }
 
-// lagLoop reads each workflow's consumer lag when a scrape asks for it,
-// until ctx ends.
-func (w *Worker) lagLoop(ctx context.Context) {
-	l := &w.metrics.lag
+// probeLoop reads each workflow's server-side figures when a scrape asks
+// for them, until ctx ends.
+func (w *Worker) probeLoop(ctx context.Context) {
+	l := &w.metrics.probe
 	l.on.Store(true)
 	defer l.on.Store(false)
 	for {
@@ -188,16 +219,91 @@ func (w *Worker) lagLoop(ctx context.Context) {
 		l.round = make(chan struct{})
 		l.mu.Unlock()
 		for _, f := range w.flows {
-			lag := -1.0
-			rctx, cancel := context.WithTimeout(ctx, lagLimit)
-			if info, err := w.conn.Info(rctx, f.name); err == nil {
-				lag = float64(info.Pending)
-			}
-			cancel()
-			f.lag.Store(math.Float64bits(lag))
+			f.readFigures(ctx)
 		}
 		l.at.Store(time.Now().UnixNano())
 		close(done)
+	}
+}
+
+// figures are a workflow's figures of /metrics that live in the server, as
+// probeLoop last read them. A figure whose last read failed is not served
+// (rather than a sentinel, or a stale value that looks current).
+type figures struct {
+	mu          sync.Mutex
+	lag         uint64
+	lagOK       bool
+	deadLetters uint64
+	clusterOK   bool      // the cluster-wide figures were read, as owner of partition 0
+	clusterAt   time.Time // when they were last read
+}
+
+// readFigures reads the consumer lag of the partitions f pulls and, if it
+// pulls partition 0 and they are older than clusterFresh, the cluster-wide
+// figures.
+func (f *flow) readFigures(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, probeLimit)
+	defer cancel()
+	owned := f.owned()
+	lag, err := f.w.conn.Lag(ctx, f.name, owned)
+	fg := &f.figures
+	fg.mu.Lock()
+	fg.lag, fg.lagOK = lag, err == nil
+	reporter := slices.Contains(owned, 0)
+	due := reporter && time.Since(fg.clusterAt) >= clusterFresh
+	if !reporter {
+		fg.clusterOK, fg.clusterAt = false, time.Time{}
+	}
+	fg.mu.Unlock()
+	if !due {
+		return
+	}
+	dead, err := f.w.conn.DeadLetters(ctx, f.name)
+	fg.mu.Lock()
+	defer fg.mu.Unlock()
+	fg.clusterOK = err == nil
+	if err == nil {
+		fg.deadLetters, fg.clusterAt = dead, time.Now()
+	}
+}
+
+// serverFigures serves the figures probeLoop reads. The consumer lag is
+// this worker's share: the partitions it pulls, so that summed over
+// workers it counts each partition once. The cluster-wide figures are
+// served by one worker only, the one that pulls partition 0, so that
+// neither sum() nor max() over workers counts them twice.
+type serverFigures struct {
+	w *Worker
+	m *metrics
+}
+
+var (
+	lagDesc = prometheus.NewDesc("orderly_consumer_lag",
+		"Events stored and not yet acknowledged in the partitions this worker pulls; sum over workers for the workflow's backlog. Absent while it cannot be read.",
+		[]string{"workflow"}, nil)
+	deadLettersDesc = prometheus.NewDesc("orderly_dead_letters",
+		"Dead letters the workflow holds (its dead-letter stream's messages), cluster-wide; served only by the worker that pulls partition 0.",
+		[]string{"workflow"}, nil)
+)
+
+func (c serverFigures) Describe(ch chan<- *prometheus.Desc) {
+	ch <- lagDesc
+	ch <- deadLettersDesc
+}
+
+func (c serverFigures) Collect(ch chan<- prometheus.Metric) {
+	c.m.probe.refresh()
+	for _, f := range c.w.flows {
+		fg := &f.figures
+		fg.mu.Lock()
+		lag, lagOK, dead, clusterOK := fg.lag, fg.lagOK, fg.deadLetters, fg.clusterOK
+		fg.mu.Unlock()
+		if lagOK {
+			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag), f.name)
+		}
+		if clusterOK && f.pulls(0) {
+			ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(dead), f.name)
+		}
 	}
 }
 

@@ -39,7 +39,7 @@ type Worker struct {
 	ctx     context.Context    // ends on a hard stop
 	cancel  context.CancelFunc // hard stop of everything Start began
 	unwatch func() bool        // stops the hard stop at the end of Start's ctx
-	bg      sync.WaitGroup     // janitor, lag loop, stray sweeps, expedites
+	bg      sync.WaitGroup     // janitor, probe loop, stray sweeps, expedites
 	stopped chan struct{}
 	// leavingCtx ends when Stop begins (leave ends it): the ownership loops
 	// stop changing what the worker owns. leaving is its Done channel.
@@ -128,7 +128,7 @@ type adapter struct {
 	statusPublisher // actor.go
 	deadLetterer    // flow.go
 	straySweeper    // strays.go
-	lagReader       // metrics.go
+	figureReader    // metrics.go
 
 	nc      *nats.Conn // the caller's
 	release func()     // frees what the adapter made on nc
@@ -141,7 +141,7 @@ func newAdapter(nc *nats.Conn) (adapter, error) {
 	}
 	return adapter{
 		provisioner: q, partitionSource: q, membership: q, timers: q, periodicTimers: q,
-		statusPublisher: q, deadLetterer: q, straySweeper: q, lagReader: q,
+		statusPublisher: q, deadLetterer: q, straySweeper: q, figureReader: q,
 		nc: nc, release: q.Close,
 	}, nil
 }
@@ -220,7 +220,7 @@ func (w *Worker) startUp(ctx context.Context) error {
 	}
 	w.pool.start(w.ctx)
 	w.bg.Go(func() { w.janitor(w.ctx) })
-	w.bg.Go(func() { w.lagLoop(w.ctx) })
+	w.bg.Go(func() { w.probeLoop(w.ctx) })
 	for _, f := range w.flows {
 		w.log.Info().Str("workflow", f.name).Int("partitions", f.spec.Partitions).Str("worker_id", w.cfg.ID).Msg("start-up: joining the group and pulling its share of partitions")
 		if err := f.rebalance(ctx); err != nil {

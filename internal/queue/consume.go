@@ -28,6 +28,9 @@ type Msg struct {
 	Sequence uint64
 	// Delivered counts deliveries of this event, 1 on the first.
 	Delivered uint64
+	// Stored is when the events stream stored the event (the server's
+	// clock); zero if the delivery carried no metadata.
+	Stored time.Time
 	// Data is the raw message body.
 	Data []byte
 
@@ -429,6 +432,7 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 		m.consumerSeq = md.Sequence.Consumer
 		m.Delivered = md.NumDelivered
 		stored = md.Timestamp
+		m.Stored = stored
 	}
 	m.timer = isTimerSubject(p.cfg.Workflow, raw.Subject()) ||
 		!p.legacyUntil.IsZero() && legacyTimer(raw.Headers(), p.cfg.Workflow, stored, p.legacyUntil)
