@@ -350,6 +350,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		b.statuses = append(b.statuses, st)
 		b.ack = append(b.ack, m)
 		if !m.Stored.IsZero() {
+			if b.stored == nil {
+				b.stored = make([]time.Time, 0, len(msgs)-i) // one allocation a batch
+			}
 			b.stored = append(b.stored, m.Stored)
 		}
 	}
