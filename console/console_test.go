@@ -387,7 +387,7 @@ func TestWebConsolePages(t *testing.T) {
 		path string
 		want []string
 	}{
-		{"/", []string{b.worker.ID(), "this one", "0 1 2 3", `data-state="awaiting_payment"`, "<svg", "state diagram of order"}},
+		{"/", []string{b.worker.ID(), "this one", "0 1 2 3", `data-state="awaiting_payment"`, "<svg", "state diagram of order", "slow calls awaiting a retry"}},
 		{"/w/order/", []string{"order", "<svg"}},
 		{"/w/order/keys/o-1", []string{"awaiting_payment", "amount_cents", "Send an event", "confirm_payment", "payment_timeout after 15m0s in the state", "payment_reminder every 5m0s"}},
 		{"/w/notes/schedules", []string{"daily", "@every 1h0m0s"}},

@@ -32,6 +32,9 @@ type workerView struct {
 	InFlight       int      `json:"in_flight"`
 	Partitions     int      `json:"partitions"`
 	ActionsRunning int      `json:"actions_running"`
+	ActionsQueued  int      `json:"actions_queued"`
+	ActionsRetry   int      `json:"actions_awaiting_retry"`
+	OldestAction   string   `json:"oldest_action"` // "" when none
 	DeadLettered   int64    `json:"dead_lettered"`
 }
 
@@ -72,7 +75,11 @@ func (c *Console) read(ctx context.Context, prev *overview) overview {
 			ID: c.cfg.Runtime.ID(), Ready: c.cfg.Runtime.Ready(), Problems: c.cfg.Runtime.Problems(),
 			Actors: st.Actors, Running: st.Running, Queued: st.Queued, InFlight: st.InFlight,
 			Partitions: st.Partitions, ActionsRunning: st.ActionsRunning, DeadLettered: st.DeadLettered,
+			ActionsQueued: st.ActionsQueued, ActionsRetry: st.ActionsAwaitingRetry,
 		},
+	}
+	if st.OldestAction > 0 {
+		o.Worker.OldestAction = st.OldestAction.Round(time.Second).String()
 	}
 	if o.Worker.Problems == nil {
 		o.Worker.Problems = []string{}

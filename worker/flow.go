@@ -322,6 +322,9 @@ func (f *flow) stats(s *Stats) {
 	}
 	s.Partitions += len(f.pullers)
 	f.pmu.Unlock()
+	s.ActionsQueued += int(f.actQueued.Load())
+	s.ActionsAwaitingRetry += int(f.actRetrying.Load())
+	s.OldestAction = max(s.OldestAction, f.oldestPending())
 }
 
 // oldestPending is the age of the oldest action of f in the pool, 0 if

@@ -369,6 +369,13 @@ type Stats struct {
 	Partitions int
 	// ActionsRunning is the number of actions running now.
 	ActionsRunning int
+	// ActionsQueued is the number of actions waiting for a runner, and
+	// ActionsAwaitingRetry those waiting for their next attempt after a
+	// failed one (orderly_actions_queued, orderly_actions_awaiting_retry).
+	ActionsQueued, ActionsAwaitingRetry int
+	// OldestAction is the age of the oldest action pending (queued, running
+	// or awaiting a retry), 0 when none (orderly_actions_oldest_age_seconds).
+	OldestAction time.Duration
 	// Duplicates counts events acknowledged without being applied, since
 	// start: redeliveries of events applied already, and events whose job id
 	// an earlier event of the same key and event took (within the dedupe

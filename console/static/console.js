@@ -104,9 +104,11 @@
           setList(sec.querySelector('[data-list="problems"]'), f.problems || []);
         }
         const w = o.worker || {};
-        for (const name of ["id", "ready", "actors", "running", "queued", "in_flight", "actions_running", "dead_lettered"]) {
+        for (const name of ["id", "ready", "actors", "running", "queued", "in_flight", "actions_running",
+          "actions_queued", "actions_awaiting_retry", "dead_lettered"]) {
           text(document.querySelector('[data-wfig="' + name + '"]'), fig(w[name]));
         }
+        text(document.querySelector('[data-wfig="oldest_action"]'), w.oldest_action || "\u2014");
         setList(document.querySelector('[data-wlist="problems"]'), w.problems || []);
       },
     });
