@@ -112,7 +112,9 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 		t.Fatalf("queued original: status %+v", st)
 	}
 
-	// Taken by a worker: the key's state as it is now.
+	// Taken by a worker, applied, and no status of it in the key's
+	// history (its worker stopped between its commit and the publish): the
+	// key's state as it is now.
 	jobs, err := c.Jobs(ctx, "order")
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +126,7 @@ func TestPublishAndWaitDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bucket.Put(ctx, "k1", []byte(`{"state":"processing","version":1,"data":{"a":1}}`), 0); err != nil {
+	if _, err := bucket.Put(ctx, "k1", []byte(`{"state":"processing","version":1,"data":{"a":1},"applied":[5]}`), 0); err != nil {
 		t.Fatal(err)
 	}
 	ack, st, err = b.client.PublishAndWait(ctx, "order", "k1", ev, client.WithJobID("job-2"))

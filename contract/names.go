@@ -120,3 +120,9 @@ func TimersStream(workflow string) string     { return "ORDERLY_TIMERS_" + strin
 func StateBucket(workflow string) string      { return "orderly_state_" + workflow }
 func JobsBucket(workflow string) string       { return "orderly_jobs_" + workflow }
 func MembersBucket(workflow string) string    { return "orderly_members_" + workflow }
+
+// HistoryStream stores the workflow's statuses (its status subjects
+// orderly.status.<workflow>.*) as they are published, the newest of each key
+// kept up to a count and an age: what a watcher replays, and a key's
+// history.
+func HistoryStream(workflow string) string { return "ORDERLY_HISTORY_" + strings.ToUpper(workflow) }

@@ -470,7 +470,8 @@ func (a *actor) schedule(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// statusPublisher announces a key's status changes (pub/sub: not stored).
+// statusPublisher announces a key's status changes (pub/sub; the history
+// stream, if any, stores them).
 type statusPublisher interface {
 	PublishStatus(st *contract.Status) error
 }

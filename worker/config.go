@@ -142,7 +142,18 @@ type QueueConfig struct {
 	// MemberTTL is how long a worker stays a member of the workflow's
 	// group without a heartbeat. Default: 5s.
 	MemberTTL time.Duration
+	// HistoryPerKey is how many statuses of each key the status history
+	// keeps (the stream contract.HistoryStream), the oldest dropped first.
+	// Default: 100. Negative: no history; the history stream is deleted
+	// if there is one, and statuses are only delivered live.
+	HistoryPerKey int64
+	// HistoryMaxAge is how long the status history keeps a status.
+	// Default: 7 days, at least 1s.
+	HistoryMaxAge time.Duration
 }
+
+// NoHistory is a QueueConfig.HistoryPerKey that keeps no status history.
+const NoHistory = -1
 
 // spec is q as the adapter's spec of workflow.
 func (q QueueConfig) spec(workflow string, shared bool) queue.Spec {
@@ -162,6 +173,8 @@ func (q QueueConfig) spec(workflow string, shared bool) queue.Spec {
 		TimersMaxBytes:     q.TimersMaxBytes,
 		PinnedTTL:          q.PinnedTTL,
 		MemberTTL:          q.MemberTTL,
+		HistoryPerKey:      q.HistoryPerKey,
+		HistoryMaxAge:      q.HistoryMaxAge,
 		Unpinned:           shared,
 	}
 }
@@ -185,6 +198,8 @@ func (q QueueConfig) WithDefaults() QueueConfig {
 		TimersMaxBytes:     s.TimersMaxBytes,
 		PinnedTTL:          s.PinnedTTL,
 		MemberTTL:          s.MemberTTL,
+		HistoryPerKey:      s.HistoryPerKey,
+		HistoryMaxAge:      s.HistoryMaxAge,
 	}
 }
 

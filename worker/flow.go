@@ -110,6 +110,9 @@ func (f *flow) provision(ctx context.Context) error {
 	for _, c := range p.Updated {
 		f.log.Info().Str("resource", c).Msg("updated")
 	}
+	for _, c := range p.Deleted {
+		f.log.Info().Str("resource", c).Msg("deleted (no status history)")
+	}
 	f.spec = p.Spec
 	jobs, err := f.w.conn.Jobs(ctx, f.name)
 	if err != nil {

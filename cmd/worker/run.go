@@ -52,6 +52,8 @@ type options struct {
 	shutdownTimeout time.Duration
 	dedupeWindow    time.Duration
 	consoleToken    string
+	historyPerKey   int64
+	historyMaxAge   time.Duration
 	logLevel        string
 	id              string
 	roles           roleFlags
@@ -84,6 +86,8 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
 	fs.StringVar(&o.consoleToken, "console-token", "", "the secret the web console's write actions (send an event, replay a dead letter, cancel, schedules) must carry; empty: writes only on requests to a loopback address, read-only elsewhere")
+	fs.Int64Var(&o.historyPerKey, "history-per-key", 100, "statuses of each key kept in the status history (enqueue history, watch --since/--all), the oldest dropped first (0: no history; the history stream is deleted)")
+	fs.DurationVar(&o.historyMaxAge, "history-max-age", 7*24*time.Hour, "how long the status history keeps a status (at least 1s)")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group: 1-255 characters of A-Z a-z 0-9 - _ = . (default: the host name and a random suffix)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error; logs are JSON on stderr, or console lines on a terminal")
 	o.roles.register(fs)
@@ -240,6 +244,10 @@ func (o *options) validate() error {
 	add(positive("actor-idle", o.actorIdle))
 	add(atLeast("max-actors", int64(o.maxActors), 1))
 	add(positive("shutdown-timeout", o.shutdownTimeout))
+	add(atLeast("history-per-key", o.historyPerKey, 0))
+	if o.historyMaxAge < time.Second {
+		add(cli.Usagef("--history-max-age %s: want at least 1s", o.historyMaxAge))
+	}
 	if o.id != "" && !validID(o.id) {
 		add(cli.Usagef("--id %q: want 1-255 characters of A-Z a-z 0-9 - _ = . (a NATS KV key)", o.id))
 	}
@@ -248,6 +256,15 @@ func (o *options) validate() error {
 	}
 	// One line per problem, all of them at once.
 	return &cli.UsageError{Err: errors.Join(errs...)}
+}
+
+// historyPerKey maps --history-per-key to worker.QueueConfig.HistoryPerKey,
+// whose zero is the default: 0 on the command line is no history.
+func historyPerKey(n int64) int64 {
+	if n == 0 {
+		return worker.NoHistory
+	}
+	return n
 }
 
 // validID reports whether id can name a worker: it is a key of the
@@ -361,7 +378,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	w, err := worker.New(nc, worker.Config{
 		Queue: worker.QueueConfig{
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
-			DedupeWindow: o.dedupeWindow,
+			DedupeWindow: o.dedupeWindow, HistoryPerKey: historyPerKey(o.historyPerKey), HistoryMaxAge: o.historyMaxAge,
 		},
 		Batch:           explicit(fs, "batch", o.batch),
 		Concurrency:     o.concurrency,

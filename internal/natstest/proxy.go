@@ -79,6 +79,18 @@ func (p *Proxy) Resume() {
 	}
 }
 
+// Cut closes every connection made through the proxy so far, as a network
+// failure would, and goes on accepting new ones: a client reconnects
+// through it.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
 func (p *Proxy) accept() {
 	for {
 		c, err := p.ln.Accept()

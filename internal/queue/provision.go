@@ -76,6 +76,14 @@ type Spec struct {
 	// MemberTTL is how long a worker stays a member of the workflow's group
 	// without a heartbeat. Default: 5s.
 	MemberTTL time.Duration
+	// HistoryPerKey is how many statuses of each key the history stream
+	// keeps, the oldest dropped first. Default: 100. Negative: no history;
+	// Provision deletes the history stream if there is one, since it would
+	// otherwise go on storing every status.
+	HistoryPerKey int64
+	// HistoryMaxAge is how long the history stream keeps a status.
+	// Default: 7 days.
+	HistoryMaxAge time.Duration
 	// Unpinned provisions consumers without a pinned priority group, so that
 	// several clients can pull one partition at once (what
 	// worker.Config.SharedConsumers asks for); per-key order then rests on
@@ -131,8 +139,23 @@ func (s Spec) WithDefaults() Spec {
 	if s.MemberTTL <= 0 {
 		s.MemberTTL = 5 * time.Second
 	}
+	if s.HistoryPerKey == 0 {
+		s.HistoryPerKey = DefaultHistoryPerKey
+	}
+	if s.HistoryMaxAge <= 0 {
+		s.HistoryMaxAge = DefaultHistoryMaxAge
+	}
 	return s
 }
+
+// Defaults of the status history.
+const (
+	DefaultHistoryPerKey = 100
+	DefaultHistoryMaxAge = 7 * 24 * time.Hour
+)
+
+// History reports whether the spec keeps a status history.
+func (s Spec) History() bool { return s.HistoryPerKey >= 0 }
 
 // Validate reports what is wrong with a spec (after WithDefaults).
 func (s Spec) Validate() error {
@@ -148,6 +171,9 @@ func (s Spec) Validate() error {
 	if s.DedupeWindow < time.Second {
 		return fmt.Errorf("queue: dedupe window %s: at least 1s", s.DedupeWindow)
 	}
+	if s.History() && s.HistoryMaxAge < time.Second {
+		return fmt.Errorf("queue: history max age %s: at least 1s", s.HistoryMaxAge)
+	}
 	return nil
 }
 
@@ -156,17 +182,19 @@ type Provisioned struct {
 	// Spec is the effective spec: Partitions is the existing stream's count
 	// when the stream was already there.
 	Spec Spec
-	// Created and Updated name the resources created or changed; both are
-	// empty when everything was already as specified.
-	Created, Updated []string
+	// Created, Updated and Deleted name the resources created, changed or
+	// deleted (the history stream, when the spec keeps no history); all
+	// are empty when everything was already as specified.
+	Created, Updated, Deleted []string
 }
 
-// Changed reports whether Provision created or updated anything.
-func (p Provisioned) Changed() bool { return len(p.Created)+len(p.Updated) > 0 }
+// Changed reports whether Provision created, updated or deleted anything.
+func (p Provisioned) Changed() bool { return len(p.Created)+len(p.Updated)+len(p.Deleted) > 0 }
 
 // Provision creates the workflow's events stream, one durable pull consumer
-// per partition, the state bucket and the dead-letter stream, or updates them
-// where their configuration differs from spec. It is idempotent and safe to
+// per partition, the state bucket, the dead-letter stream and the status
+// history stream, or updates them where their configuration differs from
+// spec. It is idempotent and safe to
 // run from many replicas at once: a second run changes nothing.
 func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	spec = spec.WithDefaults()
@@ -195,6 +223,10 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	}
 	p.Spec = spec
 
+	// First, so that the statuses of the first events are kept.
+	if err := c.ensureHistory(ctx, &p, spec); err != nil {
+		return p, err
+	}
 	if err := c.ensureStream(ctx, &p, timersStreamConfig(spec)); err != nil {
 		return p, err
 	}
@@ -357,6 +389,56 @@ func dlqStreamConfig(s Spec) jetstream.StreamConfig {
 		MaxMsgSize: 2*s.MaxPayload + headerRoom,
 		Replicas:   s.Replicas,
 	}
+}
+
+// historyStreamConfig captures the workflow's statuses, which the worker
+// publishes as plain NATS messages (see Conn.PublishStatus): live
+// subscribers get them as before, and the stream keeps the newest
+// HistoryPerKey of each key (one subject per key) for HistoryMaxAge.
+// Discard-old: history is a record of what happened, never a reason to
+// refuse a status.
+func historyStreamConfig(s Spec) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              contract.HistoryStream(s.Workflow),
+		Description:       "Orderly status history of workflow " + s.Workflow,
+		Subjects:          []string{contract.StatusSubject(s.Workflow, "")},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Discard:           jetstream.DiscardOld,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxAge:            s.HistoryMaxAge,
+		MaxMsgsPerSubject: s.HistoryPerKey,
+		// No size limit of its own: a status the server carries is stored.
+		MaxMsgSize: -1,
+		Replicas:   s.Replicas,
+	}
+}
+
+// errCodeSubjectOverlap is JetStream's error code (nats-server's
+// JSStreamSubjectOverlapErr) for a stream whose subjects another stream
+// of the account already takes.
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
+
+// ensureHistory makes or updates the history stream, or deletes it when
+// the spec keeps no history.
+func (c *Conn) ensureHistory(ctx context.Context, p *Provisioned, spec Spec) error {
+	if spec.History() {
+		err := c.ensureStream(ctx, p, historyStreamConfig(spec))
+		if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeSubjectOverlap {
+			return fmt.Errorf("%w: another stream already stores %s; remove it, or run without a status history (--history-per-key 0)",
+				err, contract.StatusSubject(spec.Workflow, ""))
+		}
+		return err
+	}
+	name := contract.HistoryStream(spec.Workflow)
+	switch err := c.js.DeleteStream(ctx, name); {
+	case err == nil:
+		p.Deleted = append(p.Deleted, "stream "+name)
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("queue: delete stream %s (no history): %w", name, err)
+	}
+	return nil
 }
 
 func consumerConfig(s Spec, partition int) jetstream.ConsumerConfig {

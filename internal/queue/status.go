@@ -6,9 +6,10 @@ import (
 	"github.com/orderly-dev/orderly/contract"
 )
 
-// PublishStatus broadcasts st on its key's status subject. Status is
-// pub/sub: it is not stored, and a subscriber that is away misses it; the
-// key's state in the bucket is the durable record.
+// PublishStatus broadcasts st on its key's status subject, a plain NATS
+// publish: live subscribers get it at once, and the workflow's history
+// stream (if it keeps one) stores it, with no acknowledgement awaited here.
+// The key's state in the bucket is the durable record.
 func (c *Conn) PublishStatus(st *contract.Status) error {
 	body, err := contract.MarshalStatus(st)
 	if err != nil {

@@ -87,6 +87,12 @@ func For(role Role, workflow string) (Permissions, error) {
 			api + "CONSUMER.CREATE." + n.schedules + ".>",
 			api + "CONSUMER.MSG.NEXT." + n.schedules + ".*",
 			api + "CONSUMER.DELETE." + n.schedules + ".*",
+			// The status history (enqueue history, watch, --wait): where
+			// the stream ends, and short-lived ordered consumers.
+			api + "STREAM.INFO." + n.history,
+			api + "CONSUMER.CREATE." + n.history + ".>",
+			api + "CONSUMER.MSG.NEXT." + n.history + ".*",
+			api + "CONSUMER.DELETE." + n.history + ".*",
 		},
 		Subscribe: []string{
 			"orderly.status." + workflow + ".>", // > as well as *: nats sub 'orderly.status.order.>'
@@ -115,7 +121,7 @@ func For(role Role, workflow string) (Permissions, error) {
 			"$KV." + n.membersBucket + ".>",
 			"$KV." + n.jobsBucket + ".>",
 		}
-		for _, s := range []string{n.events, n.timers, n.schedules, n.dlq, n.state, n.members, n.jobs} {
+		for _, s := range []string{n.events, n.timers, n.schedules, n.dlq, n.state, n.members, n.jobs, n.history} {
 			pub = append(pub, api+"STREAM.INFO."+s, api+"STREAM.CREATE."+s, api+"STREAM.UPDATE."+s)
 		}
 		pub = append(pub,
@@ -149,6 +155,13 @@ func For(role Role, workflow string) (Permissions, error) {
 			api+"CONSUMER.CREATE."+n.timers+".>",
 			api+"CONSUMER.MSG.NEXT."+n.timers+".*",
 			api+"CONSUMER.DELETE."+n.timers+".*",
+			// The status history: deleted when turned off
+			// (--history-per-key 0), and read by the web console through
+			// short-lived ordered consumers.
+			api+"STREAM.DELETE."+n.history,
+			api+"CONSUMER.CREATE."+n.history+".>",
+			api+"CONSUMER.MSG.NEXT."+n.history+".*",
+			api+"CONSUMER.DELETE."+n.history+".*",
 		)
 		return Permissions{Publish: pub, Subscribe: []string{WorkerInbox + ".>"}}, nil
 	}
@@ -159,6 +172,7 @@ const api = "$JS.API."
 
 type streams struct {
 	events, timers, schedules, dlq, state, members, jobs string
+	history                                              string
 	stateBucket, membersBucket, jobsBucket               string
 }
 
@@ -176,6 +190,7 @@ func names(workflow string) streams {
 		membersBucket: "orderly_members_" + workflow,
 		jobs:          "KV_orderly_jobs_" + workflow,
 		jobsBucket:    "orderly_jobs_" + workflow,
+		history:       "ORDERLY_HISTORY_" + w,
 	}
 }
 
