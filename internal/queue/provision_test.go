@@ -237,3 +237,61 @@ func waitSaw(t *testing.T, d time.Duration, what string, cond func() (bool, stri
 		time.Sleep(100 * time.Millisecond) // cluster placement has no event to await
 	}
 }
+
+// TestProvisionHistoryOnAnExistingWorkflow: a workflow provisioned without
+// a status history (as by a version that had none) gets the history stream,
+// and nothing else changes; statuses published from then on are stored. A
+// stream of the operator's own that already takes the status subjects is
+// not touched: provisioning fails, saying what to do.
+func TestProvisionHistoryOnAnExistingWorkflow(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t)
+	c := natstest.Conn(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Timeout)
+	defer cancel()
+	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 2, HistoryPerKey: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishStatus(&contract.Status{Workflow: "order", Key: "k1", Version: 1}); err != nil {
+		t.Fatal(err) // captured by nothing: a plain publish still goes out
+	}
+	p, err := c.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(p.Created) != "[stream ORDERLY_HISTORY_ORDER]" || len(p.Updated)+len(p.Deleted) > 0 {
+		t.Fatalf("created %v, updated %v, deleted %v; want the history stream created, nothing else", p.Created, p.Updated, p.Deleted)
+	}
+	js := rawJSOn(t, srv.ClientURL())
+	s, err := js.Stream(ctx, contract.HistoryStream("order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.MaxMsgsPerSubject != queue.DefaultHistoryPerKey || cfg.MaxAge != queue.DefaultHistoryMaxAge ||
+		cfg.Discard != jetstream.DiscardOld || cfg.Storage != jetstream.FileStorage || fmt.Sprint(cfg.Subjects) != "[orderly.status.order.*]" {
+		t.Fatalf("history stream config %+v", cfg)
+	}
+	if err := c.PublishStatus(&contract.Status{Workflow: "order", Key: "k1", Version: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitSaw(t, natstest.Timeout, "the status stored", func() (bool, string) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.Msgs == 1, fmt.Sprintf("%d stored", info.State.Msgs)
+	})
+
+	// Another workflow, whose statuses a stream of the operator's stores.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"orderly.status.other.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Provision(ctx, queue.Spec{Workflow: "other", Partitions: 1})
+	if err == nil || !strings.Contains(err.Error(), "another stream already stores orderly.status.other.*") || !strings.Contains(err.Error(), "--history-per-key 0") {
+		t.Fatalf("provisioning over a stream taking the status subjects: %v", err)
+	}
+	if _, err := js.Stream(ctx, "MINE"); err != nil {
+		t.Fatalf("the operator's stream: %v", err)
+	}
+}
