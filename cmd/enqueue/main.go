@@ -38,6 +38,8 @@ const usageHead = `Usage:
   enqueue [flags] --file FILE             publish JSON lines {"key","event","data","id"} (FILE - is stdin)
   enqueue status [flags] KEY              print the key's current state
   enqueue watch [flags] [KEY]             print status changes as they happen (every key without KEY)
+          (--since DURATION | --all: first the stored statuses of the last DURATION, or all of them)
+  enqueue history [flags] KEY             print the key's stored statuses, oldest first, as watch does
   enqueue dlq list [flags]                list dead letters, oldest first: SEQ KEY REASON JOB_ID AT
   enqueue dlq replay [flags] SEQ|--all    republish dead letters to their keys (new job ids) and delete them
   enqueue cancel [flags] JOB_ID           cancel a delayed event no worker has taken yet
@@ -45,9 +47,9 @@ const usageHead = `Usage:
   enqueue schedule list [flags]           list recurring schedules: NAME KEY EVENT SPEC NEXT
   enqueue schedule rm [flags] NAME        remove a recurring schedule
 
-Flags may stand before or after the arguments. "status", "watch", "dlq",
-"cancel" and "schedule" are reserved: publish to a key of that name with
-"enqueue [flags] -- status EVENT".
+Flags may stand before or after the arguments. "status", "watch",
+"history", "dlq", "cancel" and "schedule" are reserved: publish to a key of
+that name with "enqueue [flags] -- status EVENT".
 The connection flags, --workflow and --log-level are also read from
 ORDERLY_<FLAG> (dashes as underscores); --nats-url also from NATS_URL.
 Exit status: 0 ok, 1 failure (rejected or failed job, queue full, no server,
@@ -56,7 +58,7 @@ bad key or data, timeout, no state), 2 usage error.
 Flags:
 `
 
-const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm (see enqueue --help)"
+const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | history KEY | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm (see enqueue --help)"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -96,12 +98,13 @@ type options struct {
 	id, file           string
 	json, wait         bool
 	timeout            time.Duration
+	since              time.Duration // watch
 	timeoutSet         bool
 	window             int
 	limit              int      // dlq list
-	all                bool     // dlq replay
+	all                bool     // dlq replay, watch
 	seq                uint64   // dlq replay SEQ
-	sub                string   // "", "status", "watch", "dlq", "cancel" or "schedule"
+	sub                string   // "", "status", "watch", "history", "dlq", "cancel" or "schedule"
 	args               []string // positional arguments after sub
 	time               timeOptions
 }
@@ -134,14 +137,15 @@ func (o *options) flagSets() (fs, env *pflag.FlagSet, version *bool) {
 	fs = pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(env)
-	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, dlq list, schedule list: one JSON object per line)")
+	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, history, dlq list, schedule list: one JSON object per line)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing, --wait and dlq (0: none); for watch, how long to watch (unset: until interrupted)")
 	fs.StringVar(&o.id, "id", "", "job id and idempotency key: 1-256 bytes of UTF-8, no control characters, no leading or trailing spaces (default: a new unique id)")
 	fs.BoolVar(&o.wait, "wait", false, "follow the job until it settles and print its final state")
 	fs.StringVar(&o.file, "file", "", "publish the JSON lines of `FILE` (- for stdin) instead of KEY EVENT")
 	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
 	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all)")
-	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter")
+	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter; watch: first print every stored status")
+	fs.DurationVar(&o.since, "since", 0, "watch: first print the statuses stored in the last `DURATION` (e.g. 10m, 24h)")
 	o.time.register(fs)
 	version = cli.VersionFlag(fs)
 	return fs, env, version
@@ -178,9 +182,18 @@ func (c command) parse(args []string) (options, error) {
 		}
 	}
 	for _, f := range [...]struct{ name, cmd string }{{"limit", "list"}, {"all", "replay"}} {
+		if f.name == "all" && o.sub == "watch" {
+			continue
+		}
 		if fs.Changed(f.name) && (o.sub != "dlq" || len(o.args) == 0 || o.args[0] != f.cmd) {
+			if f.name == "all" {
+				return o, cli.Usagef("--all applies only to dlq replay and watch")
+			}
 			return o, cli.Usagef("--%s applies only to dlq %s", f.name, f.cmd)
 		}
+	}
+	if err := o.checkWatch(fs); err != nil {
+		return o, err
 	}
 	if err := o.time.check(fs, &o); err != nil {
 		return o, err
@@ -195,6 +208,8 @@ func (o *options) validate() error {
 		return cli.Usagef("status takes one KEY, got %d arguments", n)
 	case o.sub == "watch" && n > 1:
 		return cli.Usagef("watch takes at most one KEY, got %d arguments", n)
+	case o.sub == "history" && n != 1:
+		return cli.Usagef("history takes one KEY, got %d arguments", n)
 	case o.sub == "" && o.file != "" && n > 0:
 		return cli.Usagef("--file takes no KEY EVENT arguments, got %d", n)
 	case o.sub == "" && o.file != "" && (o.wait || o.id != ""):
@@ -234,7 +249,7 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 	if err := contract.ValidateWorkflow(o.workflow); err != nil {
 		return err
 	}
-	if len(o.args) > 0 && o.file == "" && (o.sub == "" || o.sub == "status" || o.sub == "watch") {
+	if len(o.args) > 0 && o.file == "" && (o.sub == "" || o.sub == "status" || o.sub == "watch" || o.sub == "history") {
 		if err := contract.ValidateKey(o.args[0]); err != nil {
 			return err
 		}
@@ -272,6 +287,8 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		return c.status(ctx, conn, o)
 	case o.sub == "watch":
 		return c.watch(ctx, conn, o)
+	case o.sub == "history":
+		return c.history(ctx, conn, o)
 	case o.sub == "dlq":
 		return c.dlq(ctx, conn, o)
 	case o.sub == "cancel":
@@ -456,11 +473,20 @@ func (c command) watch(ctx context.Context, conn *client.Client, o options) erro
 	if len(o.args) == 1 {
 		key = o.args[0]
 	}
-	return conn.Watch(ctx, o.workflow, key,
-		func(st contract.Status) { c.printStatus(c.stdout, o.json, st) },
-		client.WatchReady(func() {
-			fmt.Fprintf(c.stderr, "watching %s (Ctrl-C to stop)\n", contract.StatusSubject(o.workflow, key))
-		}))
+	opts := []client.WatchOption{client.WatchReady(func() {
+		fmt.Fprintf(c.stderr, "watching %s (Ctrl-C to stop)\n", contract.StatusSubject(o.workflow, key))
+	})}
+	switch {
+	case o.all:
+		opts = append(opts, client.WatchAll())
+	case o.since > 0:
+		opts = append(opts, client.WatchSince(o.since))
+	}
+	err := conn.Watch(ctx, o.workflow, key, func(st contract.Status) { c.printStatus(c.stdout, o.json, st) }, opts...)
+	if errors.Is(err, client.ErrNoHistory) {
+		return fmt.Errorf("watch --since/--all: %w", err)
+	}
+	return err
 }
 
 // withTimeout bounds ctx by d; d = 0 means no bound.

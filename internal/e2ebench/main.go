@@ -28,6 +28,8 @@
 //	         before and after they are passivated
 //	million  1,000,000 distinct keys, one event each, through the default
 //	         worker (MaxActors 100,000): peak RSS and live actors
+//	history  noop with the status history off and on (the default), in
+//	         turns: what keeping every status costs
 //	pending  -pending-keys (100,000) distinct keys, one event each that
 //	         starts an action of -pending-work (500ms), through a worker
 //	         given -memory-limit (512MiB): peak RSS, Go heap and goroutines,
@@ -83,7 +85,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "worker Config.Concurrency (0: its default)")
 	fs.IntVar(&c.maxActors, "max-actors", 0, "worker Config.MaxActors (0: its default)")
 	fs.IntVar(&c.partitions, "partitions", 0, "worker Config.Queue.Partitions (0: its default)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,work,paced,idle", "comma-separated scenarios: raw,rawstate,noop,work,paced,idle,million,pending")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,work,paced,idle", "comma-separated scenarios: raw,rawstate,noop,work,paced,idle,million,pending,history")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")

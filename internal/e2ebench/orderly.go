@@ -123,6 +123,9 @@ type orderlyRun struct {
 	// and what to do once every event is settled, before the worker stops.
 	actorIdle time.Duration
 	after     func(ctx context.Context, w *worker.Worker) error
+	// historyPerKey is the worker's Config.Queue.HistoryPerKey (0: its
+	// default; worker.NoHistory: none), set by the history scenario.
+	historyPerKey int64
 }
 
 type pendingFuture struct{ p *client.PendingPublish }
@@ -175,7 +178,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	w, err := worker.New(wconn, worker.Config{
 		Concurrency: cfg.concurrency,
 		MaxActors:   cfg.maxActors,
-		Queue:       worker.QueueConfig{Partitions: cfg.partitions},
+		Queue:       worker.QueueConfig{Partitions: cfg.partitions, HistoryPerKey: run.historyPerKey},
 		ActorIdle:   run.actorIdle,
 		MemoryLimit: run.memoryLimit,
 	}, wf)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/internal/memlimit"
+	"github.com/orderly-dev/orderly/worker"
 )
 
 const (
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "work", "paced", "idle", "million", "pending":
+		case "raw", "rawstate", "noop", "work", "paced", "idle", "million", "pending", "history":
 			want[s] = true
 		case "":
 		default:
@@ -180,6 +181,27 @@ func run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
+	var histOff, histOn []result
+	if want["history"] {
+		// Off and on in turns, so that a change in the machine's load
+		// weighs on both alike.
+		for i := range cfg.repeat {
+			for _, h := range []struct {
+				name, wf string
+				perKey   int64
+				results  *[]result
+			}{{"no history", "histoff", worker.NoHistory, &histOff}, {"history", "histon", 0, &histOn}} {
+				r, err := b.timed(ctx, func(ctx context.Context) (result, error) {
+					return b.orderly(ctx, orderlyRun{kind: kindNoop, name: fmt.Sprintf("%s%d", h.wf, i), events: cfg.events, keys: cfg.keys, historyPerKey: h.perKey})
+				})
+				if err != nil {
+					return fmt.Errorf("history (%s) run %d: %w", h.name, i+1, err)
+				}
+				fmt.Printf("  %-11s run %d/%d: %s\n", h.name, i+1, cfg.repeat, r)
+				*h.results = append(*h.results, r)
+			}
+		}
+	}
 	var idle *idleResult
 	if want["idle"] {
 		r, err := b.idle(ctx)
@@ -232,6 +254,9 @@ func run(ctx context.Context, args []string) (err error) {
 	if len(raw)+len(rawState)+len(noop)+len(work)+len(praw)+len(pnoop)+len(pwork) > 0 {
 		fmt.Println()
 		printTable(cfg, raw, rawState, noop, work, praw, pnoop, pwork)
+	}
+	if len(histOn) > 0 {
+		printHistoryCost(cfg, histOff, histOn)
 	}
 	if idle != nil {
 		fmt.Printf("\nIdle actors (%d keys, one event each, ActorIdle %s): %s\n", cfg.keys, idleActorIdle, idle)
