@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -71,7 +72,8 @@ const (
 // ---------------------------------------------------------------------------
 // Strict decoding
 
-// The scheme knows every built-in kind the manifests use; the codec factory
+// The scheme knows every built-in kind the manifests use, and the Prometheus
+// Operator's (PodMonitor, PrometheusRule); the codec factory
 // in strict mode fails on unknown and duplicate fields, as the API server's
 // strict field validation does.
 var (
@@ -79,7 +81,7 @@ var (
 	codecs = func() serializer.CodecFactory {
 		for _, add := range []func(*runtime.Scheme) error{
 			corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme,
-			networkingv1.AddToScheme, autoscalingv2.AddToScheme,
+			networkingv1.AddToScheme, autoscalingv2.AddToScheme, monitoringv1.AddToScheme,
 		} {
 			utilruntime.Must(add(scheme))
 		}
@@ -188,7 +190,7 @@ func stripComments(doc []byte) []byte {
 func TestEveryManifestDecodesStrictly(t *testing.T) {
 	t.Parallel()
 	n := 0
-	err := filepath.WalkDir(k8sDir, func(path string, d os.DirEntry, err error) error {
+	walk := func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || (filepath.Ext(path) != ".yaml" && filepath.Ext(path) != ".yml") {
 			return err
 		}
@@ -203,12 +205,14 @@ func TestEveryManifestDecodesStrictly(t *testing.T) {
 			n++
 		}
 		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	}
+	for _, dir := range []string{k8sDir, monitoringDir} {
+		if err := filepath.WalkDir(dir, walk); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if n < 15 {
-		t.Errorf("decoded only %d documents under %s", n, k8sDir)
+		t.Errorf("decoded only %d documents under %s and %s", n, k8sDir, monitoringDir)
 	}
 }
 
@@ -225,6 +229,8 @@ func TestStrictDecodingRefusesUnknownFields(t *testing.T) {
 		"Kustomization":  "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresourcez: [a]\n",
 		"unknown kind":   "apiVersion: v1\nkind: Servise\nmetadata: {name: x}\n",
 		"ScaledObject 2": "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: x}\nspec: {fallback: {failureTreshold: 3}}\n",
+		"PodMonitor":     "apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nmetadata: {name: x}\nspec: {selector: {}, podMetricsEndpoints: [{port: http, pathh: /metrics}]}\n",
+		"PrometheusRule": "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\nspec: {groups: [{name: a, rules: [{alert: A, expr: up, annotation: {}}]}]}\n",
 	} {
 		if _, err := decode([]byte(doc)); err == nil {
 			t.Errorf("%s: decoded without error", name)

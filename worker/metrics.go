@@ -99,6 +99,16 @@ func newMetrics(w *Worker) *metrics {
 		m.applyLatency, serverFigures{w: w, m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(buildInfo())
+	// Readiness as a series, so that an alert can tell a worker that runs
+	// but is not ready (it still serves /metrics) from one that is.
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "orderly_ready", Help: "1 while the worker is ready (what /readyz answers), else 0.",
+	}, func() float64 {
+		if w.Ready() {
+			return 1
+		}
+		return 0
+	}))
 	for _, f := range w.flows {
 		gauge := func(name, help string, v func() float64) prometheus.Collector {
 			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -130,3 +130,38 @@ func TestMetricsFailureCountersServedFromTheStart(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsReadyFollowsReadyz: orderly_ready says what /readyz answers,
+// so that an alert can find a worker that runs (and is scraped) but is not
+// ready: 0 before Start, 1 once ready, 0 again after Stop.
+func TestMetricsReadyFollowsReadyz(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w, err := worker.New(natstest.NATS(t, b.url), worker.Config{}, tallyWorkflow(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(w.Handler())
+	defer srv.Close()
+	ready := func() (float64, int) {
+		code, _ := natstest.HTTPGet(srv.URL + "/readyz")
+		return metric(t, scrape(t, srv.URL), `orderly_ready`), code
+	}
+	if v, code := ready(); v != 0 || code != http.StatusServiceUnavailable {
+		t.Fatalf("before Start: orderly_ready %v, /readyz %d; want 0 and 503", v, code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, code := ready(); v != 1 || code != http.StatusOK {
+		t.Fatalf("after Start: orderly_ready %v, /readyz %d; want 1 and 200", v, code)
+	}
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, code := ready(); v != 0 || code != http.StatusServiceUnavailable {
+		t.Fatalf("after Stop: orderly_ready %v, /readyz %d; want 0 and 503", v, code)
+	}
+}
