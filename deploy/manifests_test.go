@@ -1148,9 +1148,10 @@ func moduleVersion(t *testing.T, path string) string {
 // The worker binary
 
 type worker struct {
-	path            string
-	flags           []string // every flag name, from worker --help
-	shutdownDefault time.Duration
+	path              string
+	flags             []string // every flag name, from worker --help
+	shutdownDefault   time.Duration
+	queueLimitDefault int64
 }
 
 // reads reports whether the worker reads the environment variable name.
@@ -1197,6 +1198,13 @@ var buildWorker = sync.OnceValues(func() (worker, error) {
 		return worker{}, fmt.Errorf("worker --help shows no --shutdown-timeout default:\n%s", help.String())
 	}
 	if w.shutdownDefault, err = time.ParseDuration(m[1]); err != nil {
+		return worker{}, err
+	}
+	m = regexp.MustCompile(`(?m)--queue-limit \S+.*\(default (\d+)\)`).FindStringSubmatch(help.String())
+	if m == nil {
+		return worker{}, fmt.Errorf("worker --help shows no --queue-limit default:\n%s", help.String())
+	}
+	if w.queueLimitDefault, err = strconv.ParseInt(m[1], 10, 64); err != nil {
 		return worker{}, err
 	}
 	if len(w.flags) < 10 || !slices.Contains(w.flags, "http") {

@@ -787,6 +787,8 @@ func TestDashboardAndAlertsNameServedMetrics(t *testing.T) {
 		"orderly_consumer_lag", "orderly_action_retries_total", "orderly_action_duration_seconds_count",
 		"orderly_dead_lettered_total", "orderly_live_actors", "process_resident_memory_bytes",
 		"go_gc_gomemlimit_bytes", "orderly_build_info", "orderly_ready", "nats_consumer_num_pending",
+		"orderly_actions_queued", "orderly_actions_running", "orderly_actions_awaiting_retry",
+		"orderly_actions_oldest_age_seconds", "orderly_dead_letters", "orderly_apply_latency_seconds_bucket",
 	} {
 		if !used[name] {
 			t.Errorf("no expression reads %s", name)
@@ -944,10 +946,12 @@ func outputLabels(t *testing.T, q query, expr parser.Expr, sel func(*parser.Vect
 // requiredAlerts are the alerts issue 19 asks for, with the least time
 // each condition must hold ("for").
 var requiredAlerts = map[string]time.Duration{
-	"OrderlyWorkerNotReady":  5 * time.Minute, // a worker unready for 5 m
-	"OrderlyDeadLetters":     0,               // dead letters increasing
-	"OrderlyActionsFailing":  5 * time.Minute, // action failure rate
-	"OrderlyMemoryNearLimit": 5 * time.Minute, // memory near its limit
+	"OrderlyBacklogGrowing":  10 * time.Minute, // lag growing for 10 m
+	"OrderlyDeadLetters":     0,                // dead letters increasing
+	"OrderlyActionsFailing":  5 * time.Minute,  // action failure rate
+	"OrderlyWorkerNotReady":  5 * time.Minute,  // a worker unready for 5 m
+	"OrderlySlowWorkBacklog": 5 * time.Minute,  // slow work older than a threshold
+	"OrderlyMemoryNearLimit": 5 * time.Minute,  // memory near its limit
 }
 
 // TestDashboardAndAlertsRunbooks: every alert says what it is (summary,
@@ -1191,13 +1195,25 @@ func TestDashboardAndAlertsComponent(t *testing.T) {
 	// Thresholds that are settings of the manifests.
 	_, c := workerPod(t, b)
 	e, _ := env(c, "ORDERLY_PARTITIONS")
-	checkThreshold(t, "OrderlyPartitionWithoutOwner", e.Value)
+	partitions, err := strconv.Atoi(e.Value)
+	if err != nil {
+		t.Fatalf("ORDERLY_PARTITIONS=%q", e.Value)
+	}
+	checkThreshold(t, "OrderlyPartitionWithoutOwner", float64(partitions), e.Value)
+	limit := workerInfo(t).queueLimitDefault
+	if e, ok := env(c, "ORDERLY_QUEUE_LIMIT"); ok {
+		if limit, err = strconv.ParseInt(e.Value, 10, 64); err != nil {
+			t.Fatalf("ORDERLY_QUEUE_LIMIT=%q", e.Value)
+		}
+	}
+	checkThreshold(t, "OrderlyBacklogNearQueueLimit", float64(limit)*0.8, strconv.FormatInt(limit, 10))
 }
 
 func must[T any](v, _ T) T { return v }
 
-// checkThreshold: alert's expression compares with want (a number).
-func checkThreshold(t *testing.T, alert, want string) {
+// checkThreshold: alert's expression compares with want, and its summary
+// or description names the setting it comes from, setting.
+func checkThreshold(t *testing.T, alert string, want float64, setting string) {
 	t.Helper()
 	for _, g := range loadRules(t).Spec.Groups {
 		for _, r := range g.Rules {
@@ -1212,12 +1228,11 @@ func checkThreshold(t *testing.T, alert, want string) {
 			if !ok || !be.Op.IsComparisonOperator() {
 				t.Fatalf("alert %s: %s is no comparison", alert, expr)
 			}
-			n, ok := be.RHS.(*parser.NumberLiteral)
-			if w, err := strconv.ParseFloat(want, 64); !ok || err != nil || n.Val != w {
-				t.Errorf("alert %s compares with %s, the manifests say %s", alert, be.RHS, want)
+			if n, ok := be.RHS.(*parser.NumberLiteral); !ok || n.Val != want {
+				t.Errorf("alert %s compares with %s, the manifests say %v", alert, be.RHS, want)
 			}
-			if !strings.Contains(r.Annotations["summary"]+r.Annotations["description"], want) {
-				t.Errorf("alert %s: its summary and description do not say %s", alert, want)
+			if !strings.Contains(r.Annotations["summary"]+r.Annotations["description"], setting) {
+				t.Errorf("alert %s: its summary and description do not say %s", alert, setting)
 			}
 			return
 		}
