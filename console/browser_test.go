@@ -230,6 +230,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		tb.do(t, "open the key", chromedp.Navigate(open+"/w/order/keys/order-7"))
 		tb.until(t, "the live view", `document.querySelector("[data-live-state].on") !== null`)
 		rows := eval[int](t, tb, `document.querySelectorAll("#timeline tr").length`)
+		if rows < 2 {
+			t.Fatalf("the timeline shows %d statuses from the history, want start_processing's two", rows)
+		}
 		// Sent from elsewhere: the page shows it without a reload.
 		b.settle(t, "order", "order-7", "request_payment", "")
 		tb.until(t, "new rows in the timeline", fmt.Sprintf(`document.querySelectorAll("#timeline tr").length >= %d`, rows+2))

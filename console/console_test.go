@@ -291,7 +291,17 @@ func TestWebConsoleLiveViews(t *testing.T) {
 	if kresp.StatusCode != http.StatusOK {
 		t.Fatalf("key live view: %d", kresp.StatusCode)
 	}
-	for ev, _ := readEvent(t, kr); ev != "history"; ev, _ = readEvent(t, kr) {
+	var history []contract.Status
+	for ev, data := readEvent(t, kr); ; ev, data = readEvent(t, kr) {
+		if ev == "history" {
+			if err := json.Unmarshal([]byte(data), &history); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if len(history) != 1 || history[0].Event != "note" {
+		t.Fatalf("history of live-0: %+v, want its one note", history)
 	}
 	b.settle(t, "notes", "live-0", "note", `{"note":"live one"}`)
 	for {

@@ -200,14 +200,30 @@ func (c *Console) keyPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "key", page{Title: key, WF: wf, Body: b})
 }
 
-// history is the key's stored statuses, oldest first. This build has no
-// status history (issue 17, item 1): an empty list and an error that says
-// so, which the page shows.
+// history is the key's stored statuses, oldest first, at most
+// maxTimeline of them (the newest).
 func (c *Console) history(ctx context.Context, workflow, key string) ([]contract.Status, error) {
-	return []contract.Status{}, errNoHistory
+	h, err := c.cfg.Client.History(ctx, workflow, key)
+	switch {
+	case errors.Is(err, client.ErrNoHistory):
+		return []contract.Status{}, errNoHistory
+	case err != nil:
+		return []contract.Status{}, fmt.Errorf("cannot read the key's status history: %w", err)
+	}
+	if len(h) > maxTimeline {
+		h = h[len(h)-maxTimeline:]
+	}
+	if h == nil {
+		h = []contract.Status{}
+	}
+	return h, nil
 }
 
-var errNoHistory = errors.New("this build stores no status history: the timeline shows the statuses published while the page is open")
+// maxTimeline bounds the statuses of a key's timeline a page holds (the
+// page's script keeps to the same bound).
+const maxTimeline = 1000
+
+var errNoHistory = errors.New("this workflow keeps no status history (its workers run with --history-per-key 0): the timeline shows the statuses published while the page is open")
 
 // deadLettersPage lists the oldest dead letters.
 type deadLettersBody struct {
