@@ -237,6 +237,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.settle(t, "order", "order-7", "request_payment", "")
 		tb.until(t, "new rows in the timeline", fmt.Sprintf(`document.querySelectorAll("#timeline tr").length >= %d`, rows+2))
 		tb.until(t, "the state to follow", text("#key-state")+` === "awaiting_payment"`)
+		tb.until(t, "its timers to follow", `/payment_timeout after 15m0s/.test(`+text("#key-timer-list")+`) && !document.getElementById("key-timers").hidden`)
 		tb.screenshot(t, "console-key.png")
 		// Sent from the page's own form.
 		tb.do(t, "send confirm_payment",

@@ -112,7 +112,8 @@ func (c *Console) liveOverview(w http.ResponseWriter, r *http.Request) {
 // status published while the page loaded.
 func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 	wf, key := r.PathValue("wf"), r.PathValue("key")
-	if _, ok := c.workflow(wf); !ok {
+	flow, ok := c.workflow(wf)
+	if !ok {
 		http.Error(w, "no workflow "+wf, http.StatusNotFound)
 		return
 	}
@@ -162,7 +163,12 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil // none yet, or unreadable now: the next status tries again
 		}
-		b, _ := json.Marshal(keyState{State: rec.State, Version: rec.Version, UpdatedAt: rec.UpdatedAt, Data: prettyJSON(rec.Data), Pending: len(rec.Pending)})
+		timers := flow.timers(rec.State)
+		if timers == nil {
+			timers = []string{}
+		}
+		b, _ := json.Marshal(keyState{State: rec.State, Version: rec.Version, UpdatedAt: rec.UpdatedAt,
+			Data: prettyJSON(rec.Data), Pending: len(rec.Pending), Timers: timers})
 		return s.send("state", b)
 	}
 	if sendState() != nil {
@@ -212,6 +218,7 @@ type keyState struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	Data      string    `json:"data"` // indented, as the page shows it
 	Pending   int       `json:"pending"`
+	Timers    []string  `json:"timers"` // those of its state
 }
 
 // statusID tells statuses apart: the same status read from the history and

@@ -161,6 +161,11 @@
         text(document.getElementById("key-version"), String(s.version));
         text(document.getElementById("key-updated"), fmtTime(s.updated_at));
         text(document.getElementById("key-data"), s.data);
+        const timers = document.getElementById("key-timers");
+        if (timers) {
+          setList(document.getElementById("key-timer-list"), s.timers || []);
+          timers.hidden = !(s.timers && s.timers.length);
+        }
       },
       problem: function (msg) {
         const note = document.getElementById("history-note");
