@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/json"
@@ -428,15 +429,22 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	unsure := false // a write failed in a way that may have stored it
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		err := a.schedule(ctx, b)
 		var rev uint64
 		if err == nil {
 			rev, err = a.f.bucket.Put(ctx, a.key, val, a.rev)
+			if errors.Is(err, queue.ErrConflict) && unsure {
+				rev, err = a.ownWrite(ctx, val)
+			}
 			if err == nil || errors.Is(err, queue.ErrConflict) {
 				a.f.commitWorked()
 				return rev, err
 			}
+			// A timeout, or a connection lost with the request sent: the
+			// store may have it, and the answer be what was lost.
+			unsure = true
 		}
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
@@ -446,6 +454,44 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 		if !sleep(ctx, wait) {
 			return 0, ctx.Err()
 		}
+	}
+}
+
+// ownWrite tells, after a conflict that followed a write whose answer was
+// lost, whether that write was stored after all: the key then holds
+// exactly val (the record carries its commit time and the stream sequences
+// of its events, so no other writer's value is the same), and its revision
+// is returned. Taking it for another writer's would reload the key, find
+// the events applied, and acknowledge them without announcing them. Any
+// other value is a conflict.
+//
+// A read of a replicated bucket may be answered by a replica that has not
+// seen the latest write yet: a value still at the revision the write
+// expected (or none, for a first write) is such a stale answer, since the
+// conflict says the key has moved on, and is read again, for about a
+// second at most; then it is taken for a conflict, as before.
+func (a *actor) ownWrite(ctx context.Context, val []byte) (uint64, error) {
+	for wait := 20 * time.Millisecond; ; wait *= 2 {
+		cur, rev, err := a.f.bucket.Get(ctx, a.key)
+		stale := err == nil && rev == a.rev || errors.Is(err, queue.ErrNoState) && a.rev == 0
+		switch {
+		case stale:
+			if wait > time.Second {
+				return 0, queue.ErrConflict
+			}
+			if !sleep(ctx, wait) {
+				return 0, ctx.Err()
+			}
+			continue
+		case errors.Is(err, queue.ErrNoState):
+			return 0, queue.ErrConflict
+		case err != nil:
+			return 0, err
+		case !bytes.Equal(cur, val):
+			return 0, queue.ErrConflict
+		}
+		a.f.log.Info().Str("key", a.key).Uint64("revision", rev).Msg("a state write whose answer was lost was stored: committed")
+		return rev, nil
 	}
 }
 

@@ -25,6 +25,9 @@ type History struct {
 	DeadLetters []DeadLetter
 	// Faults are the faults injected.
 	Faults []Fault
+	// Links are the connections of each worker's proxy to the nodes, by
+	// worker id: which node a worker was connected to when one stopped.
+	Links map[string][]Link
 	// Memory is the most memory each worker was seen to use.
 	Memory []MemorySample
 	// Exits are the exits of processes the soak did not ask for.
@@ -143,6 +146,8 @@ type Summary struct {
 	Failed         int // of which failed for good
 	Statuses       int // statuses received
 	GapsExplained  int // versions with no status, each lost to a fault of its worker or node near its commit
+	// GapsBy counts GapsExplained by the kind of fault that explains them.
+	GapsBy map[FaultKind]int
 	DeadLetters    int
 	Duplicates     int // statuses with code duplicate
 	Retries        int // statuses with code retrying
@@ -154,12 +159,6 @@ type Summary struct {
 func changed(st *contract.Status) bool {
 	return st.Error == nil || st.Error.Code == contract.CodeActionFailed
 }
-
-// gapSlack is how far from a lossy fault a commit whose status was lost
-// may be and the loss still be put down to the fault: the worker's clock
-// stamps the log entry a little before the commit, and a status in a
-// connection's buffers is lost with the connection a little later.
-const gapSlack = 3 * time.Second
 
 // Check holds the history to Orderly's guarantees and returns every
 // anomaly found (none: the run was clean) and a summary.
@@ -228,11 +227,11 @@ func Check(h *History) ([]Anomaly, Summary) {
 		}
 		at := time.UnixMilli(e.At)
 		for i := range h.Faults {
-			f := &h.Faults[i]
-			if f.Start.IsZero() || !f.lossy() || !f.touchesWorker(w) {
-				continue
-			}
-			if !at.Before(f.Start.Add(-gapSlack)) && !at.After(f.End.Add(gapSlack)) {
+			if f := &h.Faults[i]; f.explains(w, h.Links[e.Worker], at) {
+				if sum.GapsBy == nil {
+					sum.GapsBy = map[FaultKind]int{}
+				}
+				sum.GapsBy[f.Kind]++
 				return true
 			}
 		}
@@ -389,7 +388,7 @@ func Check(h *History) ([]Anomaly, Summary) {
 				sum.GapsExplained++
 				continue
 			}
-			report(AnomalyStatusGap, key, "no status for version %d (%s, applied by %s at %s), and no fault of %s or a node near then",
+			report(AnomalyStatusGap, key, "no status for version %d (%s, applied by %s at %s), and no kill of %s, cut of its link or stop of its node then",
 				v, e.describe(), e.Worker, time.UnixMilli(e.At).Format("15:04:05.000"), e.Worker)
 		}
 	}

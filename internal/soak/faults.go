@@ -78,33 +78,65 @@ type Fault struct {
 	Delay, Latency time.Duration
 	FailRate       float64
 
-	Start, End time.Time // when it was injected and when it was over
-	Note       string    // what happened while injecting it
+	Start, End time.Time   // when it was injected and when it was over
+	Cuts       []time.Time // node-kill, disk-full: when the node was stopped
+	Note       string      // what happened while injecting it
 }
 
-// lossy reports whether the fault may lose a status a worker published
-// without fault of Orderly's: the process or its node died, or its
-// connection was cut, before the publish got through (statuses are core
-// NATS, at most once).
-func (f *Fault) lossy() bool {
-	switch f.Kind {
-	case WorkerKill, NodeKill, DiskFull, ProxyCut, ProxyDrop, ProxyStall:
-		return true
+// Link is a connection of a worker's proxy to a node, from when it opened
+// to when it closed (zero: open at the end).
+type Link struct {
+	Node     int
+	From, To time.Time
+}
+
+// linked reports whether one of links was open to node at t.
+func linked(links []Link, node int, t time.Time) bool {
+	for _, l := range links {
+		if l.Node == node && !t.Before(l.From) && (l.To.IsZero() || !t.After(l.To)) {
+			return true
+		}
 	}
 	return false
 }
 
-// touchesWorker reports whether f can affect what worker (index) sends:
-// faults of its own process and link, and every node fault (a worker's
-// proxy may lead to any node).
-func (f *Fault) touchesWorker(w int) bool {
-	switch f.Kind {
-	case NodeKill, DiskFull:
-		return true
-	case GatewaySlow, GatewayFail:
+// Statuses are core NATS, at most once: a worker's status still in its
+// buffers, or on its way through a node, is lost when the worker dies, its
+// connection is cut, or the node it is connected to dies. A status lost
+// that way belongs to a commit made a little before the cut: the log entry
+// is stamped before the commit, which may be retried for a while under
+// faults (lostBefore), and a buffer is written out a little after
+// (lostAfter).
+const (
+	lostBefore = 5 * time.Second
+	lostAfter  = time.Second
+)
+
+// explains reports whether f may have lost the status of a commit that
+// worker w (index), linked to the nodes by links, stamped at t.
+func (f *Fault) explains(w int, links []Link, t time.Time) bool {
+	if f.Start.IsZero() {
 		return false
 	}
-	return f.Target == w
+	near := func(c time.Time) bool { return !t.Before(c.Add(-lostBefore)) && !t.After(c.Add(lostAfter)) }
+	switch f.Kind {
+	case WorkerKill, ProxyCut:
+		return f.Target == w && near(f.Start)
+	case ProxyDrop:
+		// Everything sent while dropping is lost, then the cut.
+		return f.Target == w && !t.Before(f.Start.Add(-lostBefore)) && !t.After(f.End.Add(lostAfter))
+	case NodeKill, DiskFull:
+		// The node stopped at each of its cuts; a worker connected to it
+		// then lost what it had not received.
+		for _, c := range f.Cuts {
+			if near(c) && linked(links, f.Target, c) {
+				return true
+			}
+		}
+	}
+	// SIGTERM drains; a stall delivers what it held; a delay delays; the
+	// gateway is not the network.
+	return false
 }
 
 // String is one line of the schedule: the plan, when it ran, and notes.

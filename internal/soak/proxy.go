@@ -22,8 +22,23 @@ type Proxy struct {
 	resumed chan struct{} // closed when a stall ends
 	conns   map[net.Conn]bool
 	closed  bool
+	links   []ProxyLink
 
 	wg sync.WaitGroup // the accept loop and every copier
+}
+
+// ProxyLink is a connection the proxy made to a target, from when it
+// opened to when it closed (zero: still open).
+type ProxyLink struct {
+	Target   string
+	From, To time.Time
+}
+
+// Links returns every connection the proxy made to a target.
+func (p *Proxy) Links() []ProxyLink {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]ProxyLink(nil), p.links...)
 }
 
 // NewProxy listens on a free loopback port and forwards to targets
@@ -135,9 +150,11 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.conns[c], p.conns[s] = true, true
+		link := len(p.links)
+		p.links = append(p.links, ProxyLink{Target: s.RemoteAddr().String(), From: time.Now()})
 		p.mu.Unlock()
-		p.wg.Go(func() { p.copy(s, c) })
-		p.wg.Go(func() { p.copy(c, s) })
+		p.wg.Go(func() { p.copy(s, c, link) })
+		p.wg.Go(func() { p.copy(c, s, link) })
 	}
 }
 
@@ -153,13 +170,16 @@ func (p *Proxy) dial() net.Conn {
 }
 
 // copy forwards src to dst until either closes, applying the faults.
-func (p *Proxy) copy(dst, src net.Conn) {
+func (p *Proxy) copy(dst, src net.Conn, link int) {
 	defer func() {
 		dst.Close()
 		src.Close()
 		p.mu.Lock()
 		delete(p.conns, dst)
 		delete(p.conns, src)
+		if p.links[link].To.IsZero() {
+			p.links[link].To = time.Now()
+		}
 		p.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)

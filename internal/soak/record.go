@@ -18,10 +18,12 @@ import (
 	"github.com/orderly-dev/orderly/contract"
 )
 
-// recorder collects every status published, through several watchers, each
-// connected to a node of its own first, so that losing a node or a
-// connection loses no status the others see. Statuses are core NATS: one
-// no watcher received is gone (see Fault.lossy).
+// recorder collects every status published, through a watcher on each
+// node, connected to that node only (back to it when it restarts), so that
+// a status that reached any node that stays up is received, whichever node
+// the worker that published it was connected to. Statuses are core NATS:
+// one that no node got, or only one that died at once, is gone (see
+// Fault.explains).
 type recorder struct {
 	mu       sync.Mutex
 	seen     map[statusID]bool
@@ -60,8 +62,8 @@ func (r *recorder) add(st contract.Status) {
 	r.statuses = append(r.statuses, st)
 }
 
-// startRecorder subscribes watchers (one per URL list) to every status of
-// the checking workflow.
+// startRecorder subscribes a watcher at each URL to every status of the
+// checking workflow.
 func startRecorder(urls []string) (*recorder, error) {
 	r := &recorder{seen: map[statusID]bool{}}
 	for i, u := range urls {

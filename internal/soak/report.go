@@ -59,8 +59,8 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "replay: make soak ARGS='%s'\n", r.Args)
 	fmt.Fprintf(w, "events: %d sent, %d acknowledged (%d acks said duplicate); %d applied, %d slow work outcomes (%d failed for good) over %d keys\n",
 		s.Sent, s.Acked, s.AckedDuplicate, s.Applied, s.Outcomes, s.Failed, s.Keys)
-	fmt.Fprintf(w, "statuses: %d received (%d duplicate, %d retrying), %d versions without one, each lost to a fault near its commit; dead letters: %d\n",
-		s.Statuses, s.Duplicates, s.Retries, s.GapsExplained, s.DeadLetters)
+	fmt.Fprintf(w, "statuses: %d received (%d duplicate, %d retrying), %d versions without one, each lost to a fault at its commit%s; dead letters: %d\n",
+		s.Statuses, s.Duplicates, s.Retries, s.GapsExplained, gapsBy(s.GapsBy), s.DeadLetters)
 	if r.History != nil {
 		for _, m := range r.History.Memory {
 			fmt.Fprintf(w, "memory: worker %s at most %.1f MiB resident (limit %.0f MiB)\n", m.Worker, float64(m.Max)/(1<<20), float64(m.Limit)/(1<<20))
@@ -155,4 +155,17 @@ func printKey(w io.Writer, h *History, key string) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return lines[len(lines)-1]
+}
+
+func gapsBy(n map[FaultKind]int) string {
+	var parts []string
+	for _, k := range AllFaults() {
+		if n[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, n[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

@@ -318,7 +318,11 @@ func (r *run) setGateway(g Gateway) error {
 // drive runs the load and the faults, lets everything settle, and checks.
 func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 	cfg := r.cfg
-	rec, err := startRecorder([]string{r.cluster.urls(0), r.cluster.urls(1), r.cluster.urls(2)})
+	var watch []string
+	for _, nd := range r.cluster.nodes {
+		watch = append(watch, "nats://"+nd.addr())
+	}
+	rec, err := startRecorder(watch)
 	if err != nil {
 		return nil, err
 	}
@@ -393,8 +397,16 @@ func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 		StatusesDropped: rec.dropped.Load(),
 	}
 	r.mu.Unlock()
-	for _, w := range r.workers {
+	node := map[string]int{}
+	for i, nd := range r.cluster.nodes {
+		node[nd.addr()] = i
+	}
+	h.Links = map[string][]Link{}
+	for i, w := range r.workers {
 		h.Workers = append(h.Workers, w.id)
+		for _, l := range r.proxies[i].Links() {
+			h.Links[w.id] = append(h.Links[w.id], Link{Node: node[l.Target], From: l.From, To: l.To})
+		}
 	}
 	anomalies, sum := Check(h)
 	res := &Result{
@@ -485,6 +497,7 @@ func (r *run) inject(ctx context.Context, f *Fault) {
 	case NodeKill:
 		nd := r.cluster.nodes[f.Target]
 		nd.held.Store(true)
+		f.Cuts = append(f.Cuts, time.Now())
 		<-nd.signal(syscall.SIGKILL)
 		sleepCtx(ctx, f.Hold)
 		if err := nd.start(); err != nil {
@@ -496,6 +509,7 @@ func (r *run) inject(ctx context.Context, f *Fault) {
 		nd := r.cluster.nodes[f.Target]
 		nd.held.Store(true)
 		fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		f.Cuts = append(f.Cuts, time.Now())
 		limit, err := r.cluster.fillDisk(fctx, nd)
 		cancel()
 		nd.held.Store(false)
@@ -507,6 +521,7 @@ func (r *run) inject(ctx context.Context, f *Fault) {
 		sleepCtx(ctx, f.Hold)
 		nd.held.Store(true)
 		fctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+		f.Cuts = append(f.Cuts, time.Now())
 		if err := r.cluster.freeDisk(fctx, nd); err != nil {
 			note("free: %v", err)
 		}
