@@ -43,8 +43,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	fs.IntVar(&cfg.Producers, "producers", 4, "producers, each with its own connection")
 	fs.StringVar(&faults, "faults", "all", "kinds of fault: all, none, or a comma-separated list of "+fmt.Sprint(AllFaults()))
 	fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "bound on waiting, after the faults, for every event to be applied and every key settled")
-	memory.Bytes = 256 << 20
-	fs.Var(&memory, "memory-limit", "each worker's --memory-limit (bytes, or 256MiB)")
+	memory.Bytes = 128 << 20
+	fs.Var(&memory, "memory-limit", "each worker's --memory-limit (bytes, or 128MiB)")
 	fs.StringVar(&cfg.Dir, "dir", "", "directory of the run's files (default: a temporary one, removed after a clean run)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the run's files after a clean run")
 	fs.StringVar(&cfg.NATSServer, "nats-server", "", "nats-server binary of the nodes (default: one on the PATH of go.mod's version, else the one linked into this binary)")

@@ -44,7 +44,7 @@ type Config struct {
 	// Settle bounds the wait, after the faults, until every acknowledged
 	// event is applied and every key settled. Default: 2m.
 	Settle time.Duration
-	// MemoryLimit is each worker's --memory-limit. Default: 256 MiB.
+	// MemoryLimit is each worker's --memory-limit. Default: 128 MiB.
 	MemoryLimit int64
 	// Dir holds the run's files: the nodes' stores and configurations,
 	// every process's log. Default: a temporary directory, removed after
@@ -79,7 +79,7 @@ func (c Config) withDefaults() Config {
 		c.Settle = 2 * time.Minute
 	}
 	if c.MemoryLimit == 0 {
-		c.MemoryLimit = 256 << 20
+		c.MemoryLimit = 128 << 20
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
