@@ -138,16 +138,16 @@ func (a Anomaly) String() string {
 
 // Summary counts what the checker looked at.
 type Summary struct {
-	Keys           int // keys with an event sent or a state
-	Sent           int // events sent (first attempts)
-	Acked          int // of which acknowledged
-	Applied        int // log entries of client events
-	Outcomes       int // log entries of slow work outcomes (done, failed)
-	Failed         int // of which failed for good
-	Statuses       int // statuses received
-	GapsExplained  int // versions with no status, each lost to a fault of its worker or node near its commit
+	Keys          int // keys with an event sent or a state
+	Sent          int // events sent (first attempts)
+	Acked         int // of which acknowledged
+	Applied       int // log entries of client events
+	Outcomes      int // log entries of slow work outcomes (done, failed)
+	Failed        int // of which failed for good
+	Statuses      int // statuses received
+	GapsExplained int // versions with no status, each lost to a fault of its worker or node near its commit
 	// GapsBy counts GapsExplained by the kind of fault that explains them.
-	GapsBy map[FaultKind]int
+	GapsBy         map[FaultKind]int
 	DeadLetters    int
 	Duplicates     int // statuses with code duplicate
 	Retries        int // statuses with code retrying
