@@ -33,7 +33,9 @@ func TestPeriodicWorkScheduleFiresUntilUnscheduled(t *testing.T) {
 			!strings.Contains(string(m.Data), "payment_reminder") {
 			t.Errorf("tick %s kind %q visit %d ok %v headers %v data %s", m.Key, k, visit, ok, h, m.Data)
 		}
-		got <- time.Now()
+		// The server's store time: when the schedule fired, whatever the
+		// delivery's delay on a loaded machine.
+		got <- m.Stored
 		_ = m.Ack()
 	})
 	if err != nil {
@@ -59,13 +61,15 @@ func TestPeriodicWorkScheduleFiresUntilUnscheduled(t *testing.T) {
 		t.Fatal(err)
 	}
 	removed := time.Now()
+	fired := ticks[len(ticks)-1]
 	// A tick may be on its way; none may come after it.
 	deadline := time.After(3 * time.Second) // a negative check: three intervals
 	for {
 		select {
 		case at := <-got:
-			if at.Sub(removed) > time.Second {
-				t.Fatalf("a tick %s after Unschedule", at.Sub(removed))
+			// Stored after the removal, and not the next one already due.
+			if at.After(removed) && at.Sub(fired) > 1500*time.Millisecond {
+				t.Fatalf("a tick stored %s after Unschedule", at.Sub(removed))
 			}
 		case <-deadline:
 			return
@@ -99,9 +103,11 @@ func TestPeriodicWorkTicksDoNotPileUp(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // sampling a count no event announces
 	}
 	// One tick of each key, and for a moment two of one (a tick expires
-	// about when the next is stored).
-	if !sawBoth || maxSeen > 3 {
-		t.Fatalf("the events stream held up to %d ticks (both keys waiting at once: %v); want 2 to 3", maxSeen, sawBoth)
+	// about when the next is stored; on a loaded machine the server's
+	// expiry may lag a round, so two of each). Piled up, the six seconds
+	// would leave nine.
+	if !sawBoth || maxSeen > 4 {
+		t.Fatalf("the events stream held up to %d ticks (both keys waiting at once: %v); want 2 to 4, not one per interval missed", maxSeen, sawBoth)
 	}
 }
 
