@@ -104,7 +104,7 @@ func TestWorkflowSelectsAnother(t *testing.T) {
 func TestFailuresSayWhatWasSeen(t *testing.T) {
 	t.Parallel()
 	rt := &recordingT{TB: t}
-	h := orderlytest.Start(rt, []worker.Workflow{ticketWorkflow(page)}, orderlytest.WithTimeout(500*time.Millisecond))
+	h := orderlytest.Start(rt, []worker.Workflow{ticketWorkflow(page)}, orderlytest.WithTimeout(3*time.Second))
 	h.SendAndWait("t-1", "assign", Ticket{Assignee: "ada"})
 
 	msg := rt.fatal(func() { h.RequireState("t-1", "resolved") })
