@@ -217,7 +217,7 @@ func Check(h *History) ([]Anomaly, Summary) {
 	for i, w := range h.Workers {
 		workerIndex[w] = i
 	}
-	explained := func(e Entry) bool {
+	explained := func(e Entry, movedOn bool) bool {
 		if h.StatusesDropped > 0 {
 			return true // the watchers lost some: no gap can be held against the worker
 		}
@@ -227,7 +227,7 @@ func Check(h *History) ([]Anomaly, Summary) {
 		}
 		at := time.UnixMilli(e.At)
 		for i := range h.Faults {
-			if f := &h.Faults[i]; f.explains(w, h.Links[e.Worker], at) {
+			if f := &h.Faults[i]; f.explains(w, h.Links[e.Worker], at, movedOn) {
 				if sum.GapsBy == nil {
 					sum.GapsBy = map[FaultKind]int{}
 				}
@@ -384,7 +384,8 @@ func Check(h *History) ([]Anomaly, Summary) {
 				continue
 			}
 			e := log[v-1]
-			if explained(e) {
+			movedOn := v < uint64(len(log)) && log[v].Worker != e.Worker
+			if explained(e, movedOn) {
 				sum.GapsExplained++
 				continue
 			}

@@ -267,7 +267,9 @@ func TestCheckFindsEachAnomaly(t *testing.T) {
 // committed it was killed, or its link cut or dropped, or the node it was
 // connected to stopped, a moment after the commit, is no anomaly; one lost
 // at a gentle stop (SIGTERM drains), a stall (it delivers what it held),
-// long after such a fault, or at another worker's or node's, is.
+// long after such a fault, or at another worker's or node's, is. The one
+// stall that explains a gap is the known one: long enough to time the
+// commit out, and the key's next version applied by another worker.
 func TestCheckExplainsGapsByFaults(t *testing.T) {
 	commit := time.UnixMilli(cleanHistory(t).mustEntry(t, "k1", 3).At) // w1's
 	onN2 := map[string][]Link{"w1": {{Node: 2, From: commit.Add(-time.Minute), To: commit.Add(time.Minute)}}}
@@ -287,7 +289,7 @@ func TestCheckExplainsGapsByFaults(t *testing.T) {
 		{Fault{Kind: WorkerKill, Target: 1, Start: commit.Add(-2 * time.Second), End: commit.Add(2 * time.Second)}, nil, true},
 		{Fault{Kind: WorkerKill, Target: 0, Start: commit, End: commit.Add(time.Second)}, nil, true},
 		{Fault{Kind: WorkerTerm, Target: 1, Start: commit, End: commit.Add(time.Second)}, nil, true},
-		{Fault{Kind: ProxyStall, Target: 1, Start: commit, End: commit.Add(5 * time.Second)}, nil, true},
+		{Fault{Kind: ProxyStall, Target: 1, Start: commit, End: commit.Add(5 * time.Second), Hold: 5 * time.Second}, nil, true},
 		{Fault{Kind: ProxyDelay, Target: 1, Start: commit, End: commit.Add(time.Second)}, nil, true},
 	} {
 		h := cleanHistory(t)
@@ -299,6 +301,30 @@ func TestCheckExplainsGapsByFaults(t *testing.T) {
 		}
 		if !c.gap && (sum.GapsExplained != 1 || sum.GapsBy[c.fault.Kind] != 1) {
 			t.Errorf("%s: %d gaps explained (%v), want 1 by it", c.fault.Kind, sum.GapsExplained, sum.GapsBy)
+		}
+	}
+
+	// k1's version 4 is w1's too, version 3's is not: the stall that held
+	// w0's commit of version 2 past its timeout, with the key moving to
+	// w1, explains version 2's gap; a short one does not, nor one at w1's
+	// version 3 (the key stayed with w1).
+	for _, c := range []struct {
+		v     uint64
+		hold  time.Duration
+		stall int
+		gap   bool
+	}{
+		{2, 6 * time.Second, 0, false},
+		{2, 2 * time.Second, 0, true},
+		{3, 6 * time.Second, 1, true},
+	} {
+		h := cleanHistory(t)
+		at := time.UnixMilli(h.mustEntry(t, "k1", int(c.v)).At)
+		h.Statuses = slices.DeleteFunc(h.Statuses, func(s contract.Status) bool { return s.Key == "k1" && s.Version == c.v && changed(&s) })
+		h.Faults = []Fault{{Kind: ProxyStall, Target: c.stall, Hold: c.hold, Start: at.Add(10 * time.Millisecond), End: at.Add(c.hold)}}
+		as, _ := Check(h)
+		if gap := slices.Contains(kinds(as), AnomalyStatusGap); gap != c.gap || len(as) > 1 {
+			t.Errorf("stall of %s at v%d: anomalies %v, want a gap: %v", c.hold, c.v, as, c.gap)
 		}
 	}
 }

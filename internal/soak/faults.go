@@ -112,9 +112,15 @@ const (
 	lostAfter  = time.Second
 )
 
+// stallHandover is how long a stall must last to hold a commit's answer
+// past the worker's request timeout (5s) and its membership (5s), so that
+// its key may move to another worker before the retry.
+const stallHandover = 5 * time.Second
+
 // explains reports whether f may have lost the status of a commit that
-// worker w (index), linked to the nodes by links, stamped at t.
-func (f *Fault) explains(w int, links []Link, t time.Time) bool {
+// worker w (index), linked to the nodes by links, stamped at t; movedOn
+// says the key's next version was applied by another worker.
+func (f *Fault) explains(w int, links []Link, t time.Time, movedOn bool) bool {
 	if f.Start.IsZero() {
 		return false
 	}
@@ -125,6 +131,15 @@ func (f *Fault) explains(w int, links []Link, t time.Time) bool {
 	case ProxyDrop:
 		// Everything sent while dropping is lost, then the cut.
 		return f.Target == w && !t.Before(f.Start.Add(-lostBefore)) && !t.After(f.End.Add(lostAfter))
+	case ProxyStall:
+		// The one status a worker never publishes: a commit stored whose
+		// answer a long stall held past the request timeout, and whose key
+		// another worker took (the stalled one's membership lapsed) and
+		// wrote before the retry. On the retry's conflict the worker finds
+		// another's value, cannot tell that its own write came first, and
+		// reloads; the state is right, the status is not sent. A known
+		// gap, left as it is (docs/operations.md).
+		return f.Target == w && f.Hold >= stallHandover && movedOn && near(f.Start)
 	case NodeKill, DiskFull:
 		// The node stopped at each of its cuts; a worker connected to it
 		// then lost what it had not received.
@@ -134,8 +149,7 @@ func (f *Fault) explains(w int, links []Link, t time.Time) bool {
 			}
 		}
 	}
-	// SIGTERM drains; a stall delivers what it held; a delay delays; the
-	// gateway is not the network.
+	// SIGTERM drains; a delay delays; the gateway is not the network.
 	return false
 }
 
