@@ -13,6 +13,9 @@ import (
 
 // History is everything a run recorded, what the checker reads.
 type History struct {
+	// Seed and Args are the run's (Args: the flags that replay it).
+	Seed uint64
+	Args string
 	// Workers are the worker ids, by index (the Target of a worker fault).
 	Workers []string
 	// Publishes are every event the producers sent or tried to.

@@ -1,7 +1,10 @@
 package soak
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -357,4 +360,38 @@ func (h *History) mustEntry(t *testing.T, key string, v int) Entry {
 		t.Fatalf("%s has no version %d: %v", key, v, err)
 	}
 	return d.Log[v-1]
+}
+
+// TestRecheckSavedHistory: a history saved by a run reads back the same,
+// and soak -recheck checks it again: exit status ErrAnomalies and the
+// report when the check finds anything.
+func TestRecheckSavedHistory(t *testing.T) {
+	h := cleanHistory(t)
+	h.Seed, h.Args = 7, "-seed 7"
+	h.Faults = []Fault{{Kind: NodeKill, Target: 1, At: time.Second, Hold: time.Second, Start: at(0), End: at(1000), Cuts: []time.Time{at(0)}}}
+	h.Links = map[string][]Link{"w0": {{Node: 1, From: at(0)}}}
+	path := filepath.Join(t.TempDir(), "history.json")
+	if err := saveHistory(path, h); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadHistory(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as, _ := Check(back); len(as) != 0 {
+		t.Fatalf("anomalies in the clean history read back: %v", as)
+	}
+	if !reflect.DeepEqual(back.Faults[0].Cuts, h.Faults[0].Cuts) || back.Links["w0"][0].Node != 1 || len(back.Publishes) != len(h.Publishes) {
+		t.Fatalf("read back %+v, saved %+v", back, h)
+	}
+
+	h.DeadLetters = nil // a poison event acknowledged and never dead-lettered
+	if err := saveHistory(path, h); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs strings.Builder
+	err = Main(context.Background(), []string{"-recheck", path}, func(string) string { return "" }, &out, &errs)
+	if !errors.Is(err, ErrAnomalies) || !strings.Contains(out.String(), "== "+AnomalyDeadLetterMissing) || !strings.Contains(out.String(), "replay: make soak ARGS='-seed 7'") {
+		t.Fatalf("recheck: %v\n%s%s", err, out.String(), errs.String())
+	}
 }

@@ -49,6 +49,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the run's files after a clean run")
 	fs.StringVar(&cfg.NATSServer, "nats-server", "", "nats-server binary of the nodes (default: one on the PATH of go.mod's version, else the one linked into this binary)")
 	fs.BoolVar(&quiet, "quiet", false, "print the report only, no progress")
+	recheck := fs.String("recheck", "", "check the history a run saved (`FILE`, history.json in its -dir) again, and run nothing")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -57,6 +58,19 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	if fs.NArg() > 0 {
 		return &UsageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *recheck != "" {
+		h, err := LoadHistory(*recheck)
+		if err != nil {
+			return err
+		}
+		anomalies, sum := Check(h)
+		res := &Result{Seed: h.Seed, Faults: h.Faults, Anomalies: anomalies, Summary: sum, History: h, Args: h.Args}
+		res.Print(stdout)
+		if len(anomalies) > 0 {
+			return fmt.Errorf("%s: %d %w", *recheck, len(anomalies), ErrAnomalies)
+		}
+		return nil
 	}
 	kinds, err := ParseFaults(faults)
 	if err != nil {

@@ -95,6 +95,14 @@ func (r *Result) Print(w io.Writer) {
 		if as[0].Key != "" && r.History != nil {
 			printKey(w, r.History, as[0].Key)
 		}
+		const more = 10
+		for i, a := range as[1:] {
+			if i == more {
+				fmt.Fprintf(w, "  ... and %d more\n", len(as)-1-more)
+				break
+			}
+			fmt.Fprintf(w, "  also: %s\n", a)
+		}
 	}
 }
 

@@ -254,6 +254,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("soak (files in %s): %w", dir, err)
 	}
+	if len(res.Anomalies) > 0 || cfg.Keep {
+		// The checker can read it again (soak -recheck), with its rules as
+		// they are then.
+		if err := saveHistory(filepath.Join(dir, "history.json"), res.History); err != nil {
+			r.logf("save history: %v", err)
+		}
+	}
 	if cfg.Dir == "" && !cfg.Keep && len(res.Anomalies) == 0 {
 		_ = os.RemoveAll(dir)
 	} else {
@@ -392,6 +399,7 @@ func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 	slices.SortStableFunc(plannedFaults, func(a, b Fault) int { return cmp.Compare(a.At, b.At) })
 	r.mu.Lock()
 	h := &History{
+		Seed: cfg.Seed, Args: replayArgs(cfg),
 		Publishes: pubs, Statuses: rec.all(), States: states, DeadLetters: dls,
 		Faults: plannedFaults, Memory: mem.samples(), Exits: clone(r.exits), Errors: clone(r.errors),
 		StatusesDropped: rec.dropped.Load(),
@@ -761,4 +769,29 @@ func (r *run) teardown() {
 		}
 		wg.Wait()
 	}
+}
+
+func saveHistory(path string, h *History) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(f).Encode(h); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// LoadHistory reads a history a run saved (history.json in its directory).
+func LoadHistory(path string) (*History, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var h History
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &h, nil
 }
