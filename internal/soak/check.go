@@ -40,6 +40,9 @@ type History struct {
 	Errors []string
 	// StatusesDropped counts statuses the watchers' connections dropped.
 	StatusesDropped int64
+	// StatusesLive counts the Statuses the watchers received; the others
+	// came from the status history alone.
+	StatusesLive int
 }
 
 // DeadLetter is a dead letter as the checker needs it.

@@ -28,6 +28,8 @@ type recorder struct {
 	mu       sync.Mutex
 	seen     map[statusID]bool
 	statuses []contract.Status
+	nLive    int          // statuses received by the watchers
+	stopped  bool         // the watchers are gone: what is added now is not theirs
 	dropped  atomic.Int64 // statuses the watchers' connections dropped (slow consumer)
 
 	clients []*client.Client
@@ -60,6 +62,17 @@ func (r *recorder) add(st contract.Status) {
 	}
 	r.seen[id] = true
 	r.statuses = append(r.statuses, st)
+	if !r.stopped {
+		r.nLive++
+	}
+}
+
+// live is how many statuses the watchers received (the others came from
+// the status history at the end).
+func (r *recorder) live() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.nLive
 }
 
 // startRecorder subscribes a watcher at each URL to every status of the
@@ -99,6 +112,9 @@ func (r *recorder) stop() {
 		_ = c.Close()
 	}
 	r.subs, r.clients = nil, nil
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
 }
 
 // all returns the statuses received.

@@ -59,8 +59,12 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "replay: make soak ARGS='%s'\n", r.Args)
 	fmt.Fprintf(w, "events: %d sent, %d acknowledged (%d acks said duplicate); %d applied, %d slow work outcomes (%d failed for good) over %d keys\n",
 		s.Sent, s.Acked, s.AckedDuplicate, s.Applied, s.Outcomes, s.Failed, s.Keys)
-	fmt.Fprintf(w, "statuses: %d received (%d duplicate, %d retrying), %d versions without one, each lost to a fault at its commit%s; dead letters: %d\n",
-		s.Statuses, s.Duplicates, s.Retries, s.GapsExplained, gapsBy(s.GapsBy), s.DeadLetters)
+	live := ""
+	if r.History != nil && r.History.StatusesLive < s.Statuses {
+		live = fmt.Sprintf(", %d of them from the status history alone", s.Statuses-r.History.StatusesLive)
+	}
+	fmt.Fprintf(w, "statuses: %d received%s (%d duplicate, %d retrying), %d versions without one, each lost to a fault at its commit%s; dead letters: %d\n",
+		s.Statuses, live, s.Duplicates, s.Retries, s.GapsExplained, gapsBy(s.GapsBy), s.DeadLetters)
 	if r.History != nil {
 		for _, m := range r.History.Memory {
 			fmt.Fprintf(w, "memory: worker %s at most %.1f MiB resident (limit %.0f MiB)\n", m.Worker, float64(m.Max)/(1<<20), float64(m.Limit)/(1<<20))

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -221,6 +222,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				"--action-timeout", actionTimeout.String(), "--action-retries", "3",
 				"--shutdown-timeout", shutdownTimeout.String(), "--dedupe-window", "1h",
 				"--queue-limit", "200000", "--dead-letter-max-bytes", fmt.Sprint(16 << 20),
+				"--history-per-key", "10000",
 				"--log-level", "info",
 			}
 			w.proc = &proc{name: w.id, bin: self, logPath: filepath.Join(dir, w.id+".log"),
@@ -391,6 +393,15 @@ func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 	time.Sleep(time.Second) // nothing signals the last status's arrival
 	rec.stop()
 	stopMem()
+	// The status history is the stronger record: it kept what the
+	// watchers' connections may have dropped.
+	fromHistory, err := r.readHistories(ctx, c, states)
+	if err != nil {
+		r.logf("status history: %v", err)
+	}
+	for _, st := range fromHistory {
+		rec.add(st)
+	}
 
 	var plannedFaults []Fault
 	for _, lane := range plan {
@@ -402,7 +413,7 @@ func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 		Seed: cfg.Seed, Args: replayArgs(cfg),
 		Publishes: pubs, Statuses: rec.all(), States: states, DeadLetters: dls,
 		Faults: plannedFaults, Memory: mem.samples(), Exits: clone(r.exits), Errors: clone(r.errors),
-		StatusesDropped: rec.dropped.Load(),
+		StatusesDropped: rec.dropped.Load(), StatusesLive: rec.live(),
 	}
 	r.mu.Unlock()
 	node := map[string]int{}
@@ -794,4 +805,54 @@ func LoadHistory(path string) (*History, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &h, nil
+}
+
+// readHistories reads the stored statuses of every key in states, a few
+// keys at a time; client.ErrNoHistory if the workflow keeps none.
+func (r *run) readHistories(ctx context.Context, c *client.Client, states map[string]contract.StateRecord) ([]contract.Status, error) {
+	start := time.Now()
+	keys := make(chan string)
+	var (
+		mu    sync.Mutex
+		out   []contract.Status
+		first error
+		wg    sync.WaitGroup
+	)
+	for range 8 {
+		wg.Go(func() {
+			for key := range keys {
+				var sts []contract.Status
+				var err error
+				// A stream that lost its leader in the last fault answers
+				// nothing for a moment: try again, a few times.
+				for wait := 250 * time.Millisecond; ; wait *= 2 {
+					hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					sts, err = c.History(hctx, Workflow, key)
+					cancel()
+					if err == nil || errors.Is(err, client.ErrNoHistory) || wait > 4*time.Second || !sleepCtx(ctx, wait) {
+						break
+					}
+				}
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("history of %s: %w", key, err)
+				}
+				out = append(out, sts...)
+				mu.Unlock()
+			}
+		})
+	}
+	for key := range states {
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		keys <- key
+	}
+	close(keys)
+	wg.Wait()
+	r.logf("status history: %d statuses of %d keys read in %s", len(out), len(states), time.Since(start).Round(100*time.Millisecond))
+	return out, first
 }

@@ -42,6 +42,7 @@ type workerOptions struct {
 	shutdownTimeout time.Duration
 	dedupeWindow    time.Duration
 	dlqMaxBytes     int64
+	historyPerKey   int64
 	logLevel        string
 }
 
@@ -63,6 +64,7 @@ func workerFlags(o *workerOptions) *pflag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window")
 	fs.Int64Var(&o.dlqMaxBytes, "dead-letter-max-bytes", 0, "most bytes of the dead-letter stream (0: the default)")
+	fs.Int64Var(&o.historyPerKey, "history-per-key", 0, "statuses of each key the status history keeps (0: the default)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	return fs
 }
@@ -141,7 +143,7 @@ func RunWorker(ctx context.Context, args []string, getenv func(string) string, s
 	w, err := worker.New(nc, worker.Config{
 		Queue: worker.QueueConfig{
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
-			DedupeWindow: o.dedupeWindow, DeadLetterMaxBytes: o.dlqMaxBytes,
+			DedupeWindow: o.dedupeWindow, DeadLetterMaxBytes: o.dlqMaxBytes, HistoryPerKey: o.historyPerKey,
 		},
 		Concurrency:     o.concurrency,
 		ActionTimeout:   o.actionTimeout,
