@@ -21,14 +21,17 @@
 //   - PublishAndWait publishes and follows the job's statuses until it
 //     settles, without missing a status that comes first.
 //   - State reads a key's stored state; Watch and Subscribe deliver status
-//     changes as they happen; Job says which event holds a job id.
+//     changes as they happen; History reads a key's stored statuses, and
+//     Watch with WatchAll or WatchSince replays them before it follows new
+//     ones; Job says which event holds a job id.
 //   - DeadLetters lists the events the worker could never process, Replay
 //     and ReplayAll send them again.
 //
 // Errors are wrapped with a "client:" prefix; test them with errors.Is and
 // errors.As: ErrQueueFull, ErrPayloadTooLarge, ErrNotProvisioned,
 // ErrInvalidEvent, ErrIDConflict (*IDConflictError), ErrNoState, ErrNoJob,
-// ErrNoDeadLetter, ErrWaitTimeout, ErrClosed, and the contract's
+// ErrNoDeadLetter, ErrNoHistory, ErrInvalidWatch, ErrWaitTimeout, ErrClosed,
+// and the contract's
 // contract.ErrInvalidKey, contract.ErrInvalidWorkflow and
 // contract.ErrInvalidJobID, which are returned before anything reaches the
 // server.
