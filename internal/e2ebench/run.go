@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/internal/memlimit"
-	"github.com/orderly-dev/orderly/worker"
 )
 
 const (
@@ -181,25 +180,10 @@ func run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
-	var histOff, histOn []result
+	var hist []historyRun
 	if want["history"] {
-		// Off and on in turns, so that a change in the machine's load
-		// weighs on both alike.
-		for i := range cfg.repeat {
-			for _, h := range []struct {
-				name, wf string
-				perKey   int64
-				results  *[]result
-			}{{"no history", "histoff", worker.NoHistory, &histOff}, {"history", "histon", 0, &histOn}} {
-				r, err := b.timed(ctx, func(ctx context.Context) (result, error) {
-					return b.orderly(ctx, orderlyRun{kind: kindNoop, name: fmt.Sprintf("%s%d", h.wf, i), events: cfg.events, keys: cfg.keys, historyPerKey: h.perKey})
-				})
-				if err != nil {
-					return fmt.Errorf("history (%s) run %d: %w", h.name, i+1, err)
-				}
-				fmt.Printf("  %-11s run %d/%d: %s\n", h.name, i+1, cfg.repeat, r)
-				*h.results = append(*h.results, r)
-			}
+		if hist, err = b.historyCost(ctx); err != nil {
+			return err
 		}
 	}
 	var idle *idleResult
@@ -255,8 +239,8 @@ func run(ctx context.Context, args []string) (err error) {
 		fmt.Println()
 		printTable(cfg, raw, rawState, noop, work, praw, pnoop, pwork)
 	}
-	if len(histOn) > 0 {
-		printHistoryCost(cfg, histOff, histOn)
+	if len(hist) > 0 {
+		printHistoryCost(cfg, hist)
 	}
 	if idle != nil {
 		fmt.Printf("\nIdle actors (%d keys, one event each, ActorIdle %s): %s\n", cfg.keys, idleActorIdle, idle)
