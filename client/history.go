@@ -132,11 +132,14 @@ func (c *Client) readHistory(ctx context.Context, workflow, key string, upTo uin
 // consumer that starts after the last status it delivered, so none is
 // missed or delivered twice.
 type follower struct {
-	c    chan contract.Status
-	it   jetstream.MessagesContext
-	quit chan struct{} // closed by stop
-	done chan struct{} // closed when run has returned
-	err  error         // why run returned, once done is closed
+	c      chan contract.Status
+	js     jetstream.JetStream
+	stream string
+	cons   jetstream.Consumer
+	it     jetstream.MessagesContext
+	quit   chan struct{} // closed by stop
+	done   chan struct{} // closed when run has returned
+	err    error         // why run returned, once done is closed
 }
 
 // follow starts a follower of workflow's statuses matching key (every key
@@ -154,7 +157,10 @@ func (c *Client) follow(ctx context.Context, workflow, key string, cfg jetstream
 	if err != nil {
 		return nil, fmt.Errorf("history stream: %w", err)
 	}
-	f := &follower{c: make(chan contract.Status, 64), it: it, quit: make(chan struct{}), done: make(chan struct{})}
+	f := &follower{
+		c: make(chan contract.Status, 64), js: c.js, stream: contract.HistoryStream(workflow), cons: cons, it: it,
+		quit: make(chan struct{}), done: make(chan struct{}),
+	}
 	go f.run(keep)
 	return f, nil
 }
@@ -182,13 +188,20 @@ func (f *follower) run(keep func(contract.Status) bool) {
 	}
 }
 
-// stop ends the follower and waits for it. While the consumer is being
-// made again after a lost connection, that can take until the attempt in
-// progress ends (seconds).
+// stop ends the follower and waits for it, then deletes its consumer
+// rather than leave it to the server's inactivity threshold (5 minutes):
+// PublishAndWait makes one per call. While the consumer is being made again
+// after a lost connection, stopping can take until the attempt in progress
+// ends (seconds).
 func (f *follower) stop() {
 	close(f.quit)
 	f.it.Stop()
 	<-f.done
+	if info := f.cons.CachedInfo(); info != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = f.js.DeleteConsumer(ctx, f.stream, info.Name)
+	}
 }
 
 // jobOutcome is what the key's stored statuses up to seq say of job id:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
@@ -317,5 +318,17 @@ func TestPublishAndWaitFindsAJobSettledBeforeItSubscribed(t *testing.T) {
 	}
 	if st.JobID != "job-1" || !st.Settled || st.Error == nil || st.Error.Code != contract.CodeInvalidTransition {
 		t.Fatalf("status %+v, want the job's own rejection", st)
+	}
+	// Its consumers of the history are gone with it.
+	js, err := jetstream.New(b.conn.NATS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, contract.HistoryStream("order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Consumers; n != 0 {
+		t.Fatalf("%d consumers of the history stream left behind", n)
 	}
 }
