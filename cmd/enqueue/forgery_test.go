@@ -169,6 +169,14 @@ func TestForgeryProducerCanDoWhatEnqueueNeeds(t *testing.T) {
 		t.Fatalf("watch: exit %d, stderr %q", code, werr.String())
 	}
 
+	// The key's history, and a watch that replays it.
+	if out := mustRun(prod, "history", "o1"); strings.Count(out, "\n") != 6 || !strings.Contains(out, "-> completed (version 6)") {
+		t.Fatalf("history: %q", out)
+	}
+	if out := mustRun(prod, "watch", "o1", "--all", "--timeout", "2s"); !strings.Contains(out, "idle -> processing (version 1)") || !strings.Contains(out, "-> completed (version 6)") {
+		t.Fatalf("watch --all: %q", out)
+	}
+
 	// A file of events.
 	if _, errOut, code := runStdin(t, ctx, strings.NewReader(`{"key":"o2","event":"start_processing"}`+"\n"), append([]string{"--file", "-"}, prod...)...); code != 0 {
 		t.Fatalf("--file: exit %d, %s", code, errOut)
