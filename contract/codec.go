@@ -139,6 +139,12 @@ func MarshalStatus(st *Status) ([]byte, error) {
 		b = append(b, `,"attempt":`...)
 		b = strconv.AppendInt(b, int64(st.Attempt), 10)
 	}
+	if !st.ScheduledFor.IsZero() {
+		b = append(b, `,"scheduled_for":`...)
+		if b, ok = jsonx.AppendTime(b, st.ScheduledFor); !ok {
+			return json.Marshal(st) // for its error
+		}
+	}
 	return append(b, '}'), nil
 }
 

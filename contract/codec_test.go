@@ -257,6 +257,13 @@ func TestStatusCodec(t *testing.T) {
 	st.At = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // Marshal fails
 	checkStatus(t, st)
 	checkStatus(t, Status{Workflow: "<é>", Key: "\u2028", Event: "\xff", Version: 1<<64 - 1, Attempt: -1 << 63})
+	st = *benchStatus()
+	st.ScheduledFor = time.Date(2026, 11, 30, 9, 53, 1, 68845360, time.UTC)
+	checkStatus(t, st)
+	st.ScheduledFor = time.Date(2026, 11, 30, 9, 53, 1, 0, time.FixedZone("", 3600))
+	checkStatus(t, st)
+	st.ScheduledFor = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // Marshal fails
+	checkStatus(t, st)
 }
 
 // Statuses may gain fields: a decoder takes them and ignores what it does
@@ -273,20 +280,23 @@ func TestDecodeStatusTakesNewFields(t *testing.T) {
 }
 
 func FuzzMarshalStatus(f *testing.F) {
-	f.Add("order", "order-12345", "job", "start", "idle", "processing", uint64(7), int64(1e9), int64(123456789), 0, true, false, "", "", "", 0)
-	f.Add("", "", "", "", "", "", uint64(0), int64(-62135596800), int64(0), 0, false, true, "", "", "", 0)
+	f.Add("order", "order-12345", "job", "start", "idle", "processing", uint64(7), int64(1e9), int64(123456789), 0, true, false, "", "", "", 0, int64(0))
+	f.Add("", "", "", "", "", "", uint64(0), int64(-62135596800), int64(0), 0, false, true, "", "", "", 0, int64(0))
 	f.Add("<&>", "\u2028", "\xff", "\"\\", "\n\t\x01", "é", uint64(1<<64-1), int64(1e9), int64(1), 3600, false, true,
-		CodeGuardRefused, "no \"way\"", "charge", -1)
-	f.Add("w", "k", "j", "e", "f", "t", uint64(1), int64(253402300800), int64(0), 0, true, false, "", "", "", 1) // year 10000
-	f.Add("w", "k", "j", "e", "f", "t", uint64(1), int64(1e9), int64(0), 86400, true, false, "", "", "", 1)      // 24h offset
+		CodeGuardRefused, "no \"way\"", "charge", -1, int64(1e9))
+	f.Add("w", "k", "j", "e", "f", "t", uint64(1), int64(253402300800), int64(0), 0, true, false, "", "", "", 1, int64(0))       // year 10000
+	f.Add("w", "k", "j", "e", "f", "t", uint64(1), int64(1e9), int64(0), 86400, true, false, "", "", "", 1, int64(253402300800)) // 24h offset; scheduled for year 10000
 	f.Fuzz(func(t *testing.T, workflow, key, jobID, event, from, to string, version uint64, sec, nsec int64, offset int,
-		settled, hasErr bool, code, message, action string, attempt int) {
+		settled, hasErr bool, code, message, action string, attempt int, scheduledFor int64) {
 		st := Status{
 			Workflow: workflow, Key: key, JobID: jobID, Event: event, From: from, To: to, Version: version,
 			At: time.Unix(sec, nsec).In(time.FixedZone("", offset)), Settled: settled, Action: action, Attempt: attempt,
 		}
 		if hasErr {
 			st.Error = &StatusError{Code: code, Message: message}
+		}
+		if scheduledFor != 0 { // 0: none
+			st.ScheduledFor = time.Unix(scheduledFor, nsec).In(time.FixedZone("", offset))
 		}
 		checkStatus(t, st)
 	})

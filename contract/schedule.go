@@ -72,6 +72,15 @@ const (
 	// time each firing is for, and so its job id (ScheduleJobID).
 	HeaderSchedule     = "Orderly-Schedule"
 	HeaderScheduleZone = "Orderly-Schedule-Zone"
+	// HeaderScheduleName and HeaderScheduleTime name the schedule and the
+	// fire time of a firing made by a test clock (orderlytest's Advance),
+	// which carries no Nats-Scheduler: the server refuses that header from
+	// a client. A worker reads them only on a firing without
+	// Nats-Scheduler, which nothing but a client allowed to publish on
+	// orderly.schedules.<workflow>.fired.> can store (neither the producer
+	// nor the worker role is); every firing of the server has one.
+	HeaderScheduleName = "Orderly-Schedule-Name"
+	HeaderScheduleTime = "Orderly-Schedule-Time"
 )
 
 // ScheduleJobID is the job id of the firing of the recurring schedule name
@@ -110,7 +119,10 @@ func ValidateScheduleName(name string) error {
 // only from JobScheduled (or from nothing), with compare-and-set, so
 // exactly one of them wins, and a cancelled event is never applied.
 type ScheduledJob struct {
-	ID    string    `json:"-"`     // The job id (the bucket key says it).
+	// ID is the job id. The bucket key is JobKey of it, which hashes an
+	// id that is not a subject token; records written before it was
+	// stored lack it.
+	ID    string    `json:"id,omitempty"`
 	Key   string    `json:"key"`   // The event's key.
 	Event string    `json:"event"` // The event's name.
 	Due   time.Time `json:"due"`   // When it is delivered.
@@ -128,4 +140,8 @@ const (
 // ScheduledJobKey is the job bucket's key of the record of the delayed
 // event with job id: "sched." and JobKey(id), apart from the claims (a
 // JobKey holds no ".").
-func ScheduledJobKey(id string) string { return "sched." + JobKey(id) }
+func ScheduledJobKey(id string) string { return ScheduledJobPrefix + JobKey(id) }
+
+// ScheduledJobPrefix begins the job bucket's key of every record of a
+// delayed event.
+const ScheduledJobPrefix = "sched."

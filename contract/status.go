@@ -24,6 +24,13 @@ type Status struct {
 	Action string `json:"action,omitempty"`
 	// Attempt is the attempt number of a retried action.
 	Attempt int `json:"attempt,omitempty"`
+	// ScheduledFor is set on the statuses of a delayed event (one published
+	// with a delay or a time) before it is applied: when it is due. Its
+	// first status, published once it is stored, says it is scheduled
+	// (Settled false: the job has not ended); a cancel ends the job with
+	// a settled status whose Error has CodeCancelled. Neither changes the
+	// key: From, To and Version are the key's as they were.
+	ScheduledFor time.Time `json:"scheduled_for,omitzero"`
 }
 
 // StatusError says why an event was rejected or work failed.
@@ -62,6 +69,8 @@ const (
 	CodeActionFailed = "action_failed"
 	// An attempt of slow work failed and another is due.
 	CodeRetrying = "retrying"
+	// A delayed event was cancelled before it was applied: it never will be.
+	CodeCancelled = "cancelled"
 	// A message stored where no partition delivers it (dead letters only).
 	CodeUndeliverableSubject = "undeliverable_subject"
 	// An event whose key breaks the key rule, published around the
@@ -77,6 +86,7 @@ func Codes() []string {
 	return []string{
 		CodeInvalidTransition, CodeGuardRefused, CodeUnknownEvent, CodeInternalEvent,
 		CodeInvalidData, CodeUnknownState, CodeMalformed, CodeTooLarge, CodeIDConflict,
-		CodeDuplicate, CodeActionFailed, CodeRetrying, CodeUndeliverableSubject, CodeInvalidKey, CodeMaxDeliveries,
+		CodeDuplicate, CodeActionFailed, CodeRetrying, CodeCancelled, CodeUndeliverableSubject, CodeInvalidKey,
+		CodeMaxDeliveries,
 	}
 }

@@ -287,8 +287,11 @@ func (h *Harness) envelope(event string, data any) contract.Envelope {
 // periodic events by the real clock, so a test with a one-second interval
 // sees ticks without Advance. Delayed events (client.WithDelay, WithAt)
 // due by the new time fire within about a second, with their job ids.
-// Recurring schedules (client.AddSchedule) fire by the real clock only:
-// test them with intervals of a second. It does not wait for
+// Recurring schedules (client.AddSchedule) fire at once, each firing that
+// falls within the d skipped (at most the latest 100 of a schedule),
+// with the job id the server would give it (queue.Conn.FireDueRecurring):
+// an "@every" schedule counts its intervals from when it was stored, a
+// cron expression fires at its times in its zone. It does not wait for
 // the timers' effects; follow it with RequireState or a wait on the
 // statuses.
 func (h *Harness) Advance(d time.Duration) {
@@ -307,6 +310,9 @@ func (h *Harness) Advance(d time.Duration) {
 			h.env.t.Fatalf("orderlytest: advance %s: %v", d, err)
 		}
 		if _, err := h.env.conn.FireDueDelayed(ctx, wf, to); err != nil {
+			h.env.t.Fatalf("orderlytest: advance %s: %v", d, err)
+		}
+		if _, err := h.env.conn.FireDueRecurring(ctx, wf, from, to); err != nil {
 			h.env.t.Fatalf("orderlytest: advance %s: %v", d, err)
 		}
 	}

@@ -29,9 +29,25 @@ func TestControllableClockFiresDelayedEvents(t *testing.T) {
 		client.WithJobID("late-1"), client.WithDelay(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	// The worker announces it as scheduled (not applied) as soon as it
+	// is stored.
+	for deadline := time.Now().Add(orderlytest.DefaultTimeout); ; {
+		if st := h.Statuses("late"); len(st) > 0 {
+			if st[0].ScheduledFor.IsZero() || st[0].Settled || st[0].Version != 0 {
+				t.Fatalf("first status %+v, want the delayed event scheduled", st[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delayed event was not announced as scheduled")
+		}
+		time.Sleep(10 * time.Millisecond) // a poll: the harness records statuses as they come
+	}
 	h.Advance(30 * time.Minute) // not due
-	if st := h.Statuses("late"); len(st) != 0 {
-		t.Fatalf("fired before it was due: %+v", st)
+	for _, st := range h.Statuses("late") {
+		if st.ScheduledFor.IsZero() {
+			t.Fatalf("fired before it was due: %+v", st)
+		}
 	}
 	h.Advance(31 * time.Minute)
 	start := time.Now()
@@ -40,14 +56,17 @@ func TestControllableClockFiresDelayedEvents(t *testing.T) {
 	if rec.Version != 2 {
 		t.Fatalf("delayed event applied more than once or not settled: %+v", rec)
 	}
-	// The delayed event kept its job id.
+	// The delayed event kept its job id; its first status said when it
+	// was due (by the producer's clock, which the test clock does not
+	// move).
 	var late []contract.Status
 	for _, st := range h.Statuses("late") {
 		if st.Event == "start_processing" {
 			late = append(late, st)
 		}
 	}
-	if len(late) != 1 || late[0].JobID != "late-1" {
-		t.Fatalf("delayed event's statuses: %+v", late)
+	if len(late) != 2 || late[0].JobID != "late-1" || late[0].ScheduledFor.IsZero() || late[0].Settled ||
+		late[1].JobID != "late-1" || !late[1].ScheduledFor.IsZero() {
+		t.Fatalf("delayed event's statuses: %+v; want it scheduled, then applied", late)
 	}
 }

@@ -129,6 +129,7 @@ type adapter struct {
 	deadLetterer    // flow.go
 	straySweeper    // strays.go
 	figureReader    // metrics.go
+	announcer       // announce.go
 
 	nc      *nats.Conn // the caller's
 	release func()     // frees what the adapter made on nc
@@ -141,7 +142,7 @@ func newAdapter(nc *nats.Conn) (adapter, error) {
 	}
 	return adapter{
 		provisioner: q, partitionSource: q, membership: q, timers: q, periodicTimers: q,
-		statusPublisher: q, deadLetterer: q, straySweeper: q, figureReader: q,
+		statusPublisher: q, deadLetterer: q, straySweeper: q, figureReader: q, announcer: q,
 		nc: nc, release: q.Close,
 	}, nil
 }
@@ -230,6 +231,7 @@ func (w *Worker) startUp(ctx context.Context) error {
 			f.owner.Go(func() { f.own(w.ctx) })
 		}
 		w.bg.Go(func() { f.sweepStrays(w.ctx) })
+		w.bg.Go(func() { f.announceDelayed(w.ctx) })
 	}
 	return ctx.Err()
 }

@@ -304,8 +304,16 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 		// A fired timer, as the server's scheduler writes it.
 		msg("orderly.timers.order.fired.timeout.o1", timeout, "Nats-Scheduler", "orderly.timers.order.timeout.o1",
 			"Nats-Schedule-Next", "purge", contract.HeaderTimerKind, "timeout", contract.HeaderTimerVisit, fmt.Sprint(before.Version)),
-		// A status saying the job is done.
+		// A status saying the job is done, and one saying a job is
+		// scheduled.
 		msg("orderly.status.order.o1", `{"workflow":"order","key":"o1","job_id":"x","event":"confirm_payment","from":"awaiting_payment","to":"completed","version":99,"settled":true}`),
+		msg("orderly.status.order.o1", `{"workflow":"order","key":"o1","job_id":"x","event":"confirm_payment","from":"awaiting_payment","to":"awaiting_payment","version":2,"settled":false,"scheduled_for":"2030-01-01T00:00:00Z"}`),
+		// A firing of a recurring schedule as a test clock makes it (its
+		// job id in Orderly's headers, no Nats-Scheduler), and a delayed
+		// event fired: only the server writes where they fire.
+		msg("orderly.schedules.order.fired.every.nightly.o1", `{"event":"confirm_payment"}`,
+			contract.HeaderScheduleName, "nightly", contract.HeaderScheduleTime, "2030-01-01T00:00:00Z", contract.HeaderSchedule, "@daily"),
+		msg("orderly.schedules.order.fired.at.o1", `{"event":"confirm_payment"}`, contract.HeaderDelayedJobID, "x"),
 		// A state record, and a dead letter that a replay would apply.
 		msg("$KV.orderly_state_order.o1", `{"state":"completed","version":99,"data":{}}`),
 		msg("orderly.dlq.order.o1", `{"event":"confirm_payment"}`),
@@ -334,6 +342,17 @@ func TestForgeryProducerCannotWriteWhatTheWorkerWrites(t *testing.T) {
 	v.waitFor(t, roles.WorkerInbox+".>")
 	if _, err := js.Stream(ctx, "ORDERLY_DLQ_ORDER"); err == nil {
 		t.Error("a producer read the dead-letter stream")
+	}
+
+	// A producer may write the record of a delayed event (it does for
+	// each one, and for a cancel): one with no schedule behind it is not
+	// announced as scheduled.
+	forged, err := json.Marshal(contract.ScheduledJob{ID: "forged", Key: "o1", Event: "confirm_payment", Due: time.Now().Add(time.Hour), State: contract.JobScheduled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "$KV.orderly_jobs_order."+contract.ScheduledJobKey("forged"), forged); err != nil {
+		t.Fatalf("a producer's record of a delayed event: %v", err)
 	}
 
 	// The worker's records are as they were: the forged timer would have

@@ -514,6 +514,9 @@ func (c command) printStatus(w io.Writer, asJSON bool, st contract.Status) {
 	if st.Attempt > 0 {
 		fmt.Fprintf(&b, " attempt=%d", st.Attempt)
 	}
+	if !st.ScheduledFor.IsZero() {
+		fmt.Fprintf(&b, " scheduled_for=%s", st.ScheduledFor.Format(time.RFC3339Nano))
+	}
 	if st.Settled {
 		b.WriteString(" settled")
 	}

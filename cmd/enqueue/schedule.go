@@ -171,7 +171,7 @@ func (c command) cancel(ctx context.Context, conn *client.Client, o options) err
 	if o.json {
 		return json.NewEncoder(c.stdout).Encode(map[string]any{"job_id": id, "cancelled": true})
 	}
-	_, err := fmt.Fprintln(c.stdout, "cancelled")
+	_, err := fmt.Fprintln(c.stdout, contract.JobCancelled) // "cancelled"
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/roles"
 )
@@ -314,4 +316,74 @@ func schedulesStored(t *testing.T, url string) uint64 {
 		t.Fatal(err)
 	}
 	return s.CachedInfo().State.Msgs
+}
+
+// TestDelayedEventsCLIStatusShowsScheduled: "--in 2s" is announced on the
+// key's status subject as scheduled (its job id and due time) before it is
+// applied; "--wait" prints that as progress and waits on for the event to
+// be applied; "cancel" is announced too, and ends a "--wait" with exit 1.
+// The worker announces them with the worker role's permissions alone.
+func TestDelayedEventsCLIStatusShowsScheduled(t *testing.T) {
+	t.Parallel()
+	e := startTimeEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wout, werr := newSyncBuffer(), newSyncBuffer()
+	watched := make(chan int, 1)
+	go func() {
+		cmd := command{stdout: wout, stderr: werr, getenv: noEnv}
+		watched <- exitCode(cmd.run(ctx, append([]string{"watch"}, e.creds(roles.Producer)...)))
+	}()
+	werr.waitFor(t, "watching orderly.status.order.*")
+
+	start := time.Now()
+	id := strings.TrimSpace(e.mustRun("o-s", "start_processing", "--in", "2s", "--id", "s-1"))
+	due := start.Add(2 * time.Second)
+	wout.waitFor(t, "o-s idle -> processing (version 1) event=start_processing job=s-1")
+	var scheduledAt, appliedAt int
+	for i, line := range strings.Split(wout.String(), "\n") {
+		switch {
+		case strings.Contains(line, "o-s idle -> idle (version 0) event=start_processing job="+id+" scheduled_for="):
+			scheduledAt = i + 1
+			v := strings.Fields(line[strings.Index(line, "scheduled_for="):])[0]
+			when, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(v, "scheduled_for="))
+			if err != nil || when.Before(due.Add(-time.Second)) || when.After(due.Add(time.Second)) {
+				t.Fatalf("scheduled for %q (%v), want about %s", v, err, due)
+			}
+			if strings.Contains(line, " settled") || strings.Contains(line, "error=") {
+				t.Fatalf("scheduled status %q: want it unsettled, no error", line)
+			}
+		case strings.Contains(line, "o-s idle -> processing (version 1)"):
+			appliedAt = i + 1
+		}
+	}
+	if scheduledAt == 0 || appliedAt < scheduledAt {
+		t.Fatalf("watch printed:\n%s\nwant the scheduled status (line %d) before the applied one (line %d)", wout.String(), scheduledAt, appliedAt)
+	}
+
+	// --wait prints the scheduled status as progress and waits for the end.
+	out, errOut, code := e.run("o-w", "start_processing", "--in", "2s", "--wait", "--id", "w-1")
+	if code != 0 || out != "o-w processing (version 2)\n" || !strings.Contains(errOut, "o-w idle -> idle (version 0) event=start_processing job=w-1 scheduled_for=") ||
+		!strings.Contains(errOut, "o-w idle -> processing (version 1) event=start_processing job=w-1") {
+		t.Fatalf("--in 2s --wait: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// A cancel is announced, and ends a --wait on the job.
+	waited := make(chan string, 1)
+	go func() {
+		out, errOut, code := e.run("o-c", "start_processing", "--in", "1h", "--wait", "--id", "c-1", "--timeout", "30s")
+		waited <- fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}()
+	wout.waitFor(t, "job=c-1 scheduled_for=")
+	e.mustRun("cancel", "c-1")
+	wout.waitFor(t, "o-c idle -> idle (version 0) event=start_processing job=c-1 scheduled_for=")
+	wout.waitFor(t, "settled error=cancelled: delayed event cancelled at ")
+	if got := natstest.Recv(t, waited, natstest.Timeout, "--wait to end on the cancel"); !strings.HasPrefix(got, "exit 1, ") ||
+		!strings.Contains(got, "job c-1 ended in idle: cancelled: delayed event cancelled at") {
+		t.Fatalf("--wait on a job cancelled: %s; want exit 1 saying it was cancelled", got)
+	}
+	cancel()
+	if code := natstest.Recv(t, watched, natstest.Timeout, "watch to end after its cancellation"); code != 0 {
+		t.Fatalf("watch: exit %d, stderr %q", code, werr.String())
+	}
 }

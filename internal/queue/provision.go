@@ -260,6 +260,9 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	if err := c.ensureBucket(ctx, &p, jobsBucketConfig(spec)); err != nil {
 		return p, err
 	}
+	if err := c.ensureConsumer(ctx, &p, jobsStream(spec.Workflow), announceConsumerConfig(spec)); err != nil {
+		return p, err
+	}
 	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{
 		Bucket:      contract.MembersBucket(spec.Workflow),
 		Description: "Orderly workers of workflow " + spec.Workflow,

@@ -180,7 +180,24 @@ func (m *Msg) Delayed() bool { return m.delayed }
 // name (the schedule's subject, which the server puts in Nats-Scheduler)
 // and the fire time, which is the one before the next fire time the server
 // put in Nats-Schedule-Next. "" (no job id) if the headers do not say.
+//
+// A firing without Nats-Scheduler is a test clock's (FireDueRecurring):
+// it names the schedule and the fire time in Orderly's own headers. Only
+// such a firing is read that way: the server puts Nats-Scheduler on every
+// firing it makes, whatever headers the schedule carries, and nobody but
+// the server may write a firing where the events stream takes it from
+// (neither the producer nor the worker role may publish on
+// orderly.schedules.<workflow>.fired.>), so a producer cannot choose the
+// job id of a firing.
 func recurringJobID(h nats.Header) string {
+	if h.Get(jsapi.NatsScheduler) == "" {
+		name := h.Get(contract.HeaderScheduleName)
+		at, err := time.Parse(time.RFC3339, h.Get(contract.HeaderScheduleTime))
+		if contract.ValidateScheduleName(name) != nil || err != nil {
+			return ""
+		}
+		return contract.ScheduleJobID(name, at)
+	}
 	name := contract.KeyOfSubject(h.Get(jsapi.NatsScheduler))
 	next, err := time.Parse(time.RFC3339Nano, h.Get(jsapi.NatsScheduleNext))
 	if name == "" || err != nil {

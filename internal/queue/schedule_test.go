@@ -120,3 +120,69 @@ func TestScheduledEventsComeInAsClientEvents(t *testing.T) {
 		t.Fatalf("%d fired copies before, %d after: want those in hand but the last purged", before, after)
 	}
 }
+
+// TestRecurringFiringsJobIDs: a firing the test clock makes
+// (FireDueRecurring) comes in with the job id of its schedule and fire
+// time; a schedule stored with Orderly's headers for that (as a producer
+// may store one) fires with the job id the server's headers say, not the
+// one it claims.
+func TestRecurringFiringsJobIDs(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{Partitions: 1})
+	cl := newClient(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cl.AddSchedule(ctx, "order", client.Schedule{Name: "hourly", Key: "k", Event: "tick", Every: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if n, err := c.FireDueRecurring(ctx, "order", now, now.Add(time.Hour+time.Second)); err != nil || n != 1 {
+		t.Fatalf("FireDueRecurring: %d, %v; want one firing", n, err)
+	}
+	// Stored after: only the server fires it.
+	evil := nats.NewMsg(contract.RecurringSubject("order", "evil"))
+	evil.Data = []byte(`{"event":"tick"}`)
+	for h, v := range map[string]string{
+		"Nats-Schedule": "@every 1s", "Nats-Schedule-Target": contract.RecurringTarget("order", "evil", "k"),
+		contract.HeaderSchedule: "@every 1s", contract.HeaderScheduleName: "hourly", contract.HeaderScheduleTime: "2030-01-01T00:00:00Z",
+	} {
+		evil.Header.Set(h, v)
+	}
+	if _, err := c.NATS().RequestMsgWithContext(ctx, evil); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *queue.Msg, 64)
+	pl, err := c.Pull(ctx, queue.PullConfig{Workflow: "order", MaxWait: 200 * time.Millisecond}, func(_ context.Context, m *queue.Msg) {
+		got <- m
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pl.Stop(context.Background()) }()
+	var hourly, evils int
+	for hourly == 0 || evils == 0 {
+		m := natstest.Recv(t, got, natstest.Timeout, "the test clock's firing and the schedule's")
+		name, at, _ := strings.Cut(m.ID, "@")
+		fire, err := time.Parse(time.RFC3339, at)
+		switch {
+		case err != nil:
+			t.Fatalf("job id %q: want <name>@<fire time>", m.ID)
+		case name == "hourly":
+			hourly++
+			if fire.Before(now) || fire.After(now.Add(time.Hour+time.Second)) {
+				t.Fatalf("test clock's firing %q: not within the hour advanced", m.ID)
+			}
+		case name == "evil":
+			evils++
+			if m.Headers()["Nats-Scheduler"] == nil {
+				t.Fatalf("firing %q has no Nats-Scheduler: not the server's", m.ID)
+			}
+		default:
+			t.Fatalf("job id %q", m.ID)
+		}
+	}
+	if hourly != 1 {
+		t.Fatalf("%d firings of hourly, want 1", hourly)
+	}
+}

@@ -18,7 +18,8 @@
 //   - Operator is a producer that may also list and replay dead letters.
 //   - Worker is what the worker runtime needs, and no more: it provisions and
 //     reads its workflow's streams, consumer and buckets, writes states,
-//     statuses, timers and dead letters, but publishes no event.
+//     statuses, timers and dead letters, but publishes no event, and
+//     writes nothing where a schedule fires.
 //
 // Producers and operators receive replies on _INBOX.>, the NATS default.
 // The worker receives its replies and its pulled events under its own
@@ -150,6 +151,15 @@ func For(role Role, workflow string) (Permissions, error) {
 			// Purging what fired from the schedules stream once the
 			// events stream has it.
 			api+"STREAM.PURGE."+n.schedules,
+			// Announcing delayed events as they are scheduled and
+			// cancelled: a durable consumer of their records in the job
+			// bucket, and a look at the schedule a record names.
+			api+"CONSUMER.CREATE."+n.jobs+".>",
+			api+"CONSUMER.INFO."+n.jobs+".*",
+			api+"CONSUMER.MSG.NEXT."+n.jobs+".*",
+			api+"CONSUMER.UNPIN."+n.jobs+".*",
+			"$JS.ACK."+n.jobs+".>",
+			api+"STREAM.MSG.GET."+n.schedules,
 			// Listing the pending wake-ups at start: a short-lived
 			// consumer of the timers stream.
 			api+"CONSUMER.CREATE."+n.timers+".>",
