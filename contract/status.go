@@ -18,7 +18,8 @@ type Status struct {
 	At      time.Time `json:"at"` // When the change was committed.
 	// Settled is true when no slow work is left for the key.
 	Settled bool `json:"settled"`
-	// Error is set when the event was rejected or slow work failed.
+	// Error is set when the event was rejected, slow work failed, or a
+	// delayed event was cancelled.
 	Error *StatusError `json:"error,omitempty"`
 	// Action names the slow work this status reports on, if any.
 	Action string `json:"action,omitempty"`

@@ -32,7 +32,11 @@
 // Periodic events (statemachine.Every) likewise: each Advance fires, at
 // once, one tick of every periodic event with a tick due within the time it
 // skipped, so a reminder every 5 minutes is tested with h.Advance(5 *
-// time.Minute) per reminder. What only the real clock shows (the broker's
+// time.Minute) per reminder. Delayed events (client.WithDelay) due by then
+// fire within about a second, and every firing of a recurring schedule
+// (client.Client.AddSchedule) that falls within the time skipped fires at
+// once, with the job id the server's firing would have. What only the
+// real clock shows (the broker's
 // own cadence, whole-second rounding, ticks missed while no worker ran)
 // needs short real intervals, as the worker's own tests use.
 //

@@ -144,7 +144,9 @@ func (f *flow) announce(ctx context.Context, r *queue.DelayedRecord) error {
 	default:
 		rec, err := contract.DecodeState(val)
 		if err != nil {
-			return nil // the actor reports it when the key takes an event
+			// The actor reports it when the key takes an event.
+			f.log.Debug().Err(err).Str("key", job.Key).Str("job_id", job.ID).Msg("a delayed event's key has a state that does not decode; not announced")
+			return nil
 		}
 		st.From, st.To, st.Version = rec.State, rec.State, rec.Version
 	}

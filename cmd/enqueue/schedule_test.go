@@ -256,6 +256,10 @@ func TestTimeFlagsBadInput(t *testing.T) {
 		{[]string{"k", "start_processing", "--at", "tomorrow"}, 2, "want an RFC 3339 time"},
 		{[]string{"k", "start_processing", "--at", "2020-01-01T00:00:00Z"}, 1, "is in the past"},
 		{[]string{"k", "start_processing", "--in", "2s", "--at", future}, 2, "--in and --at exclude each other"},
+		// Past what the server takes: a time after year 9999, and data
+		// that leaves no room for the headers a firing gains.
+		{[]string{"k", "start_processing", "--at", "9999-12-31T23:59:59.5Z"}, 1, "is past 9999-12-31T23:59:59Z, the latest time the server takes"},
+		{[]string{"k", "start_processing", `{"x":"` + strings.Repeat("x", 64<<10-600) + `"}`, "--in", "1s"}, 1, "too large"},
 		{[]string{"status", "k", "--in", "2s"}, 2, "--in applies only to publishing"},
 		{[]string{"--file", "-", "--at", future}, 2, "--at applies only to publishing"},
 		{[]string{"k", "start_processing", "--every", "1s"}, 2, "--every applies only to schedule add"},
