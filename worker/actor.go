@@ -190,14 +190,33 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 				return nil
 			}
 			a.rec, a.rev, a.ent = b.rec, rev, b.ent
-		} else if b.resume {
-			// Work still pending and nothing to commit: keep a wake-up armed.
-			if err := a.schedule(ctx, &b); err != nil {
-				f.log.Warn().Err(err).Str("key", a.key).Msg("cannot re-arm resumption")
-			}
+		} else if b.resume && !a.rearm(ctx, &b) {
+			f.giveBack(msgs, ctx.Err()) // stopping: the next owner takes the wake-up
+			return nil
 		}
 		a.finish(&b)
 		return b.leftover
+	}
+}
+
+// rearm arms the next wake-up of a key whose work is still pending, retrying
+// until it is stored or the worker stops (false). While work is pending a
+// wake-up must stand, armed or fired and unacknowledged: the one in hand is
+// acknowledged only after the next is armed, or a death of this worker
+// before the work is done would leave nothing to resume it.
+func (a *actor) rearm(ctx context.Context, b *batch) bool {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := a.schedule(ctx, b)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.f.log.Warn().Err(err).Str("key", a.key).Dur("retry_in", wait).Msg("cannot re-arm the wake-up of pending work; retrying")
+		if !sleep(ctx, wait) {
+			return false
+		}
 	}
 }
 

@@ -22,6 +22,9 @@ type Result struct {
 	History   *History
 	Elapsed   time.Duration // the whole run, set-up and settling included
 	Settled   time.Duration // how long everything took to settle once the faults stopped
+	// KeyLogs holds, for the key of each kind's first anomaly, the workers'
+	// log lines that name it: what CI prints is all there is of a run there.
+	KeyLogs map[string][]string
 }
 
 // FaultCounts counts the faults injected, by kind, in AllFaults order.
@@ -98,6 +101,12 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "\n== %s: %d; the first:\n  %s\n", k, len(as), as[0])
 		if as[0].Key != "" && r.History != nil {
 			printKey(w, r.History, as[0].Key)
+		}
+		if lines := r.KeyLogs[as[0].Key]; len(lines) > 0 {
+			fmt.Fprintf(w, "    worker log lines naming %s:\n", as[0].Key)
+			for _, l := range lines {
+				fmt.Fprintf(w, "      %s\n", l)
+			}
 		}
 		const more = 10
 		for i, a := range as[1:] {

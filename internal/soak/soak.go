@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -256,6 +257,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("soak (files in %s): %w", dir, err)
 	}
+	if len(res.Anomalies) > 0 {
+		res.KeyLogs = keyLogs(r.workers, res.Anomalies)
+	}
 	if len(res.Anomalies) > 0 || cfg.Keep {
 		// The checker can read it again (soak -recheck), with its rules as
 		// they are then.
@@ -269,6 +273,41 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		fmt.Fprintf(cfg.Log, "soak: the run's files (logs, stores) are in %s\n", dir)
 	}
 	return res, nil
+}
+
+// keyLogLines bounds the log lines kept per key.
+const keyLogLines = 80
+
+// keyLogs collects, for the key of the first anomaly of each kind, the lines
+// of the workers' logs that name it, each prefixed with its worker.
+func keyLogs(workers []*workerProc, anomalies []Anomaly) map[string][]string {
+	keys := map[string]bool{}
+	seen := map[string]bool{}
+	for _, a := range anomalies {
+		if !seen[a.Kind] && a.Key != "" {
+			keys[a.Key] = true
+		}
+		seen[a.Kind] = true
+	}
+	out := map[string][]string{}
+	for _, w := range workers {
+		f, err := os.Open(w.proc.logPath)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			for k := range keys {
+				if len(out[k]) < keyLogLines && strings.Contains(line, `"`+k+`"`) {
+					out[k] = append(out[k], w.id+": "+line)
+				}
+			}
+		}
+		_ = f.Close()
+	}
+	return out
 }
 
 func clone[T any](s []T) []T { return append([]T(nil), s...) }
