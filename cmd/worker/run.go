@@ -451,28 +451,10 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	if err := w.Stop(sctx); err != nil {
 		log.Warn().Err(err).Msg("stop did not finish in time")
 	}
-	if err := drain(sctx, nc); err != nil {
+	if err := queue.Drain(sctx, nc); err != nil {
 		log.Warn().Err(err).Msg("drain NATS connection")
 	}
 	return exit
-}
-
-// drain flushes what nc has published and closes it, waiting until it is
-// closed or ctx ends.
-func drain(ctx context.Context, nc *nats.Conn) error {
-	closed := nc.StatusChanged(nats.CLOSED)
-	defer nc.RemoveStatusListener(closed)
-	if err := nc.Drain(); err != nil {
-		return err
-	}
-	for !nc.IsClosed() {
-		select {
-		case <-closed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
 }
 
 // liveness is what /healthz answers once connected: a connection closed

@@ -483,3 +483,22 @@ func (c *Conn) NATS() *nats.Conn { return c.nc }
 
 // ServerURL is the (redacted) URL of the server currently connected to.
 func (c *Conn) ServerURL() string { return c.nc.ConnectedUrlRedacted() }
+
+// Drain flushes what nc has published and closes it, waiting until it is
+// closed or ctx ends: what a process does last before it exits, so that
+// the statuses and acknowledgements it sent reach the server.
+func Drain(ctx context.Context, nc *nats.Conn) error {
+	closed := nc.StatusChanged(nats.CLOSED)
+	defer nc.RemoveStatusListener(closed)
+	if err := nc.Drain(); err != nil {
+		return fmt.Errorf("queue: drain: %w", err)
+	}
+	for !nc.IsClosed() {
+		select {
+		case <-closed:
+		case <-ctx.Done():
+			return fmt.Errorf("queue: drain: %w", ctx.Err())
+		}
+	}
+	return nil
+}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/faultnet"
 )
 
 // Config is a soak run. A zero field means its default.
@@ -115,7 +116,7 @@ type run struct {
 	cfg     Config
 	dir     string
 	cluster *cluster
-	proxies []*Proxy
+	proxies []*faultnet.Proxy
 	workers []*workerProc
 	gateway string // the gateway file
 
@@ -205,7 +206,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			for j := range nodes {
 				targets = append(targets, c.nodes[(i+j)%nodes].addr())
 			}
-			p, err := NewProxy(targets...)
+			p, err := faultnet.New(targets...)
 			if err != nil {
 				return err
 			}

@@ -182,26 +182,8 @@ func RunWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err := w.Stop(sctx); err != nil {
 		log.Warn().Err(err).Msg("stop did not finish in time")
 	}
-	if err := drainConn(sctx, nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	if err := queue.Drain(sctx, nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn().Err(err).Msg("drain NATS connection")
-	}
-	return nil
-}
-
-// drainConn flushes what nc has published and closes it, waiting until it
-// is closed or ctx ends (as cmd/worker does).
-func drainConn(ctx context.Context, nc *nats.Conn) error {
-	closed := nc.StatusChanged(nats.CLOSED)
-	defer nc.RemoveStatusListener(closed)
-	if err := nc.Drain(); err != nil {
-		return err
-	}
-	for !nc.IsClosed() {
-		select {
-		case <-closed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
 	return nil
 }

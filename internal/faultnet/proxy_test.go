@@ -1,4 +1,4 @@
-package soak
+package faultnet
 
 import (
 	"bufio"
@@ -84,7 +84,7 @@ func TestProxyFaults(t *testing.T) {
 	}
 	downAddr := down.Addr().String()
 	down.Close() // nothing listens there now
-	p, err := NewProxy(downAddr, echoServer(t))
+	p, err := New(downAddr, echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,19 @@
-package soak
+// Package faultnet is a TCP proxy that does to the connections through it
+// what a bad network does: it delays, stalls, blackholes and cuts them. The
+// tests put it between a client and a NATS server, and so does the soak,
+// between each worker process and its node.
+package faultnet
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"time"
 )
 
 // Proxy forwards TCP connections from a loopback listener of its own to a
-// NATS node (the first of its targets that accepts; the others when that
-// one is down, as a client's server list would), and does to them what a
-// bad network does: it delays, stalls, blackholes and cuts them.
+// server: the first of its targets that accepts (the others when that one
+// is down, as a client's server list would).
 type Proxy struct {
 	ln      net.Listener
 	targets []string
@@ -20,30 +24,25 @@ type Proxy struct {
 	drop    bool          // discard every byte
 	refuse  bool          // close new connections at once
 	resumed chan struct{} // closed when a stall ends
+	trigger []byte        // stall once a client sends it
+	hit     chan struct{} // closed when trigger stalls the proxy
 	conns   map[net.Conn]bool
 	closed  bool
-	links   []ProxyLink
+	links   []Link
 
 	wg sync.WaitGroup // the accept loop and every copier
 }
 
-// ProxyLink is a connection the proxy made to a target, from when it
-// opened to when it closed (zero: still open).
-type ProxyLink struct {
+// Link is a connection the proxy made to a target, from when it opened to
+// when it closed (zero: still open).
+type Link struct {
 	Target   string
 	From, To time.Time
 }
 
-// Links returns every connection the proxy made to a target.
-func (p *Proxy) Links() []ProxyLink {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]ProxyLink(nil), p.links...)
-}
-
-// NewProxy listens on a free loopback port and forwards to targets
-// (host:port), preferring the first.
-func NewProxy(targets ...string) (*Proxy, error) {
+// New listens on a free loopback port and forwards to targets (host:port),
+// preferring the first. Close stops it.
+func New(targets ...string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -53,11 +52,19 @@ func NewProxy(targets ...string) (*Proxy, error) {
 	return p, nil
 }
 
-// URL is where a client connects to go through the proxy.
+// URL is where a NATS client connects to go through the proxy.
 func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
 
-// Cut closes every connection now; with refuse, new ones are closed at
-// once too (the link is down) until Restore.
+// Links returns every connection the proxy made to a target.
+func (p *Proxy) Links() []Link {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Link(nil), p.links...)
+}
+
+// Cut closes every connection now, as a network failure would; with
+// refuse, new ones are closed at once too (the link is down) until
+// Restore, else clients reconnect through the proxy.
 func (p *Proxy) Cut(refuse bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -67,11 +74,24 @@ func (p *Proxy) Cut(refuse bool) {
 	}
 }
 
-// Stall holds every byte, both ways, until Restore: nothing is lost.
+// Stall holds every byte, both ways, until Restore: a server that keeps its
+// connections open but answers nothing, as one paused, swapping or behind a
+// congested link does. Nothing is lost unless the connections are cut.
 func (p *Proxy) Stall() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stalled = true
+}
+
+// StallOn stalls the proxy (as Stall) as soon as a client sends pattern,
+// before the bytes holding it reach the server; the channel is closed then.
+// It triggers once.
+func (p *Proxy) StallOn(pattern string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.trigger = []byte(pattern)
+	p.hit = make(chan struct{})
+	return p.hit
 }
 
 // Drop discards every byte, both ways, until Restore, which then cuts the
@@ -151,10 +171,10 @@ func (p *Proxy) accept() {
 		}
 		p.conns[c], p.conns[s] = true, true
 		link := len(p.links)
-		p.links = append(p.links, ProxyLink{Target: s.RemoteAddr().String(), From: time.Now()})
+		p.links = append(p.links, Link{Target: s.RemoteAddr().String(), From: time.Now()})
 		p.mu.Unlock()
-		p.wg.Go(func() { p.copy(s, c, link) })
-		p.wg.Go(func() { p.copy(c, s, link) })
+		p.wg.Go(func() { p.copy(s, c, link, true) })
+		p.wg.Go(func() { p.copy(c, s, link, false) })
 	}
 }
 
@@ -170,7 +190,7 @@ func (p *Proxy) dial() net.Conn {
 }
 
 // copy forwards src to dst until either closes, applying the faults.
-func (p *Proxy) copy(dst, src net.Conn, link int) {
+func (p *Proxy) copy(dst, src net.Conn, link int, fromClient bool) {
 	defer func() {
 		dst.Close()
 		src.Close()
@@ -183,9 +203,13 @@ func (p *Proxy) copy(dst, src net.Conn, link int) {
 		p.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)
+	var tail []byte // the end of the last read, for a pattern split across reads
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			if fromClient {
+				tail = p.watch(tail, buf[:n])
+			}
 			forward, ok := p.gate()
 			if !ok {
 				return
@@ -200,6 +224,27 @@ func (p *Proxy) copy(dst, src net.Conn, link int) {
 			return // EOF, closed, or reset: either side's end
 		}
 	}
+}
+
+// watch stalls the proxy if the bytes read, with the tail of those before,
+// hold the trigger; it returns the new tail.
+func (p *Proxy) watch(tail, read []byte) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.trigger == nil {
+		return nil
+	}
+	seen := append(tail, read...)
+	if bytes.Contains(seen, p.trigger) {
+		p.trigger = nil
+		p.stalled = true
+		close(p.hit)
+		return nil
+	}
+	if keep := len(p.trigger) - 1; len(seen) > keep {
+		seen = seen[len(seen)-keep:]
+	}
+	return append([]byte(nil), seen...)
 }
 
 // gate waits out a stall and a delay; forward is false while dropping, ok
