@@ -336,8 +336,8 @@ func Check(h *History) ([]Anomaly, Summary) {
 			}
 			n := count[pk{key, p.Producer, p.Seq}]
 			if p.Acked && n == 0 {
-				report(AnomalyLost, key, "job %s (%s p%d n%d) acknowledged at %s (%d attempts), not in the log",
-					p.Job, p.Kind, p.Producer, p.Seq, p.AckedAt.Format("15:04:05.000"), p.Attempts)
+				report(AnomalyLost, key, "job %s (%s p%d n%d) acknowledged at %s as stream sequence %d (%d attempts), not in the log%s",
+					p.Job, p.Kind, p.Producer, p.Seq, p.AckedAt.Format("15:04:05.000"), p.Sequence, p.Attempts, handledBy(h.States, p.Sequence))
 			}
 		}
 
@@ -481,4 +481,24 @@ func indent(s, prefix string) string {
 		return ""
 	}
 	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix)
+}
+
+// handledBy says which keys' records list seq among the events they
+// handled: an event acknowledged as handled by a record that names its
+// sequence was never applied if its key's log lacks it.
+func handledBy(states map[string]contract.StateRecord, seq uint64) string {
+	if seq == 0 {
+		return ""
+	}
+	var keys []string
+	for k, rec := range states {
+		if slices.Contains(rec.Applied, seq) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return "; no key's record lists its sequence as handled"
+	}
+	slices.Sort(keys)
+	return "; listed as handled in the record of " + strings.Join(keys, ", ")
 }

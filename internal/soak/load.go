@@ -34,6 +34,7 @@ type Publish struct {
 
 	Attempts  int
 	Acked     bool      // JetStream acknowledged it: stored (or a duplicate of what it stored)
+	Sequence  uint64    // its sequence in the events stream, as acknowledged (a duplicate's: the original's)
 	Duplicate bool      // the acknowledgement said duplicate
 	First     time.Time // the first attempt
 	AckedAt   time.Time
@@ -210,6 +211,7 @@ func send(ctx context.Context, c *client.Client, js jetstream.JetStream, pub *Pu
 				return
 			}
 			p.Acked, p.Duplicate, p.AckedAt, p.LastErr = true, ack.Duplicate, time.Now(), ""
+			p.Sequence = ack.Sequence
 		})
 		if err == nil {
 			return

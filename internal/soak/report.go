@@ -129,7 +129,7 @@ func printKey(w io.Writer, h *History, key string) {
 		}
 		ack := "not acknowledged: " + p.LastErr
 		if p.Acked {
-			ack = "acknowledged " + p.AckedAt.Format("15:04:05.000")
+			ack = fmt.Sprintf("acknowledged %s, stream sequence %d", p.AckedAt.Format("15:04:05.000"), p.Sequence)
 			if p.Duplicate {
 				ack += " (duplicate)"
 			}
