@@ -43,6 +43,9 @@ type History struct {
 	// StatusesLive counts the Statuses the watchers received; the others
 	// came from the status history alone.
 	StatusesLive int
+	// Acks are the acknowledgements of the events stream's messages the
+	// soak saw go by, by stream sequence.
+	Acks map[uint64][]Ack
 }
 
 // DeadLetter is a dead letter as the checker needs it.
@@ -337,7 +340,7 @@ func Check(h *History) ([]Anomaly, Summary) {
 			n := count[pk{key, p.Producer, p.Seq}]
 			if p.Acked && n == 0 {
 				report(AnomalyLost, key, "job %s (%s p%d n%d) acknowledged at %s as stream sequence %d (%d attempts), not in the log%s",
-					p.Job, p.Kind, p.Producer, p.Seq, p.AckedAt.Format("15:04:05.000"), p.Sequence, p.Attempts, handledBy(h.States, p.Sequence))
+					p.Job, p.Kind, p.Producer, p.Seq, p.AckedAt.Format("15:04:05.000"), p.Sequence, p.Attempts, handledBy(h.States, p.Sequence)+acksOf(h.Acks, p.Sequence))
 			}
 		}
 
@@ -421,7 +424,7 @@ func Check(h *History) ([]Anomaly, Summary) {
 	for i := range h.Publishes {
 		p := &h.Publishes[i]
 		if !p.valid() && p.Acked && !lettered[p.Job] {
-			report(AnomalyDeadLetterMissing, p.Key, "%s job %s acknowledged at %s, not among the dead letters", p.Kind, p.Job, p.AckedAt.Format("15:04:05.000"))
+			report(AnomalyDeadLetterMissing, p.Key, "%s job %s acknowledged at %s as stream sequence %d, not among the dead letters%s", p.Kind, p.Job, p.AckedAt.Format("15:04:05.000"), p.Sequence, acksOf(h.Acks, p.Sequence))
 		}
 	}
 
@@ -501,4 +504,21 @@ func handledBy(states map[string]contract.StateRecord, seq uint64) string {
 	}
 	slices.Sort(keys)
 	return "; listed as handled in the record of " + strings.Join(keys, ", ")
+}
+
+// acksOf says what the workers answered to the deliveries of the event
+// stored as seq, as far as the soak saw.
+func acksOf(acks map[uint64][]Ack, seq uint64) string {
+	if acks == nil || seq == 0 {
+		return ""
+	}
+	as := acks[seq]
+	if len(as) == 0 {
+		return "; no acknowledgement, nak or term of it was seen"
+	}
+	var parts []string
+	for _, a := range as {
+		parts = append(parts, fmt.Sprintf("%s at %s (delivery %d, %s)", a.Kind, a.At.Format("15:04:05.000"), a.Delivered, a.Consumer))
+	}
+	return "; answered " + strings.Join(parts, ", ")
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/orderly-dev/orderly/contract"
 )
 
@@ -393,5 +395,37 @@ func TestRecheckSavedHistory(t *testing.T) {
 	err = Main(context.Background(), []string{"-recheck", path}, func(string) string { return "" }, &out, &errs)
 	if !errors.Is(err, ErrAnomalies) || !strings.Contains(out.String(), "== "+AnomalyDeadLetterMissing) || !strings.Contains(out.String(), "replay: make soak ARGS='-seed 7'") {
 		t.Fatalf("recheck: %v\n%s%s", err, out.String(), errs.String())
+	}
+}
+
+// TestRecordAcks: the acknowledgements of the events stream's deliveries
+// are read from their subjects in both of JetStream's forms, each once
+// whichever watcher saw it, and a lost event's report says what became of
+// its deliveries.
+func TestRecordAcks(t *testing.T) {
+	r := &recorder{seen: map[statusID]bool{}, acks: map[uint64][]Ack{}, ackSeen: map[string]bool{}}
+	for _, m := range []*nats.Msg{
+		{Subject: "$JS.ACK.ORDERLY_EVENTS_SOAK.orderly_soak_p3.1.17.5.1764500000000000000.0", Data: []byte("+ACK")},
+		{Subject: "$JS.ACK.ORDERLY_EVENTS_SOAK.orderly_soak_p3.1.17.5.1764500000000000000.0", Data: []byte("+ACK")}, // another watcher's copy
+		{Subject: "$JS.ACK._.HASH.ORDERLY_EVENTS_SOAK.orderly_soak_p3.2.18.6.1764500000000000001.3.xyz", Data: []byte(`-NAK {"delay": 1000000000}`)},
+		{Subject: "$JS.ACK.ORDERLY_EVENTS_SOAK.orderly_soak_p3.3.18.7.1764500000000000002.0", Data: nil},
+		{Subject: "$JS.ACK.KV_orderly_state_soak.c.1.9.1.1764500000000000000.0", Data: []byte("+ACK")},
+	} {
+		r.addAck(m)
+	}
+	if len(r.acks[17]) != 1 || r.acks[17][0].Kind != "+ACK" || r.acks[17][0].Consumer != "orderly_soak_p3" {
+		t.Errorf("sequence 17: %+v", r.acks[17])
+	}
+	if got := r.acks[18]; len(got) != 2 || got[0].Kind != "-NAK" || got[0].Delivered != 2 || got[1].Kind != "+ACK" || got[1].Delivered != 3 {
+		t.Errorf("sequence 18: %+v", got)
+	}
+	if len(r.acks) != 2 {
+		t.Errorf("acks of other streams kept: %v", r.acks)
+	}
+	if s := acksOf(r.acks, 18); !strings.Contains(s, "-NAK at") || !strings.Contains(s, "delivery 3") {
+		t.Errorf("acksOf: %s", s)
+	}
+	if s := acksOf(r.acks, 19); !strings.Contains(s, "no acknowledgement") {
+		t.Errorf("acksOf an unanswered event: %s", s)
 	}
 }

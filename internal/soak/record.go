@@ -34,6 +34,20 @@ type recorder struct {
 
 	clients []*client.Client
 	subs    []*client.Subscription
+	ackSubs []*nats.Subscription
+
+	acks     map[uint64][]Ack // by stream sequence of the events stream
+	ackSeen  map[string]bool  // subject and body: each ack once, whichever watcher got it
+	ackCount int
+}
+
+// Ack is an acknowledgement of a delivered event, as the soak saw it go
+// by on its way to the consumer (the $JS.ACK subjects are core NATS).
+type Ack struct {
+	At        time.Time
+	Kind      string // +ACK, -NAK, +TERM, +WPI, ...
+	Consumer  string // the partition's consumer
+	Delivered uint64 // which delivery of the event it answers
 }
 
 // statusID tells statuses apart: the same status received by two watchers
@@ -78,7 +92,7 @@ func (r *recorder) live() int {
 // startRecorder subscribes a watcher at each URL to every status of the
 // checking workflow.
 func startRecorder(urls []string) (*recorder, error) {
-	r := &recorder{seen: map[statusID]bool{}}
+	r := &recorder{seen: map[statusID]bool{}, acks: map[uint64][]Ack{}, ackSeen: map[string]bool{}}
 	for i, u := range urls {
 		c, err := client.Connect(u, client.Config{},
 			nats.Name(fmt.Sprintf("orderly-soak-watcher-%d", i)), nats.DontRandomize(),
@@ -99,8 +113,56 @@ func startRecorder(urls []string) (*recorder, error) {
 			return nil, err
 		}
 		r.subs = append(r.subs, sub)
+		// Every acknowledgement the workers send, to tell what became of
+		// an event that is not in its key's log: acknowledged (by whom,
+		// on which delivery), handed back, terminated, or never answered.
+		as, err := c.Conn().Subscribe("$JS.ACK.>", r.addAck)
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		_ = as.SetPendingLimits(-1, 256<<20)
+		r.ackSubs = append(r.ackSubs, as)
 	}
 	return r, nil
+}
+
+// addAck records an acknowledgement of the events stream's messages:
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>,
+// or the form with a domain and an account hash after $JS.ACK.
+func (r *recorder) addAck(m *nats.Msg) {
+	tokens := strings.Split(m.Subject, ".")
+	if len(tokens) >= 11 {
+		tokens = append(tokens[:2], tokens[4:]...)
+	}
+	if len(tokens) < 9 || tokens[2] != contract.EventsStream(Workflow) {
+		return
+	}
+	kind, _, _ := strings.Cut(string(m.Data), " ")
+	if kind == "" {
+		kind = "+ACK"
+	}
+	seq, err1 := strconv.ParseUint(tokens[5], 10, 64)
+	delivered, err2 := strconv.ParseUint(tokens[4], 10, 64)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := m.Subject + "|" + kind
+	if r.ackSeen[id] {
+		return
+	}
+	r.ackSeen[id] = true
+	r.ackCount++
+	r.acks[seq] = append(r.acks[seq], Ack{At: time.Now(), Kind: kind, Consumer: tokens[3], Delivered: delivered})
+}
+
+// ackLog returns the acknowledgements seen, by stream sequence.
+func (r *recorder) ackLog() map[uint64][]Ack {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.acks
 }
 
 // stop ends the subscriptions; no status is added afterwards.
@@ -108,6 +170,10 @@ func (r *recorder) stop() {
 	for _, s := range r.subs {
 		_ = s.Unsubscribe()
 	}
+	for _, s := range r.ackSubs {
+		_ = s.Unsubscribe()
+	}
+	r.ackSubs = nil
 	for _, c := range r.clients {
 		_ = c.Close()
 	}

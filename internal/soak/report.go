@@ -68,6 +68,13 @@ func (r *Result) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "statuses: %d received%s (%d duplicate, %d retrying), %d versions without one, each lost to a fault at its commit%s; dead letters: %d\n",
 		s.Statuses, live, s.Duplicates, s.Retries, s.GapsExplained, gapsBy(s.GapsBy), s.DeadLetters)
+	if r.History != nil && r.History.Acks != nil {
+		n := 0
+		for _, as := range r.History.Acks {
+			n += len(as)
+		}
+		fmt.Fprintf(w, "acknowledgements of deliveries seen: %d, of %d events\n", n, len(r.History.Acks))
+	}
 	if r.History != nil {
 		for _, m := range r.History.Memory {
 			fmt.Fprintf(w, "memory: worker %s at most %.1f MiB resident (limit %.0f MiB)\n", m.Worker, float64(m.Max)/(1<<20), float64(m.Limit)/(1<<20))

@@ -453,7 +453,7 @@ func (r *run) drive(ctx context.Context, began time.Time) (*Result, error) {
 		Seed: cfg.Seed, Args: replayArgs(cfg),
 		Publishes: pubs, Statuses: rec.all(), States: states, DeadLetters: dls,
 		Faults: plannedFaults, Memory: mem.samples(), Exits: clone(r.exits), Errors: clone(r.errors),
-		StatusesDropped: rec.dropped.Load(), StatusesLive: rec.live(),
+		StatusesDropped: rec.dropped.Load(), StatusesLive: rec.live(), Acks: rec.ackLog(),
 	}
 	r.mu.Unlock()
 	node := map[string]int{}
