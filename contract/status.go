@@ -80,6 +80,9 @@ const (
 	// An event whose key's state could not be loaded or committed in time
 	// (dead letters only).
 	CodeMaxDeliveries = "max_deliveries"
+	// The workflow's own code panicked applying the event (a bug): the
+	// event is dead-lettered, to be replayed once the code is fixed.
+	CodePanicked = "panicked"
 )
 
 // Codes lists every error code, for docs and tests.
@@ -88,6 +91,6 @@ func Codes() []string {
 		CodeInvalidTransition, CodeGuardRefused, CodeUnknownEvent, CodeInternalEvent,
 		CodeInvalidData, CodeUnknownState, CodeMalformed, CodeTooLarge, CodeIDConflict,
 		CodeDuplicate, CodeActionFailed, CodeRetrying, CodeCancelled, CodeUndeliverableSubject, CodeInvalidKey,
-		CodeMaxDeliveries,
+		CodeMaxDeliveries, CodePanicked,
 	}
 }

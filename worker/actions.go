@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -318,8 +319,12 @@ func (p *actionPool) attempt(j job) {
 		p.forget(j)
 		return
 	}
-	if final {
+	if pe := (*PanicError)(nil); errors.As(err, &pe) {
+		log.Error().Str("panic", fmt.Sprint(pe.Value)).Str("stack", string(pe.Stack)).Msg("the action panicked: it has failed for good")
+	} else if final {
 		log.Warn().Err(err).Int("attempt", j.attempt).Msg("action failed for good")
+	}
+	if final {
 		data, _ := jsonError(err)
 		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnFailure, data: data, failure: err.Error()})
 		return

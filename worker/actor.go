@@ -358,8 +358,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			src = statemachine.SourceTimer
 		}
 		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: src}, now)
-		if st.Error != nil && st.Error.Code == contract.CodeUnknownEvent {
-			// No version of the workflow can ever apply it.
+		if st.Error != nil && (st.Error.Code == contract.CodeUnknownEvent || st.Error.Code == contract.CodePanicked) {
+			// No version of the workflow can ever apply it; or this one has
+			// a bug, and the event waits among the dead letters for a fix.
 			b.poison(st, m, st.Error.Code, st.Error.Message)
 			continue
 		}
@@ -396,6 +397,10 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 	st := a.status(&b.rec, jobID, string(in.Event), now)
 	out, err := b.ent.apply(statemachine.State(b.rec.State), in)
 	if err != nil {
+		if pe := (*PanicError)(nil); errors.As(err, &pe) {
+			a.f.log.Error().Str("key", a.key).Str("event", string(in.Event)).Str("job_id", jobID).
+				Str("panic", fmt.Sprint(pe.Value)).Str("stack", string(pe.Stack)).Msg("the workflow's code panicked; the event goes to the dead letters")
+		}
 		st.Error = &contract.StatusError{Code: statemachine.Code(err), Message: err.Error()}
 		st.Settled = len(b.rec.Pending) == 0
 		return st

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/statemachine"
 )
 
@@ -161,7 +163,8 @@ type typedEntity[D any] struct {
 	data D
 }
 
-func (e *typedEntity[D]) apply(from statemachine.State, in statemachine.Input) (outcome, error) {
+func (e *typedEntity[D]) apply(from statemachine.State, in statemachine.Input) (_ outcome, err error) {
+	defer recoverInto(&err, "transition on "+string(in.Event))
 	step, err := e.t.m.Apply(from, e.data, in)
 	if err != nil {
 		return outcome{}, err
@@ -174,7 +177,13 @@ func (e *typedEntity[D]) encode() (json.RawMessage, error) { return json.Marshal
 
 func (e *typedEntity[D]) snapshot() entity { c := *e; return &c }
 
-func (e *typedEntity[D]) runAction(ctx context.Context, c actionCall) (json.RawMessage, error) {
+func (e *typedEntity[D]) runAction(ctx context.Context, c actionCall) (_ json.RawMessage, err error) {
+	defer func() {
+		if _, ok := err.(*PanicError); ok {
+			err = Permanent(err) // no retry cures a bug
+		}
+	}()
+	defer recoverInto(&err, "action "+c.action)
 	fn := e.t.actions[c.action]
 	if fn == nil {
 		return nil, Permanent(fmt.Errorf("no function for action %q", c.action))
@@ -194,4 +203,27 @@ func (e *typedEntity[D]) runAction(ctx context.Context, c actionCall) (json.RawM
 		return nil, Permanent(fmt.Errorf("encode result of %s: %w", c.action, err))
 	}
 	return b, nil
+}
+
+// PanicError is a panic of a workflow's own code (a transition's update or
+// guard, an action), recovered so that one bad event cannot take the worker
+// down, and every replica the partition moves to after it.
+type PanicError struct {
+	Where string // "transition on EVENT" or "action NAME"
+	Value any    // what was passed to panic
+	Stack []byte // the panicking goroutine's stack
+}
+
+// Error says where the panic was and what it was.
+func (e *PanicError) Error() string { return fmt.Sprintf("%s panicked: %v", e.Where, e.Value) }
+
+// Code makes statemachine.Code of a panic contract.CodePanicked.
+func (e *PanicError) Code() string { return contract.CodePanicked }
+
+// recoverInto turns a panic of the caller into a *PanicError in *err. It
+// must be called directly by a deferred function.
+func recoverInto(err *error, where string) {
+	if v := recover(); v != nil {
+		*err = &PanicError{Where: where, Value: v, Stack: debug.Stack()}
+	}
 }
