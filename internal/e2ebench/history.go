@@ -112,8 +112,28 @@ func printHistoryCost(cfg config, runs []historyRun) {
 			100*(1-onEPS/offEPS), 100*(float64(onC)/float64(offC)-1))
 		fmt.Printf("  median of each round's on/off: throughput %.1f %% less, CPU per event %.1f %% more (%d rounds)\n",
 			100*(1-tput[len(tput)/2]), 100*(cpu[len(cpu)/2]-1), len(tput))
-		cost := 100 * (1 - tput[len(tput)/2])
-		mark := map[bool]string{true: "met   ", false: "MISSED"}[cost < 10]
-		fmt.Printf("  %s  the history costs under 10 %% of no-op throughput: %.1f %%\n", mark, cost)
+		cost, _ := historyCost(runs)
+		mark := map[bool]string{true: "met   ", false: "MISSED"}[cost <= 10]
+		fmt.Printf("  %s  %s: %.1f %%\n", mark, historyTarget, cost)
 	}
+}
+
+// historyTarget is the target historyCost is held to.
+const historyTarget = "the history costs at most 10 % of no-op throughput"
+
+// historyCost is the throughput the history costs, in percent: the median
+// over the rounds of 1 - on/off, each round's on against its own off, whose
+// load was alike. False without a round.
+func historyCost(runs []historyRun) (float64, bool) {
+	var tput []float64
+	for _, h := range runs {
+		if h.off.eps > 0 && h.on.eps > 0 {
+			tput = append(tput, h.on.eps/h.off.eps)
+		}
+	}
+	if len(tput) == 0 {
+		return 0, false
+	}
+	slices.Sort(tput)
+	return 100 * (1 - tput[len(tput)/2]), true
 }

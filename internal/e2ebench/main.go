@@ -9,7 +9,7 @@
 //	go run ./internal/e2ebench -only million -server process
 //	go run ./internal/e2ebench -only pending -server process -memory-limit 512MiB
 //
-// Scenarios (-only picks some; default: all but million and pending):
+// Scenarios (-only picks some; default: all but million, pending and history):
 //
 //	raw      raw JetStream: PublishAsync with a window of 4096, one pull
 //	         consumer taking 256 messages per pull, explicit ack, file
@@ -20,10 +20,20 @@
 //	         publish received on a third connection (a ceiling for noop)
 //	noop     Orderly, a workflow whose client event makes a transition with
 //	         no action: enqueue → settled status
+//	order    Orderly, the reference workflow (package order): -order-keys
+//	         (20,000) distinct keys, one start_processing each, whose
+//	         fetch_order action's gateway answers at once: enqueue → the
+//	         settled status of its outcome (two commits per event)
 //	work     Orderly, a workflow whose client event starts one action that
 //	         sleeps -work (10ms): enqueue → settled status of its outcome
+//	asynq    Asynq v0.26 on a redis-server of its own (appendfsync
+//	         everysec): -events no-op tasks enqueued → processed, by
+//	         internal/e2ebench/asynqbench (a module of its own) in a child
+//	         process; skipped with a note when redis-server is not installed
 //	paced    raw and both workflows at -rate events/s for -paced: enqueue-ack
-//	         and enqueue → settled (raw: → consumed) latencies
+//	         and enqueue → settled (raw: → consumed) latencies, the producer
+//	         in a process of its own (-producer process, the default) or in
+//	         this one (-producer inproc)
 //	idle     heap and goroutines per idle actor: -keys actors, measured
 //	         before and after they are passivated
 //	million  1,000,000 distinct keys, one event each, through the default
@@ -60,6 +70,13 @@ func main() {
 		}
 		return
 	}
+	if spec := os.Getenv(produceEnv); spec != "" {
+		if err := produce(ctx, spec); err != nil {
+			fmt.Fprintln(os.Stderr, "e2ebench producer:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "e2ebench:", err)
 		os.Exit(1)
@@ -85,7 +102,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "worker Config.Concurrency (0: its default)")
 	fs.IntVar(&c.maxActors, "max-actors", 0, "worker Config.MaxActors (0: its default)")
 	fs.IntVar(&c.partitions, "partitions", 0, "worker Config.Queue.Partitions (0: its default)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,work,paced,idle", "comma-separated scenarios: raw,rawstate,noop,work,paced,idle,million,pending,history")
+	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
+	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
@@ -106,6 +125,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.repeat < 1 || c.keys < 1 || c.events < 1 || c.workEvents < 1 || c.rate < 1 || c.window < 1 {
 		return c, fmt.Errorf("-repeat, -keys, -events, -work-events, -rate and -window must be positive")
+	}
+	if c.producer != "inproc" && c.producer != "process" {
+		return c, fmt.Errorf("-producer %q: inproc or process", c.producer)
+	}
+	if c.orderKeys < 1 {
+		return c, fmt.Errorf("-order-keys must be positive")
 	}
 	if c.server != "inproc" && c.server != "process" {
 		return c, fmt.Errorf("-server %q: inproc or process", c.server)

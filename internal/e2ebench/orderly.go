@@ -20,6 +20,7 @@ import (
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/order"
 	"github.com/orderly-dev/orderly/statemachine"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -37,6 +38,10 @@ type workKind int
 const (
 	kindNoop workKind = iota // the client event makes a transition with no action
 	kindWork                 // the client event starts one action that sleeps
+	// kindOrder is the reference workflow (package order): start_processing
+	// starts fetch_order, whose gateway answers at once; settled on the
+	// status of its outcome, order_fetched.
+	kindOrder
 )
 
 // benchData is the workflows' data: none.
@@ -108,8 +113,11 @@ func envelope(event string, size int) (contract.Envelope, error) {
 }
 
 type orderlyRun struct {
-	kind     workKind
-	name     string // the workflow's name, fresh for each run
+	kind workKind
+	// name is the workflow's name, fresh for each run, and its job ids'
+	// prefix (kindOrder: the workflow is order's, its streams deleted after
+	// each run).
+	name     string
 	events   int
 	keys     int
 	distinct bool // key i for event i (keys == events)
@@ -138,7 +146,7 @@ func (f pendingFuture) wait(ctx context.Context) error { _, err := f.p.Wait(ctx)
 // the settled status of the event's job arrives.
 func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err error) {
 	cfg := b.cfg
-	kindEvent := map[workKind]string{kindNoop: "ping", kindWork: "work"}[run.kind]
+	kindEvent := map[workKind]string{kindNoop: "ping", kindWork: "work", kindOrder: string(order.StartProcessing)}[run.kind]
 	ev, err := envelope(kindEvent, cfg.size)
 	if err != nil {
 		return r, err
@@ -147,7 +155,14 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	if run.work > 0 {
 		work = run.work
 	}
-	wf, err := workflow(run.kind, run.name, work)
+	wfName := run.name
+	var wf worker.Workflow
+	if run.kind == kindOrder {
+		wfName = order.Workflow
+		wf, err = order.NewWorkflow(order.Config{}, order.NewSimGateway(order.SimConfig{}))
+	} else {
+		wf, err = workflow(run.kind, run.name, work)
+	}
 	if err != nil {
 		return r, err
 	}
@@ -194,7 +209,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		if serr := w.Stop(sctx); serr != nil && err == nil {
 			err = fmt.Errorf("stop worker: %w", serr)
 		}
-		if derr := b.deleteStreams(ctx, run.name); derr != nil && err == nil {
+		if derr := b.deleteStreams(ctx, wfName); derr != nil && err == nil {
 			err = derr
 		}
 	}()
@@ -213,7 +228,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		firstErr        atomic.Pointer[contract.StatusError]
 		done            = make(chan struct{})
 	)
-	sub, err := sconn.Subscribe(run.name, "", func(st contract.Status) {
+	sub, err := sconn.Subscribe(wfName, "", func(st contract.Status) {
 		if !st.Settled {
 			return
 		}
@@ -289,16 +304,22 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		} else {
 			key = "k" + strconv.Itoa(i%run.keys)
 		}
-		p, err := pconn.PublishAsync(run.name, key, ev, client.WithJobID(prefix+strconv.Itoa(i)))
+		p, err := pconn.PublishAsync(wfName, key, ev, client.WithJobID(prefix+strconv.Itoa(i)))
 		if err != nil {
 			return nil, err
 		}
 		return pendingFuture{p}, nil
 	}
 	start := c.now()
-	if run.rate > 0 {
+	switch {
+	case run.rate > 0 && cfg.producer == "process":
+		r.rate, err = b.produceInProcess(ctx, c, produceSpec{
+			N: n, Rate: run.rate, Size: cfg.size, Workflow: wfName, Event: ev, JobPrefix: prefix,
+			Keys: run.keys, Distinct: run.distinct,
+		}, sendAt, ackAt)
+	case run.rate > 0:
 		r.rate, err = publishPaced(ctx, c, n, run.rate, sendAt, ackAt, pub)
-	} else {
+	default:
 		err = publishWindow(ctx, n, min(cfg.window, orderlyWindow), pub)
 	}
 	if err != nil {

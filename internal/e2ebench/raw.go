@@ -169,9 +169,14 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 	}
 	var r result
 	start := c.now()
-	if rate > 0 {
+	switch {
+	case rate > 0 && cfg.producer == "process":
+		r.rate, err = b.produceInProcess(ctx, c, produceSpec{
+			Raw: true, N: n, Rate: rate, Window: cfg.window, Size: cfg.size, Subject: subj, Keys: cfg.keys,
+		}, sendAt, ackAt)
+	case rate > 0:
 		r.rate, err = publishPaced(ctx, c, n, rate, sendAt, ackAt, pub)
-	} else {
+	default:
 		err = publishWindow(ctx, n, cfg.window, pub)
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -31,6 +32,8 @@ type config struct {
 	memoryLimit                      string
 	concurrency, maxActors           int
 	partitions                       int
+	orderKeys                        int
+	producer                         string
 	only                             string
 	million                          bool
 	cpuProfile, memProfile           string
@@ -71,7 +74,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "work", "paced", "idle", "million", "pending", "history":
+		case "raw", "rawstate", "noop", "order", "work", "asynq", "paced", "idle", "million", "pending", "history":
 			want[s] = true
 		case "":
 		default:
@@ -113,7 +116,7 @@ func run(ctx context.Context, args []string) (err error) {
 	printMachine(cfg, dir)
 	start := time.Now()
 
-	var raw, rawState, noop, work, praw, pnoop, pwork []result
+	var raw, rawState, noop, ord, work, asq, praw, pnoop, pwork []result
 	repeat := func(name string, runs *[]result, f func(i int) (result, error)) error {
 		for i := range cfg.repeat {
 			r, err := b.timed(ctx, func(ctx context.Context) (result, error) { return f(i) })
@@ -155,10 +158,31 @@ func run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
+	if want["order"] {
+		if err := repeat("order", &ord, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindOrder, name: fmt.Sprintf("order%d", i), events: cfg.orderKeys, keys: cfg.orderKeys, distinct: true})
+		}); err != nil {
+			return err
+		}
+	}
 	if want["work"] {
 		if err := repeat("work", &work, func(i int) (result, error) {
 			return b.orderly(ctx, orderlyRun{kind: kindWork, name: fmt.Sprintf("work%d", i), events: cfg.workEvents, keys: cfg.keys})
 		}); err != nil {
+			return err
+		}
+	}
+	asynqNote := ""
+	if want["asynq"] {
+		bin, err := buildAsynq(ctx, dir)
+		if err == nil {
+			err = repeat("asynq", &asq, func(int) (result, error) { return b.asynq(ctx, bin, cfg.events) })
+		}
+		switch {
+		case errors.Is(err, errNoRedis):
+			asynqNote = "asynq: skipped, " + err.Error()
+			fmt.Println("  " + asynqNote)
+		case err != nil:
 			return err
 		}
 	}
@@ -235,9 +259,10 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	if len(raw)+len(rawState)+len(noop)+len(work)+len(praw)+len(pnoop)+len(pwork) > 0 {
+	if len(raw)+len(rawState)+len(noop)+len(ord)+len(work)+len(asq)+len(praw)+len(pnoop)+len(pwork) > 0 {
 		fmt.Println()
-		printTable(cfg, raw, rawState, noop, work, praw, pnoop, pwork)
+		printTable(cfg, tables{raw: raw, rawState: rawState, noop: noop, ord: ord, work: work, asynq: asq, asynqNote: asynqNote,
+			praw: praw, pnoop: pnoop, pwork: pwork, hist: hist})
 	}
 	if len(hist) > 0 {
 		printHistoryCost(cfg, hist)

@@ -8,29 +8,42 @@ import (
 	"github.com/orderly-dev/orderly/internal/memlimit"
 )
 
+// tables is what printTable prints: each scenario's runs.
+type tables struct {
+	raw, rawState, noop, ord, work, asynq []result
+	// asynqNote says why the asynq scenario was skipped.
+	asynqNote          string
+	praw, pnoop, pwork []result
+	hist               []historyRun
+}
+
 // printTable prints the results as a Markdown table (ready for
-// BENCHMARKS.md) and the targets of issue 8, met or missed.
-func printTable(cfg config, raw, rawState, noop, work, praw, pnoop, pwork []result) {
-	rawEPS := median(raw, func(r result) float64 { return r.eps })
-	rawP99 := median(praw, func(r result) time.Duration { return r.doneP99 })
-	fmt.Printf("Throughput: %d events per run (10 ms work: %d) over %d keys. Latency: paced at %s events/s for %s.\n",
-		cfg.events, cfg.workEvents, cfg.keys, group(float64(cfg.rate)), cfg.paced)
-	fmt.Println("Raw: done = consumed and acked; Orderly: done = the job's settled status received.")
+// BENCHMARKS.md) and the targets of issue 18, met or missed.
+func printTable(cfg config, t tables) {
+	eps := func(rs []result) float64 { return median(rs, func(r result) float64 { return r.eps }) }
+	rawEPS := eps(t.raw)
+	rawP99 := median(t.praw, func(r result) time.Duration { return r.doneP99 })
+	producer := "in a process of its own"
+	if cfg.producer == "inproc" {
+		producer = "in the benchmark's process"
+	}
+	fmt.Printf("Throughput: %d events per run (order: %d distinct keys; 10 ms work: %d) over %d keys. Latency: paced at %s events/s for %s, the producer %s.\n",
+		cfg.events, cfg.orderKeys, cfg.workEvents, cfg.keys, group(float64(cfg.rate)), cfg.paced, producer)
+	fmt.Println("Raw: done = consumed and acked; Orderly: done = the job's settled status received; Asynq: done = handled and removed from Redis.")
 	fmt.Println()
 	fmt.Println("| pipeline | events/s (median) | runs | ratio to raw | enqueue-ack p50 / p99 | enqueue→done p50 / p99 | done p99 vs raw | peak RSS | peak live actors |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-	row := func(name string, tput, paced []result) {
+	row := func(name, serverName string, tput, paced []result) {
 		cells := []string{name, "–", "–", "–", "–", "–", "–", "–", "–"}
 		if len(tput) > 0 {
-			eps := median(tput, func(r result) float64 { return r.eps })
 			runs := make([]string, len(tput))
 			for i, r := range tput {
 				runs[i] = group(r.eps)
 			}
-			cells[1] = group(eps)
+			cells[1] = group(eps(tput))
 			cells[2] = strings.Join(runs, ", ")
 			if rawEPS > 0 {
-				cells[3] = fmt.Sprintf("%.0f %%", 100*eps/rawEPS)
+				cells[3] = fmt.Sprintf("%.0f %%", 100*eps(tput)/rawEPS)
 			}
 		}
 		if len(paced) > 0 {
@@ -46,7 +59,7 @@ func printTable(cfg config, raw, rawState, noop, work, praw, pnoop, pwork []resu
 		if len(all) > 0 {
 			cells[7] = mib(maxOf(all, func(r result) uint64 { return r.rss }))
 			if srv := maxOf(all, func(r result) uint64 { return r.serverRSS }); srv > 0 {
-				cells[7] += " (server " + mib(srv) + ")"
+				cells[7] += " (" + serverName + " " + mib(srv) + ")"
 			}
 			if a := maxOf(all, func(r result) int { return r.actors }); a > 0 {
 				cells[8] = group(float64(a))
@@ -54,21 +67,42 @@ func printTable(cfg config, raw, rawState, noop, work, praw, pnoop, pwork []resu
 		}
 		fmt.Println("| " + strings.Join(cells, " | ") + " |")
 	}
-	row("raw JetStream", raw, praw)
-	row("raw JetStream + state write + status", rawState, nil)
-	row("Orderly, no-op", noop, pnoop)
-	row(fmt.Sprintf("Orderly, %s work", cfg.work), work, pwork)
-	if len(rawState) > 0 && len(noop) > 0 {
+	row("raw JetStream", "server", t.raw, t.praw)
+	row("raw JetStream + state write + status", "server", t.rawState, nil)
+	row("Orderly, no-op", "server", t.noop, t.pnoop)
+	if len(t.ord) > 0 {
+		row(fmt.Sprintf("Orderly, order (%s new keys, start_processing, 0 s gateway)", group(float64(cfg.orderKeys))), "server", t.ord, nil)
+	}
+	row(fmt.Sprintf("Orderly, %s work", cfg.work), "server", t.work, t.pwork)
+	if len(t.asynq) > 0 {
+		row("Asynq v0.26, no-op (redis-server, AOF everysec)", "redis-server", t.asynq, nil)
+	}
+	if t.asynqNote != "" {
+		fmt.Printf("\n(%s)\n", t.asynqNote)
+	}
+	if len(t.rawState) > 0 && len(t.noop) > 0 {
 		fmt.Printf("\nOrderly no-op against the same broker work done raw (raw + state write + status): %.0f %%.\n",
-			100*median(noop, func(r result) float64 { return r.eps })/median(rawState, func(r result) float64 { return r.eps }))
+			100*eps(t.noop)/eps(t.rawState))
 	}
-	if len(pnoop)+len(pwork)+len(praw) > 0 {
+	if len(t.asynq) > 0 {
+		fmt.Printf("\n| against Asynq, same run | ratio |\n| --- | --- |\n")
+		if len(t.noop) > 0 {
+			fmt.Printf("| Orderly no-op ÷ Asynq no-op | %.2f |\n", eps(t.noop)/eps(t.asynq))
+		}
+		if len(t.ord) > 0 {
+			fmt.Printf("| Orderly order ÷ Asynq no-op | %.2f |\n", eps(t.ord)/eps(t.asynq))
+		}
+		if rawEPS > 0 {
+			fmt.Printf("| Asynq no-op ÷ raw JetStream | %.2f |\n", eps(t.asynq)/rawEPS)
+		}
+	}
+	if len(t.pnoop)+len(t.pwork)+len(t.praw) > 0 {
 		fmt.Printf("\nPaced rate achieved (median): raw %s, no-op %s, work %s events/s.\n",
-			group(median(praw, func(r result) float64 { return r.rate })),
-			group(median(pnoop, func(r result) float64 { return r.rate })),
-			group(median(pwork, func(r result) float64 { return r.rate })))
+			group(median(t.praw, func(r result) float64 { return r.rate })),
+			group(median(t.pnoop, func(r result) float64 { return r.rate })),
+			group(median(t.pwork, func(r result) float64 { return r.rate })))
 	}
-	if len(work) > 0 {
+	if len(t.work) > 0 {
 		conc := cfg.concurrency
 		if conc <= 0 {
 			conc = 64
@@ -77,24 +111,39 @@ func printTable(cfg config, raw, rawState, noop, work, praw, pnoop, pwork []resu
 			cfg.work, conc, cfg.work, group(float64(conc)/cfg.work.Seconds()))
 	}
 
-	fmt.Println("\nTargets (issue 8):")
-	check := func(ok bool, s string, args ...any) {
-		mark := "MISSED"
+	fmt.Println("\nTargets (issue 18):")
+	fmt.Println()
+	fmt.Println("| target | measured | |")
+	fmt.Println("| --- | --- | --- |")
+	check := func(ok bool, target, measured string) {
+		mark := "**missed**"
 		if ok {
-			mark = "met   "
+			mark = "met"
 		}
-		fmt.Printf("  %s  %s\n", mark, fmt.Sprintf(s, args...))
+		fmt.Printf("| %s | %s | %s |\n", target, measured, mark)
 	}
-	if len(noop) > 0 && rawEPS > 0 {
-		ratio := median(noop, func(r result) float64 { return r.eps }) / rawEPS
-		check(ratio >= 0.5, "no-op throughput ≥ 50 %% of raw JetStream: %.0f %%", 100*ratio)
-		check(ratio >= 0.7, "(stretch) no-op throughput ≥ 70 %% of raw JetStream: %.0f %%", 100*ratio)
+	if len(t.noop) > 0 && rawEPS > 0 {
+		ratio := eps(t.noop) / rawEPS
+		check(ratio >= 0.5, "no-op ≥ 0.50 of raw JetStream", fmt.Sprintf("%.2f", ratio))
+		check(ratio >= 0.7, "(stretch) no-op ≥ 0.70 of raw JetStream", fmt.Sprintf("%.2f", ratio))
 	}
-	if len(pnoop) > 0 {
-		p99 := median(pnoop, func(r result) time.Duration { return r.doneP99 })
-		check(p99 <= 10*time.Millisecond, "enqueue→settled p99 ≤ 10 ms at %s events/s: %s", group(float64(cfg.rate)), ms(p99))
-		ack := median(pnoop, func(r result) time.Duration { return r.ackP99 })
-		check(ack <= time.Millisecond, "enqueue-ack p99 ≤ 1 ms at %s events/s: %s", group(float64(cfg.rate)), ms(ack))
+	if len(t.ord) > 0 && rawEPS > 0 {
+		ratio := eps(t.ord) / rawEPS
+		check(ratio >= 0.25, "order ≥ 0.25 of raw JetStream", fmt.Sprintf("%.2f", ratio))
+	}
+	if len(t.noop) > 0 && len(t.asynq) > 0 {
+		ratio := eps(t.noop) / eps(t.asynq)
+		check(ratio >= 3, "no-op ÷ Asynq ≥ 3", fmt.Sprintf("%.2f", ratio))
+	}
+	if len(t.pnoop) > 0 {
+		p99 := median(t.pnoop, func(r result) time.Duration { return r.doneP99 })
+		check(p99 <= 10*time.Millisecond, fmt.Sprintf("no-op enqueue→settled p99 ≤ 10 ms at %s events/s", group(float64(cfg.rate))), ms(p99))
+		ack := median(t.pnoop, func(r result) time.Duration { return r.ackP99 })
+		check(ack <= time.Millisecond, fmt.Sprintf("no-op enqueue-ack p99 ≤ 1 ms at %s events/s (producer %s)", group(float64(cfg.rate)), producer),
+			fmt.Sprintf("%s (raw JetStream: %s)", ms(ack), ms(median(t.praw, func(r result) time.Duration { return r.ackP99 }))))
+	}
+	if cost, ok := historyCost(t.hist); ok {
+		check(cost <= 10, historyTarget, fmt.Sprintf("%.1f %% (median of %d rounds' on/off)", cost, len(t.hist)))
 	}
 }
 
