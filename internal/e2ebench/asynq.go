@@ -36,6 +36,7 @@ type asynqResult struct {
 	EPS       float64 `json:"eps"`
 	RSS       uint64  `json:"rss"`
 	RedisRSS  uint64  `json:"redis_rss"`
+	CPUNS     int64   `json:"cpu_ns"`
 }
 
 // buildAsynq builds asynqbench into dir with the go command (as go run
@@ -100,5 +101,5 @@ func (b *bench) asynq(ctx context.Context, bin string, n int) (result, error) {
 	if a.Tasks != n {
 		return result{}, fmt.Errorf("asynqbench: %d tasks done, want %d", a.Tasks, n)
 	}
-	return result{eps: a.EPS, elapsed: time.Duration(a.ElapsedNS), rss: a.RSS, serverRSS: a.RedisRSS}, nil
+	return result{eps: a.EPS, elapsed: time.Duration(a.ElapsedNS), rss: a.RSS, serverRSS: a.RedisRSS, cpu: time.Duration(a.CPUNS / int64(n))}, nil
 }

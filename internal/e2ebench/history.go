@@ -137,3 +137,7 @@ func historyCost(runs []historyRun) (float64, bool) {
 	slices.Sort(tput)
 	return 100 * (1 - tput[len(tput)/2]), true
 }
+
+// cpuTime is the CPU time of this process and, with -server process, of
+// the server's.
+func (b *bench) cpuTime() time.Duration { return cpuTime() + b.srv.cpuTime() }

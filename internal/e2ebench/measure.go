@@ -159,6 +159,9 @@ func (r result) String() string {
 		s = fmt.Sprintf("%s events/s achieved, enqueue-ack p50 %s p99 %s, enqueue→done p50 %s p99 %s",
 			group(r.rate), ms(r.ackP50), ms(r.ackP99), ms(r.doneP50), ms(r.doneP99))
 	}
+	if r.cpu > 0 && r.rate == 0 {
+		s += fmt.Sprintf(", %.1f µs CPU per event", float64(r.cpu)/1e3)
+	}
 	s += fmt.Sprintf(", peak RSS %s", mib(r.rss))
 	if r.serverRSS > 0 {
 		s += fmt.Sprintf(" (server process: %s)", mib(r.serverRSS))

@@ -310,6 +310,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		}
 		return pendingFuture{p}, nil
 	}
+	cpu0 := b.cpuTime()
 	start := c.now()
 	switch {
 	case run.rate > 0 && cfg.producer == "process":
@@ -332,6 +333,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	}
 	r.elapsed = time.Duration(lastNS.Load() - start)
 	r.eps = float64(n) / r.elapsed.Seconds()
+	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	stopSampling()
 	r.actors = max(int(peakActors.Load()), w.Stats().Actors)

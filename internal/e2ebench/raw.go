@@ -168,6 +168,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 		return rawFuture{f}, nil
 	}
 	var r result
+	cpu0 := b.cpuTime()
 	start := c.now()
 	switch {
 	case rate > 0 && cfg.producer == "process":
@@ -188,6 +189,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 		return result{}, fmt.Errorf("%d of %d messages consumed: %w", consumed.Load(), n, ctx.Err())
 	}
 	r.eps = float64(n) / time.Duration(doneNS.Load()-start).Seconds()
+	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	if rate > 0 {
 		r.ackP50, r.ackP99 = latencies(sendAt, ackAt)

@@ -64,6 +64,11 @@ type result struct {
 	// and of the goroutine stacks.
 	live, stacks uint64
 	elapsed      time.Duration // first publish → last settled
+	// cpu is the CPU time, user and system, spent per event from the first
+	// publish to the last settled by this process (the worker and the load
+	// generator) and the server, in this process or not; for asynq by the
+	// asynqbench process and its redis-server.
+	cpu time.Duration
 }
 
 func run(ctx context.Context, args []string) (err error) {

@@ -31,10 +31,10 @@ func printTable(cfg config, t tables) {
 		cfg.events, cfg.orderKeys, cfg.workEvents, cfg.keys, group(float64(cfg.rate)), cfg.paced, producer)
 	fmt.Println("Raw: done = consumed and acked; Orderly: done = the job's settled status received; Asynq: done = handled and removed from Redis.")
 	fmt.Println()
-	fmt.Println("| pipeline | events/s (median) | runs | ratio to raw | enqueue-ack p50 / p99 | enqueue→done p50 / p99 | done p99 vs raw | peak RSS | peak live actors |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Println("| pipeline | events/s (median) | runs | ratio to raw | CPU µs per event | enqueue-ack p50 / p99 | enqueue→done p50 / p99 | done p99 vs raw | peak RSS | peak live actors |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	row := func(name, serverName string, tput, paced []result) {
-		cells := []string{name, "–", "–", "–", "–", "–", "–", "–", "–"}
+		cells := []string{name, "–", "–", "–", "–", "–", "–", "–", "–", "–"}
 		if len(tput) > 0 {
 			runs := make([]string, len(tput))
 			for i, r := range tput {
@@ -45,24 +45,27 @@ func printTable(cfg config, t tables) {
 			if rawEPS > 0 {
 				cells[3] = fmt.Sprintf("%.0f %%", 100*eps(tput)/rawEPS)
 			}
+			if cpu := median(tput, func(r result) time.Duration { return r.cpu }); cpu > 0 {
+				cells[4] = fmt.Sprintf("%.1f", float64(cpu)/1e3)
+			}
 		}
 		if len(paced) > 0 {
-			cells[4] = ms(median(paced, func(r result) time.Duration { return r.ackP50 })) + " / " +
+			cells[5] = ms(median(paced, func(r result) time.Duration { return r.ackP50 })) + " / " +
 				ms(median(paced, func(r result) time.Duration { return r.ackP99 }))
 			p99 := median(paced, func(r result) time.Duration { return r.doneP99 })
-			cells[5] = ms(median(paced, func(r result) time.Duration { return r.doneP50 })) + " / " + ms(p99)
+			cells[6] = ms(median(paced, func(r result) time.Duration { return r.doneP50 })) + " / " + ms(p99)
 			if rawP99 > 0 {
-				cells[6] = fmt.Sprintf("×%.1f", float64(p99)/float64(rawP99))
+				cells[7] = fmt.Sprintf("×%.1f", float64(p99)/float64(rawP99))
 			}
 		}
 		all := append(append([]result(nil), tput...), paced...)
 		if len(all) > 0 {
-			cells[7] = mib(maxOf(all, func(r result) uint64 { return r.rss }))
+			cells[8] = mib(maxOf(all, func(r result) uint64 { return r.rss }))
 			if srv := maxOf(all, func(r result) uint64 { return r.serverRSS }); srv > 0 {
-				cells[7] += " (" + serverName + " " + mib(srv) + ")"
+				cells[8] += " (" + serverName + " " + mib(srv) + ")"
 			}
 			if a := maxOf(all, func(r result) int { return r.actors }); a > 0 {
-				cells[8] = group(float64(a))
+				cells[9] = group(float64(a))
 			}
 		}
 		fmt.Println("| " + strings.Join(cells, " | ") + " |")

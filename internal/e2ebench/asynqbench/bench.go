@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -47,6 +48,9 @@ type result struct {
 	// RedisRSS redis-server's.
 	RSS      uint64 `json:"rss"`
 	RedisRSS uint64 `json:"redis_rss"`
+	// CPUNS is the CPU time, user and system, this process and
+	// redis-server spent from the first enqueue to the last task done.
+	CPUNS int64 `json:"cpu_ns"`
 }
 
 const taskType = "noop"
@@ -99,6 +103,7 @@ func run(ctx context.Context, cfg config) (res result, err error) {
 		errOnce  sync.Once
 		firstErr error
 	)
+	cpu0 := cpuTime() + rs.cpuTime()
 	start := time.Now()
 	for range cfg.enqueuers {
 		wg.Go(func() {
@@ -129,6 +134,7 @@ func run(ctx context.Context, cfg config) (res result, err error) {
 	res.Tasks = cfg.tasks
 	res.ElapsedNS = int64(time.Since(start))
 	res.EPS = float64(cfg.tasks) / time.Duration(res.ElapsedNS).Seconds()
+	res.CPUNS = int64(cpuTime() + rs.cpuTime() - cpu0)
 	res.RSS, res.RedisRSS = vmHWM("/proc/self/status"), rs.peakRSS()
 	return res, nil
 }
@@ -161,4 +167,13 @@ func waitDone(ctx context.Context, rc *redis.Client, handled *atomic.Int64, n in
 		case <-tick.C:
 		}
 	}
+}
+
+// cpuTime is the CPU time, user and system, this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -22,7 +22,7 @@ func TestAsynqBenchProcessesEveryTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Tasks != 500 || res.EPS <= 0 || res.ElapsedNS < res.EnqueueNS || res.RSS == 0 || res.RedisRSS == 0 {
+	if res.Tasks != 500 || res.EPS <= 0 || res.ElapsedNS < res.EnqueueNS || res.RSS == 0 || res.RedisRSS == 0 || res.CPUNS <= 0 {
 		t.Errorf("result %+v: want 500 tasks, a rate, enqueue within the elapsed time, both peak RSS", res)
 	}
 }
