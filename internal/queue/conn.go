@@ -266,9 +266,10 @@ type connEvents struct {
 	closed    chan struct{} // closed by the last callback
 	connected atomic.Bool   // the first connection is made
 
-	downSince atomic.Int64    // unix nanoseconds; 0 while connected
-	failures  ratelog.Limiter // of the lines about failed attempts
-	attempts  atomic.Int64    // failed attempts of the first connection
+	downSince atomic.Int64           // unix nanoseconds; 0 while connected
+	failures  ratelog.Limiter        // of the lines about failed attempts
+	attempts  atomic.Int64           // failed attempts of the first connection
+	lastMsg   atomic.Pointer[string] // the kind of the last failed attempt
 
 	mu     sync.Mutex
 	last   error         // of the last failed attempt
@@ -376,22 +377,34 @@ func (h *connEvents) attemptFailed(err error) {
 		default:
 		}
 	}
+	var msg string
+	switch {
+	case first && unreachable(err):
+		msg = "NATS not reachable yet"
+	case authError(err):
+		msg = "NATS refuses our credentials; retrying with backoff"
+	default:
+		msg = "cannot reconnect to NATS yet; retrying with backoff"
+	}
+	// A new kind of failure (the server is back, but refuses us) is news:
+	// it is logged at once, whatever the limit held back before it.
+	carried := 0
+	if prev := h.lastMsg.Swap(&msg); prev != nil && *prev != msg {
+		carried = h.failures.Reset()
+	}
 	ok, held := h.failures.Allow(time.Now())
 	if !ok {
 		return
 	}
+	held += carried
 	ev := h.log.Warn().Err(err).Int("failed_attempts_not_logged", held)
 	if since := h.downSince.Load(); since != 0 {
 		ev = ev.Dur("down_for", time.Since(time.Unix(0, since)))
 	}
-	switch {
-	case first && unreachable(err):
-		ev.Int64("attempt", h.attempts.Load()).Msg("NATS not reachable yet")
-	case authError(err):
-		ev.Msg("NATS refuses our credentials; retrying with backoff")
-	default:
-		ev.Msg("cannot reconnect to NATS yet; retrying with backoff")
+	if first && unreachable(err) {
+		ev = ev.Int64("attempt", h.attempts.Load())
 	}
+	ev.Msg(msg)
 }
 
 // Redact hides user names, passwords and tokens embedded in a list of URLs
