@@ -39,6 +39,8 @@ type metrics struct {
 	retries      *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
 	pullBatch    *prometheus.HistogramVec
+	// leaderRewinds: partitions rewound after their consumer's new leader.
+	leaderRewinds *prometheus.CounterVec
 	// attempts that failed for want of the store (trouble.go)
 	deadLetterFailures *prometheus.CounterVec
 	commitFailures     *prometheus.CounterVec
@@ -89,6 +91,9 @@ func newMetrics(w *Worker) *metrics {
 			Name: "orderly_pull_batch_size", Help: "Events delivered by one pull request.",
 			Buckets: []float64{0, 1, 4, 16, 64, 256, 1024},
 		}, wf),
+		leaderRewinds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderly_consumer_leader_rewinds_total", Help: "Partitions this worker rewound because their consumer elected a new leader (what the old leader delivered and nobody acknowledged comes again).",
+		}, wf),
 		applyLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "orderly_apply_latency_seconds", Help: "From when the events stream stored an event to when its outcome (applied or rejected) was committed, on this worker.",
 			Buckets: latencyBuckets,
@@ -96,7 +101,7 @@ func newMetrics(w *Worker) *metrics {
 	}
 	m.reg.MustRegister(m.received, m.applied, m.rejected, m.duplicates, m.transitions,
 		m.actionTime, m.retries, m.deadLettered, m.pullBatch, m.deadLetterFailures, m.commitFailures,
-		m.applyLatency, serverFigures{w: w, m: m},
+		m.leaderRewinds, m.applyLatency, serverFigures{w: w, m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(buildInfo())
 	// Readiness as a series, so that an alert can tell a worker that runs
@@ -155,7 +160,7 @@ func newMetrics(w *Worker) *metrics {
 // its first increase; one created by that increase would not.
 func (m *metrics) initSeries(w *Worker) {
 	for _, f := range w.flows {
-		for _, c := range []*prometheus.CounterVec{m.received, m.applied, m.duplicates, m.deadLetterFailures, m.commitFailures} {
+		for _, c := range []*prometheus.CounterVec{m.received, m.applied, m.duplicates, m.deadLetterFailures, m.commitFailures, m.leaderRewinds} {
 			c.WithLabelValues(f.name)
 		}
 		m.pullBatch.WithLabelValues(f.name)

@@ -57,6 +57,14 @@ func (f *flow) own(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(f.w.leavingCtx, cancel)()
+	if !f.w.cfg.SharedConsumers {
+		stop, err := f.w.conn.OnConsumerLeader(f.name, f.leaderElected)
+		if err != nil {
+			f.log.Warn().Err(err).Msg("cannot follow the partitions' consumer leaders; a partition rewinds only when its pulls fail")
+		} else {
+			defer stop()
+		}
+	}
 	t := time.NewTicker(max(f.spec.MemberTTL/5, 50*time.Millisecond))
 	defer t.Stop()
 	failures := ratelog.Limiter{Every: logEvery}
@@ -72,6 +80,22 @@ func (f *flow) own(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// leaderElected rewinds partition p, if this worker pulls it, after its
+// consumer elected a new leader: what the old leader delivered and nobody
+// acknowledged comes again even if the new one does not know of it (see
+// queue.Puller.Rewind).
+func (f *flow) leaderElected(p int) {
+	f.pmu.Lock()
+	pl, ok := f.pullers[p]
+	f.pmu.Unlock()
+	if !ok {
+		return
+	}
+	pl.Rewind()
+	f.w.metrics.leaderRewinds.WithLabelValues(f.name).Inc()
+	f.log.Info().Int("partition", p).Msg("the partition's consumer has a new leader: rewinding it")
 }
 
 // rebalance heartbeats, reads the members and pulls exactly the partitions
@@ -195,6 +219,9 @@ type partitionSource interface {
 	// Unpin releases a partition from the client it is pinned to, so that
 	// the next to pull it takes it at once.
 	Unpin(ctx context.Context, workflow string, partition int) error
+	// OnConsumerLeader calls fn each time a partition's consumer elects a
+	// new leader, until stop.
+	OnConsumerLeader(workflow string, fn func(partition int)) (stop func(), err error)
 }
 
 var _ partitionSource = (*queue.Conn)(nil)

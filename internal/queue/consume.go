@@ -170,11 +170,12 @@ type Puller struct {
 	// still timers (see legacyTimer); zero: none are.
 	legacyUntil time.Time
 
-	rewind    bool   // a delivery was lost: rewind before pulling again
-	delivered uint64 // consumer sequence of the last delivery, 0 after a rewind
-	counted   bool   // delivered is checked: after a rewind, which restarts the count at 1
-	pin       string // the pin id this puller holds the partition under
-	pinned    bool   // a pin was seen since start
+	rewind    bool        // a delivery was lost: rewind before pulling again
+	asked     atomic.Bool // Rewind was called: rewind as soon as the puller can
+	delivered uint64      // consumer sequence of the last delivery, 0 after a rewind
+	counted   bool        // delivered is checked: after a rewind, which restarts the count at 1
+	pin       string      // the pin id this puller holds the partition under
+	pinned    bool        // a pin was seen since start
 	conn      *Conn
 	stop      chan struct{} // closed by Stop: pull no more
 	once      sync.Once
@@ -232,6 +233,16 @@ func (p *Puller) Stop(ctx context.Context) error {
 	}
 }
 
+// Rewind asks the puller to rewind its consumer to the ack floor as soon as
+// it holds nothing, as it does after a lost delivery: whatever the consumer
+// delivered and nobody acknowledged comes again, in stream order, and what
+// arrives meanwhile waits for it. The worker asks when the consumer's
+// leader changes: a new leader may not know of deliveries its predecessor
+// made just before it went (nats-server keeps a consumer's state by
+// replication, and one delivery not yet replicated is forgotten), and would
+// never deliver those events again. A shared puller ignores it.
+func (p *Puller) Rewind() { p.asked.Store(true) }
+
 // Stopped is closed once the puller has stopped.
 func (p *Puller) Stopped() <-chan struct{} { return p.done }
 
@@ -279,6 +290,9 @@ func (p *Puller) run(ctx context.Context) {
 	defer p.cancel()
 	retry := 100 * time.Millisecond
 	for {
+		if p.asked.Swap(false) {
+			p.rewind = !p.cfg.Shared
+		}
 		if p.rewind {
 			if !p.rewindConsumer(ctx) {
 				return
@@ -371,6 +385,9 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 			continue
 		}
 		m := p.wrap(raw)
+		if p.asked.Swap(false) {
+			p.rewind = !p.cfg.Shared
+		}
 		if !p.cfg.Shared {
 			pin := raw.Headers().Get("Nats-Pin-Id")
 			// The first pin after a rewind at start is no news; any other

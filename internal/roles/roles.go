@@ -23,7 +23,8 @@
 //
 // Producers and operators receive replies on _INBOX.>, the NATS default.
 // The worker receives its replies and its pulled events under its own
-// prefix, WorkerInbox, so that no producer can read them.
+// prefix, WorkerInbox, so that no producer can read them, and the
+// announcements of new leaders of its partitions' consumers.
 //
 // A stream, bucket or JetStream call added to package queue needs its
 // subjects here too: the TestForgery tests of cmd/enqueue run the order
@@ -173,7 +174,11 @@ func For(role Role, workflow string) (Permissions, error) {
 			api+"CONSUMER.MSG.NEXT."+n.history+".*",
 			api+"CONSUMER.DELETE."+n.history+".*",
 		)
-		return Permissions{Publish: pub, Subscribe: []string{WorkerInbox + ".>"}}, nil
+		return Permissions{Publish: pub, Subscribe: []string{
+			WorkerInbox + ".>",
+			// A new leader of a partition's consumer: the partition rewinds.
+			"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED." + n.events + ".*",
+		}}, nil
 	}
 	return Permissions{}, fmt.Errorf("roles: unknown role %q", role)
 }
