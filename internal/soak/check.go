@@ -235,13 +235,26 @@ func Check(h *History) ([]Anomaly, Summary) {
 			return false
 		}
 		at := time.UnixMilli(e.At)
+		// A commit the worker's link held up (a stall or a delay that began
+		// while it was on its way) went out when the link came back: a kill
+		// or a cut then lost its status as surely as one just after it.
+		when := []time.Time{at}
 		for i := range h.Faults {
-			if f := &h.Faults[i]; f.explains(w, h.Links[e.Worker], at, movedOn) {
-				if sum.GapsBy == nil {
-					sum.GapsBy = map[FaultKind]int{}
+			f := &h.Faults[i]
+			if (f.Kind == ProxyStall || f.Kind == ProxyDelay) && f.Target == w && !f.Start.IsZero() &&
+				!f.Start.Before(at.Add(-lostBefore)) && !f.Start.After(at.Add(lostAfter)) {
+				when = append(when, f.End)
+			}
+		}
+		for _, t := range when {
+			for i := range h.Faults {
+				if f := &h.Faults[i]; f.explains(w, h.Links[e.Worker], t, movedOn) {
+					if sum.GapsBy == nil {
+						sum.GapsBy = map[FaultKind]int{}
+					}
+					sum.GapsBy[f.Kind]++
+					return true
 				}
-				sum.GapsBy[f.Kind]++
-				return true
 			}
 		}
 		return false

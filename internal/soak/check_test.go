@@ -429,3 +429,36 @@ func TestRecordAcks(t *testing.T) {
 		t.Errorf("acksOf an unanswered event: %s", s)
 	}
 }
+
+// TestCheckExplainsAGapOfACommitHeldUpThenKilled (seed 105): a stall of
+// w1's link began as it committed version 3 and held the write 9 s; w1 was
+// killed 8 s after the commit, during the stall, and the write went out when
+// the stall ended: the state has the version, and its status died with w1.
+// The kill explains the gap, though it came long after the commit; without
+// the stall, or with a stall of another worker, it does not.
+func TestCheckExplainsAGapOfACommitHeldUpThenKilled(t *testing.T) {
+	commit := time.UnixMilli(cleanHistory(t).mustEntry(t, "k1", 3).At) // w1's
+	kill := Fault{Kind: WorkerKill, Target: 1, Start: commit.Add(8 * time.Second), End: commit.Add(11 * time.Second)}
+	for _, c := range []struct {
+		stall *Fault
+		gap   bool
+	}{
+		{&Fault{Kind: ProxyStall, Target: 1, Hold: 9 * time.Second, Start: commit.Add(10 * time.Millisecond), End: commit.Add(9 * time.Second)}, false},
+		{&Fault{Kind: ProxyStall, Target: 0, Hold: 9 * time.Second, Start: commit.Add(10 * time.Millisecond), End: commit.Add(9 * time.Second)}, true},
+		{nil, true},
+	} {
+		h := cleanHistory(t)
+		h.Statuses = slices.DeleteFunc(h.Statuses, func(s contract.Status) bool { return s.Key == "k1" && s.Version == 3 && changed(&s) })
+		h.Faults = []Fault{kill}
+		if c.stall != nil {
+			h.Faults = append(h.Faults, *c.stall)
+		}
+		as, sum := Check(h)
+		if gap := slices.Contains(kinds(as), AnomalyStatusGap); gap != c.gap || len(as) > 1 {
+			t.Errorf("stall %+v: anomalies %v, want a gap: %v", c.stall, as, c.gap)
+		}
+		if !c.gap && sum.GapsBy[WorkerKill] != 1 {
+			t.Errorf("stall %+v: gaps explained by %v, want 1 by the kill", c.stall, sum.GapsBy)
+		}
+	}
+}
