@@ -88,7 +88,12 @@ func setup(t *testing.T) bundle {
 // test ends.
 func startWorker(t *testing.T, url string, cfg worker.Config, slow worker.ActionFunc[tally]) *worker.Worker {
 	t.Helper()
-	wf := tallyWorkflow(t, slow)
+	return startWorkerOf(t, url, cfg, tallyWorkflow(t, slow))
+}
+
+// startWorkerOf is startWorker for any workflow.
+func startWorkerOf(t *testing.T, url string, cfg worker.Config, wf worker.Workflow) *worker.Worker {
+	t.Helper()
 	nc := natstest.NATS(t, url)
 	if os.Getenv("ORDERLY_TEST_LOG") != "" {
 		l := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(zerolog.DebugLevel).With().Timestamp().Logger()

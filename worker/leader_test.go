@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/orderly-dev/orderly/internal/natstest"
-	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
@@ -26,23 +25,8 @@ import (
 func TestConsumerLeaderChangeRewindsThePartition(t *testing.T) {
 	t.Parallel()
 	cluster := natstest.StartCluster(t, 3)
-	nc, err := queue.Dial(context.Background(), queue.Config{URLs: []string{cluster.URL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	w, err := worker.New(nc, worker.Config{ID: "a", Queue: worker.QueueConfig{Partitions: 1, Replicas: 3}}, tallyWorkflow(t, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = w.Stop(ctx)
-	})
+	w := startWorker(t, cluster.URL(), worker.Config{ID: "a", Queue: worker.QueueConfig{Partitions: 1, Replicas: 3}}, nil)
+	nc := natstest.NATS(t, cluster.URL())
 	producer := natstest.Client(t, cluster.URL())
 	publish := func(from, to int) {
 		t.Helper()

@@ -65,19 +65,7 @@ func TestPanicInWorkflowCodeIsContained(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Server(t)
 	cl := natstest.Client(t, srv.ClientURL())
-	nc := natstest.NATS(t, srv.ClientURL())
-	w, err := worker.New(nc, worker.Config{Queue: worker.QueueConfig{Partitions: 1}}, fragileWorkflow(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = w.Stop(ctx)
-	})
+	w := startWorkerOf(t, srv.ClientURL(), worker.Config{Queue: worker.QueueConfig{Partitions: 1}}, fragileWorkflow(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	wait := func(key, event string, data json.RawMessage) contract.Status {
