@@ -9,8 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/internal/jsapi"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // Config says how a Client behaves; the zero value is the default for
@@ -24,6 +26,13 @@ type Config struct {
 	// MaxAsyncPending is the most events sent with PublishAsync that may
 	// await their acknowledgement at once. Default: 4000.
 	MaxAsyncPending int
+	// TracerProvider makes a span (tracing.SpanPublish, "orderly.publish")
+	// of each event published, a child of the caller's span, whose trace
+	// context the event carries (docs/operations.md, Tracing). Pass
+	// otel.GetTracerProvider() for the process's global one. Default: nil,
+	// no span of the client's own: the event carries the caller's span
+	// (from the context of Publish, or WithTraceContext), if there is one.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of Config.
@@ -60,9 +69,10 @@ var ErrClosed = errors.New("client closed")
 // them. It is safe for concurrent use. Make one with New, on a connection
 // of your own, or with Connect.
 type Client struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cfg    Config
+	tracer trace.Tracer // nil: no spans of its own (Config.TracerProvider)
 
 	owned  bool          // Close and Drain close nc (Connect)
 	closed chan struct{} // closed once nc is closed, when owned
@@ -98,7 +108,11 @@ func newClient(nc *nats.Conn, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: jetstream: %w", err)
 	}
-	return &Client{nc: nc, js: js, cfg: cfg}, nil
+	c := &Client{nc: nc, js: js, cfg: cfg}
+	if cfg.TracerProvider != nil {
+		c.tracer = cfg.TracerProvider.Tracer(tracing.Scope)
+	}
+	return c, nil
 }
 
 // Connect connects to the NATS servers at url (a comma-separated list, as

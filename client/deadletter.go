@@ -37,7 +37,9 @@ type DeadLetter struct {
 	// Data is the original body.
 	Data []byte
 	// Headers are the original's headers, Nats-Msg-Id included;
-	// JetStream's other Nats-* control headers are not kept.
+	// JetStream's other Nats-* control headers are not kept. A worker that
+	// traces puts its dead-lettering's span in traceparent and tracestate
+	// (the same trace as the original's).
 	Headers map[string][]string
 	// At is when the event was dead-lettered.
 	At time.Time

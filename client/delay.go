@@ -14,6 +14,7 @@ import (
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cron"
 	"github.com/orderly-dev/orderly/internal/jsapi"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // Delayed events: Publish with WithDelay or WithAt stores the event now, as
@@ -138,6 +139,8 @@ func (c *Client) publishDelayed(ctx context.Context, workflow, key string, ev co
 	m.Header.Set(jsapi.NatsScheduleTarget, contract.DelayedTarget(workflow, key))
 	m.Header.Set(contract.HeaderDelayedJobID, id)
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0") // one schedule per key and job id
+	// The server copies the schedule's headers to the event it delivers.
+	tracing.Inject(ctx, m.Header)
 	ack, err := c.js.PublishMsg(ctx, m)
 	if isWrongLastSequence(err) {
 		// Stored before (a retry): it is this one if it is the same event.

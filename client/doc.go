@@ -27,6 +27,11 @@
 //   - DeadLetters lists the events the worker could never process, Replay
 //     and ReplayAll send them again.
 //
+// An event carries the W3C trace context of the caller's span (from the
+// context of Publish), so a worker that traces continues the caller's
+// trace; with Config.TracerProvider the client adds a span of its own per
+// publish (docs/operations.md, Tracing).
+//
 // Errors are wrapped with a "client:" prefix; test them with errors.Is and
 // errors.As: ErrQueueFull, ErrPayloadTooLarge, ErrNotProvisioned,
 // ErrInvalidEvent, ErrIDConflict (*IDConflictError), ErrNoState, ErrNoJob,

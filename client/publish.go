@@ -11,10 +11,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsapi"
 	"github.com/orderly-dev/orderly/internal/jsonx"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // Errors of publishing, for errors.Is. A key, workflow name or job id that
@@ -109,6 +112,8 @@ type publishOptions struct {
 	delay           time.Duration // WithDelay
 	at              time.Time     // WithAt
 	delaySet, atSet bool
+
+	trace context.Context // WithTraceContext; PublishAsync only
 }
 
 // WithJobID sets the job id, the event's idempotency key (the Nats-Msg-Id
@@ -118,6 +123,13 @@ type publishOptions struct {
 // gives a Duplicate PubAck, for another key or event an IDConflictError.
 // See contract.ValidateJobID for what an id may hold.
 func WithJobID(id string) PublishOption { return func(o *publishOptions) { o.id = id } }
+
+// WithTraceContext gives PublishAsync, which takes no context, the caller's
+// span: the event's trace continues it (see Config.TracerProvider).
+// Publish and PublishAndWait take it from their context and ignore this.
+func WithTraceContext(ctx context.Context) PublishOption {
+	return func(o *publishOptions) { o.trace = ctx }
+}
 
 // NewJobID returns a new unique job id.
 func NewJobID() string { return nuid.Next() }
@@ -175,6 +187,42 @@ func (c *Client) Publish(ctx context.Context, workflow, key string, ev contract.
 	if err != nil {
 		return PubAck{}, err
 	}
+	ctx, span := c.traced(ctx, workflow, key, ev.Event, msg, o)
+	ack, err := c.publish(ctx, workflow, key, ev, msg, o)
+	if span != nil {
+		endPublish(span, &ack, err)
+	}
+	return ack, err
+}
+
+// traced starts the span of a publish (with a tracer) and puts the trace
+// context of ctx, so the span's or the caller's, into msg's headers.
+func (c *Client) traced(ctx context.Context, workflow, key, event string, msg *nats.Msg, o publishOptions) (context.Context, trace.Span) {
+	if c.tracer == nil {
+		tracing.Inject(ctx, msg.Header)
+		return ctx, nil
+	}
+	attrs := []attribute.KeyValue{tracing.NATS, tracing.MessagingDestination.String(msg.Subject),
+		tracing.Workflow.String(workflow), tracing.Key.String(key), tracing.Event.String(event), tracing.JobID.String(o.id)}
+	ctx, span := c.tracer.Start(ctx, tracing.SpanPublish, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	tracing.Inject(ctx, msg.Header)
+	return ctx, span
+}
+
+// endPublish ends a publish's span with its result (ack nil: not known).
+func endPublish(span trace.Span, ack *PubAck, err error) {
+	if err != nil {
+		tracing.Fail(span, err)
+	} else if ack != nil {
+		span.SetAttributes(tracing.Sequence.Int64(int64(ack.Sequence)), tracing.Duplicate.Bool(ack.Duplicate))
+		if !ack.Due.IsZero() {
+			span.SetAttributes(tracing.Due.String(ack.Due.Format(time.RFC3339Nano)))
+		}
+	}
+	span.End()
+}
+
+func (c *Client) publish(ctx context.Context, workflow, key string, ev contract.Envelope, msg *nats.Msg, o publishOptions) (PubAck, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	if o.delayed() {
@@ -254,7 +302,17 @@ func (c *Client) PublishAsync(workflow, key string, ev contract.Envelope, opts .
 	if o.delayed() {
 		return nil, fmt.Errorf("%w: PublishAsync takes no WithDelay or WithAt; use Publish", ErrInvalidSchedule)
 	}
+	tctx := o.trace
+	if tctx == nil {
+		tctx = context.Background()
+	}
+	// The span of an asynchronous publish is that of sending it: whether
+	// Wait is ever called is the caller's affair.
+	_, span := c.traced(tctx, workflow, key, ev.Event, msg, o)
 	f, err := c.js.PublishMsgAsync(msg, jetstream.WithStallWait(c.cfg.Timeout))
+	if span != nil {
+		endPublish(span, nil, err)
+	}
 	if err != nil {
 		return nil, publishError(msg.Subject, err)
 	}

@@ -220,6 +220,14 @@ func MarshalState(r *StateRecord) ([]byte, error) {
 				b = append(b, `,"last_error":`...)
 				b = jsonx.AppendString(b, p.LastError)
 			}
+			if p.TraceParent != "" {
+				b = append(b, `,"traceparent":`...)
+				b = jsonx.AppendString(b, p.TraceParent)
+			}
+			if p.TraceState != "" {
+				b = append(b, `,"tracestate":`...)
+				b = jsonx.AppendString(b, p.TraceState)
+			}
 			b = append(b, '}')
 		}
 		b = append(b, ']')

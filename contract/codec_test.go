@@ -328,7 +328,8 @@ func sampleState() StateRecord {
 		Applied:   []uint64{1, 18446744073709551615},
 		Pending: []PendingWork{{ID: "k/12/charge", Action: "charge", JobID: "j", Attempt: 2,
 			Since: time.Date(2026, 11, 25, 9, 59, 0, 5, time.UTC), NextAttemptAt: time.Date(2026, 11, 25, 10, 0, 4, 0, time.UTC),
-			LastError: "gateway: 503 <busy>"}, {ID: "k/12/mail"}},
+			LastError: "gateway: 503 <busy>", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+			TraceState: "congo=t61rcWkgMzE"}, {ID: "k/12/mail"}},
 		Entered: 11,
 	}
 }
@@ -373,6 +374,7 @@ func FuzzMarshalState(f *testing.F) {
 			p := PendingWork{ID: id + strconv.Itoa(i), Action: action, JobID: jobID, Attempt: attempt + i}
 			if i%2 == 1 {
 				p.Since, p.NextAttemptAt, p.LastError = r.UpdatedAt, r.UpdatedAt.Add(time.Duration(seq%1e9)), action
+				p.TraceParent, p.TraceState = jobID, id
 			}
 			r.Pending = append(r.Pending, p)
 		}

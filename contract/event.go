@@ -23,6 +23,21 @@ const (
 	HeaderTimerVisit = "Orderly-Timer-Visit"
 )
 
+// Headers of W3C trace context (https://www.w3.org/TR/trace-context/), on an
+// event and on what follows from it: the timers and dead letters of its key,
+// and a delayed event's schedule. Optional: a producer that traces sets them
+// (the client does from its caller's context), and a worker that traces
+// continues the trace from them. The names are the W3C's, lower case, as
+// NATS headers are case-sensitive.
+const (
+	// HeaderTraceParent is the trace and the span an event continues:
+	// "00-<trace id>-<parent span id>-<flags>".
+	HeaderTraceParent = "traceparent"
+	// HeaderTraceState is the vendors' part of the trace context, passed on
+	// as it came.
+	HeaderTraceState = "tracestate"
+)
+
 // Headers of a dead letter: why and where from.
 const (
 	HeaderDLQReason    = "Orderly-Dlq-Reason"    // "<code>: <message>"

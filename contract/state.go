@@ -50,6 +50,12 @@ type PendingWork struct {
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
 	// LastError is the last failed attempt's error, cut to MaxLastError bytes.
 	LastError string `json:"last_error,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of the
+	// transition that started the action (HeaderTraceParent,
+	// HeaderTraceState), set when the worker traces: each attempt's span,
+	// after a restart too, continues that trace.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // MaxLastError bounds PendingWork.LastError: the record is written on every

@@ -13,8 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // job is one action to run for a key, at its next attempt.
@@ -292,6 +295,10 @@ func (p *actionPool) attempt(j job) {
 	f := j.f
 	def, _ := f.eng.action(j.p.Action)
 	ctx, cancel := context.WithTimeout(p.runCtx, cfg.ActionTimeout)
+	var span trace.Span
+	if p.w.tracer != nil {
+		ctx, span = p.actionSpan(ctx, &j)
+	}
 	began := time.Now()
 	res, err := j.ent.runAction(ctx, actionCall{
 		workflow: f.name, key: j.key, action: j.p.Action, jobID: j.p.JobID,
@@ -309,8 +316,17 @@ func (p *actionPool) attempt(j job) {
 		p.w.metrics.retries.WithLabelValues(f.name, j.p.Action).Inc()
 	}
 	p.w.metrics.actionTime.WithLabelValues(f.name, j.p.Action, outcome).Observe(time.Since(began).Seconds())
+	var parent trace.SpanContext // of the outcome: this attempt
+	if span != nil {
+		if err != nil {
+			tracing.Fail(span, err)
+		}
+		span.SetAttributes(tracing.Outcome.String(outcome))
+		span.End()
+		parent = span.SpanContext()
+	}
 	if err == nil {
-		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnSuccess, data: res})
+		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnSuccess, data: res, parent: parent})
 		return
 	}
 	log := f.log.With().Str("key", j.key).Str("action", j.p.Action).Str("job_id", j.p.JobID).Logger()
@@ -326,7 +342,7 @@ func (p *actionPool) attempt(j job) {
 	}
 	if final {
 		data, _ := jsonError(err)
-		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnFailure, data: data, failure: err.Error()})
+		p.outcome(j, internalEvent{pendingID: j.p.ID, event: def.OnFailure, data: data, failure: err.Error(), parent: parent})
 		return
 	}
 	wait := backoff(cfg.RetryBackoff, j.attempt)

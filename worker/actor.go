@@ -11,8 +11,11 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/internal/tracing"
 	"github.com/orderly-dev/orderly/statemachine"
 )
 
@@ -48,6 +51,9 @@ type internalEvent struct {
 	data      json.RawMessage
 	failure   string // the last error, when the action failed for good
 	retry     *retryNote
+
+	parent trace.SpanContext // the span of the attempt that ended (tracing)
+	span   trace.Span        // its outcome's span while it is applied (tracing)
 }
 
 // retryNote records a failed attempt in the pending entry, so that a
@@ -132,6 +138,12 @@ type batch struct {
 	// stored: when the stream stored each event the machine took, for the
 	// publish→applied latency.
 	stored []time.Time
+
+	// Tracing (nil when the worker does not trace): span is that of the
+	// event or outcome being applied; lead, that of the last transition
+	// that armed a timer or started actions, the trace the batch's timers
+	// carry.
+	span, lead trace.Span
 }
 
 // deadLetter is an event that can never be processed, and why.
@@ -155,6 +167,10 @@ type armed struct {
 func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*queue.Msg) (leftover []*queue.Msg) {
 	f := a.f
 	defer func() { a.keepVerdicts(leftover) }()
+	if f.w.tracer != nil {
+		a.eventSpans(ctx, internal, msgs)
+		defer func() { endSpans(internal, msgs, leftover) }()
+	}
 	claimed := len(msgs) == 0
 	for attempt := 0; ; attempt++ {
 		if !a.loaded {
@@ -175,7 +191,9 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 		}
 		b := a.apply(internal, msgs)
 		if b.changed {
+			spans := a.commitSpans(ctx, &b, internal, msgs)
 			rev, err := a.commit(ctx, &b)
+			endCommit(spans, rev, err)
 			if errors.Is(err, queue.ErrConflict) {
 				// Another actor wrote this key: our copy is stale. Reload and
 				// apply again; events it applied are now duplicates.
@@ -295,10 +313,15 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 		p := b.rec.Pending[i]
 		b.rec.Pending = slices.Delete(b.rec.Pending, i, i+1)
 		b.changed = true
+		b.span = ev.span
 		st := a.step(&b, p.JobID, statemachine.Input{Event: ev.event, Data: ev.data, Source: statemachine.SourceAction}, now)
 		st.Action = p.Action
 		if ev.failure != "" && st.Error == nil {
 			st.Error = &contract.StatusError{Code: contract.CodeActionFailed, Message: p.Action + ": " + ev.failure}
+		}
+		if b.span != nil {
+			b.span.SetAttributes(tracing.Action.String(p.Action))
+			tracing.Status(b.span, &st)
 		}
 		b.statuses = append(b.statuses, st)
 	}
@@ -357,7 +380,11 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			}
 			src = statemachine.SourceTimer
 		}
+		b.span = m.Span
 		st := a.step(&b, m.ID, statemachine.Input{Event: statemachine.Event(env.Event), Data: env.Data, Source: src}, now)
+		if b.span != nil {
+			tracing.Status(b.span, &st)
+		}
 		if st.Error != nil && (st.Error.Code == contract.CodeUnknownEvent || st.Error.Code == contract.CodePanicked) {
 			// No version of the workflow can ever apply it; or this one has
 			// a bug, and the event waits among the dead letters for a fix.
@@ -388,6 +415,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 // dead letters; its key goes on with the next event.
 func (b *batch) poison(st contract.Status, m *queue.Msg, code, msg string) {
 	st.Error = &contract.StatusError{Code: code, Message: msg}
+	if m.Span != nil {
+		tracing.Status(m.Span, &st)
+	}
 	b.statuses = append(b.statuses, st)
 	b.dead = append(b.dead, deadLetter{m, code + ": " + msg})
 }
@@ -413,6 +443,9 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 	if out.arm != nil {
 		b.arm = &armed{event: out.arm.Event, after: out.arm.After, visit: b.rec.Entered}
 	}
+	if b.span != nil && (out.arm != nil || len(out.actions) > 0) {
+		b.lead = b.span
+	}
 	for _, act := range out.actions {
 		p := contract.PendingWork{
 			ID:      a.key + "/" + strconv.FormatUint(b.rec.Version, 10) + "/" + act.Name,
@@ -420,6 +453,10 @@ func (a *actor) step(b *batch, jobID string, in statemachine.Input, now time.Tim
 			JobID:   jobID,
 			Attempt: 1,
 			Since:   now,
+		}
+		if b.span != nil {
+			// The action's attempts continue this transition's trace.
+			p.TraceParent, p.TraceState = tracing.Parent(b.span.SpanContext())
 		}
 		b.rec.Pending = append(b.rec.Pending, p)
 		b.starts = append(b.starts, p)
@@ -524,6 +561,7 @@ func (a *actor) ownWrite(ctx context.Context, val []byte) (uint64, error) {
 // for a visit that never happened, and is ignored.
 func (a *actor) schedule(ctx context.Context, b *batch) error {
 	f := a.f
+	ctx = b.traceCtx(ctx)
 	now := f.w.cfg.Now()
 	if b.arm != nil && b.arm.visit == b.rec.Entered {
 		ev := contract.Envelope{Event: string(b.arm.event)}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/internal/queue"
 )
@@ -81,6 +82,17 @@ type Config struct {
 	SharedConsumers bool
 	// Logger receives the runtime's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
+	// TracerProvider traces the events the worker handles with
+	// OpenTelemetry (docs/operations.md, Tracing): a span per event
+	// applied, continuing the W3C trace context its headers carry (as the
+	// client sets them), with its commit, each attempt of the actions it
+	// starts (the action's context carries the span) and the outcome's
+	// application under it; the timers it arms and its dead letter carry
+	// the trace on. Pass otel.GetTracerProvider() for the process's global
+	// one. Default: nil, no tracing, at no cost: no span is made and no
+	// trace header is read (a dead letter still keeps its event's headers,
+	// as it keeps all of them).
+	TracerProvider trace.TracerProvider
 	// Now is the clock: of state timestamps, timers, passivation and the
 	// stall check of Ready. Default: time.Now.
 	Now func() time.Time

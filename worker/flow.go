@@ -10,10 +10,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/ratelog"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // flow is one workflow at run time: its partitions' pullers and the actors
@@ -419,7 +421,15 @@ var _ deadLetterer = (*queue.Conn)(nil)
 func (f *flow) deadLetter(m *queue.Msg, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	var span trace.Span
+	if f.w.tracer != nil {
+		ctx, span = f.deadLetterSpan(ctx, m, reason)
+		defer span.End()
+	}
 	if err := f.w.conn.DeadLetter(ctx, f.name, m, reason); err != nil {
+		if span != nil {
+			tracing.Fail(span, err)
+		}
 		delay := retryDelay(m.Delivered)
 		f.deadLetterFailed(err)
 		f.log.Error().Err(err).Str("key", m.Key).Str("job_id", m.ID).Str("reason", reason).Uint64("delivered", m.Delivered).

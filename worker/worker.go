@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/internal/queue"
 )
@@ -22,11 +23,12 @@ var ErrStopped = errors.New("worker: stopped")
 // actor per live key, commits each key's state with compare-and-set, runs
 // the slow work after the commit and publishes every change.
 type Worker struct {
-	cfg   Config
-	conn  adapter
-	log   zerolog.Logger
-	flows []*flow
-	pool  *actionPool
+	cfg    Config
+	conn   adapter
+	log    zerolog.Logger
+	tracer trace.Tracer // nil: no tracing (Config.TracerProvider)
+	flows  []*flow
+	pool   *actionPool
 
 	// mu guards state, stopStart and stopErr's writer; it is never held
 	// across a network call, so Stop can always get it.
@@ -96,7 +98,7 @@ func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, stopped: make(chan struct{})}
+	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, tracer: newTracer(cfg.TracerProvider), stopped: make(chan struct{})}
 	w.leavingCtx, w.leave = context.WithCancel(context.Background())
 	w.leaving = w.leavingCtx.Done()
 	w.logMemoryPlan(plan)

@@ -87,7 +87,7 @@ func (c command) bulk(ctx context.Context, conn *client.Client, o options) error
 			fail(n, fmt.Errorf("not a JSON object: %v", err))
 			continue
 		}
-		var opts []client.PublishOption
+		opts := []client.PublishOption{client.WithTraceContext(ctx)}
 		if l.ID != "" {
 			opts = append(opts, client.WithJobID(l.ID))
 		}

@@ -25,11 +25,15 @@ import (
 	_ "time/tzdata"
 
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/cli"
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/internal/telemetry"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 const usageHead = `Usage:
@@ -107,6 +111,7 @@ type options struct {
 	sub                string   // "", "status", "watch", "history", "dlq", "cancel" or "schedule"
 	args               []string // positional arguments after sub
 	time               timeOptions
+	otel               bool
 }
 
 // run executes args and reports a failure as one line on stderr (plus a
@@ -134,6 +139,7 @@ func (o *options) flagSets() (fs, env *pflag.FlagSet, version *bool) {
 	o.conn.Register(env, "NATS server URL (default nats://127.0.0.1:4222)")
 	env.StringVar(&o.workflow, "workflow", "order", "workflow name")
 	env.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug, info, warn or error")
+	env.BoolVar(&o.otel, "otel", false, "trace with OpenTelemetry: a root span for the command and one per event published, whose trace the worker continues; exported over OTLP as the standard OTEL_* variables say: to localhost:4318 unless OTEL_EXPORTER_OTLP_ENDPOINT names a receiver, which alone also turns tracing on")
 	fs = pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(env)
@@ -233,7 +239,7 @@ func (o *options) validate() error {
 	return nil
 }
 
-func (c command) dispatch(ctx context.Context, args []string) error {
+func (c command) dispatch(ctx context.Context, args []string) (err error) {
 	o, err := c.parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
@@ -269,6 +275,29 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		}
 	}
 
+	tr, err := telemetry.Start(ctx, telemetry.Config{Flag: o.otel, Service: "orderly-enqueue", Getenv: c.getenv, Logger: &log})
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	defer func() {
+		// A command line waits for its spans' export 2 s at most.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if serr := tr.Shutdown(sctx); serr != nil {
+			log.Warn().Err(serr).Msg("tracing: spans not exported")
+		}
+	}()
+	if tr.Provider != nil {
+		var span trace.Span
+		ctx, span = c.rootSpan(ctx, tr.Provider, o)
+		defer func() {
+			if err != nil {
+				tracing.Fail(span, err)
+			}
+			span.End() // before the shutdown above exports it
+		}()
+	}
+
 	// queue.Connect for the flags' connection options and its patient
 	// first connect; the client on top does the rest.
 	qc, err := queue.Connect(ctx, o.conn.Config("orderly-enqueue", &log))
@@ -276,7 +305,7 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		return err
 	}
 	defer qc.Close()
-	conn, err := client.New(qc.NATS(), client.Config{})
+	conn, err := client.New(qc.NATS(), client.Config{TracerProvider: tr.Provider})
 	if err != nil {
 		return err
 	}
@@ -299,6 +328,29 @@ func (c command) dispatch(ctx context.Context, args []string) error {
 		return c.bulk(ctx, conn, o)
 	}
 	return c.publish(ctx, conn, o, contract.Envelope{Event: o.args[1], Data: data})
+}
+
+// rootSpan starts the command's span: a root, or the child of the span
+// that TRACEPARENT (and TRACESTATE) name, as a script that traces may pass
+// it on.
+func (c command) rootSpan(ctx context.Context, tp trace.TracerProvider, o options) (context.Context, trace.Span) {
+	name := o.sub
+	switch {
+	case name == "" && o.file != "":
+		name = "publish --file"
+	case name == "":
+		name = "publish"
+	}
+	attrs := []attribute.KeyValue{tracing.Workflow.String(o.workflow)}
+	if len(o.args) > 0 && (o.sub == "" || o.sub == "status" || o.sub == "watch" || o.sub == "history") {
+		attrs = append(attrs, tracing.Key.String(o.args[0]))
+	}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}
+	parent := tracing.FromParent(ctx, c.getenv("TRACEPARENT"), c.getenv("TRACESTATE"))
+	if !trace.SpanContextFromContext(parent).IsValid() {
+		opts = append(opts, trace.WithNewRoot())
+	}
+	return tp.Tracer(tracing.Scope).Start(parent, "enqueue "+name, opts...)
 }
 
 func (c command) publish(ctx context.Context, conn *client.Client, o options, ev contract.Envelope) error {

@@ -23,12 +23,18 @@ import (
 // be ready; the test's end kills it.
 func startBinary(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startBinaryEnv(t, nil, args...)
+}
+
+// startBinaryEnv is startBinary with env (NAME=value) for the environment.
+func startBinaryEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	dir, err := binaries()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(dir, "worker"), args...)
-	cmd.Env = []string{} // no NATS_URL or ORDERLY_* from the test's environment
+	cmd.Env = append([]string{}, env...) // no NATS_URL or ORDERLY_* from the test's environment
 	p := &proc{cmd: cmd, out: &natstest.Output{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

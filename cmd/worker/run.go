@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/console"
@@ -23,6 +24,7 @@ import (
 	"github.com/orderly-dev/orderly/internal/memlimit"
 	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/internal/roles"
+	"github.com/orderly-dev/orderly/internal/telemetry"
 	"github.com/orderly-dev/orderly/order"
 	"github.com/orderly-dev/orderly/worker"
 )
@@ -56,6 +58,7 @@ type options struct {
 	historyMaxAge   time.Duration
 	logLevel        string
 	id              string
+	otel            bool
 	roles           roleFlags
 }
 
@@ -90,6 +93,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.historyMaxAge, "history-max-age", 7*24*time.Hour, "how long the status history keeps a status (at least 1s)")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group: 1-255 characters of A-Z a-z 0-9 - _ = . (default: the host name and a random suffix)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error; logs are JSON on stderr, or console lines on a terminal")
+	fs.BoolVar(&o.otel, "otel", false, "trace events with OpenTelemetry, exported over OTLP as the standard OTEL_* variables say: to localhost:4318 unless OTEL_EXPORTER_OTLP_ENDPOINT names a receiver, which alone also turns tracing on (see docs/operations.md, Tracing)")
 	o.roles.register(fs)
 	return fs
 }
@@ -145,7 +149,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	applyMemoryLimit(&o, limit, getenv, log)
-	return serve(ctx, o, fs, log)
+	tr, err := telemetry.Start(ctx, telemetry.Config{Flag: o.otel, Service: "orderly-worker", Getenv: getenv, Logger: &log})
+	if err != nil {
+		return &cli.UsageError{Err: err}
+	}
+	if tr.Provider != nil {
+		log.Info().Str("protocol", tr.Protocol).Msg("start-up: tracing on: spans exported over OTLP as OTEL_* say")
+	}
+	defer func() {
+		// The last spans: after the worker has stopped.
+		if err := tr.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			log.Warn().Err(err).Msg("tracing: spans not exported")
+		}
+	}()
+	return serve(ctx, o, fs, log, tr.Provider)
 }
 
 // applyMemoryLimit sets the Go runtime's soft limit from the process's
@@ -285,7 +302,7 @@ func validID(id string) bool {
 // end, or for the NATS connection to be lost for longer than
 // --reconnect-timeout, and shuts down in reverse order. A signal at any
 // moment ends it with nil: exit 0.
-func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger) error {
+func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger, tp trace.TracerProvider) error {
 	// A signal during start-up ends the start-up, which is not a failure.
 	interrupted := func(err error) error {
 		if ctx.Err() != nil {
@@ -390,12 +407,13 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		ShutdownTimeout: o.shutdownTimeout,
 		ID:              o.id,
 		Logger:          &log,
+		TracerProvider:  tp,
 	}, wf)
 	if err != nil {
 		return err
 	}
 	current.Store(w)
-	cl, err := client.New(nc, client.Config{})
+	cl, err := client.New(nc, client.Config{TracerProvider: tp})
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,8 @@ func TestWireContractOneHome(t *testing.T) {
 	}
 	for _, h := range []string{contract.HeaderJobID, contract.HeaderTimerKind, contract.HeaderTimerVisit,
 		contract.HeaderDLQReason, contract.HeaderDLQSubject, contract.HeaderDLQSequence,
-		contract.HeaderDLQDelivered, contract.HeaderDLQAt, contract.HeaderDLQJobID} {
+		contract.HeaderDLQDelivered, contract.HeaderDLQAt, contract.HeaderDLQJobID,
+		contract.HeaderTraceParent, contract.HeaderTraceState} {
 		values[h] = "a header"
 	}
 	for _, dir := range []string{"internal/queue", "worker", "client", "statemachine", "order", "cmd/worker", "cmd/enqueue", "orderlytest", "internal/cli", "internal/jsapi"} {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/orderly-dev/orderly/contract"
 )
 
@@ -33,6 +35,9 @@ type Msg struct {
 	Stored time.Time
 	// Data is the raw message body.
 	Data []byte
+	// Span is the worker's span of the event while it handles it; nil when
+	// it does not trace. The adapter neither sets nor reads it.
+	Span trace.Span
 
 	raw         jetstream.Msg
 	timer       bool   // a fired timer: see Timer
@@ -43,8 +48,14 @@ type Msg struct {
 	release     func()
 }
 
-// Headers returns the message headers (read-only).
-func (m *Msg) Headers() map[string][]string { return m.raw.Headers() }
+// Headers returns the message headers (read-only); nil for a Msg not from
+// a Puller.
+func (m *Msg) Headers() map[string][]string {
+	if m.raw == nil {
+		return nil
+	}
+	return m.raw.Headers()
+}
 
 // Subject is the subject the event is stored under.
 func (m *Msg) Subject() string { return m.raw.Subject() }

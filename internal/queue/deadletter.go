@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/jsapi"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // DeadLetter stores a copy of m (its body and headers, plus the
@@ -19,7 +20,8 @@ import (
 // JetStream has acknowledged it; the caller then Terms m. JetStream's
 // Nats-* control headers (Nats-Expected-*, Nats-TTL, Nats-Rollup, ...) are
 // left out, since on the copy they would act on the dead-letter stream; the
-// job id is kept as HeaderDLQJobID. m.Key is used as it is, even if it breaks
+// job id is kept as HeaderDLQJobID. A span in ctx becomes the copy's trace
+// context. m.Key is used as it is, even if it breaks
 // the key rule: it came from a subject, so it is a valid subject token.
 func (c *Conn) DeadLetter(ctx context.Context, workflow string, m *Msg, reason string) error {
 	if err := contract.ValidateWorkflow(workflow); err != nil {
@@ -30,6 +32,9 @@ func (c *Conn) DeadLetter(ctx context.Context, workflow string, m *Msg, reason s
 		subject, orig = m.raw.Subject(), m.raw.Headers()
 	}
 	msg := deadLetterMsg(workflow, m.Key, subject, orig, m.Data, m.ID, m.Sequence, m.Delivered, reason)
+	// The trace of ctx (the worker's span of the dead-lettering) takes the
+	// place of the event's own; without one the copy keeps the event's.
+	tracing.Inject(ctx, msg.Header)
 	return c.publishDeadLetter(ctx, msg)
 }
 

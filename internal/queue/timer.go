@@ -10,19 +10,23 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // Schedule has JetStream deliver ev to key at time at, as an event like any
 // other, in the key's partition, even if no worker runs in between. There is
 // one pending schedule per kind and key: scheduling again replaces it. kind
 // must be a subject token other than "fired"; visit is handed back in
-// HeaderTimerVisit. Delivery is at whole seconds, never early.
+// HeaderTimerVisit. Delivery is at whole seconds, never early. A span in
+// ctx goes with the timer, as its trace context, to the event it fires.
 func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) error {
 	m, err := scheduleMsg(workflow, key, kind, visit, at, ev)
 	if err != nil {
 		return err
 	}
+	tracing.Inject(ctx, m.Header)
 	if _, err := c.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("queue: schedule %s for %s: %w", kind, key, err)
 	}
