@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/internal/tracing"
 )
 
 // A job id is applied at most once per workflow within the dedupe window.
@@ -161,6 +162,9 @@ func (a *actor) refused(b *batch, m *queue.Msg, now time.Time) bool {
 	st.Error = &contract.StatusError{Code: contract.CodeDuplicate, Message: fmt.Sprintf(
 		"job %s was taken at %s by key %s, sequence %d; not applied again",
 		m.ID, h.At.Format(time.RFC3339), h.Key, h.Sequence)}
+	if m.Span != nil {
+		tracing.Status(m.Span, &st)
+	}
 	b.statuses = append(b.statuses, st)
 	b.ack = append(b.ack, m)
 	a.f.w.duplicates.Add(1)

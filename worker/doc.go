@@ -78,6 +78,16 @@
 //     so its mailbox fills, and the actions waiting for the pool are
 //     bounded by the actors in memory (Config.MaxActors).
 //
+// # Tracing
+//
+// With Config.TracerProvider set, the worker traces each event with
+// OpenTelemetry in the trace its W3C trace context headers carry (the
+// client's Publish sets them from its caller's context): its application,
+// commit, the actions it starts, and their outcomes. An ActionFunc's
+// context holds the span of its attempt, so calls it makes with an
+// instrumented client join the trace. docs/operations.md, "Tracing",
+// lists the spans and their attributes.
+//
 // # GenServer, Task, Agent: which Orderly uses where
 //
 // A GenServer (a long-lived process with a mailbox, handling one message at

@@ -49,9 +49,12 @@ func (a *actor) eventSpans(ctx context.Context, internal []internalEvent, msgs [
 		opts := []trace.SpanStartOption{
 			trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(tracing.NATS, tracing.MessagingDestination.String(m.Subject()),
-				tracing.Workflow.String(f.name), tracing.Key.String(a.key), tracing.JobID.String(m.ID),
+				tracing.Workflow.String(f.name), tracing.Key.String(a.key),
 				tracing.Partition.Int(m.Partition), tracing.Sequence.Int64(int64(m.Sequence)),
 				tracing.Attempt.Int64(int64(m.Delivered))),
+		}
+		if m.ID != "" { // a timer has none
+			opts = append(opts, trace.WithAttributes(tracing.JobID.String(m.ID)))
 		}
 		if kind, _, ok := m.Timer(); ok {
 			if _, periodic := contract.EverySlot(kind); periodic {

@@ -109,26 +109,54 @@ func TestTracingThroughTheWorker(t *testing.T) {
 	b := setup(t)
 	tr := newTraces(t)
 	inAction := make(chan trace.SpanContext, 4)
+	release := make(chan struct{})
 	startWorker(t, b.url, worker.Config{TracerProvider: tr.tp}, func(ctx context.Context, c worker.ActionCall[tally]) (any, error) {
 		inAction <- trace.SpanContextFromContext(ctx)
-		return nil, nil
+		select {
+		case <-release:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	})
 	ctx, root := tr.root(t)
-	_, st, err := tr.client(t, b.url).PublishAndWait(ctx, "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("job-1"))
-	if err != nil || !st.Settled || st.Event != "worked" {
-		t.Fatalf("publish and wait: %+v, %v", st, err)
+	type result struct {
+		st  contract.Status
+		err error
 	}
+	done := make(chan result, 1)
+	cl := tr.client(t, b.url)
+	go func() {
+		_, st, err := cl.PublishAndWait(ctx, "tally", "k", contract.Envelope{Event: "work"}, client.WithJobID("job-1"))
+		done <- result{st, err}
+	}()
 	actionCtx := natstest.Recv(t, inAction, natstest.Timeout, "the action's call")
 
+	// While the action runs, the key's state keeps its trace context: a
+	// worker that resumes it after a crash continues the trace.
 	const d = 10 * time.Second
+	apply := tr.span(t, d, tracing.SpanApply, tracing.Event.String("work"), tracing.JobID.String("job-1"),
+		tracing.Workflow.String("tally"), tracing.Key.String("k"), tracing.From.String("open"), tracing.To.String("open"),
+		tracing.Settled.Bool(false), tracing.Attempt.Int64(1))
+	rec, _ := readTally(t, b.client, "k")
+	if len(rec.Pending) != 1 {
+		t.Fatalf("pending %+v, want the action", rec.Pending)
+	}
+	kept := trace.SpanContextFromContext(tracing.FromParent(context.Background(), rec.Pending[0].TraceParent, rec.Pending[0].TraceState))
+	if kept.TraceID() != apply.SpanContext.TraceID() || kept.SpanID() != apply.SpanContext.SpanID() {
+		t.Errorf("the pending action keeps trace context %q, want the span of its transition %s", rec.Pending[0].TraceParent, apply.SpanContext.SpanID())
+	}
+	close(release)
+	res := natstest.Recv(t, done, natstest.Timeout, "the job's end")
+	if res.err != nil || !res.st.Settled || res.st.Event != "worked" {
+		t.Fatalf("publish and wait: %+v, %v", res.st, res.err)
+	}
+
 	pub := tr.span(t, d, tracing.SpanPublish, tracing.JobID.String("job-1"))
 	childOf(t, pub, root.SpanContext())
 	if pub.SpanKind != trace.SpanKindProducer {
 		t.Errorf("publish span kind %s", pub.SpanKind)
 	}
-	apply := tr.span(t, d, tracing.SpanApply, tracing.Event.String("work"), tracing.JobID.String("job-1"),
-		tracing.Workflow.String("tally"), tracing.Key.String("k"), tracing.From.String("open"), tracing.To.String("open"),
-		tracing.Settled.Bool(false), tracing.Attempt.Int64(1))
 	childOf(t, apply, pub.SpanContext)
 	childOf(t, tr.span(t, d, tracing.SpanCommit, tracing.Batch.Int(1)), apply.SpanContext)
 	action := tr.span(t, d, tracing.SpanAction, tracing.Action.String("slow"), tracing.Attempt.Int(1), tracing.JobID.String("job-1"))

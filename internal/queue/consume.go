@@ -57,8 +57,14 @@ func (m *Msg) Headers() map[string][]string {
 	return m.raw.Headers()
 }
 
-// Subject is the subject the event is stored under.
-func (m *Msg) Subject() string { return m.raw.Subject() }
+// Subject is the subject the event is stored under; empty for a Msg not
+// from a Puller.
+func (m *Msg) Subject() string {
+	if m.raw == nil {
+		return ""
+	}
+	return m.raw.Subject()
+}
 
 func (m *Msg) finish() bool {
 	if m.finished.Swap(true) {
