@@ -98,12 +98,25 @@ func Start(ctx context.Context, c Config) (*Tracing, error) {
 		exp sdktrace.SpanExporter
 		err error
 	)
+	// With no endpoint in the environment (--otel alone), the default is
+	// the specification's, a local collector in plain text; the Go
+	// exporters would dial it with TLS.
+	local := env("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" &&
+		env("OTEL_EXPORTER_OTLP_INSECURE") == "" && env("OTEL_EXPORTER_OTLP_TRACES_INSECURE") == ""
 	switch protocol {
 	case "", "http/protobuf":
 		protocol = "http/protobuf"
-		exp, err = otlptracehttp.New(ctx)
+		var opts []otlptracehttp.Option
+		if local {
+			opts = append(opts, otlptracehttp.WithInsecure())
+		}
+		exp, err = otlptracehttp.New(ctx, opts...)
 	case "grpc":
-		exp, err = otlptracegrpc.New(ctx)
+		var opts []otlptracegrpc.Option
+		if local {
+			opts = append(opts, otlptracegrpc.WithInsecure())
+		}
+		exp, err = otlptracegrpc.New(ctx, opts...)
 	default:
 		return nil, fmt.Errorf("%w: OTLP protocol %q: want grpc or http/protobuf", ErrConfig, protocol)
 	}
