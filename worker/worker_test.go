@@ -50,9 +50,11 @@ func TestPerKeyOrder(t *testing.T) {
 			}
 		})
 	}
-	// 20,000 events take 50s under -race on two loaded cores.
+	// 20,000 events take 50s under -race on two loaded cores; alone on an
+	// idle machine the whole test takes 20s. The worker package's other
+	// tests (clusters among them) run beside it.
 	natstest.Wait(t, &wg, 5*time.Minute, "the publishers to get every event stored")
-	settled.wait(t, 60*time.Second)
+	settled.wait(t, 3*time.Minute)
 
 	want := make([]int, perKey)
 	for i := range want {
