@@ -195,7 +195,7 @@ func TestMetricsPerReplicaAndClusterWide(t *testing.T) {
 	lagOf := regexp.MustCompile(`(?m)^orderly_consumer_lag\{workflow="tally"\} (\S+)$`)
 	deadOf := regexp.MustCompile(`(?m)^orderly_dead_letters\{workflow="tally"\} (\S+)$`)
 	var bodies []string
-	waitFor(t, 60*time.Second, "the backlog summed over replicas and one dead letter", func() bool {
+	waitFor(t, 3*time.Minute, "the backlog summed over replicas and one dead letter", func() bool {
 		bodies = []string{scrape(t, urls[0]), scrape(t, urls[1])}
 		sum, dead := 0.0, 0.0
 		for _, body := range bodies {

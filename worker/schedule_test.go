@@ -287,7 +287,7 @@ func TestCancelRacesFiring(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, 20*time.Second, "every event taken or dropped", func() bool {
+	waitFor(t, 90*time.Second, "every event taken or dropped", func() bool {
 		info, err := b.conn.Info(ctx, "tally")
 		return err == nil && info.Pending == 0
 	})
