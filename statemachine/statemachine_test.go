@@ -276,6 +276,31 @@ func TestValidation(t *testing.T) {
 	}
 }
 
+// TestInventoryByStateStateNames: a state's name is accepted exactly when
+// the contract accepts it (contract.ValidateStateName: 1-64 characters of
+// A-Z a-z 0-9 - _), since it is a token of the inventory's subjects; the
+// problem names the state and the rule.
+func TestInventoryByStateStateNames(t *testing.T) {
+	for _, name := range []string{
+		"finished", "Done", "in_review", "step-2", "9", strings.Repeat("s", contract.MaxStateNameLen),
+		strings.Repeat("s", contract.MaxStateNameLen+1), "a.b", "a b", "a*", "a>", "é", "a=b", "a/b",
+	} {
+		def := jobDef()
+		def.States = append(def.States, sm.StateDef{Name: sm.State(name), Terminal: true})
+		def.Transitions = append(def.Transitions, sm.Transition[jobData]{From: "new", On: "ping", To: sm.State(name)})
+		_, err := sm.New(def)
+		want := contract.ValidateStateName(name)
+		if (err == nil) != (want == nil) {
+			t.Errorf("New with state %q: %v; contract.ValidateStateName: %v", name, err, want)
+			continue
+		}
+		var ve *sm.ValidationError
+		if want != nil && (!errors.As(err, &ve) || !hasProblem(ve, want.Error()) || !hasProblem(ve, "state names are tokens")) {
+			t.Errorf("New with state %q: %v, want the problem %q", name, err, want)
+		}
+	}
+}
+
 // TestWireContractWorkflowNames: a definition's name is accepted exactly when
 // the contract accepts it as a workflow name, the 64-character limit
 // included (the name ends up in stream and bucket names).

@@ -26,6 +26,11 @@ func validate[D any](def Definition[D]) []string {
 		default:
 			states[s.Name] = s
 		}
+		if s.Name != "" {
+			if err := contract.ValidateStateName(string(s.Name)); err != nil {
+				add("state %d: %v (state names are tokens of the inventory's subjects)", i, err)
+			}
+		}
 	}
 	if _, ok := states[def.Initial]; !ok {
 		add("initial state %q is not defined", def.Initial)
