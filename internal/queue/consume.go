@@ -28,7 +28,8 @@ type Msg struct {
 	ID string
 	// Sequence is the event's stream sequence: per partition, the order.
 	Sequence uint64
-	// Delivered counts deliveries of this event, 1 on the first.
+	// Delivered counts deliveries of this event, 1 on the first (and on the
+	// first after a rewind of the partition, which resets the count).
 	Delivered uint64
 	// Stored is when the events stream stored the event (the server's
 	// clock); zero if the delivery carried no metadata.

@@ -84,6 +84,9 @@ type Spec struct {
 	// HistoryMaxAge is how long the history stream keeps a status.
 	// Default: 7 days.
 	HistoryMaxAge time.Duration
+	// NoIndex provisions no inventory stream (worker.Config.DisableInventory);
+	// one there already is left as it is.
+	NoIndex bool
 	// Unpinned provisions consumers without a pinned priority group, so that
 	// several clients can pull one partition at once (what
 	// worker.Config.SharedConsumers asks for); per-key order then rests on
@@ -192,9 +195,10 @@ type Provisioned struct {
 func (p Provisioned) Changed() bool { return len(p.Created)+len(p.Updated)+len(p.Deleted) > 0 }
 
 // Provision creates the workflow's events stream, one durable pull consumer
-// per partition, the state bucket, the dead-letter stream and the status
-// history stream, or updates them where their configuration differs from
-// spec. It is idempotent and safe to
+// per partition, the state bucket, the dead-letter stream, the status
+// history stream and the inventory (and the workflows bucket all
+// workflows share), or updates them where their configuration differs
+// from spec. It is idempotent and safe to
 // run from many replicas at once: a second run changes nothing.
 func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	spec = spec.WithDefaults()
@@ -243,6 +247,11 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 	if err := c.ensureStream(ctx, &p, dlqStreamConfig(spec)); err != nil {
 		return p, err
 	}
+	if !spec.NoIndex {
+		if err := c.ensureStream(ctx, &p, indexStreamConfig(spec)); err != nil {
+			return p, err
+		}
+	}
 	for i := range spec.Partitions {
 		if err := c.ensureConsumer(ctx, &p, contract.EventsStream(spec.Workflow), consumerConfig(spec, i)); err != nil {
 			return p, err
@@ -261,6 +270,9 @@ func (c *Conn) Provision(ctx context.Context, spec Spec) (Provisioned, error) {
 		return p, err
 	}
 	if err := c.ensureConsumer(ctx, &p, jobsStream(spec.Workflow), announceConsumerConfig(spec)); err != nil {
+		return p, err
+	}
+	if err := c.ensureBucket(ctx, &p, workflowsBucketConfig(spec.Replicas)); err != nil {
 		return p, err
 	}
 	if err := c.ensureBucket(ctx, &p, jetstream.KeyValueConfig{
@@ -546,7 +558,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.Replicas == want.Replicas &&
 		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
 		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowRollup == want.AllowRollup &&
-		have.AllowMsgTTL == want.AllowMsgTTL &&
+		have.AllowMsgTTL == want.AllowMsgTTL && have.AllowDirect == want.AllowDirect &&
 		len(have.Sources) == len(want.Sources)
 	if !same {
 		return false

@@ -30,7 +30,7 @@ func setup(t *testing.T, spec queue.Spec) (*queue.Conn, queue.Provisioned) {
 func TestProvisionIsIdempotent(t *testing.T) {
 	t.Parallel()
 	c, first := setup(t, queue.Spec{Partitions: 4})
-	if !first.Changed() || len(first.Created) != 4+1+5+3 { // consumers (partitions, delayed records), streams (history, timers, schedules, events, dlq), buckets (state, jobs, members)
+	if !first.Changed() || len(first.Created) != 4+1+6+4 { // consumers (partitions, delayed records), streams (history, timers, schedules, events, dlq, index), buckets (state, jobs, workflows, members)
 		t.Fatalf("first run created %v", first.Created)
 	}
 	again, err := c.Provision(context.Background(), queue.Spec{Workflow: "order", Partitions: 4})

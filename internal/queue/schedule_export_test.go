@@ -9,3 +9,8 @@ func SetForgetEvery(d time.Duration) (restore func()) {
 	forgetEvery = d
 	return func() { forgetEvery = old }
 }
+
+// IndexWithTimeout is Conn.Index with another IndexWriteTimeout.
+func IndexWithTimeout(c *Conn, workflow string, window int, timeout time.Duration, failed func(key string)) *Index {
+	return c.index(workflow, window, timeout, failed)
+}

@@ -45,6 +45,22 @@ func (c *Conn) Bucket(ctx context.Context, workflow string) (*Bucket, error) {
 	return &Bucket{kv: kv, js: c.js, nc: c.nc, prefix: "$KV." + contract.StateBucket(workflow) + "."}, nil
 }
 
+// Keys calls fn with each key of the bucket until fn returns false,
+// through a short-lived consumer that reads no value.
+func (b *Bucket) Keys(ctx context.Context, fn func(key string) bool) error {
+	lister, err := b.kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("queue: keys: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	for key := range lister.Keys() {
+		if !fn(key) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // Get returns the key's value and revision; ErrNoState if it has none.
 func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	e, err := b.kv.Get(ctx, key)

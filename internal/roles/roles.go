@@ -16,6 +16,8 @@
 //     write a timer, a status, a state, a job claim or a dead letter, nor
 //     publish what a schedule fires.
 //   - Operator is a producer that may also list and replay dead letters.
+//     Producers read the inventory (counts and lists of keys by state,
+//     how many dead letters wait) and the workflows' descriptions.
 //   - Worker is what the worker runtime needs, and no more: it provisions and
 //     reads its workflow's streams, consumer and buckets, writes states,
 //     statuses, timers and dead letters, but publishes no event, and
@@ -95,6 +97,14 @@ func For(role Role, workflow string) (Permissions, error) {
 			api + "CONSUMER.CREATE." + n.history + ".>",
 			api + "CONSUMER.MSG.NEXT." + n.history + ".*",
 			api + "CONSUMER.DELETE." + n.history + ".*",
+			// The inventory (enqueue stats, keys, stuck): counts and
+			// lists, and the workflows' descriptions.
+			api + "DIRECT.GET." + n.index,
+			api + "DIRECT.GET." + n.index + ".>",
+			api + "DIRECT.GET." + workflowsStream,
+			api + "DIRECT.GET." + workflowsStream + ".$KV." + workflowsBucket + "." + workflow,
+			// How many dead letters wait (enqueue stats), not what they are.
+			api + "STREAM.INFO." + n.dlq,
 		},
 		Subscribe: []string{
 			"orderly.status." + workflow + ".>", // > as well as *: nats sub 'orderly.status.order.>'
@@ -107,7 +117,6 @@ func For(role Role, workflow string) (Permissions, error) {
 	case Operator:
 		op := producer
 		op.Publish = append(op.Publish[:len(op.Publish):len(op.Publish)],
-			api+"STREAM.INFO."+n.dlq,
 			api+"STREAM.MSG.GET."+n.dlq,
 			api+"STREAM.MSG.DELETE."+n.dlq,
 		)
@@ -122,8 +131,11 @@ func For(role Role, workflow string) (Permissions, error) {
 			"$KV." + n.stateBucket + ".>",
 			"$KV." + n.membersBucket + ".>",
 			"$KV." + n.jobsBucket + ".>",
+			// The inventory's entries, and the workflow's description.
+			"orderly.index." + workflow + ".>",
+			"$KV." + workflowsBucket + "." + workflow,
 		}
-		for _, s := range []string{n.events, n.timers, n.schedules, n.dlq, n.state, n.members, n.jobs, n.history} {
+		for _, s := range []string{n.events, n.timers, n.schedules, n.dlq, n.index, n.state, n.members, n.jobs, n.history, workflowsStream} {
 			pub = append(pub, api+"STREAM.INFO."+s, api+"STREAM.CREATE."+s, api+"STREAM.UPDATE."+s)
 		}
 		pub = append(pub,
@@ -173,6 +185,13 @@ func For(role Role, workflow string) (Permissions, error) {
 			api+"CONSUMER.CREATE."+n.history+".>",
 			api+"CONSUMER.MSG.NEXT."+n.history+".*",
 			api+"CONSUMER.DELETE."+n.history+".*",
+			// The inventory: removing entries (a purge of one subject, a
+			// delete by sequence), reading a key's for a repair; reading
+			// the workflow's description before writing it again.
+			api+"STREAM.PURGE."+n.index,
+			api+"STREAM.MSG.DELETE."+n.index,
+			api+"DIRECT.GET."+n.index,
+			api+"DIRECT.GET."+workflowsStream+".$KV."+workflowsBucket+"."+workflow,
 		)
 		return Permissions{Publish: pub, Subscribe: []string{
 			WorkerInbox + ".>",
@@ -185,10 +204,16 @@ func For(role Role, workflow string) (Permissions, error) {
 
 const api = "$JS.API."
 
+// The bucket every workflow's workers describe it in, and its stream.
+const (
+	workflowsBucket = "orderly_workflows"
+	workflowsStream = "KV_" + workflowsBucket
+)
+
 type streams struct {
-	events, timers, schedules, dlq, state, members, jobs string
-	history                                              string
-	stateBucket, membersBucket, jobsBucket               string
+	events, timers, schedules, dlq, index, state, members, jobs string
+	history                                                     string
+	stateBucket, membersBucket, jobsBucket                      string
 }
 
 // names of a workflow's streams and buckets, as package queue makes them.
@@ -199,6 +224,7 @@ func names(workflow string) streams {
 		timers:        "ORDERLY_TIMERS_" + w,
 		schedules:     "ORDERLY_SCHEDULES_" + w,
 		dlq:           "ORDERLY_DLQ_" + w,
+		index:         "ORDERLY_INDEX_" + w,
 		state:         "KV_orderly_state_" + workflow,
 		members:       "KV_orderly_members_" + workflow,
 		stateBucket:   "orderly_state_" + workflow,
