@@ -30,6 +30,7 @@ type actor struct {
 	// guarded by f.mu
 	mailbox  []*queue.Msg
 	internal []internalEvent
+	recheck  bool // reconcile the key's inventory entries (inventory.go)
 	running  bool
 	room     chan struct{} // closed when the mailbox has room again
 	elem     *list.Element // in f.idle while idle
@@ -76,6 +77,8 @@ func (a *actor) run() {
 		f.mu.Lock()
 		internal := a.internal
 		a.internal = nil
+		recheck := a.recheck
+		a.recheck = false
 		var msgs, back []*queue.Msg
 		var backFor time.Duration
 		if !f.draining && (!a.loaded || len(a.rec.Pending) == 0) && len(a.mailbox) > 0 {
@@ -88,7 +91,7 @@ func (a *actor) run() {
 				a.room = nil
 			}
 		}
-		if len(internal) == 0 && len(msgs) == 0 && len(back) == 0 {
+		if len(internal) == 0 && len(msgs) == 0 && len(back) == 0 && !recheck {
 			f.parked(a)
 			f.mu.Unlock()
 			return
@@ -99,11 +102,11 @@ func (a *actor) run() {
 			// older event of the key it waits for.
 			_ = m.Nak(backFor)
 		}
-		if len(internal) == 0 && len(msgs) == 0 {
+		if len(internal) == 0 && len(msgs) == 0 && !recheck {
 			continue
 		}
 
-		leftover := a.process(ctx, internal, msgs)
+		leftover := a.process(ctx, internal, msgs, recheck)
 		if len(leftover) > 0 {
 			f.mu.Lock()
 			draining := f.draining
@@ -144,6 +147,8 @@ type batch struct {
 	// that armed a timer or started actions, the trace the batch's timers
 	// carry.
 	span, lead trace.Span
+	// duplicates: an event applied already came again (see handled).
+	duplicates bool
 }
 
 // deadLetter is an event that can never be processed, and why.
@@ -163,10 +168,27 @@ type armed struct {
 // process applies events in order to a copy of the state, commits the copy
 // once (compare-and-set on the revision it was loaded at; on conflict it
 // reloads and applies again), and only then acknowledges, publishes and
-// starts actions. It returns the mailbox events it deferred.
-func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*queue.Msg) (leftover []*queue.Msg) {
+// starts actions. It returns the mailbox events it deferred. With recheck,
+// or when the batch may follow a commit cut off (a redelivered event, a
+// conflict), it then reconciles the key's inventory entries.
+func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*queue.Msg, recheck bool) (leftover []*queue.Msg) {
 	f := a.f
 	defer func() { a.keepVerdicts(leftover) }()
+	if len(internal) == 0 && len(msgs) == 0 {
+		if recheck && !a.loaded {
+			if err := a.load(ctx); err != nil {
+				f.indexFailed(a.key, err)
+				return nil
+			}
+		}
+		if recheck {
+			a.reconcile(ctx)
+		}
+		return nil
+	}
+	for _, m := range msgs {
+		recheck = recheck || f.suspected(m)
+	}
 	if f.w.tracer != nil {
 		a.eventSpans(ctx, internal, msgs)
 		defer func() { endSpans(internal, msgs, leftover) }()
@@ -190,15 +212,22 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 			}
 		}
 		b := a.apply(internal, msgs)
+		// An event applied already is here again: the commit that applied
+		// it may have been cut off before its inventory purges.
+		recheck = recheck || b.duplicates
+		var ix indexPlan
 		if b.changed {
+			ix = a.planIndex(&b)
 			spans := a.commitSpans(ctx, &b, internal, msgs)
-			rev, err := a.commit(ctx, &b)
+			rev, err := a.commit(ctx, &b, &ix)
 			endCommit(spans, rev, err)
 			if errors.Is(err, queue.ErrConflict) {
 				// Another actor wrote this key: our copy is stale. Reload and
-				// apply again; events it applied are now duplicates.
+				// apply again; events it applied are now duplicates. The
+				// entries sent for the lost commit are reconciled after.
 				f.log.Warn().Str("key", a.key).Int("attempt", attempt).Msg("state conflict; reloading")
 				a.loaded = false
+				recheck = true
 				continue
 			}
 			if err != nil {
@@ -208,11 +237,18 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 				return nil
 			}
 			a.rec, a.rev, a.ent = b.rec, rev, b.ent
+			if f.w.crash != nil && f.w.crash(a.key, "after") {
+				<-ctx.Done()
+				return nil
+			}
 		} else if b.resume && !a.rearm(ctx, &b) {
 			f.giveBack(msgs, ctx.Err()) // stopping: the next owner takes the wake-up
 			return nil
 		}
-		a.finish(&b)
+		a.finish(&b, &ix)
+		if recheck {
+			a.reconcile(ctx)
+		}
 		return b.leftover
 	}
 }
@@ -328,6 +364,7 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 	for i, m := range msgs {
 		if handled(&b.rec, m.Sequence) {
 			b.ack = append(b.ack, m) // redelivered after it was applied
+			b.duplicates = true
 			a.f.w.duplicates.Add(1)
 			a.f.w.metrics.duplicates.WithLabelValues(a.f.name).Inc()
 			continue
@@ -479,8 +516,9 @@ func (a *actor) status(rec *contract.StateRecord, jobID, event string, now time.
 // the broker (NATS away, a full store) are retried until they pass, the
 // events held unacknowledged meanwhile, so the key keeps its order and
 // nothing is lost if we never get through; only a fault of the data, or the
-// worker stopping, returns an error.
-func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
+// worker stopping, returns an error. The inventory entries the commit makes
+// true go out first, on the same connection (see inventory.go).
+func (a *actor) commit(ctx context.Context, b *batch, ix *indexPlan) (uint64, error) {
 	data, err := b.ent.encode()
 	if err != nil {
 		return 0, err
@@ -489,6 +527,11 @@ func (a *actor) commit(ctx context.Context, b *batch) (uint64, error) {
 	val, err := contract.MarshalState(&b.rec)
 	if err != nil {
 		return 0, err
+	}
+	a.indexBefore(ctx, ix)
+	if a.f.w.crash != nil && a.f.w.crash(a.key, "before") {
+		<-ctx.Done()
+		return 0, ctx.Err()
 	}
 	unsure := false // a write failed in a way that may have stored it
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
@@ -586,10 +629,14 @@ type statusPublisher interface {
 
 var _ statusPublisher = (*queue.Conn)(nil)
 
-// finish does what follows a commit: acknowledge, publish, start actions,
-// remove the periodic schedules the key no longer runs.
-func (a *actor) finish(b *batch) {
+// finish does what follows a commit: remove the inventory entries it made
+// stale, acknowledge, publish, start actions, remove the periodic schedules
+// the key no longer runs. The removals go out before the acks: an event
+// acknowledged had its batch's removals sent ahead of it, and one that was
+// not comes again, redelivered, and has its key reconciled.
+func (a *actor) finish(b *batch, ix *indexPlan) {
 	f := a.f
+	a.indexAfter(f.w.ctx, ix)
 	for _, m := range b.ack {
 		if f.w.dropAck != nil && f.w.dropAck(m) {
 			continue

@@ -80,6 +80,13 @@ type Config struct {
 	// With SharedConsumers, compare-and-set still keeps every update, but a
 	// lost delivery can reach its key after newer events. Default: false.
 	SharedConsumers bool
+	// DisableInventory turns the inventory off: the worker then keeps no
+	// index of its workflows' keys by state, which enqueue stats, keys and
+	// stuck (client.Stats, Keys, Stuck) read, and saves its writes (about
+	// two per change of state). Every worker of a workflow must agree: the
+	// index is not rebuilt when it is turned on again. Default: false, the
+	// inventory is kept.
+	DisableInventory bool
 	// Logger receives the runtime's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
 	// TracerProvider traces the events the worker handles with

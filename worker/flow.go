@@ -28,6 +28,15 @@ type flow struct {
 	spec   queue.Spec
 	bucket stateStore
 	jobs   jobClaimer
+	index  inventory // nil when Config.DisableInventory
+	repair repairs   // keys whose inventory writes failed (inventory.go)
+	// suspect holds, by partition, a time (unix nanoseconds): the keys of
+	// events stored before it may have been cut off in a commit by a dead
+	// owner, and have their inventory entries reconciled (inventory.go).
+	suspect []atomic.Int64
+	// backfill: this worker made the inventory, and enters the keys the
+	// state bucket holds already.
+	backfill bool
 
 	// pullers are the partitions pulled. Only the goroutine that changes
 	// ownership (Start's, then own's, then Stop's) writes the map; pmu
@@ -97,17 +106,26 @@ type provisioner interface {
 	Provision(ctx context.Context, spec queue.Spec) (queue.Provisioned, error)
 	Bucket(ctx context.Context, workflow string) (*queue.Bucket, error)
 	Jobs(ctx context.Context, workflow string) (*queue.Jobs, error)
+	// Index opens the workflow's inventory for writing; PutWorkflow
+	// describes the workflow in the workflows bucket.
+	Index(workflow string, window int, failed func(key string)) *queue.Index
+	PutWorkflow(ctx context.Context, info *contract.WorkflowInfo) (*contract.WorkflowInfo, error)
 }
 
 var _ provisioner = (*queue.Conn)(nil)
 
 func (f *flow) provision(ctx context.Context) error {
-	p, err := f.w.conn.Provision(ctx, f.w.cfg.Queue.spec(f.name, f.w.cfg.SharedConsumers))
+	spec := f.w.cfg.Queue.spec(f.name, f.w.cfg.SharedConsumers)
+	spec.NoIndex = f.w.cfg.DisableInventory
+	p, err := f.w.conn.Provision(ctx, spec)
 	if err != nil {
 		return err
 	}
 	for _, c := range p.Created {
 		f.log.Info().Str("resource", c).Msg("created")
+		// A new inventory: the keys already in the state bucket are
+		// entered by this worker (backfillInventory).
+		f.backfill = f.backfill || c == "stream "+contract.IndexStream(f.name)
 	}
 	for _, c := range p.Updated {
 		f.log.Info().Str("resource", c).Msg("updated")
@@ -125,6 +143,16 @@ func (f *flow) provision(ctx context.Context) error {
 		return err
 	}
 	f.jobs, f.bucket = jobs, bucket
+	f.suspect = make([]atomic.Int64, f.spec.Partitions)
+	info := f.eng.info()
+	info.Inventory = !f.w.cfg.DisableInventory
+	prev, err := f.w.conn.PutWorkflow(ctx, &info)
+	if err != nil {
+		return err
+	}
+	// Turned on again after running without: the entries are stale.
+	f.backfill = f.backfill || prev != nil && !prev.Inventory && info.Inventory
+	f.openInventory()
 	return nil
 }
 

@@ -162,9 +162,15 @@ func (f *flow) rebalance(ctx context.Context) error {
 			delete(f.handedFrom, p)
 		}
 	}
+	for _, p := range orphaned {
+		f.suspectBefore(p)
+	}
 	for _, p := range come {
 		prev := f.previousOwner(p, members)
 		gone := prev == "" || !slices.Contains(members, prev)
+		if gone {
+			f.suspectBefore(p)
+		}
 		pl, err := f.acquire(ctx, p, gone)
 		if err != nil {
 			f.expediteLater(orphaned)
@@ -382,8 +388,9 @@ func (f *flow) expediteLater(ps []int) {
 // after it began. It finds the keys among the pending resume schedules (one
 // per key); the pending list in each key's state decides, so a key whose
 // work finished gets no wake-up. A live owner that gets a wake-up for an
-// action it is running ignores it (f.inflight). It returns how many keys it
-// woke.
+// action it is running ignores it (f.inflight). Each of those keys also
+// has its inventory entries reconciled (see inventory.go). It returns how
+// many keys it woke.
 func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
 	want := make([]bool, f.spec.Partitions)
 	for _, p := range ps {
@@ -406,6 +413,9 @@ func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			// The work of the key may have ended in a commit whose
+			// inventory purges the dead owner never sent.
+			f.requestReconcile(ctx, key)
 			woke, err := f.expediteKey(ctx, key)
 			if woke {
 				n.Add(1)

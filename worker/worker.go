@@ -58,9 +58,18 @@ type Worker struct {
 	staleTimers  atomic.Int64
 	// collapsedTicks counts periodic ticks dropped for a newer one.
 	collapsedTicks atomic.Int64
+	// The inventory's reconciliations: keys checked, keys repaired, keys
+	// whose repair could not be made or queued.
+	inventoryChecks, inventoryRepairs, inventoryFailures atomic.Int64
 	// dropAck, set only by tests, loses the ack of the messages it picks, as
 	// a connection that fails between commit and ack would.
 	dropAck func(*queue.Msg) bool
+	// crash, set only by tests, stops an actor dead, as a process killed
+	// there would, when it returns true: at stage "before" a commit (its
+	// inventory entries sent, its state not written) or "after" it (the
+	// state written, nothing of what follows done). The actor then waits
+	// for the hard stop.
+	crash func(key, stage string) bool
 }
 
 // lifeState is where a Worker is in its life: new, then starting, then
@@ -234,6 +243,10 @@ func (w *Worker) startUp(ctx context.Context) error {
 		}
 		w.bg.Go(func() { f.sweepStrays(w.ctx) })
 		w.bg.Go(func() { f.announceDelayed(w.ctx) })
+		w.bg.Go(func() { f.repairLoop(w.ctx) })
+		if f.backfill && f.index != nil {
+			w.bg.Go(func() { f.backfillInventory(w.ctx) })
+		}
 	}
 	return ctx.Err()
 }
@@ -322,6 +335,13 @@ func (w *Worker) shutdown(ctx context.Context) error {
 	for _, f := range w.flows {
 		f.runs.Wait()
 	}
+	// The inventory's purges went out before the acks; wait for their
+	// answers, so that a clean stop leaves nothing to repair.
+	invCtx, invCancel := context.WithTimeout(ctx, 5*time.Second)
+	for _, f := range w.flows {
+		f.closeInventory(invCtx)
+	}
+	invCancel()
 	w.cancel()
 	w.unwatch()
 	w.bg.Wait()
@@ -395,6 +415,15 @@ type Stats struct {
 	CollapsedTicks int64
 	// DeadLettered counts events sent to the dead letters since start.
 	DeadLettered int64
+	// InventoryChecks counts keys whose inventory entries were checked
+	// against their state (after a redelivery, a conflict, a failed write
+	// or a takeover from a member gone) since start; InventoryRepairs
+	// those of them whose entries were wrong and were repaired.
+	InventoryChecks, InventoryRepairs int64
+	// InventoryFailures counts keys whose entries could not be checked or
+	// repaired (the inventory's stream unavailable past the retries), since
+	// start: their counts may be off until their next change.
+	InventoryFailures int64
 }
 
 // Stats returns a snapshot of the runtime's bounded resources.
@@ -408,6 +437,9 @@ func (w *Worker) Stats() Stats {
 	s.StaleTimers = w.staleTimers.Load()
 	s.CollapsedTicks = w.collapsedTicks.Load()
 	s.DeadLettered = w.deadLettered.Load()
+	s.InventoryChecks = w.inventoryChecks.Load()
+	s.InventoryRepairs = w.inventoryRepairs.Load()
+	s.InventoryFailures = w.inventoryFailures.Load()
 	return s
 }
 

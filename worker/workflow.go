@@ -102,6 +102,8 @@ type engine interface {
 	statePeriodic(statemachine.State) []statemachine.Periodic
 	action(name string) (statemachine.ActionDef, bool)
 	newEntity(data json.RawMessage) (entity, error)
+	// info describes the workflow for the workflows bucket.
+	info() contract.WorkflowInfo
 }
 
 // entity holds one key's data in its typed form between events.
@@ -147,6 +149,23 @@ func (t *typed[D]) statePeriodic(s statemachine.State) []statemachine.Periodic {
 }
 
 func (t *typed[D]) action(name string) (statemachine.ActionDef, bool) { return t.m.Action(name) }
+
+func (t *typed[D]) info() contract.WorkflowInfo {
+	info := contract.WorkflowInfo{
+		Name: t.m.Name(), Initial: string(t.m.Initial()), Mermaid: t.m.Mermaid(),
+		States: []contract.WorkflowState{}, Events: []contract.WorkflowEvent{}, Actions: []string{},
+	}
+	for _, s := range t.m.States() {
+		info.States = append(info.States, contract.WorkflowState{Name: string(s.Name), Terminal: s.Terminal})
+	}
+	for _, e := range t.m.Events() {
+		info.Events = append(info.Events, contract.WorkflowEvent{Name: string(e.Name), Client: e.Client})
+	}
+	for _, a := range t.m.Actions() {
+		info.Actions = append(info.Actions, a.Name)
+	}
+	return info
+}
 
 func (t *typed[D]) newEntity(data json.RawMessage) (entity, error) {
 	e := &typedEntity[D]{t: t}
