@@ -50,10 +50,16 @@ const usageHead = `Usage:
   enqueue schedule add [flags] NAME KEY EVENT [DATA_JSON] (--every DURATION | --cron "EXPR" [--tz ZONE])
   enqueue schedule list [flags]           list recurring schedules: NAME KEY EVENT SPEC NEXT
   enqueue schedule rm [flags] NAME        remove a recurring schedule
+  enqueue stats [flags]                   count keys by state, pending work, delayed events, dead letters
+                                          (every workflow, or the one --workflow names)
+  enqueue keys --state STATE [--older-than DURATION] [--limit N] [flags]
+                                          list the keys in STATE, oldest first: KEY VERSION SINCE
+  enqueue stuck [--older-than DURATION] [--limit N] [flags]
+                                          keys whose slow work, or non-terminal state, has not moved for DURATION (default 10m)
 
 Flags may stand before or after the arguments. "status", "watch",
-"history", "dlq", "cancel" and "schedule" are reserved: publish to a key of
-that name with "enqueue [flags] -- status EVENT".
+"history", "dlq", "cancel", "schedule", "stats", "keys" and "stuck" are
+reserved: publish to a key of that name with "enqueue [flags] -- status EVENT".
 The connection flags, --workflow and --log-level are also read from
 ORDERLY_<FLAG> (dashes as underscores); --nats-url also from NATS_URL.
 Exit status: 0 ok, 1 failure (rejected or failed job, queue full, no server,
@@ -62,7 +68,7 @@ bad key or data, timeout, no state), 2 usage error.
 Flags:
 `
 
-const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | history KEY | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm (see enqueue --help)"
+const usageHint = "usage: enqueue [flags] KEY EVENT [DATA_JSON] | --file FILE | status KEY | watch [KEY] | history KEY | dlq list | dlq replay SEQ|--all | cancel JOB_ID | schedule add|list|rm | stats | keys --state STATE | stuck (see enqueue --help)"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -112,6 +118,7 @@ type options struct {
 	args               []string // positional arguments after sub
 	time               timeOptions
 	otel               bool
+	inv                inventoryOptions // stats, keys, stuck
 }
 
 // run executes args and reports a failure as one line on stderr (plus a
@@ -143,16 +150,17 @@ func (o *options) flagSets() (fs, env *pflag.FlagSet, version *bool) {
 	fs = pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(env)
-	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, history, dlq list, schedule list: one JSON object per line)")
+	fs.BoolVar(&o.json, "json", false, "machine-readable output: JSON (watch, history, dlq list, schedule list, stats, keys, stuck: one JSON object per line)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on publishing, --wait and dlq (0: none); for watch, how long to watch (unset: until interrupted)")
 	fs.StringVar(&o.id, "id", "", "job id and idempotency key: 1-256 bytes of UTF-8, no control characters, no leading or trailing spaces (default: a new unique id)")
 	fs.BoolVar(&o.wait, "wait", false, "follow the job until it settles and print its final state")
 	fs.StringVar(&o.file, "file", "", "publish the JSON lines of `FILE` (- for stdin) instead of KEY EVENT")
 	fs.IntVar(&o.window, "window", 1024, "with --file: the most publishes awaiting their acknowledgement (1-4000)")
-	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all)")
+	fs.IntVar(&o.limit, "limit", 0, "dlq list: the most dead letters to list (0: all); keys, stuck: the most keys to list (default 100)")
 	fs.BoolVar(&o.all, "all", false, "dlq replay: replay every dead letter; watch: first print every stored status")
 	fs.DurationVar(&o.since, "since", 0, "watch: first print the statuses stored in the last `DURATION` (e.g. 10m, 24h)")
 	o.time.register(fs)
+	o.inv.register(fs)
 	version = cli.VersionFlag(fs)
 	return fs, env, version
 }
@@ -188,15 +196,18 @@ func (c command) parse(args []string) (options, error) {
 		}
 	}
 	for _, f := range [...]struct{ name, cmd string }{{"limit", "list"}, {"all", "replay"}} {
-		if f.name == "all" && o.sub == "watch" {
+		if f.name == "all" && o.sub == "watch" || f.name == "limit" && (o.sub == "keys" || o.sub == "stuck") {
 			continue
 		}
 		if fs.Changed(f.name) && (o.sub != "dlq" || len(o.args) == 0 || o.args[0] != f.cmd) {
 			if f.name == "all" {
 				return o, cli.Usagef("--all applies only to dlq replay and watch")
 			}
-			return o, cli.Usagef("--%s applies only to dlq %s", f.name, f.cmd)
+			return o, cli.Usagef("--limit applies only to dlq list, keys and stuck")
 		}
+	}
+	if err := o.inv.check(fs, &o); err != nil {
+		return o, err
 	}
 	if err := o.checkWatch(fs); err != nil {
 		return o, err
@@ -324,6 +335,12 @@ func (c command) dispatch(ctx context.Context, args []string) (err error) {
 		return c.cancel(ctx, conn, o)
 	case o.sub == "schedule":
 		return c.schedule(ctx, conn, o)
+	case o.sub == "stats":
+		return c.stats(ctx, conn, o)
+	case o.sub == "keys":
+		return c.keys(ctx, conn, o)
+	case o.sub == "stuck":
+		return c.stuck(ctx, conn, o)
 	case o.file != "":
 		return c.bulk(ctx, conn, o)
 	}

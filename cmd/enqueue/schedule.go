@@ -16,7 +16,7 @@ import (
 )
 
 // subcommands are the first arguments that name a subcommand, not a key.
-var subcommands = []string{"status", "watch", "history", "dlq", "cancel", "schedule"}
+var subcommands = []string{"status", "watch", "history", "dlq", "cancel", "schedule", "stats", "keys", "stuck"}
 
 // timeOptions are the flags of delayed events and recurring schedules.
 //

@@ -56,6 +56,7 @@ type options struct {
 	consoleToken    string
 	historyPerKey   int64
 	historyMaxAge   time.Duration
+	inventory       bool
 	logLevel        string
 	id              string
 	otel            bool
@@ -91,6 +92,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.StringVar(&o.consoleToken, "console-token", "", "the secret the web console's write actions (send an event, replay a dead letter, cancel, schedules) must carry; empty: writes only on requests to a loopback address, read-only elsewhere")
 	fs.Int64Var(&o.historyPerKey, "history-per-key", 100, "statuses of each key kept in the status history (enqueue history, watch --since/--all), the oldest dropped first (0: no history; the history stream is deleted)")
 	fs.DurationVar(&o.historyMaxAge, "history-max-age", 7*24*time.Hour, "how long the status history keeps a status (at least 1s)")
+	fs.BoolVar(&o.inventory, "inventory", true, "keep the inventory of keys by state that enqueue stats, keys and stuck read (about two writes per change of state); every worker of a workflow must agree")
 	fs.StringVar(&o.id, "id", "", "this worker's name in its group: 1-255 characters of A-Z a-z 0-9 - _ = . (default: the host name and a random suffix)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error; logs are JSON on stderr, or console lines on a terminal")
 	fs.BoolVar(&o.otel, "otel", false, "trace events with OpenTelemetry, exported over OTLP as the standard OTEL_* variables say: to localhost:4318 unless OTEL_EXPORTER_OTLP_ENDPOINT names a receiver, which alone also turns tracing on (see docs/operations.md, Tracing)")
@@ -397,17 +399,18 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
 			DedupeWindow: o.dedupeWindow, HistoryPerKey: historyPerKey(o.historyPerKey), HistoryMaxAge: o.historyMaxAge,
 		},
-		Batch:           explicit(fs, "batch", o.batch),
-		Concurrency:     o.concurrency,
-		ActionTimeout:   o.actionTimeout,
-		ActionRetries:   o.actionRetries,
-		ActorIdle:       o.actorIdle,
-		MaxActors:       explicit(fs, "max-actors", o.maxActors),
-		MemoryLimit:     o.workerMemory,
-		ShutdownTimeout: o.shutdownTimeout,
-		ID:              o.id,
-		Logger:          &log,
-		TracerProvider:  tp,
+		Batch:            explicit(fs, "batch", o.batch),
+		Concurrency:      o.concurrency,
+		ActionTimeout:    o.actionTimeout,
+		ActionRetries:    o.actionRetries,
+		ActorIdle:        o.actorIdle,
+		MaxActors:        explicit(fs, "max-actors", o.maxActors),
+		MemoryLimit:      o.workerMemory,
+		ShutdownTimeout:  o.shutdownTimeout,
+		ID:               o.id,
+		DisableInventory: !o.inventory,
+		Logger:           &log,
+		TracerProvider:   tp,
 	}, wf)
 	if err != nil {
 		return err

@@ -104,6 +104,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.partitions, "partitions", 0, "worker Config.Queue.Partitions (0: its default)")
 	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
 	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
+	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
 	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
@@ -120,6 +121,7 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	c.noInventory = !*inventory
 	if c.pendingKeys < 1 || c.pendingWork < 0 {
 		return c, fmt.Errorf("-pending-keys must be positive and -pending-work not negative")
 	}

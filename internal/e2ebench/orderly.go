@@ -196,6 +196,8 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		Queue:       worker.QueueConfig{Partitions: cfg.partitions, HistoryPerKey: run.historyPerKey},
 		ActorIdle:   run.actorIdle,
 		MemoryLimit: run.memoryLimit,
+
+		DisableInventory: cfg.noInventory,
 	}, wf)
 	if err != nil {
 		return r, err

@@ -34,6 +34,7 @@ type config struct {
 	partitions                       int
 	orderKeys                        int
 	producer                         string
+	noInventory                      bool // worker Config.DisableInventory
 	only                             string
 	million                          bool
 	cpuProfile, memProfile           string
