@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -119,15 +119,22 @@ func (c command) stats(ctx context.Context, conn *client.Client, o options) erro
 		fmt.Fprintf(c.stdout, "%s: %d key%s, %d with work pending, %d delayed event%s, %d dead letter%s (at %s)\n",
 			name, s.Keys, plural(s.Keys), s.PendingWork, s.Scheduled, plural(s.Scheduled),
 			s.DeadLetters, plural(s.DeadLetters), s.At.Format(time.RFC3339))
-		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		// One line a state: its name, its count right-aligned, and whether
+		// it is terminal.
+		nameW, countW := 0, 1
 		for _, st := range info.States {
-			mark := ""
-			if st.Terminal {
-				mark = "(terminal)"
-			}
-			fmt.Fprintf(tw, "  %s\t%d\t %s\t\n", st.Name, s.States[st.Name], mark)
+			nameW = max(nameW, len(st.Name))
+			countW = max(countW, len(strconv.Itoa(s.States[st.Name])))
 		}
-		if err := tw.Flush(); err != nil {
+		var b strings.Builder
+		for _, st := range info.States {
+			fmt.Fprintf(&b, "  %-*s  %*d", nameW, st.Name, countW, s.States[st.Name])
+			if st.Terminal {
+				b.WriteString("  terminal")
+			}
+			b.WriteByte('\n')
+		}
+		if _, err := io.WriteString(c.stdout, b.String()); err != nil {
 			return err
 		}
 	}

@@ -235,7 +235,7 @@ func TestInventoryByStateStatsExact(t *testing.T) {
 	// The human form says the same.
 	out, errOut, code := runCLI(t, ctx, "stats", "--nats-url", b.url)
 	if code != 0 || !strings.HasPrefix(out, "order: 950 keys, 50 with work pending, 10 delayed events, 20 dead letters") ||
-		!strings.Contains(out, "completed  300") || !strings.Contains(out, "(terminal)") {
+		!strings.Contains(out, "\n  completed         300  terminal\n") {
 		t.Fatalf("stats: code %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
