@@ -52,6 +52,10 @@ screenshots: ## redo docs/console-overview.png and docs/console-key.png (the con
 bench: ## run the Go benchmarks with allocations (micro-benchmarks and the 100,000-key one)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-inventory
+bench-inventory: ## the inventory's queries (stats, keys, stuck) at 1,000,000 keys (a few minutes)
+	ORDERLY_BENCH_INVENTORY_KEYS=1000000 $(GO) test -run '^$$' -bench InventoryMillion -benchtime 20x -timeout 60m -v ./client/
+
 .PHONY: lint
 lint: vet ## gofmt over every file, and go vet in every module
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)

@@ -109,6 +109,7 @@ func (c *Client) Workflow(ctx context.Context, workflow string) (contract.Workfl
 // after a worker dies in the middle of a commit, a key may be counted in
 // two states until it is repaired (docs/operations.md says when).
 type Stats struct {
+	// Workflow is the workflow counted.
 	Workflow string `json:"workflow"`
 	// States counts the keys in each of the workflow's states, every
 	// state listed (0 included).
@@ -230,10 +231,10 @@ func (c *Client) countDeadLetters(ctx context.Context, workflow string) (uint64,
 // KeyInfo is a key in the inventory: its state, the version at which it
 // entered the state, and when.
 type KeyInfo struct {
-	Key     string    `json:"key"`
-	State   string    `json:"state"`
-	Version uint64    `json:"version"`
-	Since   time.Time `json:"since"`
+	Key     string    `json:"key"`     // The key.
+	State   string    `json:"state"`   // The state it is in.
+	Version uint64    `json:"version"` // Its version when it entered the state.
+	Since   time.Time `json:"since"`   // When it entered the state.
 }
 
 // KeysQuery says which keys Keys lists.
@@ -346,6 +347,8 @@ func (c *Client) eachEntry(ctx context.Context, workflow, filter string, want in
 // StuckKey is a key that has not moved for a while: Reason says why it is
 // listed.
 type StuckKey struct {
+	// KeyInfo is the key, its state and since when; for a key listed for
+	// its work alone, read from its state record.
 	KeyInfo
 	// Reason is StuckWork when its slow work has been pending for longer
 	// than asked, else StuckState: it has been in a non-terminal state for
@@ -353,10 +356,11 @@ type StuckKey struct {
 	Reason string `json:"reason"`
 	// PendingSince is when the key's slow work began (zero without any).
 	PendingSince time.Time `json:"pending_since,omitzero"`
-	// Action is the first action pending now, Attempt its attempt, and
-	// LastError its last failed attempt's error (from the key's state).
-	Action    string `json:"action,omitempty"`
-	Attempt   int    `json:"attempt,omitempty"`
+	// Action is the first action pending now (from the key's state).
+	Action string `json:"action,omitempty"`
+	// Attempt is the attempt of Action running or next to run.
+	Attempt int `json:"attempt,omitempty"`
+	// LastError is the error of Action's last failed attempt.
 	LastError string `json:"last_error,omitempty"`
 }
 

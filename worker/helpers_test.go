@@ -201,7 +201,7 @@ func subscribeKey(t *testing.T, cl *client.Client, key string) <-chan contract.S
 	return statuses
 }
 
-func tallyWorkflow(t *testing.T, slow worker.ActionFunc[tally]) worker.Workflow {
+func tallyWorkflow(t testing.TB, slow worker.ActionFunc[tally]) worker.Workflow {
 	t.Helper()
 	if slow == nil {
 		slow = func(context.Context, worker.ActionCall[tally]) (any, error) { return nil, nil }

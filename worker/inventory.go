@@ -208,20 +208,18 @@ func (a *actor) reconcile(ctx context.Context) {
 	}
 }
 
-// suspectMargin is how long after a takeover from a dead owner events
-// stored still count as possibly cut off: room for the server's clock and
-// ours to differ.
-const suspectMargin = 2 * time.Second
-
 // suspectBefore marks partition p as taken over from an owner that may have
 // died in a commit: the keys of its events stored until now are reconciled
 // at their next batch, since the rewind that hands those events over
 // resets their delivery counts (a redelivery looks like a first delivery).
+// An event the dead owner held was stored before it died, at least
+// MemberTTL before now: a difference between the server's clock (which
+// stamps the events) and ours smaller than that changes nothing.
 func (f *flow) suspectBefore(p int) {
 	if f.index == nil || p >= len(f.suspect) {
 		return
 	}
-	f.suspect[p].Store(f.w.cfg.Now().Add(suspectMargin).UnixNano())
+	f.suspect[p].Store(time.Now().UnixNano())
 }
 
 // suspected reports whether m may have been in the hands of a dead owner.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
 )
 
@@ -50,9 +51,12 @@ func metricNames(text string) []string {
 }
 
 // notMetric says whether an orderly_ name in the docs is a NATS resource
-// rather than a metric: a bucket (orderly_state_order, ...) or a
-// partition's consumer (orderly_order_p0).
+// rather than a metric: a bucket (orderly_state_order, ...,
+// orderly_workflows) or a partition's consumer (orderly_order_p0).
 func notMetric(name string) bool {
+	if name == contract.WorkflowsBucket {
+		return true
+	}
 	for _, prefix := range []string{"orderly_state_", "orderly_jobs_", "orderly_members_"} {
 		if strings.HasPrefix(name, prefix) {
 			return true

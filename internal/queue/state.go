@@ -46,8 +46,16 @@ func (c *Conn) Bucket(ctx context.Context, workflow string) (*Bucket, error) {
 }
 
 // Keys calls fn with each key of the bucket until fn returns false,
-// through a short-lived consumer that reads no value.
+// through a short-lived consumer that reads no value (none for an empty
+// bucket).
 func (b *Bucket) Keys(ctx context.Context, fn func(key string) bool) error {
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("queue: keys: %w", err)
+	}
+	if st.Values() == 0 {
+		return nil
+	}
 	lister, err := b.kv.ListKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("queue: keys: %w", err)

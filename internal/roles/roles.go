@@ -191,6 +191,11 @@ func For(role Role, workflow string) (Permissions, error) {
 			api+"STREAM.PURGE."+n.index,
 			api+"STREAM.MSG.DELETE."+n.index,
 			api+"DIRECT.GET."+n.index,
+			// Entering the keys of the state bucket into a new inventory:
+			// listing them through a short-lived ordered consumer.
+			api+"CONSUMER.CREATE."+n.state+".>",
+			api+"CONSUMER.DELETE."+n.state+".*",
+			"$JS.FC."+n.state+".>",
 			api+"DIRECT.GET."+workflowsStream+".$KV."+workflowsBucket+"."+workflow,
 		)
 		return Permissions{Publish: pub, Subscribe: []string{
