@@ -42,6 +42,10 @@ type actor struct {
 	rev      uint64
 	ent      entity
 	verdicts []verdict // job id claims of the events in hand
+	// checked is the latest takeover (flow.suspect) since which the key's
+	// inventory entries were reconciled, so that a backlog handed over
+	// is checked once per key, not once per batch.
+	checked int64
 }
 
 // internalEvent is an action's outcome on its way back to its key, or,
@@ -147,7 +151,9 @@ type batch struct {
 	// that armed a timer or started actions, the trace the batch's timers
 	// carry.
 	span, lead trace.Span
-	// duplicates: an event applied already came again (see handled).
+	// duplicates: an event applied already came again (see handled), or a
+	// resume wake-up found no work pending: the key's inventory entries
+	// are checked.
 	duplicates bool
 }
 
@@ -187,7 +193,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 		return nil
 	}
 	for _, m := range msgs {
-		recheck = recheck || f.suspected(m)
+		recheck = recheck || a.suspected(m)
 	}
 	if f.w.tracer != nil {
 		a.eventSpans(ctx, internal, msgs)
@@ -378,6 +384,9 @@ func (a *actor) apply(internal []internalEvent, msgs []*queue.Msg) batch {
 			// pending (by a crash) is resumed even if nothing else comes.
 			b.ack = append(b.ack, m)
 			b.resume = len(b.rec.Pending) > 0
+			// Nothing pending: the work ended, maybe in a commit whose
+			// inventory purges a dead worker never sent.
+			b.duplicates = b.duplicates || !b.resume
 			continue
 		}
 		if len(b.rec.Pending) > 0 {

@@ -8,7 +8,7 @@ import (
 )
 
 // TestBrokerAdapterQueueConfigCoversSpec: every field of the adapter's
-// spec but the two the worker sets itself has its field in QueueConfig,
+// spec but those the worker sets itself has its field in QueueConfig,
 // carried over by spec, with the adapter's default.
 func TestBrokerAdapterQueueConfigCoversSpec(t *testing.T) {
 	st := reflect.TypeFor[queue.Spec]()
@@ -28,7 +28,7 @@ func TestBrokerAdapterQueueConfigCoversSpec(t *testing.T) {
 	for i := range st.NumField() {
 		name := st.Field(i).Name
 		switch name {
-		case "Workflow", "Unpinned": // set by the worker
+		case "Workflow", "Unpinned", "NoIndex": // set by the worker (NoIndex: Config.DisableInventory)
 			continue
 		}
 		qf, ok := qt.FieldByName(name)

@@ -12,5 +12,7 @@ func SetCrash(w *Worker, crash func(key, stage string) bool) { w.crash = crash }
 // QueueSpec is the adapter's spec of workflow that a worker with cfg
 // provisions, for tests that provision before the worker starts.
 func QueueSpec(cfg Config, workflow string) queue.Spec {
-	return cfg.Queue.spec(workflow, cfg.SharedConsumers)
+	s := cfg.Queue.spec(workflow, cfg.SharedConsumers)
+	s.NoIndex = cfg.DisableInventory
+	return s
 }

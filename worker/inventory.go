@@ -38,9 +38,11 @@ import (
 //     keys of its events stored until then are reconciled at their next
 //     batch;
 //   - an action's outcome has no event to come again, but its key has a
-//     resume wake-up pending until after the work ends, and the worker
-//     that takes partitions over from a member gone reconciles every key
-//     with a wake-up pending there (expedite);
+//     resume wake-up pending until after the work ends: the worker that
+//     takes partitions over from a member gone reconciles every key with a
+//     wake-up pending there (expedite), and a wake-up that finds no work
+//     pending when it fires (ResumeAfter after the work began) reconciles
+//     its key too;
 //   - a write the server refused or did not answer within its timeout: the
 //     key is queued for repair (repairs, below);
 //   - keys committed while no worker kept the inventory (a version
@@ -155,6 +157,10 @@ func (a *actor) reconcile(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	var takeover int64
+	if p := contract.PartitionOf(a.key, len(f.suspect)); p < len(f.suspect) {
+		takeover = f.suspect[p].Load()
+	}
 	es, err := f.index.Entries(ctx, a.key)
 	if err != nil {
 		f.indexFailed(a.key, err)
@@ -201,6 +207,7 @@ func (a *actor) reconcile(ctx context.Context) {
 		}
 		fixed++
 	}
+	a.checked = max(a.checked, takeover)
 	f.w.inventoryChecks.Add(1)
 	if fixed > 0 {
 		f.w.inventoryRepairs.Add(1)
@@ -222,12 +229,21 @@ func (f *flow) suspectBefore(p int) {
 	f.suspect[p].Store(time.Now().UnixNano())
 }
 
-// suspected reports whether m may have been in the hands of a dead owner.
-func (f *flow) suspected(m *queue.Msg) bool {
+// suspected reports whether m may have been in the hands of a dead owner
+// when it died, and the key's entries are not checked since: a redelivery,
+// or an event of a partition taken over from a dead owner, stored before
+// the takeover. An actor checks its key once per takeover (checked), not
+// at every batch of a backlog.
+func (a *actor) suspected(m *queue.Msg) bool {
+	f := a.f
 	if f.index == nil || m.Partition >= len(f.suspect) {
 		return false
 	}
-	return m.Delivered > 1 || !m.Stored.IsZero() && m.Stored.UnixNano() <= f.suspect[m.Partition].Load()
+	if m.Delivered > 1 {
+		return true
+	}
+	since := f.suspect[m.Partition].Load()
+	return since > a.checked && !m.Stored.IsZero() && m.Stored.UnixNano() <= since
 }
 
 // repairs queues the keys whose inventory writes failed, for the repair

@@ -19,7 +19,7 @@ import (
 )
 
 // BenchmarkInventoryCost measures what the inventory costs per event: runs
-// with it and without it (DisableInventory) alternate, three of each, so
+// with it and without it (DisableInventory) alternate, five of each, so
 // that both see the same machine, and the medians are reported. A run is
 // 20,000 events over 2,000 keys of the tally workflow, published with a
 // window of 2,000, each moving its key to another state (wait: open ->
@@ -32,7 +32,7 @@ import (
 //
 //	go test -run '^$' -bench InventoryCost -benchtime 1x ./worker/
 func BenchmarkInventoryCost(b *testing.B) {
-	const events, keys, rounds = 20_000, 2_000, 3
+	const events, keys, rounds = 20_000, 2_000, 5
 	for _, path := range []string{"change", "selfloop"} {
 		b.Run(path, func(b *testing.B) {
 			for range b.N {
