@@ -172,47 +172,74 @@ func TestInventoryByStateStatsExact(t *testing.T) {
 	defer cancel()
 	c := b.client
 
-	send := func(key, event string) {
-		if _, _, err := c.PublishAndWait(ctx, order.Workflow, key, contract.Envelope{Event: event}); err != nil {
-			t.Errorf("%s %s: %v", key, event, err)
-		}
-	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	run := func(key string, events ...string) {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			for _, ev := range events {
-				send(key, ev)
+	// Every event published at once, each key's in order (a key's client
+	// events wait while it has work pending), and awaited through the
+	// statuses: settled once for each job but the held authorizations.
+	var mu sync.Mutex
+	want := map[string]bool{}
+	settled := map[string]bool{}
+	allSettled := make(chan struct{})
+	sub, err := c.Subscribe(order.Workflow, "", func(st contract.Status) {
+		mu.Lock()
+		defer mu.Unlock()
+		if st.Settled && want[st.JobID] && !settled[st.JobID] {
+			settled[st.JobID] = true
+			if len(settled) == len(want) {
+				close(allSettled)
 			}
-		})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	var pending []*client.PendingPublish
+	send := func(key string, settles bool, events ...string) {
+		for _, ev := range events {
+			id := client.NewJobID()
+			if settles {
+				mu.Lock()
+				want[id] = true
+				mu.Unlock()
+			}
+			p, err := c.PublishAsync(order.Workflow, key, contract.Envelope{Event: ev}, client.WithJobID(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, p)
+		}
 	}
 	for i := range 1000 {
 		switch {
 		case i < 300: // completed
-			run(fmt.Sprintf("o-%d", i), "start_processing", "request_payment", "confirm_payment")
+			send(fmt.Sprintf("o-%d", i), true, "start_processing", "request_payment", "confirm_payment")
 		case i < 400: // failed: declined
-			run(fmt.Sprintf("decline-%d", i), "start_processing", "request_payment")
+			send(fmt.Sprintf("decline-%d", i), true, "start_processing", "request_payment")
 		case i < 550: // awaiting payment, after a rejected event
-			run(fmt.Sprintf("o-%d", i), "start_processing", "confirm_payment", "request_payment")
-		case i < 600: // authorization pending
-			key := fmt.Sprintf("hold-%d", i)
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				send(key, "start_processing")
-				if _, err := c.Publish(ctx, order.Workflow, key, contract.Envelope{Event: "request_payment"}); err != nil {
-					t.Error(err)
-				}
-			})
+			send(fmt.Sprintf("o-%d", i), true, "start_processing", "confirm_payment", "request_payment")
+		case i < 600: // authorization pending: it never settles
+			send(fmt.Sprintf("hold-%d", i), true, "start_processing")
+			send(fmt.Sprintf("hold-%d", i), false, "request_payment")
 		case i < 950: // processing
-			run(fmt.Sprintf("o-%d", i), "start_processing")
+			send(fmt.Sprintf("o-%d", i), true, "start_processing")
 		default: // rejected only: never a state
-			run(fmt.Sprintf("never-%d", i), "confirm_payment")
+			send(fmt.Sprintf("never-%d", i), true, "confirm_payment")
+		}
+		if len(pending) >= 1000 || i == 999 {
+			for _, p := range pending {
+				if _, err := p.Wait(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pending = pending[:0]
 		}
 	}
-	wg.Wait()
+	select {
+	case <-allSettled:
+	case <-ctx.Done():
+		mu.Lock()
+		t.Fatalf("%d of %d jobs settled", len(settled), len(want))
+	}
 	for i := range 20 { // dead letters
 		if _, err := c.Publish(ctx, order.Workflow, fmt.Sprintf("o-%d", 700+i), contract.Envelope{Event: "no_such_event"}); err != nil {
 			t.Fatal(err)
@@ -224,9 +251,9 @@ func TestInventoryByStateStatsExact(t *testing.T) {
 		}
 	}
 	s := b.waitExact(t, ctx, 10, 20)
-	want := map[string]int{"idle": 0, "processing": 350 + 50, "awaiting_payment": 150, "completed": 300, "failed": 100}
-	if !maps.Equal(s.States, want) || s.Keys != 950 || s.PendingWork != 50 {
-		t.Fatalf("stats %+v, want states %v, 950 keys, 50 with work pending", s, want)
+	wantStates := map[string]int{"idle": 0, "processing": 350 + 50, "awaiting_payment": 150, "completed": 300, "failed": 100}
+	if !maps.Equal(s.States, wantStates) || s.Keys != 950 || s.PendingWork != 50 {
+		t.Fatalf("stats %+v, want states %v, 950 keys, 50 with work pending", s, wantStates)
 	}
 	if st := b.worker.Stats(); st.InventoryFailures != 0 {
 		t.Errorf("worker stats %+v: inventory failures", st)
