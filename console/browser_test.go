@@ -202,10 +202,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if open := eval[string](t, tb, text(sec+`tr[data-state="open"] [data-count]`)); open != "0" {
+			t.Fatalf("keys in open before any event: %q, want 0", open)
+		}
 		for i := range 5 {
 			b.settle(t, "notes", fmt.Sprintf("ov-%d", i), "note", `{"note":"n"}`)
 		}
 		tb.until(t, "the stored count to grow by 5", fmt.Sprintf(`parseInt(%s) >= %d`, text(sec+`[data-fig="stored"]`), before+5))
+		// The keys by state: five new keys in open.
+		tb.until(t, "five keys in open", `parseInt(`+text(sec+`tr[data-state="open"] [data-count]`)+`) >= 5 && parseInt(`+text(sec+`[data-fig="keys"]`)+`) >= 5`)
 		tb.until(t, "a rate", `/^[0-9]+\.[0-9]$/.test(`+text(sec+`[data-fig="in_per_s"]`)+`)`)
 		if n := eval[int](t, tb, `document.querySelectorAll('section.flow[data-wf="order"] svg.diagram g.state').length`); n != 5 {
 			t.Errorf("the order diagram has %d states, want 5", n)

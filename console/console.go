@@ -304,6 +304,7 @@ func (c *Console) routes() *http.ServeMux {
 	mux.HandleFunc("GET /w/{wf}/{$}", c.overviewPage)
 	mux.HandleFunc("GET /w/{wf}/keys/{$}", c.keysPage)
 	mux.HandleFunc("GET /w/{wf}/keys/{key}", c.keyPage)
+	mux.HandleFunc("GET /w/{wf}/stuck", c.stuckPage)
 	mux.HandleFunc("GET /w/{wf}/dead-letters", c.deadLettersPage)
 	mux.HandleFunc("GET /w/{wf}/schedules", c.schedulesPage)
 	mux.HandleFunc("GET /live/overview", c.liveOverview)

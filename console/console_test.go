@@ -398,7 +398,10 @@ func TestWebConsolePages(t *testing.T) {
 		want []string
 	}{
 		{"/", []string{b.worker.ID(), "this one", "0 1 2 3", `data-state="awaiting_payment"`, "<svg", "state diagram of order", "slow calls awaiting a retry"}},
-		{"/w/order/", []string{"order", "<svg"}},
+		{"/w/order/", []string{"order", "<svg", `<td class="num" data-count>1</td>`}},
+		{"/w/order/keys/?state=awaiting_payment", []string{`href="/w/order/keys/o-1"`, "in awaiting_payment since"}},
+		{"/w/order/keys/?state=completed", []string{"No key in completed"}},
+		{"/w/order/stuck?older=0s", []string{`href="/w/order/keys/o-1"`, "state unchanged"}},
 		{"/w/order/keys/o-1", []string{"awaiting_payment", "amount_cents", "Send an event", "confirm_payment", "payment_timeout after 15m0s in the state", "payment_reminder every 5m0s"}},
 		{"/w/notes/schedules", []string{"daily", "@every 1h0m0s"}},
 		{"/w/notes/schedules?key=k9", []string{"Delayed events of a key", "note"}},

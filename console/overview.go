@@ -53,6 +53,13 @@ type flowFigures struct {
 	DoneRate *float64 `json:"done_per_s"`
 	// DeadLetters is the number of dead letters stored.
 	DeadLetters *uint64 `json:"dead_letters"`
+	// States counts the keys in each state, Keys all of them, PendingWork
+	// the keys with slow work pending, Scheduled the delayed events
+	// waiting: the workflow's inventory, cluster-wide (client.Stats).
+	States      map[string]int `json:"states"`
+	Keys        *int           `json:"keys"`
+	PendingWork *int           `json:"pending_work"`
+	Scheduled   *int           `json:"scheduled"`
 	// Replicas are the workflow's workers and their partitions.
 	Replicas []replica `json:"replicas"`
 	// Problems says what could not be read.
@@ -124,6 +131,11 @@ func (c *Console) readFlow(ctx context.Context, name string) flowFigures {
 	} else {
 		n := s.CachedInfo().State.Msgs
 		f.DeadLetters = &n
+	}
+	if st, err := c.cfg.Client.Stats(ctx, name); err != nil {
+		problem("keys by state", err)
+	} else {
+		f.States, f.Keys, f.PendingWork, f.Scheduled = st.States, &st.Keys, &st.PendingWork, &st.Scheduled
 	}
 	if members, err := c.cfg.Runtime.Group(ctx, name); err != nil {
 		problem("replicas", err)

@@ -34,7 +34,7 @@ type page struct {
 func (p page) ReadOnly() bool  { return p.Mode == writeRefused }
 func (p page) NeedToken() bool { return p.Mode == writeToken }
 
-var pageNames = []string{"overview", "key", "keys", "deadletters", "schedules", "message"}
+var pageNames = []string{"overview", "key", "keys", "stuck", "deadletters", "schedules", "message"}
 
 func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
@@ -45,6 +45,7 @@ func parsePages() (map[string]*template.Template, error) {
 		"json":     prettyJSON,
 		"join":     joinInts,
 		"clip":     clip,
+		"count":    count,
 		"diagram":  diagram,
 		"keyURL":   keyURL,
 		"pathPart": url.PathEscape,
@@ -131,13 +132,15 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "overview", p)
 }
 
-// keysPage: look a key up (?key=), or list the keys in a state (?state=).
+// keysPage: look a key up (?key=), or list the keys in a state (?state=,
+// with ?older= a duration), oldest first.
 func (c *Console) keysPage(w http.ResponseWriter, r *http.Request) {
 	wf, ok := c.flowOf(w, r)
 	if !ok {
 		return
 	}
-	if key := strings.TrimSpace(r.URL.Query().Get("key")); key != "" {
+	q := r.URL.Query()
+	if key := strings.TrimSpace(q.Get("key")); key != "" {
 		if err := contract.ValidateKey(key); err != nil {
 			c.fail(w, r, http.StatusBadRequest, "Not a key", err.Error())
 			return
@@ -145,11 +148,69 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, keyURL(wf.Name, key), http.StatusSeeOther)
 		return
 	}
-	c.render(w, r, http.StatusOK, "keys", page{Title: "Keys", WF: wf, Body: keysBody{State: r.URL.Query().Get("state")}})
+	b := keysBody{State: q.Get("state"), Older: q.Get("older"), Limit: keyListLimit}
+	if b.State != "" {
+		query := client.KeysQuery{State: b.State, Limit: keyListLimit}
+		if b.Older != "" {
+			d, err := time.ParseDuration(b.Older)
+			if err != nil {
+				c.fail(w, r, http.StatusBadRequest, "Not a duration", "older: "+err.Error())
+				return
+			}
+			query.OlderThan = d
+		}
+		ctx, cancel := c.reqCtx(r)
+		defer cancel()
+		keys, err := c.cfg.Client.Keys(ctx, wf.Name, query)
+		if err != nil {
+			b.Problem = "Cannot list the keys: " + err.Error()
+		}
+		b.Keys = keys
+	}
+	c.render(w, r, http.StatusOK, "keys", page{Title: "Keys", WF: wf, Body: b})
 }
 
+// keyListLimit bounds the keys a list shows.
+const keyListLimit = 200
+
 type keysBody struct {
-	State string
+	State, Older string
+	Keys         []client.KeyInfo
+	Limit        int
+	Problem      string
+}
+
+// stuckPage lists the keys whose slow work has been pending, or whose
+// non-terminal state has not changed, for longer than ?older= (10m).
+func (c *Console) stuckPage(w http.ResponseWriter, r *http.Request) {
+	wf, ok := c.flowOf(w, r)
+	if !ok {
+		return
+	}
+	b := stuckBody{Older: r.URL.Query().Get("older"), Limit: keyListLimit}
+	if b.Older == "" {
+		b.Older = "10m"
+	}
+	d, err := time.ParseDuration(b.Older)
+	if err != nil || d < 0 {
+		c.fail(w, r, http.StatusBadRequest, "Not a duration", "older: want a duration such as 10m")
+		return
+	}
+	ctx, cancel := c.reqCtx(r)
+	defer cancel()
+	keys, err := c.cfg.Client.Stuck(ctx, wf.Name, d, keyListLimit)
+	if err != nil {
+		b.Problem = "Cannot list the stuck keys: " + err.Error()
+	}
+	b.Keys = keys
+	c.render(w, r, http.StatusOK, "stuck", page{Title: "Stuck keys", WF: wf, Body: b})
+}
+
+type stuckBody struct {
+	Older   string
+	Keys    []client.StuckKey
+	Limit   int
+	Problem string
 }
 
 // keyPage: a key's state, data, pending work, delayed events and timeline.
@@ -518,6 +579,14 @@ func prettyJSON(raw []byte) string {
 		return string(raw)
 	}
 	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// count shows the keys of a state, or "—" when the counts are not known.
+func count(states map[string]int, state string) string {
+	if states == nil {
+		return "—"
+	}
+	return strconv.Itoa(states[state])
 }
 
 // clipAt bounds the bytes of a body shown in a list.

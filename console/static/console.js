@@ -86,10 +86,8 @@
           set("keys", fig(f.keys));
           set("pending_work", fig(f.pending_work));
           set("scheduled", fig(f.scheduled));
-          if (f.states) {
-            for (const row of sec.querySelectorAll("tr[data-state]")) {
-              text(row.querySelector("[data-count]"), fig(f.states[row.dataset.state] || 0));
-            }
+          for (const row of sec.querySelectorAll("tr[data-state]")) {
+            text(row.querySelector("[data-count]"), f.states ? fig(f.states[row.dataset.state] || 0) : "\u2014");
           }
           const reps = sec.querySelector('[data-list="replicas"]');
           if (reps) {
