@@ -40,6 +40,10 @@
 //	         worker (MaxActors 100,000): peak RSS and live actors
 //	history  noop with the status history off and on (the default), in
 //	         turns: what keeping every status costs
+//	features noop, and its variant whose every event changes its key's
+//	         state, with the status history and the inventory both off, each
+//	         alone and both on (the defaults), in turns: what each costs per
+//	         event, side by side (-only inventory runs it too)
 //	pending  -pending-keys (100,000) distinct keys, one event each that
 //	         starts an action of -pending-work (500ms), through a worker
 //	         given -memory-limit (512MiB): peak RSS, Go heap and goroutines,
@@ -105,7 +109,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
 	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
 	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history,features")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")

@@ -42,15 +42,35 @@ const (
 	// starts fetch_order, whose gateway answers at once; settled on the
 	// status of its outcome, order_fetched.
 	kindOrder
+	kindToggle // as kindNoop, but every event changes its key's state
 )
 
 // benchData is the workflows' data: none.
 type benchData struct{}
 
 // workflow returns the bench workflow called name. noop: ready --ping-->
-// ready, settled on its first status. work: ready --work--> working [sleep],
-// working --done|failed--> ready, settled on the status of the outcome.
+// ready, settled on its first status. toggle: ready --ping--> set --ping-->
+// ready, each event a change of state (what the inventory writes for).
+// work: ready --work--> working [sleep], working --done|failed--> ready,
+// settled on the status of the outcome.
 func workflow(kind workKind, name string, work time.Duration) (worker.Workflow, error) {
+	if kind == kindToggle {
+		m, err := statemachine.New(statemachine.Definition[benchData]{
+			Name:    name,
+			Initial: "ready",
+			States:  []statemachine.StateDef{{Name: "ready"}, {Name: "set"}, {Name: "closed", Terminal: true}},
+			Events:  []statemachine.EventDef{{Name: "ping", Client: true}, {Name: "close", Client: true}},
+			Transitions: []statemachine.Transition[benchData]{
+				{From: "ready", On: "ping", To: "set"},
+				{From: "set", On: "ping", To: "ready"},
+				{From: "ready", On: "close", To: "closed"},
+			},
+		})
+		if err != nil {
+			return worker.Workflow{}, err
+		}
+		return worker.NewWorkflow(m, nil)
+	}
 	if kind == kindNoop {
 		m, err := statemachine.New(statemachine.Definition[benchData]{
 			Name:    name,
@@ -132,8 +152,12 @@ type orderlyRun struct {
 	actorIdle time.Duration
 	after     func(ctx context.Context, w *worker.Worker) error
 	// historyPerKey is the worker's Config.Queue.HistoryPerKey (0: its
-	// default; worker.NoHistory: none), set by the history scenario.
+	// default; worker.NoHistory: none), set by the history and features
+	// scenarios.
 	historyPerKey int64
+	// noInventory turns the inventory off for this run (the features
+	// scenario), as -inventory=false does for all.
+	noInventory bool
 }
 
 type pendingFuture struct{ p *client.PendingPublish }
@@ -146,7 +170,7 @@ func (f pendingFuture) wait(ctx context.Context) error { _, err := f.p.Wait(ctx)
 // the settled status of the event's job arrives.
 func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err error) {
 	cfg := b.cfg
-	kindEvent := map[workKind]string{kindNoop: "ping", kindWork: "work", kindOrder: string(order.StartProcessing)}[run.kind]
+	kindEvent := map[workKind]string{kindNoop: "ping", kindWork: "work", kindOrder: string(order.StartProcessing), kindToggle: "ping"}[run.kind]
 	ev, err := envelope(kindEvent, cfg.size)
 	if err != nil {
 		return r, err
@@ -196,8 +220,9 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		Queue:       worker.QueueConfig{Partitions: cfg.partitions, HistoryPerKey: run.historyPerKey},
 		ActorIdle:   run.actorIdle,
 		MemoryLimit: run.memoryLimit,
-
-		DisableInventory: cfg.noInventory,
+		// -inventory=false for every run; the features scenario's runs
+		// without it.
+		DisableInventory: cfg.noInventory || run.noInventory,
 	}, wf)
 	if err != nil {
 		return r, err

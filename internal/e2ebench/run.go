@@ -80,8 +80,10 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "order", "work", "asynq", "paced", "idle", "million", "pending", "history":
+		case "raw", "rawstate", "noop", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features":
 			want[s] = true
+		case "inventory": // what the features scenario measures
+			want["features"] = true
 		case "":
 		default:
 			return fmt.Errorf("-only: unknown scenario %q", s)
@@ -216,6 +218,12 @@ func run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
+	var feats []featureLoad
+	if want["features"] {
+		if feats, err = b.runFeatures(ctx); err != nil {
+			return err
+		}
+	}
 	var idle *idleResult
 	if want["idle"] {
 		r, err := b.idle(ctx)
@@ -272,6 +280,9 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 	if len(hist) > 0 {
 		printHistoryCost(cfg, hist)
+	}
+	if feats != nil {
+		printFeatures(cfg, feats)
 	}
 	if idle != nil {
 		fmt.Printf("\nIdle actors (%d keys, one event each, ActorIdle %s): %s\n", cfg.keys, idleActorIdle, idle)
