@@ -37,6 +37,9 @@ type flow struct {
 	// backfill: this worker made the inventory, and enters the keys the
 	// state bucket holds already.
 	backfill bool
+	// states are the workflow's states, in definition order: the labels
+	// of orderly_keys.
+	states []string
 
 	// pullers are the partitions pulled. Only the goroutine that changes
 	// ownership (Start's, then own's, then Stop's) writes the map; pmu
@@ -146,6 +149,7 @@ func (f *flow) provision(ctx context.Context) error {
 	f.suspect = make([]atomic.Int64, f.spec.Partitions)
 	info := f.eng.info()
 	info.Inventory = !f.w.cfg.DisableInventory
+	f.states = info.StateNames()
 	prev, err := f.w.conn.PutWorkflow(ctx, &info)
 	if err != nil {
 		return err
