@@ -254,10 +254,10 @@ type figures struct {
 	deadLetters uint64
 	// keys counts the keys in each state (f.states' order), from the
 	// inventory; keysOK says the last read of every count succeeded.
-	keys        []uint64
-	keysOK      bool
-	clusterOK   bool      // the cluster-wide figures were read, as owner of partition 0
-	clusterAt   time.Time // when they were last read
+	keys      []uint64
+	keysOK    bool
+	clusterOK bool      // the cluster-wide figures were read, as owner of partition 0
+	clusterAt time.Time // when they were last read
 }
 
 // readFigures reads the consumer lag of the partitions f pulls and, if it
