@@ -46,6 +46,12 @@ type actor struct {
 	// inventory entries were reconciled, so that a backlog handed over
 	// is checked once per key, not once per batch.
 	checked int64
+	// verified: the key's inventory entries were reconciled since its
+	// record was loaded. The commits since are this process's, whose
+	// inventory writes are sent before the acks and repaired when they
+	// fail; so a redelivery (an ack wait run out under load) no longer
+	// suggests a commit cut off, and costs no further check.
+	verified bool
 }
 
 // internalEvent is an action's outcome on its way back to its key, or,
@@ -219,8 +225,9 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 		}
 		b := a.apply(internal, msgs)
 		// An event applied already is here again: the commit that applied
-		// it may have been cut off before its inventory purges.
-		recheck = recheck || b.duplicates
+		// it may have been cut off before its inventory purges, unless it
+		// was made since the key's entries were last checked.
+		recheck = recheck || b.duplicates && !a.verified
 		var ix indexPlan
 		if b.changed {
 			ix = a.planIndex(&b)
@@ -328,7 +335,7 @@ func (a *actor) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.rec, a.rev, a.ent, a.loaded = rec, rev, ent, true
+	a.rec, a.rev, a.ent, a.loaded, a.verified = rec, rev, ent, true, false
 	if len(rec.Pending) > 0 {
 		f.log.Info().Str("key", a.key).Int("actions", len(rec.Pending)).Msg("resuming pending actions")
 		a.submit(rec.Pending)

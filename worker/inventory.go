@@ -208,6 +208,7 @@ func (a *actor) reconcile(ctx context.Context) {
 		fixed++
 	}
 	a.checked = max(a.checked, takeover)
+	a.verified = true
 	f.w.inventoryChecks.Add(1)
 	if fixed > 0 {
 		f.w.inventoryRepairs.Add(1)
@@ -230,7 +231,8 @@ func (f *flow) suspectBefore(p int) {
 }
 
 // suspected reports whether m may have been in the hands of a dead owner
-// when it died, and the key's entries are not checked since: a redelivery,
+// when it died, and the key's entries are not checked since: a redelivery
+// to an actor that has not checked them since it loaded the key (verified),
 // or an event of a partition taken over from a dead owner, stored before
 // the takeover. An actor checks its key once per takeover (checked), not
 // at every batch of a backlog.
@@ -240,7 +242,7 @@ func (a *actor) suspected(m *queue.Msg) bool {
 		return false
 	}
 	if m.Delivered > 1 {
-		return true
+		return !a.loaded || !a.verified
 	}
 	since := f.suspect[m.Partition].Load()
 	return since > a.checked && !m.Stored.IsZero() && m.Stored.UnixNano() <= since
