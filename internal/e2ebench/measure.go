@@ -162,6 +162,9 @@ func (r result) String() string {
 	if r.cpu > 0 && r.rate == 0 {
 		s += fmt.Sprintf(", %.1f µs CPU per event", float64(r.cpu)/1e3)
 	}
+	if r.allocs > 0 && r.rate == 0 {
+		s += fmt.Sprintf(", %.0f allocations (%.0f B) per event", r.allocs, r.allocBytes)
+	}
 	s += fmt.Sprintf(", peak RSS %s", mib(r.rss))
 	if r.serverRSS > 0 {
 		s += fmt.Sprintf(" (server process: %s)", mib(r.serverRSS))
@@ -237,4 +240,19 @@ func (h *peakHeap) write() error {
 	}
 	fmt.Printf("  heap profile at the peak (%s of objects) written to %s\n", mib(h.max), h.path)
 	return os.WriteFile(h.path, h.prof.Bytes(), 0o644)
+}
+
+// heapAllocs is a count of the Go heap's allocations since the start.
+type heapAllocs struct{ objects, bytes uint64 }
+
+// allocated reads the Go heap's allocations since the process started.
+func allocated() heapAllocs {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return heapAllocs{s[0].Value.Uint64(), s[1].Value.Uint64()}
+}
+
+// per returns the allocations since from, per event.
+func (h heapAllocs) per(from heapAllocs, n int) (objects, bytes float64) {
+	return float64(h.objects-from.objects) / float64(n), float64(h.bytes-from.bytes) / float64(n)
 }

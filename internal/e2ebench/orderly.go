@@ -337,7 +337,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		}
 		return pendingFuture{p}, nil
 	}
-	cpu0 := b.cpuTime()
+	cpu0, alloc0 := b.cpuTime(), allocated()
 	start := c.now()
 	switch {
 	case run.rate > 0 && cfg.producer == "process":
@@ -361,6 +361,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	r.elapsed = time.Duration(lastNS.Load() - start)
 	r.eps = float64(n) / r.elapsed.Seconds()
 	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
+	r.allocs, r.allocBytes = allocated().per(alloc0, n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	stopSampling()
 	r.actors = max(int(peakActors.Load()), w.Stats().Actors)

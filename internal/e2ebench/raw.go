@@ -168,7 +168,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 		return rawFuture{f}, nil
 	}
 	var r result
-	cpu0 := b.cpuTime()
+	cpu0, alloc0 := b.cpuTime(), allocated()
 	start := c.now()
 	switch {
 	case rate > 0 && cfg.producer == "process":
@@ -190,6 +190,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 	}
 	r.eps = float64(n) / time.Duration(doneNS.Load()-start).Seconds()
 	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
+	r.allocs, r.allocBytes = allocated().per(alloc0, n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	if rate > 0 {
 		r.ackP50, r.ackP99 = latencies(sendAt, ackAt)

@@ -70,6 +70,9 @@ type result struct {
 	// generator) and the server, in this process or not; for asynq by the
 	// asynqbench process and its redis-server.
 	cpu time.Duration
+	// allocs and allocBytes are the Go heap allocations of this process
+	// per event over the same span (with -server inproc, the server's too).
+	allocs, allocBytes float64
 }
 
 func run(ctx context.Context, args []string) (err error) {
