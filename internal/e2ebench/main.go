@@ -9,7 +9,7 @@
 //	go run ./internal/e2ebench -only million -server process
 //	go run ./internal/e2ebench -only pending -server process -memory-limit 512MiB
 //
-// Scenarios (-only picks some; default: all but million, pending and history):
+// Scenarios (-only picks some; default: all but million and pending):
 //
 //	raw      raw JetStream: PublishAsync with a window of 4096, one pull
 //	         consumer taking 256 messages per pull, explicit ack, file
@@ -109,7 +109,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
 	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
 	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history,features")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history,features")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
