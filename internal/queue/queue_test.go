@@ -3,10 +3,13 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/orderly-dev/orderly/contract"
 	"github.com/orderly-dev/orderly/internal/natstest"
@@ -138,6 +141,57 @@ func TestStatusRoundTrip(t *testing.T) {
 	if a, b := natstest.Recv(t, all, natstest.Timeout, "the first status on the workflow's subscription"),
 		natstest.Recv(t, all, natstest.Timeout, "the second status on the workflow's subscription"); a.Key != "k2" || b.Key != "k1" {
 		t.Fatalf("workflow subscription got %s, %s", a.Key, b.Key)
+	}
+}
+
+// TestBucketPutFailsPlainlyWithoutAnswer: a commit whose write no stream
+// takes (its bucket gone) fails with no responders, and one whose context
+// has ended fails with the context's error, at once: Put's answer comes
+// through the connection's reply multiplexer, which must give up on a write
+// as nats.go's request did. Puts many at once, as actors commit, each get
+// their own revision.
+func TestBucketPutFailsPlainlyWithoutAnswer(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t)
+	c := natstest.Conn(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Bucket(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	revs := make([]uint64, 200)
+	errs := make([]error, len(revs))
+	for i := range revs {
+		wg.Go(func() { revs[i], errs[i] = b.Put(ctx, "k"+strconv.Itoa(i), []byte(`{}`), 0) })
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for i, err := range errs {
+		if err != nil || revs[i] == 0 || seen[revs[i]] {
+			t.Fatalf("put %d of %d at once: revision %d, %v (a revision twice: answers crossed)", i, len(revs), revs[i], err)
+		}
+		seen[revs[i]] = true
+	}
+
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := b.Put(done, "k", []byte(`{}`), revs[0]); !errors.Is(err, context.Canceled) {
+		t.Errorf("put with its context ended: %v, want context.Canceled", err)
+	}
+	if err := rawJSOn(t, srv.ClientURL()).DeleteStream(ctx, "KV_orderly_state_order"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := b.Put(ctx, "k", []byte(`{}`), 0); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("put to a deleted bucket: %v, want no responders", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("put to a deleted bucket took %s: it waited out its timeout", d)
 	}
 }
 

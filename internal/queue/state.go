@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/jsapi"
 )
 
 // State bucket errors.
@@ -30,6 +31,7 @@ type Bucket struct {
 	kv     jetstream.KeyValue
 	js     jetstream.JetStream
 	nc     *nats.Conn
+	mux    *jsapi.ReplyMux
 	prefix string // "$KV.<bucket>."
 }
 
@@ -42,7 +44,7 @@ func (c *Conn) Bucket(ctx context.Context, workflow string) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: state bucket of %s: %w", workflow, err)
 	}
-	return &Bucket{kv: kv, js: c.js, nc: c.nc, prefix: "$KV." + contract.StateBucket(workflow) + "."}, nil
+	return &Bucket{kv: kv, js: c.js, nc: c.nc, mux: &c.mux, prefix: "$KV." + contract.StateBucket(workflow) + "."}, nil
 }
 
 // Keys calls fn with each key of the bucket until fn returns false,
@@ -85,7 +87,7 @@ func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 // value yet) and returns the new revision; ErrConflict otherwise. Without a
 // deadline in ctx it gives up after putTimeout.
 //
-// It is one request on the connection, not jetstream's KeyValue.Update
+// It is one publish on the connection, not jetstream's KeyValue.Update
 // (a PublishMsg): this is the worker's commit, once per batch of every key,
 // many keys at once, and the generic path decodes every acknowledgement
 // with encoding/json and retries on no responders, which the caller
@@ -93,15 +95,42 @@ func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 // commit (2 shared cores, 2026-11-30, medians of 5): Put 31.7 µs and 22.3
 // µs of CPU per write, 35 allocations; KeyValue.Update 44.9 µs and 28.8 µs,
 // 44 allocations. One writer alone: no difference (52 and 46 µs).
+//
+// Its answer comes back through the connection's reply multiplexer (the
+// job claims' one), not nats.go's request: a request takes the
+// connection's lock three times (to file its reply, to publish, to hand
+// the reply over), the multiplexer once (to publish), and with thousands
+// of actors committing at once on a loaded machine that lock was where
+// they waited:
+// 75 % of the worker's lock waiting in a mutex profile of the no-op
+// pipeline, 1 % with the multiplexer (issue 18, BENCHMARKS.md).
 func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, putTimeout)
-		defer cancel()
+	timeout := putTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
 	}
-	resp, err := b.nc.RequestMsgWithContext(ctx, b.casMsg(key, value, rev))
+	ch := make(chan jsapi.Reply, 1)
+	tok, err := b.mux.Send(b.nc, b.casMsg(key, value, rev), ch, 0, timeout)
 	if err != nil {
 		return 0, fmt.Errorf("queue: put %s: %w", key, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var resp *nats.Msg
+	select {
+	case r := <-ch:
+		resp = r.Msg
+	case <-ctx.Done():
+		b.mux.Forget(tok)
+		return 0, fmt.Errorf("queue: put %s: %w", key, ctx.Err())
+	case <-t.C:
+		b.mux.Forget(tok)
+	}
+	if resp == nil {
+		return 0, fmt.Errorf("queue: put %s: %w", key, context.DeadlineExceeded)
+	}
+	if jsapi.NoResponders(resp) {
+		return 0, fmt.Errorf("queue: put %s: %w", key, nats.ErrNoResponders)
 	}
 	seq, err := parsePubAck(resp.Data)
 	if err != nil {
