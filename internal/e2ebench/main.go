@@ -9,7 +9,7 @@
 //	go run ./internal/e2ebench -only million -server process
 //	go run ./internal/e2ebench -only pending -server process -memory-limit 512MiB
 //
-// Scenarios (-only picks some; default: all but million and pending):
+// Scenarios (-only picks some; default: all but million, pending and features):
 //
 //	raw      raw JetStream: PublishAsync with a window of 4096, one pull
 //	         consumer taking 256 messages per pull, explicit ack, file
