@@ -314,8 +314,8 @@ func (a *actor) load(ctx context.Context) error {
 		if err == nil || errors.Is(err, queue.ErrNoState) || ctx.Err() != nil {
 			break
 		}
-		f.log.Warn().Err(err).Str("key", a.key).Msg("load failed; retrying")
-		if !sleep(ctx, wait) {
+		f.storeFailed(err, a.key, "load failed; retrying")
+		if !f.waitRetry(ctx, wait) {
 			break
 		}
 	}
@@ -570,8 +570,8 @@ func (a *actor) commit(ctx context.Context, b *batch, ix *indexPlan) (uint64, er
 			return 0, ctx.Err()
 		}
 		a.f.commitFailed(err)
-		a.f.log.Warn().Err(err).Str("key", a.key).Msg("commit failed; retrying")
-		if !sleep(ctx, wait) {
+		a.f.storeFailed(err, a.key, "commit failed; retrying")
+		if !a.f.waitRetry(ctx, wait) {
 			return 0, ctx.Err()
 		}
 	}

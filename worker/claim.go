@@ -109,8 +109,8 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		// Part of committing: counted and shown (in /readyz) as a commit
 		// that fails.
 		f.commitFailed(err)
-		f.log.Warn().Err(err).Str("key", a.key).Int("events", len(want)).Msg("cannot claim job ids; retrying")
-		if !sleep(ctx, wait) {
+		f.storeFailed(err, a.key, "cannot claim job ids; retrying")
+		if !f.waitRetry(ctx, wait) {
 			return false
 		}
 	}

@@ -69,6 +69,15 @@ type Config struct {
 	// ShutdownTimeout bounds Stop: how long running actions get to finish
 	// before they are left pending in durable state. Default: 20s.
 	ShutdownTimeout time.Duration
+	// StartTimeout bounds how long Start keeps trying the steps that need
+	// the NATS cluster (provisioning, joining the group) while they fail
+	// because the cluster cannot serve yet (it is forming and has no
+	// JetStream leader, too few nodes are up for the replicas, a request
+	// gets no answer): it tries again with backoff, says why in Problems
+	// (and so /readyz) meanwhile, and fails once this much time has
+	// passed since Start was called. Any other error fails Start at once.
+	// Default: 30s; negative: until Start's context ends.
+	StartTimeout time.Duration
 	// ID names this worker in its group; each partition is pulled by one
 	// member of the group at a time. Default: the host name and a random
 	// suffix.
@@ -159,7 +168,10 @@ type QueueConfig struct {
 	// stopped pulling (a dead one) before another may take it. Default: 5s.
 	PinnedTTL time.Duration
 	// MemberTTL is how long a worker stays a member of the workflow's
-	// group without a heartbeat. Default: 5s.
+	// group without a heartbeat: the others take over the partitions of a
+	// worker that died between 0.8 and 1.2 times MemberTTL after it died.
+	// Shorter notices sooner and heartbeats more often (five times per
+	// MemberTTL). Default: 2s.
 	MemberTTL time.Duration
 	// HistoryPerKey is how many statuses of each key the status history
 	// keeps (the stream contract.HistoryStream), the oldest dropped first.
@@ -382,6 +394,9 @@ func (c Config) withFixedDefaults() Config {
 	defDur(&c.ResumeAfter, c.ActionTimeout*time.Duration(c.ActionRetries+2))
 	defDur(&c.ActorIdle, time.Minute)
 	defDur(&c.ShutdownTimeout, 20*time.Second)
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
 	if c.Logger == nil {
 		l := zerolog.Nop()
 		c.Logger = &l

@@ -55,6 +55,9 @@ type flow struct {
 	// at the time, that member: if it leaves the group later, the work it
 	// was doing for the partition's keys may have been cut off.
 	handedFrom map[int]string
+	// membersTrouble is when a request to the members bucket last failed
+	// (unix nanoseconds; 0: never): see membersSteady.
+	membersTrouble atomic.Int64
 
 	emu          sync.Mutex // guards expediteWant and expediting
 	expediteWant map[int]bool
@@ -100,6 +103,7 @@ func newFlow(w *Worker, e engine) *flow {
 		expediteWant: map[int]bool{},
 		pullFailures: ratelog.Limiter{Every: logEvery},
 	}
+	f.trouble.storeLog.Every, f.trouble.recoveredLog.Every = logEvery, logEvery
 	return f
 }
 

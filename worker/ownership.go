@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,21 +20,102 @@ import (
 
 // Partition ownership. Every worker heartbeats into the workflow's members
 // bucket (entries expire after Queue.MemberTTL) and, from the sorted list of
-// live members, takes partition p if it is member p mod n: every worker
-// computes the same assignment, spread within one of even. Beliefs can lag
-// (a heartbeat not yet expired, a list read a moment ago), so the server
-// fences: each partition's consumer delivers to one pinned client at a
-// time. Compare-and-set on each key's state is the last net when both lag.
+// live members, takes the partitions the assignment below gives it: every
+// worker computes the same assignment, spread within one of even. Beliefs
+// can lag (a heartbeat not yet expired, a list read a moment ago), so the
+// server fences: each partition's consumer delivers to one pinned client
+// at a time. Compare-and-set on each key's state is the last net when both
+// lag.
+
+// assign returns the owner of each partition among members (sorted, at
+// least one): rendezvous hashing with bounded loads. Each (partition,
+// member) pair has a score; going through the pairs from the highest
+// score down, a partition goes to the first member that still has room,
+// and room is partitions/n for every member, one more for the first
+// partitions%n members to fill up. So the spread is within one of even,
+// and a member that leaves moves its own partitions and few others (a
+// modulo split would move most of them, each move a handover that cuts
+// off the slow work in hand).
+func assign(members []string, partitions int) []string {
+	n := len(members)
+	owners := make([]string, partitions)
+	if n == 0 {
+		return owners
+	}
+	type pair struct {
+		score uint64
+		p, m  int
+	}
+	pairs := make([]pair, 0, n*partitions)
+	for p := range partitions {
+		for m, id := range members {
+			pairs = append(pairs, pair{score(id, p), p, m})
+		}
+	}
+	slices.SortFunc(pairs, func(a, b pair) int {
+		if a.score != b.score {
+			if a.score > b.score {
+				return -1
+			}
+			return 1
+		}
+		if a.p != b.p {
+			return a.p - b.p
+		}
+		return a.m - b.m
+	})
+	base, extra := partitions/n, partitions%n
+	load := make([]int, n)
+	full := 0 // members holding base+1
+	left := partitions
+	for _, pr := range pairs {
+		if left == 0 {
+			break
+		}
+		if owners[pr.p] != "" {
+			continue
+		}
+		switch l := load[pr.m]; {
+		case l < base:
+		case l == base && full < extra:
+			full++
+		default:
+			continue
+		}
+		load[pr.m]++
+		owners[pr.p] = members[pr.m]
+		left--
+	}
+	return owners
+}
+
+// score is the rendezvous hash of member id and partition p: FNV-1a,
+// finished with SplitMix64's mixer so that near ids spread well.
+func score(id string, p int) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range len(id) {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	h ^= uint64(p) + 0x9e3779b97f4a7c15
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
 
 // assigned returns the partitions member id owns among members.
 func assigned(members []string, id string, partitions int) []int {
-	i := slices.Index(members, id)
-	if i < 0 {
+	if !slices.Contains(members, id) {
 		return nil
 	}
 	var ps []int
-	for p := i; p < partitions; p += len(members) {
-		ps = append(ps, p)
+	for p, owner := range assign(members, partitions) {
+		if owner == id {
+			ps = append(ps, p)
+		}
 	}
 	return ps
 }
@@ -50,7 +132,9 @@ type membership interface {
 var _ membership = (*queue.Conn)(nil)
 
 // own keeps this worker's share of partitions right as members come and go.
-// A ticker drives it, so traffic cannot starve the heartbeat.
+// Tickers drive it, so traffic cannot starve the heartbeat; the heartbeat
+// has a loop of its own, so that a rebalance in progress (stopping a
+// puller, a handover) never holds it up past MemberTTL.
 func (f *flow) own(ctx context.Context) {
 	// Stop ends a change of ownership in progress: leave (after this
 	// returns) stops whatever it acquired.
@@ -65,7 +149,11 @@ func (f *flow) own(ctx context.Context) {
 			defer stop()
 		}
 	}
-	t := time.NewTicker(max(f.spec.MemberTTL/5, 50*time.Millisecond))
+	var hb sync.WaitGroup
+	defer hb.Wait()
+	defer cancel()
+	hb.Go(func() { f.heartbeat(ctx) })
+	t := time.NewTicker(f.memberEvery())
 	defer t.Stop()
 	failures := ratelog.Limiter{Every: logEvery}
 	for {
@@ -98,6 +186,54 @@ func (f *flow) leaderElected(p int) {
 	f.log.Info().Int("partition", p).Msg("the partition's consumer has a new leader: rewinding it")
 }
 
+// memberEvery is how often a worker heartbeats and reads the members:
+// five times per MemberTTL, so that a few late heartbeats do not expire
+// a live member.
+func (f *flow) memberEvery() time.Duration { return max(f.spec.MemberTTL/5, 50*time.Millisecond) }
+
+// memberTimeout bounds one heartbeat or read of the members. While the
+// bucket has no leader (a NATS node lost) a request gets no answer: give
+// up soon and ask again, rather than wait out a long timeout after the
+// cluster is back.
+func (f *flow) memberTimeout() time.Duration { return max(f.memberEvery(), time.Second) }
+
+// heartbeat renews this worker's entry in the members bucket every
+// memberEvery until ctx ends.
+func (f *flow) heartbeat(ctx context.Context) {
+	t := time.NewTicker(f.memberEvery())
+	defer t.Stop()
+	failures := ratelog.Limiter{Every: logEvery}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, f.memberTimeout())
+		err := f.w.conn.Heartbeat(hctx, f.name, f.w.cfg.ID)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			f.membersFailed()
+			f.logFailure(f.log, &failures, err, "membership: heartbeat failed; retrying")
+		}
+	}
+}
+
+// membersFailed notes that the members bucket failed a request: for
+// MemberTTL from now, members missing from it are not taken for gone (see
+// rebalance).
+func (f *flow) membersFailed() { f.membersTrouble.Store(time.Now().UnixNano()) }
+
+// membersSteady reports whether the members bucket has answered every
+// request for the last MemberTTL. While it could not take heartbeats (its
+// stream without a leader after a NATS node was lost, a connection down),
+// every member's entry aged and may have expired, live or not: a member
+// missing then is one that may not have had its chance to heartbeat since.
+func (f *flow) membersSteady() bool {
+	last := f.membersTrouble.Load()
+	return last == 0 || time.Since(time.Unix(0, last)) >= f.spec.MemberTTL
+}
+
 // rebalance heartbeats, reads the members and pulls exactly the partitions
 // assigned to this worker. It runs on one goroutine at a time (Start's,
 // then the ownership loop's), the only one that changes what the flow owns;
@@ -110,19 +246,35 @@ func (f *flow) rebalance(ctx context.Context) error {
 	}
 	var members []string
 	if !f.w.cfg.SharedConsumers {
-		if err := f.w.conn.Heartbeat(ctx, f.name, f.w.cfg.ID); err != nil {
-			return err
+		mctx, cancel := context.WithTimeout(ctx, f.memberTimeout())
+		defer cancel()
+		if !f.joined {
+			// The first heartbeat; the heartbeat loop renews it.
+			if err := f.w.conn.Heartbeat(mctx, f.name, f.w.cfg.ID); err != nil {
+				return err
+			}
+			f.joined = true
 		}
-		f.joined = true
 		var err error
-		members, err = f.w.conn.Members(ctx, f.name)
+		members, err = f.w.conn.Members(mctx, f.name)
 		if err != nil {
+			f.membersFailed()
 			return err
 		}
 		if !slices.Contains(members, f.w.cfg.ID) {
 			members = append(members, f.w.cfg.ID)
-			slices.Sort(members)
 		}
+		if !f.membersSteady() {
+			// Keep the members of the last split until every live one has
+			// had MemberTTL to heartbeat again: a NATS node lost must not
+			// move partitions between live workers.
+			for _, m := range f.members {
+				if !slices.Contains(members, m) {
+					members = append(members, m)
+				}
+			}
+		}
+		slices.Sort(members)
 		want = assigned(members, f.w.cfg.ID, f.spec.Partitions)
 	}
 	select {
@@ -165,32 +317,46 @@ func (f *flow) rebalance(ctx context.Context) error {
 	for _, p := range orphaned {
 		f.suspectBefore(p)
 	}
-	for _, p := range come {
-		prev := f.previousOwner(p, members)
-		gone := prev == "" || !slices.Contains(members, prev)
+	// Acquire at once: a partition taken from a member gone waits for
+	// nothing but its own requests.
+	prevOwners := f.previousOwners(members)
+	acquired := make([]puller, len(come))
+	errs := make([]error, len(come))
+	for i, p := range come {
+		gone := prevOwners[p] == "" || !slices.Contains(members, prevOwners[p])
 		if gone {
 			f.suspectBefore(p)
 		}
-		pl, err := f.acquire(ctx, p, gone)
-		if err != nil {
-			f.expediteLater(orphaned)
-			return err
+		wg.Go(func() { acquired[i], errs[i] = f.acquire(ctx, p, gone) })
+	}
+	wg.Wait()
+	var failed error
+	var got []int
+	for i, p := range come {
+		if errs[i] != nil {
+			failed = cmp.Or(failed, errs[i])
+			continue
 		}
+		got = append(got, p)
 		f.pmu.Lock()
-		f.pullers[p] = pl
+		f.pullers[p] = acquired[i]
 		f.pmu.Unlock()
-		switch {
-		case gone:
+		switch prev := prevOwners[p]; {
+		case prev == "" || !slices.Contains(members, prev):
 			orphaned = append(orphaned, p)
 		case prev != f.w.cfg.ID:
 			f.handedFrom[p] = prev
 		}
 	}
 	f.expediteLater(orphaned)
-	f.members = members
-	if len(gone)+len(come) > 0 {
-		f.log.Info().Ints("owned", f.owned()).Ints("released", gone).Ints("acquired", come).Msg("partitions owned")
+	if len(gone)+len(got) > 0 {
+		f.log.Info().Ints("owned", f.owned()).Ints("released", gone).Ints("acquired", got).Msg("partitions owned")
 	}
+	if failed != nil {
+		// The next round tries the rest again, against the same split.
+		return failed
+	}
+	f.members = members
 	return nil
 }
 
@@ -203,20 +369,17 @@ func (f *flow) owned() []int {
 	return ps
 }
 
-// previousOwner returns the member that owned p before this change of
-// members, "" if there was none; whether it has left the group says whether
-// p is taken from a live owner or from a gone one. On a worker's first
-// assignment the previous split is taken to be the current members without
-// it.
-func (f *flow) previousOwner(p int, members []string) string {
+// previousOwners returns the member that owned each partition before this
+// change of members, "" if there was none; whether it has left the group
+// says whether the partition is taken from a live owner or from a gone
+// one. On a worker's first assignment the previous split is taken to be
+// the current members without it.
+func (f *flow) previousOwners(members []string) []string {
 	prev := f.members
 	if len(prev) == 0 {
 		prev = slices.DeleteFunc(slices.Clone(members), func(id string) bool { return id == f.w.cfg.ID })
 	}
-	if len(prev) == 0 {
-		return ""
-	}
-	return prev[p%len(prev)]
+	return assign(prev, f.spec.Partitions)
 }
 
 // partitionSource pulls the partitions of a workflow's events stream.

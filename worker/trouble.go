@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/orderly-dev/orderly/internal/ratelog"
 )
 
 // Failures that keep events from ending, applied or dead-lettered: a full or
@@ -21,6 +24,15 @@ type trouble struct {
 	mu          sync.Mutex
 	deadLetters failing
 	commits     failing
+	// recovered is closed by the first commit that works after one failed:
+	// every key waiting to try again (see waitRetry) tries at once, rather
+	// than each at the end of its own backoff.
+	recovered chan struct{}
+
+	// storeLog spaces the log lines of commits, claims and loads that
+	// fail, all keys together: a store away fails every key at once;
+	// recoveredLog those that say commits work again.
+	storeLog, recoveredLog ratelog.Limiter
 }
 
 // failing is one kind of failure, since its first occurrence after the last
@@ -71,9 +83,49 @@ func (f *flow) commitWorked() {
 		return
 	}
 	f.trouble.mu.Lock()
+	was := f.trouble.commits
 	f.trouble.commits = failing{}
 	f.trouble.commitsFailing.Store(false)
+	if f.trouble.recovered != nil {
+		close(f.trouble.recovered)
+		f.trouble.recovered = nil
+	}
 	f.trouble.mu.Unlock()
+	if was.since.IsZero() {
+		return
+	}
+	if ok, _ := f.trouble.recoveredLog.Allow(time.Now()); ok {
+		f.log.Info().Time("failing_since", was.since).Int64("failed_attempts", was.n).Msg("state commits work again")
+	}
+}
+
+// waitRetry waits d before a key tries its commit, claim or load again,
+// or less if another key's commit works meanwhile (the store is back);
+// false if ctx ended first.
+func (f *flow) waitRetry(ctx context.Context, d time.Duration) bool {
+	f.trouble.mu.Lock()
+	if f.trouble.recovered == nil {
+		f.trouble.recovered = make(chan struct{})
+	}
+	recovered := f.trouble.recovered
+	f.trouble.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-recovered:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// storeFailed logs a failed commit, claim or load of key that is retried:
+// the first of a streak as a warning, then at most one line per logEvery
+// for all keys, with the number held back (while the connection is down,
+// the connection says so, and these go to debug).
+func (f *flow) storeFailed(err error, key, msg string) {
+	f.logFailure(f.log.With().Str("key", key).Logger(), &f.trouble.storeLog, err, msg)
 }
 
 // problems describes the flow's current failures, one line each.
@@ -93,10 +145,14 @@ func (f *flow) problems() []string {
 }
 
 // Problems describes what keeps events from being applied or dead-lettered
-// right now (a full store, say), one line each; none when all is well.
-// /readyz shows them under its answer.
+// right now (a full store, say), and during Start what the start-up waits
+// for (a NATS cluster that cannot serve yet), one line each; none when all
+// is well. /readyz shows them under its answer.
 func (w *Worker) Problems() []string {
 	var out []string
+	if msg := w.waiting.Load(); msg != nil {
+		out = append(out, *msg)
+	}
 	for _, f := range w.flows {
 		out = append(out, f.problems()...)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/internal/ratelog"
 )
 
 // ErrStopped is returned by Start on a worker that was stopped.
@@ -37,7 +39,10 @@ type Worker struct {
 	stopStart context.CancelCauseFunc // ends the start-up chain in progress
 	stopErr   error                   // Stop's result, set before stopped is closed
 
-	ready   atomic.Bool
+	ready atomic.Bool
+	// waiting says, while Start waits for the NATS cluster, what for (see
+	// untilServed); nil otherwise.
+	waiting atomic.Pointer[string]
 	ctx     context.Context    // ends on a hard stop
 	cancel  context.CancelFunc // hard stop of everything Start began
 	unwatch func() bool        // stops the hard stop at the end of Start's ctx
@@ -224,9 +229,10 @@ func (w *Worker) Start(ctx context.Context) error {
 // startUp is Start's chain. ctx ends the steps in progress (Stop, or the
 // caller's context); what they start runs on w.ctx.
 func (w *Worker) startUp(ctx context.Context) error {
+	begun := time.Now()
 	for _, f := range w.flows {
 		w.log.Info().Str("workflow", f.name).Msg("start-up: provisioning streams, consumers and state bucket")
-		if err := f.provision(ctx); err != nil {
+		if err := w.untilServed(ctx, begun, "provisioning workflow "+f.name, f.provision); err != nil {
 			return err
 		}
 	}
@@ -235,7 +241,7 @@ func (w *Worker) startUp(ctx context.Context) error {
 	w.bg.Go(func() { w.probeLoop(w.ctx) })
 	for _, f := range w.flows {
 		w.log.Info().Str("workflow", f.name).Int("partitions", f.spec.Partitions).Str("worker_id", w.cfg.ID).Msg("start-up: joining the group and pulling its share of partitions")
-		if err := f.rebalance(ctx); err != nil {
+		if err := w.untilServed(ctx, begun, "joining the group of workflow "+f.name, f.rebalance); err != nil {
 			return err
 		}
 		if !w.cfg.SharedConsumers {
@@ -249,6 +255,69 @@ func (w *Worker) startUp(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// untilServed runs step until it works, trying again with backoff while
+// it fails because the NATS cluster cannot serve yet (queue.Unavailable),
+// until StartTimeout after begun. Meanwhile Problems says what it waits
+// for, and the log says so at most once per logEvery.
+func (w *Worker) untilServed(ctx context.Context, begun time.Time, what string, step func(context.Context) error) error {
+	defer w.waiting.Store(nil)
+	var logged ratelog.Limiter
+	logged.Every = logEvery
+	sctx := ctx
+	if w.cfg.StartTimeout > 0 {
+		// Cancelled at the deadline rather than given one: a request of
+		// the step whose context has no deadline gets the client's own
+		// timeout (5s), so a request that gets no answer is tried again.
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer time.AfterFunc(time.Until(begun.Add(w.cfg.StartTimeout)), cancel).Stop()
+	}
+	var last error // the last attempt's error that says why
+	gaveUp := func(attempt int) error {
+		return fmt.Errorf("worker: %s: the NATS cluster could not serve within %s (%d attempts): %w",
+			what, w.cfg.StartTimeout.Round(100*time.Millisecond), attempt, last)
+	}
+	for attempt := 1; ; attempt++ {
+		err := step(sctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if sctx.Err() != nil {
+			if last == nil {
+				last = err
+			}
+			return gaveUp(attempt)
+		}
+		if !queue.Unavailable(err) {
+			return err
+		}
+		last = err
+		wait := min(250*time.Millisecond<<min(attempt-1, 5), 5*time.Second)
+		wait = wait/2 + rand.N(wait/2+1)
+		until := "until stopped"
+		if w.cfg.StartTimeout > 0 {
+			deadline := begun.Add(w.cfg.StartTimeout)
+			if time.Now().Add(wait).After(deadline) {
+				return gaveUp(attempt)
+			}
+			until = "until " + deadline.UTC().Format(time.RFC3339)
+		}
+		msg := fmt.Sprintf("start-up: waiting for the NATS cluster: %s failed (attempt %d: %v); trying again %s", what, attempt, err, until)
+		w.waiting.Store(&msg)
+		if ok, held := logged.Allow(time.Now()); ok {
+			w.log.Warn().Err(err).Str("step", what).Int("attempt", attempt).Int("failures_not_logged", held).
+				Msg("start-up: the NATS cluster cannot serve yet (no JetStream leader, too few nodes, or no answer); trying again")
+		}
+		if !sleep(sctx, wait) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return gaveUp(attempt)
+		}
+	}
 }
 
 // stallAfter is how long without a completed pull request makes a worker

@@ -52,6 +52,7 @@ type options struct {
 	memoryLimit     memlimit.Flag
 	workerMemory    int64 // the worker's share of the memory limit
 	shutdownTimeout time.Duration
+	memberTTL       time.Duration
 	dedupeWindow    time.Duration
 	consoleToken    string
 	historyPerKey   int64
@@ -68,6 +69,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.SortFlags = false
 	o.conn.ConnectTimeout = 30 * time.Second
 	o.conn.Register(fs, "NATS server or cluster; empty: start an embedded server")
+	fs.Lookup("connect-timeout").Usage = "how long the start-up may wait for NATS, retrying with backoff: for a server to answer, then for its cluster to serve JetStream (a forming cluster with no leader yet, too few nodes for --replicas) while the worker provisions and joins its group; /readyz says what it waits for (0: wait until interrupted); wrong credentials or TLS fail at once"
 	fs.DurationVar(&o.reconnectTimeout, "reconnect-timeout", 3*time.Minute, "once started, how long the NATS connection may stay down (reconnecting, or refused) before /healthz fails and the worker exits 1 to be restarted (0: never)")
 	o.version = cli.VersionFlag(fs)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "where the embedded server accepts clients (port 0 or -1: any free port, logged at start-up); an address other than loopback without --user logs a warning")
@@ -88,6 +90,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.IntVar(&o.maxActors, "max-actors", 100_000, "most key actors in memory; unless set, fewer if --memory-limit calls for it")
 	fs.Var(&o.memoryLimit, "memory-limit", "memory the process may use, in `BYTES` (536870912, 512Mi, 1Gi, 500MB; 0: no limit); sizes --max-actors, --batch and the events held in memory, and sets the Go runtime's soft limit to 90% of it unless GOMEMLIMIT is lower (default: the lesser of GOMEMLIMIT and the cgroup's memory limit, else no limit)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long in-flight slow work gets to finish on SIGTERM")
+	fs.DurationVar(&o.memberTTL, "member-ttl", queue.DefaultMemberTTL, "how long a worker stays in its group without a heartbeat (it heartbeats five times per period): the others take over the partitions of a worker that died 0.8 to 1.2 times this after it died; at least 500ms (see docs/operations.md, Worker loss)")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
 	fs.StringVar(&o.consoleToken, "console-token", "", "the secret the web console's write actions (send an event, replay a dead letter, cancel, schedules) must carry; empty: writes only on requests to a loopback address, read-only elsewhere")
 	fs.Int64Var(&o.historyPerKey, "history-per-key", 100, "statuses of each key kept in the status history (enqueue history, watch --since/--all), the oldest dropped first (0: no history; the history stream is deleted)")
@@ -267,6 +270,9 @@ func (o *options) validate() error {
 	if o.historyMaxAge < time.Second {
 		add(cli.Usagef("--history-max-age %s: want at least 1s", o.historyMaxAge))
 	}
+	if o.memberTTL < 500*time.Millisecond {
+		add(cli.Usagef("--member-ttl %s: want at least 500ms", o.memberTTL))
+	}
 	if o.id != "" && !validID(o.id) {
 		add(cli.Usagef("--id %q: want 1-255 characters of A-Z a-z 0-9 - _ = . (a NATS KV key)", o.id))
 	}
@@ -377,6 +383,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		ev = ev.Dur("connect_timeout", o.conn.ConnectTimeout)
 	}
 	ev.Msg("start-up: connecting to NATS")
+	connecting := time.Now()
 	nc, err := queue.Dial(ctx, cfg)
 	if err != nil {
 		return interrupted(err)
@@ -398,6 +405,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		Queue: worker.QueueConfig{
 			Partitions: o.partitions, QueueLimit: o.queueLimit, Replicas: o.replicas,
 			DedupeWindow: o.dedupeWindow, HistoryPerKey: historyPerKey(o.historyPerKey), HistoryMaxAge: o.historyMaxAge,
+			MemberTTL: o.memberTTL,
 		},
 		Batch:            explicit(fs, "batch", o.batch),
 		Concurrency:      o.concurrency,
@@ -407,6 +415,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		MaxActors:        explicit(fs, "max-actors", o.maxActors),
 		MemoryLimit:      o.workerMemory,
 		ShutdownTimeout:  o.shutdownTimeout,
+		StartTimeout:     startTimeout(o.conn.ConnectTimeout, time.Since(connecting)),
 		ID:               o.id,
 		DisableInventory: !o.inventory,
 		Logger:           &log,
@@ -586,6 +595,17 @@ func graph(args []string, stdout io.Writer) error {
 		return cli.Usagef("--format %q: want mermaid or dot", *format)
 	}
 	return nil
+}
+
+// startTimeout is what is left of --connect-timeout once connecting took
+// spent: the worker's start-up waits for the cluster to serve at most that
+// (at least a moment, so that a first failure is seen before giving up);
+// with no bound (0), none either.
+func startTimeout(connect, spent time.Duration) time.Duration {
+	if connect <= 0 {
+		return -1
+	}
+	return max(connect-spent, time.Millisecond)
 }
 
 // explicit is v if flag name was set (on the command line or in the

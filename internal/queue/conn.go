@@ -106,7 +106,71 @@ type Conn struct {
 	owned  bool            // made by Connect: Close closes nc
 	closed <-chan struct{} // owned: closed by nc's last callback
 
-	mux jsapi.ReplyMux // job id claims (jobs.go)
+	mux  jsapi.ReplyMux // job id claims (jobs.go)
+	link link
+}
+
+// link follows the connection, so that the requests in flight when it is
+// lost end at once: their replies will not come (the server that had them
+// is gone, or the connection to it), and a request waiting out its timeout
+// after a reconnect that took milliseconds (a NATS node killed under a
+// worker) would hold its key up for seconds for nothing. Requests made
+// after the loss are sent once the connection is back, and wait as usual.
+type link struct {
+	mu     sync.Mutex
+	epoch  context.Context // ends when the connection is next lost
+	cut    context.CancelCauseFunc
+	status chan nats.Status
+	done   chan struct{} // closed when watch has returned
+	stop   sync.Once
+}
+
+// errLinkLost ends a request that was in flight when the connection was lost.
+var errLinkLost = errors.New("connection to NATS lost with the request in flight")
+
+// watch runs until the status channel is closed (stopLink), starting a new
+// epoch each time the connection is lost.
+func (l *link) watch() {
+	defer close(l.done)
+	for range l.status {
+		l.mu.Lock()
+		l.cut(errLinkLost)
+		l.epoch, l.cut = context.WithCancelCause(context.Background())
+		l.mu.Unlock()
+	}
+	l.mu.Lock()
+	l.cut(errLinkLost)
+	l.mu.Unlock()
+}
+
+// linked returns ctx, ended also if the connection is lost before stop is
+// called; context.Cause then says errLinkLost.
+func (c *Conn) linked(ctx context.Context) (context.Context, context.CancelFunc) {
+	c.link.mu.Lock()
+	epoch := c.link.epoch
+	c.link.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(epoch, func() { cancel(errLinkLost) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// lost returns errLinkLost if ctx (from linked) ended for it, else err.
+func lost(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errLinkLost) {
+		return errLinkLost
+	}
+	return err
+}
+
+// stopLink stops following the connection and waits until it has stopped.
+func (c *Conn) stopLink() {
+	c.link.stop.Do(func() {
+		c.nc.RemoveStatusListener(c.link.status)
+		<-c.link.done
+	})
 }
 
 // New returns a Conn on nc, an open connection the caller made (with its
@@ -123,7 +187,12 @@ func New(nc *nats.Conn) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
 	}
-	return &Conn{nc: nc, js: js}, nil
+	c := &Conn{nc: nc, js: js}
+	c.link.epoch, c.link.cut = context.WithCancelCause(context.Background())
+	c.link.status = nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	c.link.done = make(chan struct{})
+	go c.link.watch()
+	return c, nil
 }
 
 // Connect dials NATS as Dial does and returns a Conn that owns the
@@ -252,6 +321,44 @@ func unreachable(err error) bool {
 		errors.Is(err, os.ErrDeadlineExceeded) ||
 		(errors.As(err, &op) && op.Op == "dial")
 }
+
+// Unavailable reports whether err says that the NATS cluster cannot serve
+// JetStream requests for now, rather than that a request is wrong: no
+// answer in time, no responders, the connection away, no JetStream meta
+// leader yet, or too few nodes for the replicas asked for. A cluster that
+// is forming, or electing leaders after a node was lost, fails so for a
+// few seconds; the request may be tried again.
+func Unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, errLinkLost) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jsClusterIncomplete, jsClusterNoPeers, jsClusterNotActive, jsClusterNotAssigned,
+		jsClusterNotAvail, jsClusterNotLeader, jsStreamOffline, jsConsumerOffline:
+		return true
+	}
+	return apiErr.Code == 503 || apiErr.Code == 408
+}
+
+// The server's error codes of a cluster that cannot serve for now
+// (nats-server's errors.json; jetstream names only some codes).
+const (
+	jsClusterIncomplete  jetstream.ErrorCode = 10004 // incomplete results
+	jsClusterNoPeers     jetstream.ErrorCode = 10005 // no suitable peers for placement
+	jsClusterNotActive   jetstream.ErrorCode = 10006 // not in clustered mode yet
+	jsClusterNotAssigned jetstream.ErrorCode = 10007
+	jsClusterNotAvail    jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
+	jsClusterNotLeader   jetstream.ErrorCode = 10009
+	jsStreamOffline      jetstream.ErrorCode = 10118
+	jsConsumerOffline    jetstream.ErrorCode = 10119
+)
 
 // authError reports whether err is the server refusing our credentials.
 func authError(err error) bool {
@@ -434,6 +541,7 @@ func backoff(attempts int) time.Duration {
 // callbacks have run, so nothing is logged after it; one from New leaves
 // the caller's connection open.
 func (c *Conn) Close() {
+	defer c.stopLink()
 	if c.owned {
 		c.nc.Close()
 		<-c.closed
@@ -466,6 +574,7 @@ func (c *Conn) Drain(ctx context.Context) error {
 	}
 	select {
 	case <-c.closed:
+		c.stopLink()
 		if err := c.nc.LastError(); errors.Is(err, nats.ErrDrainTimeout) {
 			return fmt.Errorf("queue: drain: %w", err)
 		}

@@ -326,7 +326,12 @@ func (p *Puller) run(ctx context.Context) {
 		}
 		if err != nil && ctx.Err() == nil {
 			// What the failed request delivered may be lost on the way.
-			p.rewind = !p.cfg.Shared
+			// Not so when the server refused it for a pin it no longer
+			// knows (its consumer's leader changed) right after a rewind
+			// of ours with nothing delivered since: the pin comes new with
+			// the next request, and the consumer's first delivery with it.
+			refused := got == 0 && errors.Is(err, jetstream.ErrPinIDMismatch) && p.counted && p.delivered == 0
+			p.rewind = !p.cfg.Shared && (p.rewind || !refused)
 			if p.cfg.OnError != nil {
 				p.cfg.OnError(err)
 			}
@@ -334,7 +339,7 @@ func (p *Puller) run(ctx context.Context) {
 			// stoppable.
 			select {
 			case <-time.After(retry):
-				retry = min(2*retry, 2*time.Second)
+				retry = min(2*retry, maxPullRetry)
 			case <-p.stop:
 				return
 			case <-ctx.Done():
@@ -345,6 +350,12 @@ func (p *Puller) run(ctx context.Context) {
 		retry = 100 * time.Millisecond
 	}
 }
+
+// maxPullRetry is the longest wait before a failed pull request is sent
+// again. Requests fail at once while the partition's consumer has no
+// leader (a NATS node lost): retry often enough that the partition goes on
+// soon after the cluster has elected a new one.
+const maxPullRetry = 500 * time.Millisecond
 
 // pull sends one pull request for n messages and hands each to the handler as
 // it arrives, so a small batch is not held back waiting for a full one. It
@@ -415,6 +426,14 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 				p.pinned = true
 				p.pin = pin
 			}
+			if newPin && p.counted && p.delivered == 0 && m.consumerSeq == 1 {
+				// The first delivery since this puller's own rewind, and the
+				// consumer's first: nobody else took anything since, so
+				// there is nothing to wait for. The pin is new because the
+				// consumer's new leader (a NATS node lost) does not know the
+				// old one; a rewind for it would only come back here.
+				p.pin, newPin = pin, false
+			}
 			if p.rewind || newPin || (p.counted || p.delivered != 0) && m.consumerSeq != p.delivered+1 {
 				// A new pin, or a gap: something before m may be held by
 				// the partition's previous client, or was lost. m and what
@@ -480,7 +499,7 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 // rewindConsumer waits until the puller holds nothing, then resets the
 // consumer to its ack floor. False if the puller was stopped meanwhile.
 func (p *Puller) rewindConsumer(ctx context.Context) bool {
-	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, maxPullRetry) {
 		if p.held.Load() == 0 {
 			err := p.conn.resetConsumer(ctx, contract.EventsStream(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
 			if err == nil {

@@ -65,6 +65,7 @@ type Jobs struct {
 	forgotBelow atomic.Uint64
 	forgotAt    atomic.Int64
 	mux         *jsapi.ReplyMux
+	conn        *Conn
 	workflow    string
 	prefix      string // "$KV.<bucket>."
 }
@@ -81,7 +82,7 @@ func (c *Conn) Jobs(ctx context.Context, workflow string) (*Jobs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: job bucket of %s: %w", workflow, err)
 	}
-	return &Jobs{nc: c.nc, js: c.js, mux: &c.mux, workflow: workflow, prefix: "$KV." + contract.JobsBucket(workflow) + "."}, nil
+	return &Jobs{nc: c.nc, js: c.js, mux: &c.mux, conn: c, workflow: workflow, prefix: "$KV." + contract.JobsBucket(workflow) + "."}, nil
 }
 
 // Claim claims each job id of jobs (ID, Key, Event, Sequence and At set) for
@@ -98,6 +99,8 @@ func (j *Jobs) Claim(ctx context.Context, jobs []contract.Job) []Claim {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	ctx, stop := j.conn.linked(ctx)
+	defer stop()
 	res := make([]Claim, len(jobs))
 	var held []int // the jobs whose id is held: read what holds it
 	j.roundTrip(ctx, len(jobs), timeout, func(i int) *nats.Msg {
@@ -165,7 +168,7 @@ func (j *Jobs) roundTrip(ctx context.Context, n int, timeout time.Duration, msg 
 			}
 			got(r.I, r.Msg, nil)
 		case <-ctx.Done():
-			j.giveUp(tokens, got, ctx.Err())
+			j.giveUp(tokens, got, lost(ctx, ctx.Err()))
 			return
 		case <-t.C:
 			j.giveUp(tokens, got, context.DeadlineExceeded)

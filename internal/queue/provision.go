@@ -74,7 +74,8 @@ type Spec struct {
 	// Default: 5s.
 	PinnedTTL time.Duration
 	// MemberTTL is how long a worker stays a member of the workflow's group
-	// without a heartbeat. Default: 5s.
+	// without a heartbeat: what bounds how soon the others take over the
+	// partitions of a worker that died. Default: 2s.
 	MemberTTL time.Duration
 	// HistoryPerKey is how many statuses of each key the history stream
 	// keeps, the oldest dropped first. Default: 100. Negative: no history;
@@ -93,6 +94,13 @@ type Spec struct {
 	// nothing but compare-and-set.
 	Unpinned bool
 }
+
+// DefaultMemberTTL is Spec.MemberTTL's default. A worker heartbeats five
+// times per MemberTTL, so a live one misses it only when four heartbeats
+// in a row are late; a dead one is noticed between 1.6 and 2.4 s after it
+// died (its last heartbeat plus the TTL, plus the others' next look at
+// the group).
+const DefaultMemberTTL = 2 * time.Second
 
 // PriorityGroup is the pinned priority group of every partition consumer:
 // JetStream delivers a partition to one client of the group at a time.
@@ -140,7 +148,7 @@ func (s Spec) WithDefaults() Spec {
 		s.PinnedTTL = 5 * time.Second
 	}
 	if s.MemberTTL <= 0 {
-		s.MemberTTL = 5 * time.Second
+		s.MemberTTL = DefaultMemberTTL
 	}
 	if s.HistoryPerKey == 0 {
 		s.HistoryPerKey = DefaultHistoryPerKey
@@ -651,10 +659,18 @@ func bucketMatches(have, want jetstream.KeyValueConfig) bool {
 		limit(have.MaxBytes) == limit(want.MaxBytes) && limit(have.MaxValueSize) == limit(want.MaxValueSize)
 }
 
+// recoveryTimeout bounds one attempt of a request the puller makes to
+// recover a partition (a rewind, an unpin), which its caller repeats until
+// it works. While the consumer has no leader (a NATS node lost) such a
+// request gets no answer at all: a short attempt means the next one goes
+// out soon after the cluster has elected a new leader, rather than a long
+// timeout later.
+const recoveryTimeout = time.Second
+
 // resetConsumer rewinds a consumer to its ack floor: every unacknowledged
 // message is delivered again, in stream order.
 func (c *Conn) resetConsumer(ctx context.Context, stream, consumer string) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, recoveryTimeout)
 	defer cancel()
 	if _, err := c.js.ResetConsumer(ctx, stream, consumer); err != nil {
 		return fmt.Errorf("queue: reset consumer %s: %w", consumer, err)
@@ -666,7 +682,7 @@ func (c *Conn) resetConsumer(ctx context.Context, stream, consumer string) error
 // that the next client to pull it becomes its only receiver at once rather
 // than after PinnedTTL.
 func (c *Conn) Unpin(ctx context.Context, workflow string, partition int) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, recoveryTimeout)
 	defer cancel()
 	s, err := c.js.Stream(ctx, contract.EventsStream(workflow))
 	if err == nil {

@@ -32,6 +32,7 @@ type Bucket struct {
 	js     jetstream.JetStream
 	nc     *nats.Conn
 	mux    *jsapi.ReplyMux
+	conn   *Conn
 	prefix string // "$KV.<bucket>."
 }
 
@@ -44,7 +45,7 @@ func (c *Conn) Bucket(ctx context.Context, workflow string) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: state bucket of %s: %w", workflow, err)
 	}
-	return &Bucket{kv: kv, js: c.js, nc: c.nc, mux: &c.mux, prefix: "$KV." + contract.StateBucket(workflow) + "."}, nil
+	return &Bucket{kv: kv, js: c.js, nc: c.nc, mux: &c.mux, conn: c, prefix: "$KV." + contract.StateBucket(workflow) + "."}, nil
 }
 
 // Keys calls fn with each key of the bucket until fn returns false,
@@ -73,12 +74,14 @@ func (b *Bucket) Keys(ctx context.Context, fn func(key string) bool) error {
 
 // Get returns the key's value and revision; ErrNoState if it has none.
 func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	ctx, stop := b.conn.linked(ctx)
+	defer stop()
 	e, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, fmt.Errorf("queue: get %s: %w", key, ErrNoState)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("queue: get %s: %w", key, err)
+		return nil, 0, fmt.Errorf("queue: get %s: %w", key, lost(ctx, err))
 	}
 	return e.Value(), e.Revision(), nil
 }
@@ -109,10 +112,12 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) 
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	ctx, stop := b.conn.linked(ctx)
+	defer stop()
 	ch := make(chan jsapi.Reply, 1)
 	tok, err := b.mux.Send(b.nc, b.casMsg(key, value, rev), ch, 0, timeout)
 	if err != nil {
-		return 0, fmt.Errorf("queue: put %s: %w", key, err)
+		return 0, fmt.Errorf("queue: put %s: %w", key, lost(ctx, err))
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -122,7 +127,7 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) 
 		resp = r.Msg
 	case <-ctx.Done():
 		b.mux.Forget(tok)
-		return 0, fmt.Errorf("queue: put %s: %w", key, ctx.Err())
+		return 0, fmt.Errorf("queue: put %s: %w", key, lost(ctx, ctx.Err()))
 	case <-t.C:
 		b.mux.Forget(tok)
 	}
