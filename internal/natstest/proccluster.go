@@ -93,7 +93,7 @@ func NewProcCluster(t testing.TB, n int) *ProcCluster {
 		return port
 	}
 	for i := range n {
-		c.nodes = append(c.nodes, &procNode{name: fmt.Sprintf("n%d", i), port: reserve(), cport: reserve(), http: reserve()})
+		c.nodes = append(c.nodes, &procNode{name: fmt.Sprintf("n%d", i), port: reserve(), cport: reserve(), http: reserve(), out: &Output{}})
 	}
 	var routes []string
 	for _, nd := range c.nodes {
@@ -137,9 +137,6 @@ func (c *ProcCluster) start(i int) {
 		c.t.Fatal(err)
 	}
 	nd := c.nodes[i]
-	if nd.out == nil {
-		nd.out = &Output{}
-	}
 	nd.cmd = exec.Command(bin, "-c", nd.conf)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.out, nd.out
 	nd.cmd.SysProcAttr = procAttr()
