@@ -193,9 +193,11 @@ func (f *flow) memberEvery() time.Duration { return max(f.spec.MemberTTL/5, 50*t
 
 // memberTimeout bounds one heartbeat or read of the members. While the
 // bucket has no leader (a NATS node lost) a request gets no answer: give
-// up soon and ask again, rather than wait out a long timeout after the
-// cluster is back.
-func (f *flow) memberTimeout() time.Duration { return max(f.memberEvery(), time.Second) }
+// up and ask again rather than wait out the client's 5s after the cluster
+// is back; but not so soon that a loaded cluster, slow to answer, never
+// lets a read of the group through (a heartbeat later than MemberTTL is
+// of no use anyway).
+func (f *flow) memberTimeout() time.Duration { return max(f.spec.MemberTTL, time.Second) }
 
 // heartbeat renews this worker's entry in the members bucket every
 // memberEvery until ctx ends.
