@@ -137,7 +137,9 @@ func benchRaw(b *testing.B, url string, replicas int) {
 	b.ResetTimer()
 	u := startUsage()
 	for i := range scaleEvents {
-		if _, err := js.PublishAsync(fmt.Sprintf("raw.key-%d", i%scaleKeys), body); err != nil {
+		// Past the window, wait for room as long as it takes (the
+		// default, 200ms, fails on a loaded machine).
+		if _, err := js.PublishAsync(fmt.Sprintf("raw.key-%d", i%scaleKeys), body, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}

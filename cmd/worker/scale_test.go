@@ -1,9 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"slices"
@@ -48,52 +48,80 @@ func startClusterWorker(t *testing.T, url, id string, extra ...string) *proc {
 // spread within one of even, every partition owned once.
 func waitSpread(t *testing.T, ws []*proc, partitions int, d time.Duration) {
 	t.Helper()
+	waitSteady(t, ws, partitions, 0, d)
+}
+
+// waitSteady waits until the workers' partitions are spread within one of
+// even, every partition owned once, and have stayed so, unchanged, for
+// hold.
+func waitSteady(t *testing.T, ws []*proc, partitions int, hold, d time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(d)
+	var since time.Time // when the current split was first seen
+	last := ""
 	for {
-		var counts []int
-		seen := map[int]int{}
-		for _, w := range ws {
-			code, body := natstest.HTTPGet("http://" + w.httpAddr + "/partitions")
-			var p struct {
-				Partitions map[string][]int `json:"partitions"`
-			}
-			if code != 200 || json.Unmarshal([]byte(body), &p) != nil {
-				counts = append(counts, -1)
-				continue
-			}
-			counts = append(counts, len(p.Partitions["order"]))
-			for _, n := range p.Partitions["order"] {
-				seen[n]++
-			}
+		split, counts, even := spread(ws, partitions)
+		switch {
+		case !even:
+			since, last = time.Time{}, ""
+		case split != last:
+			since, last = time.Now(), split
 		}
-		even := len(seen) == partitions && slices.Max(counts)-slices.Min(counts) <= 1 && slices.Min(counts) >= 0
-		for _, n := range seen {
-			even = even && n == 1
-		}
-		if even {
+		if even && time.Since(since) >= hold {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("partitions not spread within %s: %v per worker", d, counts)
+			t.Fatalf("partitions not spread (and steady for %s) within %s: %v per worker", hold, d, counts)
 		}
 		time.Sleep(50 * time.Millisecond) // a rebalance has no event to wait on from here
 	}
 }
 
+// spread reads the workers' partitions: the split, each one's count, and
+// whether it is within one of even with every partition owned once.
+func spread(ws []*proc, partitions int) (split string, counts []int, even bool) {
+	seen := map[int]int{}
+	for _, w := range ws {
+		code, body := natstest.HTTPGet("http://" + w.httpAddr + "/partitions")
+		var p struct {
+			Partitions map[string][]int `json:"partitions"`
+		}
+		if code != 200 || json.Unmarshal([]byte(body), &p) != nil {
+			counts = append(counts, -1)
+			continue
+		}
+		counts = append(counts, len(p.Partitions["order"]))
+		split += fmt.Sprint(p.Partitions["order"])
+		for _, n := range p.Partitions["order"] {
+			seen[n]++
+		}
+	}
+	even = len(seen) == partitions && slices.Max(counts)-slices.Min(counts) <= 1 && slices.Min(counts) >= 0
+	for _, n := range seen {
+		even = even && n == 1
+	}
+	return split, counts, even
+}
+
 // tracker follows the statuses of every key: when each reached its final
-// state (the commit time the status carries), and every rejection.
+// state (the commit time the status carries), and every rejection. A
+// status is a plain NATS publish, and one published by a worker whose node
+// dies under it can be lost with the node; so a key whose final status has
+// not come is looked up in the state bucket once the statuses go quiet
+// (see waitFinished).
 type tracker struct {
+	cl       *client.Client
 	mu       sync.Mutex
 	finished map[string]time.Time
 	working  map[string]bool // keys with slow work running
 	rejected []contract.Status
+	lost     int           // keys found final in the bucket, their final status never seen
 	changed  chan struct{} // a token after each status
-	onFail   func() string // what to add to a failed wait, under mu
 }
 
 func track(t *testing.T, cl *client.Client) *tracker {
 	t.Helper()
-	tr := &tracker{finished: map[string]time.Time{}, working: map[string]bool{}, changed: make(chan struct{}, 1)}
+	tr := &tracker{cl: cl, finished: map[string]time.Time{}, working: map[string]bool{}, changed: make(chan struct{}, 1)}
 	sub, err := cl.Subscribe("order", "", func(s contract.Status) {
 		tr.mu.Lock()
 		switch {
@@ -123,64 +151,102 @@ func track(t *testing.T, cl *client.Client) *tracker {
 // waitWorking waits until n keys have had slow work running.
 func (tr *tracker) waitWorking(t *testing.T, n int, d time.Duration) {
 	t.Helper()
-	tr.wait(t, d, fmt.Sprintf("%d keys with slow work running", n), func() bool { return len(tr.working)+len(tr.finished) >= n })
-}
-
-// waitFinished waits until every key of keys reached its final state and
-// returns the latest time at which one did.
-func (tr *tracker) waitFinished(t *testing.T, keys []string, d time.Duration) time.Time {
-	t.Helper()
-	var last time.Time
-	tr.onFail = func() string {
-		var missing []string
-		for _, k := range keys {
-			if _, ok := tr.finished[k]; !ok {
-				missing = append(missing, k)
-			}
-		}
-		return fmt.Sprintf("; %d not: %v", len(missing), missing[:min(len(missing), 20)])
-	}
-	defer func() { tr.onFail = nil }()
-	tr.wait(t, d, fmt.Sprintf("all %d keys in %s", len(keys), finalState), func() bool {
-		last = time.Time{}
-		for _, k := range keys {
-			at, ok := tr.finished[k]
-			if !ok {
-				return false
-			}
-			if at.After(last) {
-				last = at
-			}
-		}
-		return true
-	})
-	return last
-}
-
-func (tr *tracker) wait(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
 		tr.mu.Lock()
-		ok := cond()
-		n := len(tr.finished)
+		got := len(tr.working) + len(tr.finished)
 		tr.mu.Unlock()
-		if ok {
+		if got >= n {
 			return
 		}
 		select {
 		case <-tr.changed:
 		case <-timer.C:
-			more := ""
-			if tr.onFail != nil {
-				tr.mu.Lock()
-				more = tr.onFail()
-				tr.mu.Unlock()
-			}
-			t.Fatalf("waited %s for %s: %d keys finished%s", d, what, n, more)
+			t.Fatalf("waited %s for %d keys with slow work running: %d", d, n, got)
 		}
 	}
+}
+
+// quietFor is how long without a status makes waitFinished look the keys
+// still missing up in the state bucket.
+const quietFor = 2 * time.Second
+
+// waitFinished waits until every key of keys reached its final state and
+// returns the latest time at which one did. A key whose final status does
+// not come is read from the state bucket when the statuses have gone quiet
+// for quietFor; if it is final there, its commit time counts.
+func (tr *tracker) waitFinished(t *testing.T, keys []string, d time.Duration) time.Time {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	quiet := time.NewTimer(quietFor)
+	defer quiet.Stop()
+	for {
+		var last time.Time
+		var missing []string
+		tr.mu.Lock()
+		for _, k := range keys {
+			at, ok := tr.finished[k]
+			switch {
+			case !ok:
+				missing = append(missing, k)
+			case at.After(last):
+				last = at
+			}
+		}
+		tr.mu.Unlock()
+		if len(missing) == 0 {
+			return last
+		}
+		select {
+		case <-tr.changed:
+			quiet.Reset(quietFor)
+		case <-quiet.C:
+			tr.lookUp(missing[:min(len(missing), 50)])
+			quiet.Reset(quietFor)
+		case <-deadline.C:
+			var states []string
+			for _, k := range missing[:min(len(missing), 10)] {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				rec, err := tr.cl.State(ctx, "order", k)
+				cancel()
+				if err != nil {
+					states = append(states, fmt.Sprintf("%s: %v", k, err))
+				} else {
+					states = append(states, fmt.Sprintf("%s: %s v%d pending %d", k, rec.State, rec.Version, len(rec.Pending)))
+				}
+			}
+			t.Fatalf("waited %s for all %d keys in %s: %d not (%s)", d, len(keys), finalState, len(missing), strings.Join(states, "; "))
+		}
+	}
+}
+
+// lookUp reads keys from the state bucket and counts those in their final
+// state as finished at their commit time.
+func (tr *tracker) lookUp(keys []string) {
+	for _, k := range keys {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		rec, err := tr.cl.State(ctx, "order", k)
+		cancel()
+		if err != nil || rec.State != finalState || rec.Version != finalVersion {
+			continue
+		}
+		tr.mu.Lock()
+		if _, ok := tr.finished[k]; !ok {
+			tr.finished[k] = rec.UpdatedAt
+			tr.lost++
+		}
+		tr.mu.Unlock()
+	}
+}
+
+// statusesLost is the number of keys found final in the bucket whose
+// final status never came.
+func (tr *tracker) statusesLost() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.lost
 }
 
 func (tr *tracker) rejections() []contract.Status {
@@ -309,7 +375,7 @@ func electedAfter(t *testing.T, c *natstest.ProcCluster, via int, gone string, s
 		if len(missing) == 0 {
 			return time.Since(since)
 		}
-		time.Sleep(50 * time.Millisecond) // an election has no event to wait on from here
+		time.Sleep(200 * time.Millisecond) // an election has no event to wait on from here
 	}
 	t.Fatalf("no leaders within 60s for %v", missing)
 	return 0
@@ -420,16 +486,38 @@ func moveLeaders(t *testing.T, c *natstest.ProcCluster, nc, sys *nats.Conn, to i
 // to every key finished. Part of it is the cluster's own: with the node
 // that led them gone, each Raft group (the meta group, every stream and
 // consumer) elects a new leader after nats-server's election timeout, a
-// random 4 to 9 s, more on a loaded machine, and nothing it serves works
-// meanwhile. When that alone leaves Orderly too little of the bound, the
-// tests hold Orderly to its own part instead: from the last election to
-// the last key finished, at most orderlyAfterElections.
-const nodeLossBound, orderlyAfterElections = 10 * time.Second, 3 * time.Second
+// random 4 to 9 s, more on a loaded machine (15 s seen), and nothing it
+// serves works meanwhile. When that alone leaves Orderly too little of
+// the bound, the tests hold Orderly to its own part instead: from the last
+// election to the last key finished, at most orderlyAfterElections. That
+// is measured at 1 to 3 s on a loaded 2-core machine, and still catches
+// what the issue saw: deliveries lost with the node waiting out the ack
+// wait (30 s from the loss), 43 s in all.
+const nodeLossBound, orderlyAfterElections = 10 * time.Second, 5 * time.Second
 
 // pacedLossBound is the issue's bound on the time from a NATS node's loss
-// to the backlog back at its level under a paced load; the same reasoning
-// holds Orderly to pacedAfterElections after the cluster's own elections.
-const pacedLossBound, pacedAfterElections = 15 * time.Second, 5 * time.Second
+// to the lag back at its level under a paced load; the same reasoning
+// holds Orderly to pacedAfterElections after the cluster's own elections,
+// more than for the keys above: the backlog that built up during the
+// elections (the producer's too, publishing again what the events stream
+// could not take) is worked off on the same two cores.
+const pacedLossBound, pacedAfterElections = 15 * time.Second, 10 * time.Second
+
+// settle is how long the split of partitions must have been steady before
+// a fault is caused: twice the default member TTL.
+const settle = 4 * time.Second
+
+// scaleLong runs the long variants of the scale-out tests (make scale).
+var scaleLong = flag.Bool("scale.long", false, "run the long scale-out tests too: a NATS node lost under a paced load (make scale)")
+
+// skipShort skips a scale-out test with -short: each starts a 3-node
+// cluster of processes and its workers, and causes a fault.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("a 3-node NATS cluster of processes and a fault; not with -short")
+	}
+}
 
 // lossFleet is a 3-node cluster of processes and its workers, the leaders
 // of every Raft group on one node and the test's connections on node 2,
@@ -443,11 +531,17 @@ type lossFleet struct {
 
 func startLossFleet(t *testing.T, workers, leader int, extra ...string) *lossFleet {
 	t.Helper()
+	begun := time.Now()
 	f := &lossFleet{c: natstest.StartProcCluster(t, 3)}
+	clustered := time.Since(begun)
 	for i := range workers {
-		f.ws = append(f.ws, startClusterWorker(t, f.c.URL(), fmt.Sprintf("w%d", i+1), extra...))
+		// Worker i connects to node i first (it learns the others from
+		// it): w1 is on node 0, the one killed, so that a loss always
+		// cuts a worker's connection too, as it did in the issue.
+		f.ws = append(f.ws, startClusterWorker(t, f.c.NodeURL(i%3), fmt.Sprintf("w%d", i+1), extra...))
 	}
 	waitSpread(t, f.ws, 16, natstest.Timeout)
+	working := time.Since(begun)
 	f.cl = natstest.Client(t, f.c.NodeURL(2))
 	var err error
 	if f.sys, err = nats.Connect(f.c.NodeURL(2), nats.UserInfo(natstest.SysUser, natstest.SysPassword)); err != nil {
@@ -457,7 +551,15 @@ func startLossFleet(t *testing.T, workers, leader int, extra ...string) *lossFle
 	// The workers are ready, so every consumer exists: put the leaders
 	// where the case wants them.
 	moveLeaders(t, f.c, f.cl.Conn(), f.sys, leader)
+	moved := time.Since(begun)
 	t.Logf("Raft groups led, by node: %v", leaders(t, f.c, f.cl.Conn(), 2))
+	// The leaders' moves cost the members bucket a leader for a moment,
+	// and on a loaded machine a worker's heartbeats can miss it long
+	// enough for another to take it for gone (and hand its partitions
+	// back a second later). Start the fault from a steady split.
+	waitSteady(t, f.ws, 16, settle, time.Minute)
+	t.Logf("set-up: cluster %s, workers sharing the partitions %s, leaders moved %s, steady %s",
+		clustered.Round(10*time.Millisecond), working.Round(10*time.Millisecond), moved.Round(10*time.Millisecond), time.Since(begun).Round(10*time.Millisecond))
 	return f
 }
 
@@ -512,6 +614,7 @@ func checkNodeLossBound(t *testing.T, took, elected time.Duration) {
 // under a paced load (-scale.rate events/s): the backlog returns to its
 // level before the loss within 15 s.
 func TestNATSNodeLossKeysFinishWithin10s(t *testing.T) {
+	skipShort(t)
 	for _, tc := range []struct {
 		name   string
 		leader int // the node made leader of every group; node 0 is killed
@@ -528,7 +631,8 @@ func TestNATSNodeLossKeysFinishWithin10s(t *testing.T) {
 			killed, elected, logFrom := f.kill(t)
 			last := tr.waitFinished(t, ks, 120*time.Second)
 			took := last.Sub(killed)
-			t.Logf("all %d keys finished %s after %s was killed", keys, took.Round(10*time.Millisecond), f.c.Name(0))
+			t.Logf("all %d keys finished %s after %s was killed (%d final statuses lost with it, read from the bucket)",
+				keys, took.Round(10*time.Millisecond), f.c.Name(0), tr.statusesLost())
 			checkNodeLossBound(t, took, elected)
 			checkFinal(t, f.cl, ks)
 			if r := tr.rejections(); len(r) > 0 {
@@ -550,6 +654,9 @@ func TestNATSNodeLossKeysFinishWithin10s(t *testing.T) {
 		})
 	}
 	t.Run("under paced load, the node that leads everything", func(t *testing.T) {
+		if !*scaleLong {
+			t.Skip("about a minute; make scale, or -scale.long")
+		}
 		f := startLossFleet(t, 2, 0, "--sim-latency", "5ms")
 		tr := track(t, f.cl)
 		p := pace(t, f.cl, "paced", *scaleRate)
@@ -567,18 +674,22 @@ func TestNATSNodeLossKeysFinishWithin10s(t *testing.T) {
 		killed, elected, logFrom := f.kill(t)
 		var back time.Duration
 		peak := 0
+		stuck := "" // where the lag was when it passed the bound
 		for back == 0 {
 			n := lat.lag()
 			peak = max(peak, n)
+			since := time.Since(killed)
 			switch {
-			case n <= level && time.Since(killed) > elected:
-				back = time.Since(killed)
-			case time.Since(killed) > 60*time.Second:
-				t.Fatalf("the lag (%d events) not back to its level before the loss (%d) within 60s", n, level)
+			case n <= level && since > elected:
+				back = since
+			case since > 60*time.Second:
+				t.Fatalf("the lag (%d events) not back to its level before the loss (%d) within 60s: %s", n, level, lat.oldest(5))
+			case stuck == "" && since > max(pacedLossBound, elected+pacedAfterElections):
+				stuck = fmt.Sprintf("; at %s, %s", since.Round(100*time.Millisecond), lat.oldest(5))
 			}
 			time.Sleep(100 * time.Millisecond) // a sampling interval
 		}
-		p.halt()
+		keys, errs := p.result(t)
 		t.Logf("%d events/s: lag at most %d events before the loss, %d at its peak, back to its level %s after the loss (elections took %s)",
 			*scaleRate, level, peak, back.Round(10*time.Millisecond), elected.Round(10*time.Millisecond))
 		switch {
@@ -587,14 +698,14 @@ func TestNATSNodeLossKeysFinishWithin10s(t *testing.T) {
 			t.Logf("over the issue's %s only because the cluster itself took %s to elect new leaders; the lag was back %s after that",
 				pacedLossBound, elected.Round(10*time.Millisecond), (back - elected).Round(10*time.Millisecond))
 		default:
-			t.Errorf("the lag returned to its level %s after the loss, %s after the elections; the bounds are %s, and %s after the elections",
-				back.Round(10*time.Millisecond), (back - elected).Round(10*time.Millisecond), pacedLossBound, pacedAfterElections)
+			t.Errorf("the lag returned to its level %s after the loss, %s after the elections; the bounds are %s, and %s after the elections%s",
+				back.Round(10*time.Millisecond), (back - elected).Round(10*time.Millisecond), pacedLossBound, pacedAfterElections, stuck)
 		}
-		p.mu.Lock()
-		keys, errs := slices.Clone(p.keys), p.errs
-		p.mu.Unlock()
 		t.Logf("%d publishes retried (the events stream without a leader)", errs)
 		tr.waitFinished(t, keys, 60*time.Second)
+		if n := tr.statusesLost(); n > 0 {
+			t.Logf("%d final statuses lost with the node (read from the bucket)", n)
+		}
 		checkFinal(t, f.cl, keys)
 		if r := tr.rejections(); len(r) > 0 {
 			t.Errorf("%d rejections, the first: %+v", len(r), r[0])
@@ -610,6 +721,7 @@ func TestNATSNodeLossKeysFinishWithin10s(t *testing.T) {
 // in order: the membership TTL, the fence and the resume of work cut off
 // together.
 func TestWorkerLossKeysFinishWithin5s(t *testing.T) {
+	skipShort(t)
 	const keys = 300
 	c := natstest.StartProcCluster(t, 3)
 	url := c.URL()
@@ -647,6 +759,7 @@ func TestWorkerLossKeysFinishWithin5s(t *testing.T) {
 // for, and once the other nodes start it gets ready and works. With no
 // quorum ever, it gives up after --connect-timeout, saying why.
 func TestStartUpWaitsForAFormingCluster(t *testing.T) {
+	skipShort(t)
 	t.Run("the cluster forms", func(t *testing.T) {
 		c := natstest.NewProcCluster(t, 3)
 		c.Start(0)
@@ -708,24 +821,38 @@ func TestStartUpWaitsForAFormingCluster(t *testing.T) {
 
 // scaleRate is the paced load of the tests that run traffic through a
 // fault: events per second. The issue asks for 2,000; a 2-core machine
-// shared with other work stores fewer than that in an R3 stream at all
-// (see BENCHMARKS.md), so CI runs the same tests at a rate it sustains.
+// shared with other work, running the servers, the workers and the race
+// detector at once, does not sustain that (see BENCHMARKS.md, "Scale-out"),
+// so the tests run by default at a rate it does; -scale.rate 2000 runs the
+// issue's figure on a machine that can.
 var scaleRate = flag.Int("scale.rate", 100, "events per second of the paced load in the scale-out tests (the issue's figure: 2000)")
 
 // pacer publishes chains to new keys at a steady rate of events, noting
 // when each event was published: start_processing, and request_payment
 // once start_processing is stored (a producer that wants them in order
-// waits for the first to be stored). An event whose publish fails (a node
-// lost under it) is published again with its job id until it is stored.
+// waits for the first to be stored). Each key's chain has a goroutine of
+// its own, so that an event whose publish is lost (the events stream
+// without a leader) holds up only its own key: it is published again with
+// its job id, every storeTimeout, until it is stored.
 type pacer struct {
 	mu     sync.Mutex
 	sent   map[string]time.Time // job id: when first published
 	keys   []string
-	errs   int
+	errs   int      // publishes tried again
+	failed []string // events never stored (the test fails)
 	stop   chan struct{}
 	done   chan struct{}
 	prefix string
 }
+
+// storeTimeout bounds one publish of a paced event; storeGiveUp all of
+// them. A publish to the events stream while it has no leader gets no
+// answer at all.
+const storeTimeout, storeGiveUp = 2 * time.Second, 90 * time.Second
+
+// maxChains bounds the keys whose events are being stored at once: about
+// what a 10 s outage of the events stream holds at 2,000 events/s.
+const maxChains = 16384
 
 func pace(t *testing.T, cl *client.Client, prefix string, rate int) *pacer {
 	t.Helper()
@@ -735,7 +862,22 @@ func pace(t *testing.T, cl *client.Client, prefix string, rate int) *pacer {
 	return p
 }
 
-// halt stops publishing and waits until every event sent is stored.
+// result stops publishing, waits until every event sent is stored, and
+// returns the keys sent and the number of publishes tried again; the test
+// fails if an event was never stored.
+func (p *pacer) result(t *testing.T) (keys []string, errs int) {
+	t.Helper()
+	p.halt()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failed) > 0 {
+		t.Fatalf("%d paced events never stored within %s, the first: %s", len(p.failed), storeGiveUp, p.failed[0])
+	}
+	return slices.Clone(p.keys), p.errs
+}
+
+// halt stops publishing and waits until every event sent is stored (or
+// given up on).
 func (p *pacer) halt() {
 	select {
 	case <-p.stop:
@@ -745,59 +887,39 @@ func (p *pacer) halt() {
 	<-p.done
 }
 
-type pacedEvent struct {
-	key, event string
-	pp         *client.PendingPublish // nil: not sent yet
-}
-
-// publish sends ev without waiting, noting when.
-func (p *pacer) publish(cl *client.Client, key, event string) pacedEvent {
+// store publishes the event and waits until it is stored, publishing it
+// again with the same job id while that fails; false if it never was.
+func (p *pacer) store(cl *client.Client, key, event string) bool {
+	id := key + "-" + event
 	p.mu.Lock()
-	p.sent[key+"-"+event] = time.Now()
+	p.sent[id] = time.Now()
 	p.mu.Unlock()
-	pp, err := cl.PublishAsync("order", key, contract.Envelope{Event: event}, client.WithJobID(key+"-"+event))
-	if err != nil {
-		pp = nil
-	}
-	return pacedEvent{key, event, pp}
-}
-
-// stored waits until ev is stored, publishing it again while it fails.
-func (p *pacer) stored(cl *client.Client, ev pacedEvent) {
-	err := errors.New("not sent")
-	if ev.pp != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = ev.pp.Wait(ctx)
+	giveUp := time.Now().Add(storeGiveUp)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		_, err := cl.Publish(ctx, "order", key, contract.Envelope{Event: event}, client.WithJobID(id))
 		cancel()
-	}
-	for tries := 0; err != nil && tries < 30; tries++ {
+		if err == nil {
+			return true
+		}
+		if time.Now().After(giveUp) {
+			p.mu.Lock()
+			p.failed = append(p.failed, fmt.Sprintf("%s: %v", id, err))
+			p.mu.Unlock()
+			return false
+		}
 		p.mu.Lock()
 		p.errs++
 		p.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = cl.Publish(ctx, "order", ev.key, contract.Envelope{Event: ev.event}, client.WithJobID(ev.key+"-"+ev.event))
-		cancel()
+		time.Sleep(wait) // a backoff before publishing again, not a synchronisation
 	}
 }
 
 func (p *pacer) run(cl *client.Client, rate int) {
 	defer close(p.done)
-	starts, requests := make(chan pacedEvent, 1<<16), make(chan pacedEvent, 1<<16)
-	var waiters sync.WaitGroup
-	waiters.Go(func() {
-		defer close(requests)
-		for ev := range starts {
-			p.stored(cl, ev)
-			requests <- p.publish(cl, ev.key, "request_payment")
-		}
-	})
-	waiters.Go(func() {
-		for ev := range requests {
-			p.stored(cl, ev)
-		}
-	})
-	defer waiters.Wait()
-	defer close(starts)
+	var chains sync.WaitGroup
+	defer chains.Wait()
+	slots := make(chan struct{}, maxChains)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	began := time.Now()
@@ -810,11 +932,21 @@ func (p *pacer) run(cl *client.Client, rate int) {
 		}
 		// Two events a key: rate/2 keys a second.
 		for due := int(time.Since(began).Seconds() * float64(rate) / 2); sent < due; sent++ {
+			select {
+			case slots <- struct{}{}:
+			case <-p.stop:
+				return
+			}
 			key := fmt.Sprintf("%s-%d", p.prefix, sent)
 			p.mu.Lock()
 			p.keys = append(p.keys, key)
 			p.mu.Unlock()
-			starts <- p.publish(cl, key, "start_processing")
+			chains.Go(func() {
+				defer func() { <-slots }()
+				if p.store(cl, key, "start_processing") {
+					p.store(cl, key, "request_payment")
+				}
+			})
 		}
 	}
 }
@@ -822,6 +954,7 @@ func (p *pacer) run(cl *client.Client, rate int) {
 // latencies follows the statuses of the paced keys and keeps, for each
 // event, the time from its publication to its first settled status.
 type latencies struct {
+	cl   *client.Client
 	mu   sync.Mutex
 	p    *pacer
 	took map[string]time.Duration // job id: enqueue to settled
@@ -830,7 +963,7 @@ type latencies struct {
 
 func measure(t *testing.T, cl *client.Client, p *pacer) *latencies {
 	t.Helper()
-	l := &latencies{p: p, took: map[string]time.Duration{}, at: map[string]time.Time{}}
+	l := &latencies{cl: cl, p: p, took: map[string]time.Duration{}, at: map[string]time.Time{}}
 	sub, err := cl.Subscribe("order", "", func(s contract.Status) {
 		if !s.Settled || s.Error != nil {
 			return
@@ -865,6 +998,49 @@ func (l *latencies) lag() int {
 	return sent - len(l.took)
 }
 
+// oldest describes the n events longest unsettled: their job id, partition
+// and age, for a failure to say where the lag stayed.
+func (l *latencies) oldest(n int) string {
+	type ev struct {
+		id  string
+		age time.Duration
+	}
+	var evs []ev
+	l.p.mu.Lock()
+	for id, at := range l.p.sent {
+		l.mu.Lock()
+		_, done := l.took[id]
+		l.mu.Unlock()
+		if !done {
+			evs = append(evs, ev{id, time.Since(at)})
+		}
+	}
+	l.p.mu.Unlock()
+	slices.SortFunc(evs, func(a, b ev) int { return cmp.Compare(b.age, a.age) })
+	parts := map[int]int{}
+	for _, e := range evs {
+		key := strings.TrimSuffix(strings.TrimSuffix(e.id, "-start_processing"), "-request_payment")
+		parts[contract.PartitionOf(key, 16)]++
+	}
+	var out []string
+	for i, e := range evs[:min(n, len(evs))] {
+		key := strings.TrimSuffix(strings.TrimSuffix(e.id, "-start_processing"), "-request_payment")
+		state := ""
+		if i < 3 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			rec, err := l.cl.State(ctx, "order", key)
+			cancel()
+			if err != nil {
+				state = fmt.Sprintf("; state: %v", err)
+			} else {
+				state = fmt.Sprintf("; %s v%d updated %s ago, pending %+v", rec.State, rec.Version, time.Since(rec.UpdatedAt).Round(100*time.Millisecond), rec.Pending)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s (partition %d, %s%s)", e.id, contract.PartitionOf(key, 16), e.age.Round(100*time.Millisecond), state))
+	}
+	return fmt.Sprintf("%d unsettled, per partition %v; the oldest: %s", len(evs), parts, strings.Join(out, ", "))
+}
+
 // p99 is the 99th percentile of enqueue to settled of the events published
 // in [from, to), and how many there were.
 func (l *latencies) p99(from, to time.Time) (time.Duration, int) {
@@ -890,6 +1066,7 @@ func (l *latencies) p99(from, to time.Time) (time.Duration, int) {
 // order holds; the test reports the p99 enqueue→settled during the roll
 // next to the p99 before it.
 func TestRollingRestartUnderLoad(t *testing.T) {
+	skipShort(t)
 	c := natstest.StartProcCluster(t, 3)
 	url := c.URL()
 	args := []string{"--sim-latency", "5ms", "--shutdown-timeout", "5s"}
@@ -919,11 +1096,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	waitSpread(t, ws, 16, natstest.Timeout)
 	rollEnd := time.Now()
 	time.Sleep(2 * time.Second) // traffic after the roll, as before it
-	p.halt()
-
-	p.mu.Lock()
-	keys, errs := slices.Clone(p.keys), p.errs
-	p.mu.Unlock()
+	keys, errs := p.result(t)
 	tr.waitFinished(t, keys, 120*time.Second)
 	checkFinal(t, cl, keys)
 	if r := tr.rejections(); len(r) > 0 {

@@ -165,6 +165,17 @@ func lost(ctx context.Context, err error) error {
 	return err
 }
 
+// session tells the connection's sessions apart: it changes each time the
+// connection is lost and made again, and is -1 while it is down. Read
+// before and after a request, it says whether the connection was lost in
+// between, with no delay (the status events of link come asynchronously).
+func (c *Conn) session() int64 {
+	if !c.nc.IsConnected() {
+		return -1
+	}
+	return int64(c.nc.Stats().Reconnects)
+}
+
 // stopLink stops following the connection and waits until it has stopped.
 func (c *Conn) stopLink() {
 	c.link.stop.Do(func() {

@@ -320,9 +320,17 @@ func (p *Puller) run(ctx context.Context) {
 		if n == 0 {
 			return
 		}
+		session := p.conn.session()
 		got, err := p.pull(ctx, n)
 		for range n - got { // room asked for and not delivered
 			p.release()
+		}
+		if !p.cfg.Shared && (session < 0 || p.conn.session() != session) {
+			// The connection was lost while the request was out (a NATS
+			// node killed under the worker): what the server sent on it may
+			// be lost with it, and if nothing later comes to show the gap,
+			// those events would wait out the ack wait (30s). Rewind.
+			p.rewind = true
 		}
 		if err != nil && ctx.Err() == nil {
 			// What the failed request delivered may be lost on the way.
