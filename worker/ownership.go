@@ -212,22 +212,35 @@ func (f *flow) heartbeat(ctx context.Context) {
 		case <-t.C:
 		}
 		hctx, cancel := context.WithTimeout(ctx, f.memberTimeout())
+		began := time.Now()
 		err := f.w.conn.Heartbeat(hctx, f.name, f.w.cfg.ID)
+		took := time.Since(began)
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil || took > f.memberEvery() {
+			// A heartbeat that fails, or takes longer than the time
+			// between two, says that the others' may be late too.
 			f.membersFailed()
+		}
+		if err != nil {
 			f.logFailure(f.log, &failures, err, "membership: heartbeat failed; retrying")
 		}
 	}
 }
 
-// membersFailed notes that the members bucket failed a request: for
-// MemberTTL from now, members missing from it are not taken for gone (see
-// rebalance).
+// membersFailed notes that the members bucket failed a request, or took
+// longer than a heartbeat period to answer one (a cluster so loaded that
+// heartbeats queue): for MemberTTL from now, members missing from it are
+// not taken for gone (see rebalance). Without it, a saturated cluster
+// (seen in BenchmarkScaleOut) let live workers' entries expire, and
+// partitions went back and forth between live workers, each move costing
+// the events in flight the ack wait (30 s).
 func (f *flow) membersFailed() { f.membersTrouble.Store(time.Now().UnixNano()) }
 
 // membersSteady reports whether the members bucket has answered every
-// request for the last MemberTTL. While it could not take heartbeats (its
+// request, in time, for the last MemberTTL. While it could not take heartbeats (its
 // stream without a leader after a NATS node was lost, a connection down),
 // every member's entry aged and may have expired, live or not: a member
 // missing then is one that may not have had its chance to heartbeat since.

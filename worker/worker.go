@@ -108,14 +108,6 @@ func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 	if len(workflows) == 0 {
 		return nil, errors.New("worker: no workflow")
 	}
-	conn, err := newAdapter(nc)
-	if err != nil {
-		return nil, err
-	}
-	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, tracer: newTracer(cfg.TracerProvider), stopped: make(chan struct{})}
-	w.leavingCtx, w.leave = context.WithCancel(context.Background())
-	w.leaving = w.leavingCtx.Done()
-	w.logMemoryPlan(plan)
 	seen := map[string]bool{}
 	for _, wf := range workflows {
 		if wf.e == nil {
@@ -125,6 +117,16 @@ func New(nc *nats.Conn, cfg Config, workflows ...Workflow) (*Worker, error) {
 			return nil, fmt.Errorf("worker: workflow %s registered twice", wf.Name())
 		}
 		seen[wf.Name()] = true
+	}
+	conn, err := newAdapter(nc) // released by Stop (or a failed Start)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, conn: conn, log: *cfg.Logger, tracer: newTracer(cfg.TracerProvider), stopped: make(chan struct{})}
+	w.leavingCtx, w.leave = context.WithCancel(context.Background())
+	w.leaving = w.leavingCtx.Done()
+	w.logMemoryPlan(plan)
+	for _, wf := range workflows {
 		w.flows = append(w.flows, newFlow(w, wf.e))
 	}
 	w.pool = newActionPool(w)
@@ -354,6 +356,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	switch was {
 	case stateNew:
 		w.leave()
+		w.conn.release()
 		close(w.stopped)
 		return nil
 	case stateRunning:

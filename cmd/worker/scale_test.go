@@ -444,11 +444,9 @@ func moveLeaders(t *testing.T, c *natstest.ProcCluster, nc, sys *nats.Conn, to i
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		moved := 0
-		if metaLeader(t, c, to) != name {
-			stepdown(sys, "$JS.API.META.LEADER.STEPDOWN")
-			moved++
-		}
+		// The streams and consumers first: listing them takes the meta
+		// leader, which moves last, once they are all in place.
+		moved, listed := 0, true
 		ctx, cancel := context.WithTimeout(context.Background(), natstest.Timeout)
 		streams := js.ListStreams(ctx)
 		for si := range streams.Info() {
@@ -461,6 +459,7 @@ func moveLeaders(t *testing.T, c *natstest.ProcCluster, nc, sys *nats.Conn, to i
 			}
 			s, err := js.Stream(ctx, si.Config.Name)
 			if err != nil {
+				listed = false
 				continue
 			}
 			cs := s.ListConsumers(ctx)
@@ -470,13 +469,19 @@ func moveLeaders(t *testing.T, c *natstest.ProcCluster, nc, sys *nats.Conn, to i
 					moved++
 				}
 			}
+			listed = listed && cs.Err() == nil
 		}
+		listed = listed && streams.Err() == nil
 		cancel()
-		if moved == 0 {
-			return
+		if listed && moved == 0 {
+			if metaLeader(t, c, to) == name {
+				return
+			}
+			stepdown(sys, "$JS.API.META.LEADER.STEPDOWN")
+			moved++
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d Raft groups still led elsewhere than %s after 60s", moved, name)
+			t.Fatalf("%d Raft groups still led elsewhere than %s after 60s (listed: %v)", moved, name, listed)
 		}
 		time.Sleep(500 * time.Millisecond) // a stepdown's election has no event to wait on
 	}

@@ -128,13 +128,19 @@ type link struct {
 // errLinkLost ends a request that was in flight when the connection was lost.
 var errLinkLost = errors.New("connection to NATS lost with the request in flight")
 
-// watch runs until the status channel is closed (stopLink), starting a new
-// epoch each time the connection is lost.
+// watch runs until the status channel is closed (stopLink) or the
+// connection is closed for good, starting a new epoch each time the
+// connection is lost. Ending with the connection means a Conn whose
+// connection its owner closed leaves nothing behind, Closed or not.
 func (l *link) watch() {
 	defer close(l.done)
-	for range l.status {
+	for st := range l.status {
 		l.mu.Lock()
 		l.cut(errLinkLost)
+		if st == nats.CLOSED {
+			l.mu.Unlock()
+			return
+		}
 		l.epoch, l.cut = context.WithCancelCause(context.Background())
 		l.mu.Unlock()
 	}

@@ -192,6 +192,8 @@ type Puller struct {
 	asked     atomic.Bool // Rewind was called: rewind as soon as the puller can
 	delivered uint64      // consumer sequence of the last delivery, 0 after a rewind
 	counted   bool        // delivered is checked: after a rewind, which restarts the count at 1
+	unchecked bool        // delivered something since the consumer was last compared (see lostTail)
+	checkedAt time.Time   // when the consumer was last compared
 	pin       string      // the pin id this puller holds the partition under
 	pinned    bool        // a pin was seen since start
 	conn      *Conn
@@ -332,6 +334,18 @@ func (p *Puller) run(ctx context.Context) {
 			// those events would wait out the ack wait (30s). Rewind.
 			p.rewind = true
 		}
+		if err == nil && !p.cfg.Shared && p.counted && !p.rewind {
+			switch {
+			case got > 0:
+				p.unchecked = true
+			case p.unchecked || time.Since(p.checkedAt) >= quietCheckEvery:
+				// The partition went quiet: make sure nothing before the
+				// quiet was lost on the way (see lostTail).
+				lost, checked := p.lostTail(ctx)
+				p.unchecked = !checked
+				p.rewind = lost
+			}
+		}
 		if err != nil && ctx.Err() == nil {
 			// What the failed request delivered may be lost on the way.
 			// Not so when the server refused it for a pin it no longer
@@ -358,6 +372,31 @@ func (p *Puller) run(ctx context.Context) {
 		retry = 100 * time.Millisecond
 	}
 }
+
+// lostTail compares the consumer's count of deliveries with the last one
+// this puller saw, once the partition has gone quiet (its last pull
+// delivered nothing): more means some were lost on the way, and with
+// nothing after them to show the gap they would wait out the ack wait
+// (30s). That happens on a loaded machine: a pull request's answer comes
+// later than nats.go waits for it, and what the server delivers to the
+// request meanwhile goes nowhere (seen in BenchmarkScaleOut: the last
+// events of a partition held 30s). checked is false if the consumer could
+// not be asked; the next quiet pull asks again.
+func (p *Puller) lostTail(ctx context.Context) (lost, checked bool) {
+	ctx, cancel := context.WithTimeout(ctx, recoveryTimeout)
+	defer cancel()
+	info, err := p.cons.Info(ctx)
+	if err != nil {
+		return false, false
+	}
+	p.checkedAt = time.Now()
+	return info.Delivered.Consumer > p.delivered, true
+}
+
+// quietCheckEvery is how often a quiet partition compares the consumer
+// with what it saw (lostTail) besides once after each delivery: a request
+// given up on can still take deliveries after the check.
+const quietCheckEvery = 10 * time.Second
 
 // maxPullRetry is the longest wait before a failed pull request is sent
 // again. Requests fail at once while the partition's consumer has no
@@ -511,7 +550,10 @@ func (p *Puller) rewindConsumer(ctx context.Context) bool {
 		if p.held.Load() == 0 {
 			err := p.conn.resetConsumer(ctx, contract.EventsStream(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
 			if err == nil {
-				p.rewind, p.delivered, p.counted = false, 0, true
+				// unchecked: what the rewind delivers again may go to a
+				// request of ours that nats.go has given up on, as any
+				// delivery may (see lostTail).
+				p.rewind, p.delivered, p.counted, p.unchecked = false, 0, true, true
 				return true
 			}
 			if p.cfg.OnError != nil {
