@@ -28,7 +28,7 @@ import (
 // producer share it) and how busy the machine's cores were: when they are
 // saturated, the machine is the limit, whatever the number of workers.
 //
-//	go test -run '^$' -bench ScaleOut -benchtime 1x ./worker/
+//	go test -run '^$' -bench ScaleOut -benchtime 1x -count 3 ./worker/
 func BenchmarkScaleOut(b *testing.B) {
 	for _, nodes := range []int{3, 1} {
 		b.Run(fmt.Sprintf("nodes=%d/raw", nodes), func(b *testing.B) {
