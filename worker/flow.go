@@ -51,6 +51,9 @@ type flow struct {
 	// Owned by the goroutine that changes ownership.
 	members []string // the group as of the last rebalance
 	joined  bool     // a heartbeat went out: leave the group when stopping
+	// reconnects is the connection's count of reconnects at the last
+	// rebalance (see noteReconnects); only rebalance uses it.
+	reconnects uint64
 	// handedFrom names, for each partition taken over from a member alive
 	// at the time, that member: if it leaves the group later, the work it
 	// was doing for the partition's keys may have been cut off.

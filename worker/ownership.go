@@ -232,21 +232,41 @@ func (f *flow) heartbeat(ctx context.Context) {
 
 // membersFailed notes that the members bucket failed a request, or took
 // longer than a heartbeat period to answer one (a cluster so loaded that
-// heartbeats queue): for MemberTTL from now, members missing from it are
-// not taken for gone (see rebalance). Without it, a saturated cluster
+// heartbeats queue): for a while (see membersSteady), members missing from
+// it are not taken for gone (see rebalance). Without it, a saturated cluster
 // (seen in BenchmarkScaleOut) let live workers' entries expire, and
 // partitions went back and forth between live workers, each move costing
 // the events in flight the ack wait (30 s).
 func (f *flow) membersFailed() { f.membersTrouble.Store(time.Now().UnixNano()) }
 
+// noteReconnects counts a lost connection as trouble with the members
+// bucket: this worker's own heartbeats may have been lost with it, and a
+// read of the members made across the loss may have missed some (seen in
+// TestNATSNodeLossKeysFinishWithin10s: a worker on the node lost read the
+// group without the other worker just after it reconnected, took its
+// partitions, and gave them back a second later). Only rebalance calls
+// it.
+func (f *flow) noteReconnects() {
+	if n := f.w.conn.Reconnects(); n != f.reconnects || !f.w.conn.Connected() {
+		f.reconnects = n
+		f.membersFailed()
+	}
+}
+
 // membersSteady reports whether the members bucket has answered every
-// request, in time, for the last MemberTTL. While it could not take heartbeats (its
-// stream without a leader after a NATS node was lost, a connection down),
-// every member's entry aged and may have expired, live or not: a member
-// missing then is one that may not have had its chance to heartbeat since.
+// request, in time, for the last two MemberTTL. While it could not take
+// heartbeats (its stream without a leader after a NATS node was lost, a
+// connection down), every member's entry aged and may have expired, live
+// or not: a member missing then is one that may not have had its chance
+// to heartbeat since. One MemberTTL is each member's chance; the second is
+// for a member that gets through later than this one, such as a worker
+// whose connection was on the node lost and that sends what it held back
+// when it is reconnected (seen in TestNATSNodeLossKeysFinishWithin10s: its
+// partitions taken 2 s after the other worker's heartbeats worked again,
+// and given back 2 s later).
 func (f *flow) membersSteady() bool {
 	last := f.membersTrouble.Load()
-	return last == 0 || time.Since(time.Unix(0, last)) >= f.spec.MemberTTL
+	return last == 0 || time.Since(time.Unix(0, last)) >= 2*f.spec.MemberTTL
 }
 
 // rebalance heartbeats, reads the members and pulls exactly the partitions
@@ -270,18 +290,20 @@ func (f *flow) rebalance(ctx context.Context) error {
 			}
 			f.joined = true
 		}
+		f.noteReconnects()
 		var err error
 		members, err = f.w.conn.Members(mctx, f.name)
 		if err != nil {
 			f.membersFailed()
 			return err
 		}
+		f.noteReconnects()
 		if !slices.Contains(members, f.w.cfg.ID) {
 			members = append(members, f.w.cfg.ID)
 		}
 		if !f.membersSteady() {
 			// Keep the members of the last split until every live one has
-			// had MemberTTL to heartbeat again: a NATS node lost must not
+			// had its chance to heartbeat again: a NATS node lost must not
 			// move partitions between live workers.
 			for _, m := range f.members {
 				if !slices.Contains(members, m) {

@@ -168,6 +168,9 @@ func newAdapter(nc *nats.Conn) (adapter, error) {
 // Connected reports whether the connection is up right now.
 func (a adapter) Connected() bool { return a.nc.IsConnected() }
 
+// Reconnects counts the times the connection was lost and made again.
+func (a adapter) Reconnects() uint64 { return a.nc.Stats().Reconnects }
+
 // Start runs the start-up chain, each step logged: provision every
 // workflow's streams, consumers and bucket; start the action pool; start
 // pulling. It returns once the worker is ready, or with the first step's
