@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,12 +67,6 @@ func scaleServers(b *testing.B, n int) string {
 type usage struct {
 	wall time.Time
 	cpu  time.Duration
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func startUsage() usage { return usage{time.Now(), cpuTime()} }
