@@ -595,18 +595,37 @@ func (f *lossFleet) noHandover(t *testing.T, logFrom []int) {
 }
 
 // checkNodeLossBound holds the time from the loss to the last key finished
-// to nodeLossBound, or Orderly's part of it to orderlyAfterElections.
+// to nodeLossBound, or Orderly's part of it to orderlyAfterElections; in
+// make test, to twice those (see loaded).
 func checkNodeLossBound(t *testing.T, took, elected time.Duration) {
 	t.Helper()
+	bound, after := loaded(nodeLossBound), loaded(orderlyAfterElections)
 	switch {
 	case took <= nodeLossBound:
 	case took-elected <= orderlyAfterElections:
 		t.Logf("over the issue's %s only because the cluster itself took %s to elect new leaders; Orderly finished %s after that",
 			nodeLossBound, elected.Round(10*time.Millisecond), (took - elected).Round(10*time.Millisecond))
+	case took <= bound || took-elected <= after:
+		t.Logf("over the issue's bounds (%s, and %s after the elections), within make test's %s and %s: make scale holds the issue's",
+			nodeLossBound, orderlyAfterElections, bound, after)
 	default:
 		t.Errorf("the last key finished %s after the node was lost, %s after the cluster had new leaders; the bounds are %s, and %s after the elections",
-			took.Round(10*time.Millisecond), (took - elected).Round(10*time.Millisecond), nodeLossBound, orderlyAfterElections)
+			took.Round(10*time.Millisecond), (took - elected).Round(10*time.Millisecond), bound, after)
 	}
+}
+
+// loaded is the bound make test holds a recovery time to, given the
+// issue's: twice it. make test runs these tests beside every other
+// package's, two at a time on CI's two cores, with the race detector; a
+// CI run at load average 7 took 11.2 s for what takes 2.5 s alone (a node
+// lost that led nothing). Twice the bound still fails what
+// the issue saw (43 s). make scale (-scale.long) runs them with the
+// issue's own bounds.
+func loaded(issue time.Duration) time.Duration {
+	if *scaleLong {
+		return issue
+	}
+	return 2 * issue
 }
 
 // TestNATSNodeLossKeysFinishWithin10s (issue 20, item 1): two workers and
