@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -95,8 +96,25 @@ func WorkflowOf[D any](m *statemachine.Machine[D]) Workflow {
 // Config configures the console. Client, Runtime and Workflows are
 // required; every other field's zero value is its default.
 type Config struct {
-	// Client reads the workflows and carries out the write actions.
+	// Client reads the workflows and carries out the write actions. Its
+	// NATS user needs the operator role ("Permissions" in
+	// docs/operations.md) for all of them: the worker's own role may not
+	// send events, read dead letters or follow statuses.
 	Client *client.Client
+	// StreamConn, if set, is the connection the streams' figures (lag,
+	// events stored, dead letters waiting) are read through: the worker's
+	// own, whose user may read its streams' info where an operator's may
+	// not. Default: Client's.
+	StreamConn *nats.Conn
+	// Refusals, if set, learns of the server's refusals on Client's
+	// connection (see Refusals): a page then says plainly, and at once,
+	// what the console's user may not do. Default: none; such a request
+	// fails with a timeout.
+	Refusals *Refusals
+	// PermissionHelp ends what a page says when the server refused the
+	// console's user a permission: how to give the console a user with the
+	// operator role. Default: DefaultPermissionHelp.
+	PermissionHelp string
 	// Runtime is the worker serving the console.
 	Runtime Runtime
 	// Workflows are the workflows shown, in this order.
@@ -143,6 +161,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
+	}
+	if c.PermissionHelp == "" {
+		c.PermissionHelp = DefaultPermissionHelp
 	}
 	if c.Logger == nil {
 		nop := zerolog.Nop()
@@ -208,7 +229,11 @@ func New(cfg Config) (*Console, error) {
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	js, err := jetstream.New(cfg.Client.Conn())
+	conn := cfg.StreamConn
+	if conn == nil {
+		conn = cfg.Client.Conn()
+	}
+	js, err := jetstream.New(conn)
 	if err != nil {
 		return nil, fmt.Errorf("console: jetstream: %w", err)
 	}

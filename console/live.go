@@ -129,6 +129,20 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 	statuses := make(chan contract.Status, keyBuffer)
 	overflow := make(chan struct{})
 	overflowed := false // the subscription's goroutine's alone
+	// A subscription the server refuses fails quietly: nothing would come.
+	var refused chan *RefusedError
+	if c.cfg.Refusals != nil {
+		refused = make(chan *RefusedError, 1)
+		subject := contract.StatusSubject(wf, key)
+		stop := c.cfg.Refusals.watch(func(e *RefusedError) bool { return e.Subscribe && e.Subject == subject },
+			func(e *RefusedError) {
+				select {
+				case refused <- e:
+				default:
+				}
+			})
+		defer stop()
+	}
 	sub, err := c.cfg.Client.Subscribe(wf, key, func(st contract.Status) {
 		if overflowed {
 			return
@@ -141,7 +155,7 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	if err != nil {
-		_ = s.send("problem", jsonString("cannot follow the key's statuses: "+err.Error()))
+		_ = s.send("problem", jsonString("cannot follow the key's statuses: "+c.explain(err)))
 		return
 	}
 	defer func() { _ = sub.Unsubscribe() }()
@@ -150,7 +164,7 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 	past, herr := c.history(hctx, wf, key)
 	cancel()
 	if herr != nil {
-		_ = s.send("problem", jsonString(herr.Error()))
+		_ = s.send("problem", jsonString(c.explain(herr)))
 	}
 	b, _ := json.Marshal(past)
 	if s.send("history", b) != nil {
@@ -185,6 +199,12 @@ func (c *Console) liveKey(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case e := <-refused:
+			// The stored statuses and the state are shown; say why no new
+			// one will be, and keep the view (a reconnect would be refused
+			// again).
+			err = s.send("problem", jsonString(c.refusal(e)))
+			refused = nil
 		case <-overflow:
 			// Fell behind by keyBuffer statuses: end the view; the browser
 			// reconnects and gets the history afresh.

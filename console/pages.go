@@ -87,6 +87,17 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, headi
 	c.render(w, r, status, "message", page{Title: heading, Body: message{heading, text}})
 }
 
+// failAction answers a write action that failed with a page that says
+// why: plainly, and with 403, when the server refused the console's user
+// the permission.
+func (c *Console) failAction(w http.ResponseWriter, r *http.Request, status int, heading string, err error) {
+	var e *RefusedError
+	if errors.As(err, &e) {
+		status = http.StatusForbidden
+	}
+	c.fail(w, r, status, heading, c.explain(err))
+}
+
 func (c *Console) flowOf(w http.ResponseWriter, r *http.Request) (Workflow, bool) {
 	name := r.PathValue("wf")
 	wf, ok := c.workflow(name)
@@ -161,11 +172,13 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := c.reqCtx(r)
 		defer cancel()
-		keys, err := c.cfg.Client.Keys(ctx, wf.Name, query)
+		err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+			b.Keys, err = c.cfg.Client.Keys(ctx, wf.Name, query)
+			return err
+		})
 		if err != nil {
-			b.Problem = "Cannot list the keys: " + err.Error()
+			b.Problem = "Cannot list the keys: " + c.explain(err)
 		}
-		b.Keys = keys
 	}
 	c.render(w, r, http.StatusOK, "keys", page{Title: "Keys", WF: wf, Body: b})
 }
@@ -198,11 +211,13 @@ func (c *Console) stuckPage(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
-	keys, err := c.cfg.Client.Stuck(ctx, wf.Name, d, keyListLimit)
+	err = c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		b.Keys, err = c.cfg.Client.Stuck(ctx, wf.Name, d, keyListLimit)
+		return err
+	})
 	if err != nil {
-		b.Problem = "Cannot list the stuck keys: " + err.Error()
+		b.Problem = "Cannot list the stuck keys: " + c.explain(err)
 	}
-	b.Keys = keys
 	c.render(w, r, http.StatusOK, "stuck", page{Title: "Stuck keys", WF: wf, Body: b})
 }
 
@@ -239,22 +254,27 @@ func (c *Console) keyPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
 	b := keyBody{Key: key, Live: "/live/w/" + url.PathEscape(wf.Name) + "/keys/" + url.PathEscape(key)}
-	switch rec, err := c.cfg.Client.State(ctx, wf.Name, key); {
+	var rec contract.StateRecord
+	switch err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		rec, err = c.cfg.Client.State(ctx, wf.Name, key)
+		return err
+	}); {
 	case err == nil:
 		b.Record = &rec
 		b.Timers = wf.timers(rec.State)
 	case errors.Is(err, client.ErrNoState):
 		b.Problem = "No state is stored for this key: no event has been applied to it yet."
 	default:
-		b.Problem = "Cannot read the key's state: " + err.Error()
+		b.Problem = "Cannot read the key's state: " + c.explain(err)
 	}
-	if d, err := c.cfg.Client.DelayedEvents(ctx, wf.Name, key); err != nil {
-		b.DelayErr = err.Error()
-	} else {
-		b.Delayed = d
+	if err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		b.Delayed, err = c.cfg.Client.DelayedEvents(ctx, wf.Name, key)
+		return err
+	}); err != nil {
+		b.DelayErr = c.explain(err)
 	}
 	if h, err := c.history(ctx, wf.Name, key); err != nil {
-		b.HistErr = err.Error()
+		b.HistErr = c.explain(err)
 	} else {
 		b.History = h
 	}
@@ -264,7 +284,11 @@ func (c *Console) keyPage(w http.ResponseWriter, r *http.Request) {
 // history is the key's stored statuses, oldest first, at most
 // maxTimeline of them (the newest).
 func (c *Console) history(ctx context.Context, workflow, key string) ([]contract.Status, error) {
-	h, err := c.cfg.Client.History(ctx, workflow, key)
+	var h []contract.Status
+	err := c.try(ctx, workflow, func(ctx context.Context) (err error) {
+		h, err = c.cfg.Client.History(ctx, workflow, key)
+		return err
+	})
 	switch {
 	case errors.Is(err, client.ErrNoHistory):
 		return []contract.Status{}, errNoHistory
@@ -308,11 +332,13 @@ func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
 		n := s.CachedInfo().State.Msgs
 		b.Total = &n
 	}
-	letters, err := c.cfg.Client.DeadLetters(ctx, wf.Name, deadLetterPage)
+	err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		b.Letters, err = c.cfg.Client.DeadLetters(ctx, wf.Name, deadLetterPage)
+		return err
+	})
 	if err != nil {
-		b.Problem = "Cannot list the dead letters: " + err.Error()
+		b.Problem = "Cannot list the dead letters: " + c.explain(err)
 	}
-	b.Letters = letters
 	c.render(w, r, http.StatusOK, "deadletters", page{Title: "Dead letters", WF: wf, Body: b})
 }
 
@@ -334,17 +360,19 @@ func (c *Console) schedulesPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
 	var b schedulesBody
-	if s, err := c.cfg.Client.Schedules(ctx, wf.Name); err != nil {
-		b.Problem = "Cannot list the schedules: " + err.Error()
-	} else {
-		b.Schedules = s
+	if err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		b.Schedules, err = c.cfg.Client.Schedules(ctx, wf.Name)
+		return err
+	}); err != nil {
+		b.Problem = "Cannot list the schedules: " + c.explain(err)
 	}
 	if key := strings.TrimSpace(r.URL.Query().Get("key")); key != "" {
 		b.Key = key
-		if d, err := c.cfg.Client.DelayedEvents(ctx, wf.Name, key); err != nil {
-			b.DelayErr = err.Error()
-		} else {
-			b.Delayed = d
+		if err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+			b.Delayed, err = c.cfg.Client.DelayedEvents(ctx, wf.Name, key)
+			return err
+		}); err != nil {
+			b.DelayErr = c.explain(err)
 		}
 	}
 	c.render(w, r, http.StatusOK, "schedules", page{Title: "Schedules", WF: wf, Body: b})
@@ -383,9 +411,13 @@ func (c *Console) sendEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
-	ack, err := c.cfg.Client.Publish(ctx, wf.Name, key, ev)
+	var ack client.PubAck
+	err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		ack, err = c.cfg.Client.Publish(ctx, wf.Name, key, ev)
+		return err
+	})
 	if err != nil {
-		c.fail(w, r, http.StatusBadRequest, "Not sent", err.Error())
+		c.failAction(w, r, http.StatusBadRequest, "Not sent", err)
 		return
 	}
 	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("key", key).Str("event", ev.Event).Str("job_id", ack.ID).Msg("console: event sent")
@@ -404,13 +436,17 @@ func (c *Console) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
-	ack, err := c.cfg.Client.Replay(ctx, wf.Name, seq)
+	var ack client.PubAck
+	err = c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		ack, err = c.cfg.Client.Replay(ctx, wf.Name, seq)
+		return err
+	})
 	if err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, client.ErrNoDeadLetter) {
 			status = http.StatusNotFound
 		}
-		c.fail(w, r, status, "Not replayed", err.Error())
+		c.failAction(w, r, status, "Not replayed", err)
 		return
 	}
 	c.cfg.Logger.Info().Str("workflow", wf.Name).Uint64("dead_letter", seq).Str("job_id", ack.ID).Msg("console: dead letter replayed")
@@ -425,10 +461,18 @@ func (c *Console) replayAll(w http.ResponseWriter, r *http.Request) {
 	// Each replay is a request or two; give the whole a bound of its own.
 	ctx, cancel := context.WithTimeout(r.Context(), 10*c.cfg.Timeout)
 	defer cancel()
-	n, err := c.cfg.Client.ReplayAll(ctx, wf.Name)
+	var n int
+	err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		n, err = c.cfg.Client.ReplayAll(ctx, wf.Name)
+		return err
+	})
 	c.cfg.Logger.Info().Str("workflow", wf.Name).Int("replayed", n).Err(err).Msg("console: dead letters replayed")
 	if err != nil {
-		c.fail(w, r, http.StatusBadRequest, "Not all replayed", fmt.Sprintf("Replayed %d dead letters, then: %v", n, err))
+		status := http.StatusBadRequest
+		if errors.As(err, new(*RefusedError)) {
+			status = http.StatusForbidden
+		}
+		c.fail(w, r, status, "Not all replayed", fmt.Sprintf("Replayed %d dead letters, then: %s", n, c.explain(err)))
 		return
 	}
 	c.done(w, r, "/w/"+url.PathEscape(wf.Name)+"/dead-letters", fmt.Sprintf("Replayed all %d dead letters.", n))
@@ -442,8 +486,8 @@ func (c *Console) cancelDelayed(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
-	if err := c.cfg.Client.Cancel(ctx, wf.Name, id); err != nil {
-		c.fail(w, r, http.StatusConflict, "Not cancelled", err.Error())
+	if err := c.try(ctx, wf.Name, func(ctx context.Context) error { return c.cfg.Client.Cancel(ctx, wf.Name, id) }); err != nil {
+		c.failAction(w, r, http.StatusConflict, "Not cancelled", err)
 		return
 	}
 	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("job_id", id).Msg("console: delayed event cancelled")
@@ -483,9 +527,13 @@ func (c *Console) addSchedule(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
-	got, err := c.cfg.Client.AddSchedule(ctx, wf.Name, s)
+	var got client.Schedule
+	err := c.try(ctx, wf.Name, func(ctx context.Context) (err error) {
+		got, err = c.cfg.Client.AddSchedule(ctx, wf.Name, s)
+		return err
+	})
 	if err != nil {
-		c.fail(w, r, http.StatusBadRequest, "Schedule not added", err.Error())
+		c.failAction(w, r, http.StatusBadRequest, "Schedule not added", err)
 		return
 	}
 	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("schedule", got.Name).Msg("console: schedule added")
@@ -500,8 +548,8 @@ func (c *Console) removeSchedule(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	ctx, cancel := c.reqCtx(r)
 	defer cancel()
-	if err := c.cfg.Client.RemoveSchedule(ctx, wf.Name, name); err != nil {
-		c.fail(w, r, http.StatusBadRequest, "Schedule not removed", err.Error())
+	if err := c.try(ctx, wf.Name, func(ctx context.Context) error { return c.cfg.Client.RemoveSchedule(ctx, wf.Name, name) }); err != nil {
+		c.failAction(w, r, http.StatusBadRequest, "Schedule not removed", err)
 		return
 	}
 	c.cfg.Logger.Info().Str("workflow", wf.Name).Str("schedule", name).Msg("console: schedule removed")

@@ -55,6 +55,7 @@ type options struct {
 	memberTTL       time.Duration
 	dedupeWindow    time.Duration
 	consoleToken    string
+	consoleCreds    cli.Credentials // the console's own connection's
 	historyPerKey   int64
 	historyMaxAge   time.Duration
 	inventory       bool
@@ -93,6 +94,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.memberTTL, "member-ttl", queue.DefaultMemberTTL, "how long a worker stays in its group without a heartbeat (it heartbeats five times per period): the others take over the partitions of a worker that died 0.8 to 1.2 times this after it died; at least 500ms (see docs/operations.md, Worker loss)")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
 	fs.StringVar(&o.consoleToken, "console-token", "", "the secret the web console's write actions (send an event, replay a dead letter, cancel, schedules) must carry; empty: writes only on requests to a loopback address, read-only elsewhere")
+	o.consoleCreds.Register(fs, consolePrefix, "the web console's own connection, whose user needs the operator role to send events, replay dead letters and follow statuses (default: the worker's connection; with the embedded server, --operator-user)", credentialsOfConsole...)
 	fs.Int64Var(&o.historyPerKey, "history-per-key", 100, "statuses of each key kept in the status history (enqueue history, watch --since/--all), the oldest dropped first (0: no history; the history stream is deleted)")
 	fs.DurationVar(&o.historyMaxAge, "history-max-age", 7*24*time.Hour, "how long the status history keeps a status (at least 1s)")
 	fs.BoolVar(&o.inventory, "inventory", true, "keep the inventory of keys by state that enqueue stats, keys and stuck read (about two writes per change of state); every worker of a workflow must agree")
@@ -138,6 +140,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if err := o.roles.validate(o.conn); err != nil {
+		return err
+	}
+	if err := o.consoleCreds.Validate(consolePrefix); err != nil {
 		return err
 	}
 	if o.dedupeWindow < time.Second {
@@ -197,6 +202,17 @@ func applyMemoryLimit(o *options, limit memlimit.Limit, getenv func(string) stri
 	}
 	ev.Msg("start-up: memory limit")
 }
+
+// The flags of the console's own connection: --console-user,
+// --console-password, --console-nkey, --console-creds (no --console-token:
+// that is the secret of the console's write actions).
+const consolePrefix = "console-"
+
+var credentialsOfConsole = []string{"user", "password", "nkey", "creds"}
+
+// consoleHelp ends what the console says when the server refused its user a
+// permission.
+const consoleHelp = "start the worker with --console-user and --console-password (or --console-creds) of such a user, or ORDERLY_CONSOLE_USER and ORDERLY_CONSOLE_PASSWORD; see \"Web console\" in docs/operations.md"
 
 // maxBatch bounds --batch: a partition holds up to twice its batch of
 // events, each up to the stream's largest message, in memory.
@@ -336,6 +352,15 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	}()
 	log.Info().Str("addr", ln.Addr().String()).Msg("start-up: http listening (the console at /, /healthz, /readyz, /metrics)")
 
+	// The console acts through a connection of its own where it has a user
+	// of its own: the worker's role may not send events, read dead letters
+	// or follow statuses.
+	consoleAs, consoleFrom := o.consoleCreds, ""
+	for _, name := range credentialsOfConsole {
+		if from := cli.Origin(fs, consolePrefix+name); from != "" && consoleFrom == "" {
+			consoleFrom = from
+		}
+	}
 	cfg := o.conn.Config("orderly-worker", &log)
 	// Replies and pulled events under the worker's own prefix: the only one
 	// its role may subscribe to, so no producer can read them.
@@ -361,6 +386,10 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		log.Info().Str("url", ns.ClientURL()).Msg("start-up: embedded NATS server listening")
 		cfg.URLs = []string{ns.ClientURL()}
 		urlFrom = "the embedded server"
+		if !consoleAs.Given() && o.roles.operatorUser != "" {
+			consoleAs, consoleFrom = cli.Credentials{User: o.roles.operatorUser, Password: o.roles.operatorPassword}, "--operator-user"
+			log.Info().Msg("start-up: the web console acts as the embedded server's operator user (--operator-user)")
+		}
 	} else {
 		// Someone with NATS_URL exported for the nats CLI gets no embedded
 		// server: say so, and louder if they asked for one on the command line.
@@ -383,6 +412,15 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		ev = ev.Dur("connect_timeout", o.conn.ConnectTimeout)
 	}
 	ev.Msg("start-up: connecting to NATS")
+	// What the server refuses the console's connection, the console's
+	// pages say plainly.
+	refusals := console.NewRefusals()
+	if !consoleAs.Given() {
+		cfg.OnError = refusals.Note
+		if o.conn.Credentials.Given() {
+			log.Info().Msg("start-up: the web console acts through the worker's connection; under the permission roles its user may not send events, replay dead letters or follow statuses: give the console an operator's (--console-user and --console-password, or --console-creds)")
+		}
+	}
 	connecting := time.Now()
 	nc, err := queue.Dial(ctx, cfg)
 	if err != nil {
@@ -390,6 +428,22 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 	}
 	defer nc.Close()
 	live.nc.Store(nc)
+	consoleNC := nc
+	if consoleAs.Given() {
+		clog := log.With().Str("connection", "console").Logger()
+		cconn := o.conn.As(consoleAs)
+		ccfg := cconn.Config("orderly-console", &clog)
+		ccfg.URLs, ccfg.OnError = cfg.URLs, refusals.Note
+		log.Info().Str("credentials_from", consoleFrom).Msg("start-up: connecting the web console to NATS")
+		cnc, err := queue.Dial(ctx, ccfg)
+		if err != nil {
+			return interrupted(fmt.Errorf("the web console's NATS connection (%s): %w", consoleFrom, err))
+		}
+		// Closed after the console and its client, before the embedded
+		// server.
+		defer cnc.Close()
+		consoleNC = cnc
+	}
 
 	reminder := o.paymentReminder
 	if reminder == 0 {
@@ -425,13 +479,16 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		return err
 	}
 	current.Store(w)
-	cl, err := client.New(nc, client.Config{TracerProvider: tp})
+	cl, err := client.New(consoleNC, client.Config{TracerProvider: tp})
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	c, err := console.New(console.Config{
 		Client: cl, Runtime: w, Workflows: []console.Workflow{console.WorkflowOf(order.New(ocfg))},
+		// The streams' figures through the worker's own connection: its
+		// role may read its streams' info, an operator's may not.
+		StreamConn: nc, Refusals: refusals, PermissionHelp: consoleHelp,
 		Token: o.consoleToken, Logger: &log,
 	})
 	if err != nil {

@@ -167,7 +167,9 @@
       },
       problem: function (msg) {
         const note = document.getElementById("history-note");
-        if (note) note.textContent = String(msg);
+        if (!note) return;
+        note.textContent = String(msg);
+        note.hidden = false;
       },
     });
   }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,10 +17,74 @@ import (
 	"github.com/orderly-dev/orderly/internal/queue"
 )
 
+// Credentials say who a connection is: a user and password, a token, an
+// NKey seed file or a credentials file.
+type Credentials struct {
+	User, Password, Token, NKey, Creds string
+}
+
+// credential is one flag of Credentials.
+type credential struct {
+	name string
+	v    *string
+	help string
+}
+
+func (c *Credentials) flags() []credential {
+	return []credential{
+		{"user", &c.User, "NATS user name"},
+		{"password", &c.Password, "NATS password"},
+		{"token", &c.Token, "NATS token"},
+		{"nkey", &c.NKey, "NATS NKey seed file"},
+		{"creds", &c.Creds, "NATS credentials file (read again on each reconnect)"},
+	}
+}
+
+// Register adds the flags of the credentials named (user, password, token,
+// nkey, creds; none named: all of them) to fs as --<prefix><name>, each
+// with its help after whose: the credentials of a second connection beside
+// ConnFlags' (--console-user, ...).
+func (c *Credentials) Register(fs *pflag.FlagSet, prefix, whose string, names ...string) {
+	for _, f := range c.flags() {
+		if len(names) > 0 && !slices.Contains(names, f.name) {
+			continue
+		}
+		help := f.help
+		if whose != "" {
+			help = whose + ": " + help
+		}
+		fs.StringVar(f.v, prefix+f.name, "", help)
+	}
+}
+
+// Given reports whether any credential is set.
+func (c Credentials) Given() bool { return c != Credentials{} }
+
+// Validate returns a *UsageError for credentials that cannot work: a user
+// without a password or the reverse, or two ways of saying who the
+// connection is. prefix is that of Register.
+func (c Credentials) Validate(prefix string) error {
+	if (c.User == "") != (c.Password == "") {
+		return Usagef("--%suser and --%spassword go together", prefix, prefix)
+	}
+	var given []string
+	for _, f := range c.flags() {
+		if *f.v != "" && f.name != "password" {
+			given = append(given, "--"+prefix+f.name)
+		}
+	}
+	if len(given) > 1 {
+		return Usagef("%s: give one way to authenticate", strings.Join(given, " and "))
+	}
+	return nil
+}
+
 // ConnFlags are the flags that say how to reach NATS; every subcommand of
 // both binaries takes them.
 type ConnFlags struct {
-	URL, User, Password, Token, NKey, Creds, CA, Cert, Key string
+	URL string
+	Credentials
+	CA, Cert, Key string
 	// ConnectTimeout is how long to wait for a server at start; 0: wait
 	// until interrupted. A value set before Register is the flag's
 	// default; none: DefaultConnectTimeout.
@@ -33,11 +98,7 @@ const DefaultConnectTimeout = 5 * time.Second
 // Register adds the flags to fs.
 func (f *ConnFlags) Register(fs *pflag.FlagSet, urlHelp string) {
 	fs.StringVar(&f.URL, "nats-url", "", urlHelp+" (env NATS_URL; comma-separated for a cluster)")
-	fs.StringVar(&f.User, "user", "", "NATS user name")
-	fs.StringVar(&f.Password, "password", "", "NATS password")
-	fs.StringVar(&f.Token, "token", "", "NATS token")
-	fs.StringVar(&f.NKey, "nkey", "", "NATS NKey seed file")
-	fs.StringVar(&f.Creds, "creds", "", "NATS credentials file (read again on each reconnect)")
+	f.Credentials.Register(fs, "", "")
 	fs.StringVar(&f.CA, "tls-ca", "", "CA certificate file to verify the server")
 	fs.StringVar(&f.Cert, "tls-cert", "", "client certificate file")
 	fs.StringVar(&f.Key, "tls-key", "", "client key file")
@@ -76,6 +137,14 @@ func (f *ConnFlags) Config(name string, log *zerolog.Logger) queue.Config {
 		ConnectTimeout: timeout,
 		Logger:         log,
 	}
+}
+
+// As returns the flags with the credentials c instead of their own: a
+// second connection to the same servers (URLs, TLS, connect timeout) as
+// another user.
+func (f ConnFlags) As(c Credentials) ConnFlags {
+	f.Credentials = c
+	return f
 }
 
 // NoEnv is the annotation of a flag that ApplyEnv leaves alone (--version:

@@ -69,6 +69,13 @@ type Config struct {
 	// whose user may subscribe only to its own prefix sets it (see the
 	// "Permissions" in docs/operations.md).
 	InboxPrefix string
+
+	// OnError, if set, is also given each asynchronous error the server
+	// reports on the connection (after it is logged), on nats.go's callback
+	// goroutine: it must not block. A permissions violation (a publish or
+	// subscription the user may not make) comes only this way: the server
+	// drops the message and says so here. Default: none.
+	OnError func(error)
 }
 
 func (c Config) withDefaults() Config {
@@ -456,6 +463,9 @@ func (h *connEvents) options(cfg Config) ([]nats.Option, error) {
 				ev = ev.Str("subject", sub.Subject)
 			}
 			ev.Msg("NATS error")
+			if cfg.OnError != nil {
+				cfg.OnError(err)
+			}
 		}),
 	}
 	if cfg.User != "" || cfg.Password != "" {
