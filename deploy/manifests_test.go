@@ -344,6 +344,7 @@ func TestOverlays(t *testing.T) {
 			checkSelectors(t, b)
 			checkReferences(t, b)
 			checkWorker(t, b, w, df)
+			checkConsoleCredentials(t, b)
 			checkNATS(t, b)
 			checkNetworkPolicy(t, b)
 			checkAutoscaling(t, b)
@@ -653,6 +654,104 @@ func checkWorker(t *testing.T, b built, w worker, df dockerfile) {
 		t.Errorf("worker pod runs as %v, the Dockerfile's USER is %d", psc.RunAsUser, df.uid)
 	}
 	checkContainerHardening(t, "worker", sc)
+}
+
+// checkConsoleCredentials: the worker's web console acts as the operator
+// (ORDERLY_CONSOLE_USER, ORDERLY_CONSOLE_PASSWORD), from the Secret keys
+// that NATS reads for its user with the operator role: as the worker's own
+// user it could not send events, replay dead letters or follow statuses.
+func checkConsoleCredentials(t *testing.T, b built) {
+	t.Helper()
+	_, c := workerPod(t, b)
+	user, password := operatorRefs(t, b)
+	for _, want := range []struct {
+		name string
+		ref  corev1.SecretKeySelector
+	}{{"ORDERLY_CONSOLE_USER", user}, {"ORDERLY_CONSOLE_PASSWORD", password}} {
+		e, ok := env(c, want.name)
+		if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+			t.Errorf("worker: %s is not read from a Secret: the console would act as the worker's user", want.name)
+			continue
+		}
+		if got := e.ValueFrom.SecretKeyRef; got.Name != want.ref.Name || got.Key != want.ref.Key {
+			t.Errorf("worker %s from Secret %s key %s; NATS reads its operator user's from Secret %s key %s",
+				want.name, got.Name, got.Key, want.ref.Name, want.ref.Key)
+		}
+	}
+}
+
+// operatorRefs are the Secret keys of the name and password of the user
+// with the operator role, as NATS reads them: from the nats.conf of the
+// build's NATS or, where NATS is the Helm chart's, from
+// helm/nats-values.yaml.
+func operatorRefs(t *testing.T, b built) (user, password corev1.SecretKeySelector) {
+	t.Helper()
+	var userVar, passwordVar string
+	from := map[string]*corev1.EnvVarSource{} // the NATS container's environment
+	if sts, ok := find[*appsv1.StatefulSet](b, "nats"); ok {
+		cm, ok := find[*corev1.ConfigMap](b, "nats-config")
+		if !ok {
+			t.Fatal("no ConfigMap nats-config")
+		}
+		m := regexp.MustCompile(`user:\s*\$(\w+),\s*password:\s*\$(\w+),\s*permissions:\s*\$OPERATOR\b`).FindStringSubmatch(cm.Data["nats.conf"])
+		if m == nil {
+			t.Fatal("nats.conf has no user with permissions $OPERATOR")
+		}
+		userVar, passwordVar = m[1], m[2]
+		for _, e := range container(t, &sts.Spec.Template, "nats").Env {
+			from[e.Name] = e.ValueFrom
+		}
+	} else {
+		data, err := os.ReadFile("helm/nats-values.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			Config struct {
+				Merge struct {
+					Authorization struct {
+						Users []struct {
+							User, Password string
+							Permissions    struct{ Publish, Subscribe []string }
+						}
+					}
+				}
+			}
+			Container struct {
+				Env map[string]struct {
+					ValueFrom *corev1.EnvVarSource `json:"valueFrom"`
+				}
+			}
+		}
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			t.Fatal(err)
+		}
+		want, err := roles.For(roles.Operator, workflow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		variable := regexp.MustCompile(`^<< \$(\w+) >>$`)
+		for _, u := range v.Config.Merge.Authorization.Users {
+			mu, mp := variable.FindStringSubmatch(u.User), variable.FindStringSubmatch(u.Password)
+			if mu != nil && mp != nil && slices.Equal(u.Permissions.Publish, want.Publish) && slices.Equal(u.Permissions.Subscribe, want.Subscribe) {
+				userVar, passwordVar = mu[1], mp[1]
+			}
+		}
+		if userVar == "" {
+			t.Fatal("helm/nats-values.yaml has no user with the operator role's permissions")
+		}
+		for name, e := range v.Container.Env {
+			from[name] = e.ValueFrom
+		}
+	}
+	ref := func(name string) corev1.SecretKeySelector {
+		if s := from[name]; s != nil && s.SecretKeyRef != nil {
+			return *s.SecretKeyRef
+		}
+		t.Fatalf("NATS reads $%s, which does not come from a Secret", name)
+		return corev1.SecretKeySelector{}
+	}
+	return ref(userVar), ref(passwordVar)
 }
 
 func checkContainerHardening(t *testing.T, name string, sc *corev1.SecurityContext) {
@@ -1259,7 +1358,13 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		t.Fatal("the example's worker has no user and password")
 	}
 
-	cmd := exec.Command(w.path, "--listen", "127.0.0.1:-1", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--replicas", "1")
+	// The embedded server stands in for NATS, with the Secret's operator
+	// user as well, as whom the console acts.
+	if vals["ORDERLY_CONSOLE_USER"] == "" || vals["ORDERLY_CONSOLE_PASSWORD"] == "" {
+		t.Fatal("the example's worker gives its console no user and password")
+	}
+	cmd := exec.Command(w.path, "--listen", "127.0.0.1:-1", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--replicas", "1",
+		"--operator-user", vals["ORDERLY_CONSOLE_USER"], "--operator-password", vals["ORDERLY_CONSOLE_PASSWORD"])
 	cmd.Env = environ
 	var out natstest.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -1320,6 +1425,29 @@ func TestWorkerRunsWithManifestEnvironment(t *testing.T) {
 		!strings.Contains(out.String(), `"go_soft_limit":"`+memlimit.Format(memlimit.SoftLimit(mem.Value()))+`"`) ||
 		!strings.Contains(out.String(), "bounds sized to the memory limit") || strings.Contains(out.String(), "more than the") {
 		t.Errorf("the worker's log does not show its bounds sized to the manifest's memory limit %s without a warning", mem.String())
+	}
+
+	// The console sends an event as the operator (the worker's user may
+	// not), from loopback, where it needs no token.
+	page, err := http.Get(base + "/w/order/keys/manifest-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageBody, _ := io.ReadAll(page.Body)
+	page.Body.Close()
+	csrf := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindSubmatch(pageBody)
+	if csrf == nil {
+		t.Fatalf("no write form on the console's key page:\n%s", pageBody)
+	}
+	noRedirect := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	sent, err := noRedirect.PostForm(base+"/w/order/keys/manifest-1/events", url.Values{"csrf": {string(csrf[1])}, "event": {"start_processing"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentBody, _ := io.ReadAll(sent.Body)
+	sent.Body.Close()
+	if sent.StatusCode != http.StatusSeeOther {
+		t.Errorf("an event sent through the console: %d, want 303\n%s", sent.StatusCode, sentBody)
 	}
 
 	// The consumers the KEDA triggers watch exist, with the user and
