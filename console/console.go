@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -101,11 +100,11 @@ type Config struct {
 	// docs/operations.md) for all of them: the worker's own role may not
 	// send events, read dead letters or follow statuses.
 	Client *client.Client
-	// StreamConn, if set, is the connection the streams' figures (lag,
-	// events stored, dead letters waiting) are read through: the worker's
-	// own, whose user may read its streams' info where an operator's may
-	// not. Default: Client's.
-	StreamConn *nats.Conn
+	// Streams, if set, reads the streams' figures (lag, events stored,
+	// dead letters waiting): a client on the worker's own connection, whose
+	// user may read its streams' information where an operator's may not.
+	// Default: Client.
+	Streams *client.Client
 	// Refusals, if set, learns of the server's refusals on Client's
 	// connection (see Refusals): a page then says plainly, and at once,
 	// what the console's user may not do. Default: none; such a request
@@ -229,11 +228,11 @@ func New(cfg Config) (*Console, error) {
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	conn := cfg.StreamConn
-	if conn == nil {
-		conn = cfg.Client.Conn()
+	streams := cfg.Streams
+	if streams == nil {
+		streams = cfg.Client
 	}
-	js, err := jetstream.New(conn)
+	js, err := jetstream.New(streams.Conn())
 	if err != nil {
 		return nil, fmt.Errorf("console: jetstream: %w", err)
 	}

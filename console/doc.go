@@ -17,12 +17,26 @@
 // reasons) is escaped by html/template or set as text by the page's script,
 // and pages forbid inline script.
 //
+// The console acts through Config.Client, whose NATS user needs the
+// operator role where the server enforces the permission roles; the
+// streams' figures it reads through Config.Streams, a client on the
+// worker's own connection. Given Config.Refusals, fed by the connection's error handler,
+// a page says at once and plainly what the server refused its user.
+//
 // The pages, style sheet and script are embedded (no build step, nothing
 // loaded from elsewhere); the diagram is SVG drawn here.
 //
+//	refusals := console.NewRefusals()
+//	// opnc: a connection as an operator, with
+//	// nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refusals.Note(err) })
+//	cl, err := client.New(opnc, client.Config{})
+//	wcl, err := client.New(nc, client.Config{}) // on the worker's connection
+//	...
 //	c, err := console.New(console.Config{
-//		Client:    cl, // a *client.Client on the worker's connection
-//		Runtime:   w,  // the *worker.Worker
+//		Client:    cl,
+//		Streams:   wcl,
+//		Refusals:  refusals,
+//		Runtime:   w, // the *worker.Worker
 //		Workflows: []console.Workflow{console.WorkflowOf(machine)},
 //		Token:     os.Getenv("ORDERLY_CONSOLE_TOKEN"),
 //	})

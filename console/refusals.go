@@ -21,6 +21,7 @@ type RefusedError struct {
 	Subject   string // what was refused
 }
 
+// Error says what was refused.
 func (e *RefusedError) Error() string {
 	if e.Subscribe {
 		return fmt.Sprintf("nats: permissions violation for a subscription to %q", e.Subject)

@@ -95,7 +95,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "a job id is applied at most once within this window, across restarts and replicas (at least 1s)")
 	fs.StringVar(&o.consoleToken, "console-token", "", "the secret the web console's write actions (send an event, replay a dead letter, cancel, schedules) must carry; empty: writes only on requests to a loopback address, read-only elsewhere")
 	o.consoleCreds.Register(fs, consolePrefix, "the web console's own connection", credentialsOfConsole...)
-	fs.Lookup(consolePrefix+"user").Usage = "the web console's own NATS user, with the operator role: the console sends events, replays dead letters and follows statuses as this user, on a connection of its own (default: through the worker's connection; with the embedded server, as --operator-user)"
+	fs.Lookup(consolePrefix + "user").Usage = "the web console's own NATS user, with the operator role: the console sends events, replays dead letters and follows statuses as this user, on a connection of its own (default: through the worker's connection; with the embedded server, as --operator-user)"
 	fs.Int64Var(&o.historyPerKey, "history-per-key", 100, "statuses of each key kept in the status history (enqueue history, watch --since/--all), the oldest dropped first (0: no history; the history stream is deleted)")
 	fs.DurationVar(&o.historyMaxAge, "history-max-age", 7*24*time.Hour, "how long the status history keeps a status (at least 1s)")
 	fs.BoolVar(&o.inventory, "inventory", true, "keep the inventory of keys by state that enqueue stats, keys and stuck read (about two writes per change of state); every worker of a workflow must agree")
@@ -485,11 +485,18 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		return err
 	}
 	defer cl.Close()
+	streams := cl
+	if consoleNC != nc {
+		// The streams' figures through the worker's own connection: its
+		// role may read its streams' information, an operator's may not.
+		if streams, err = client.New(nc, client.Config{}); err != nil {
+			return err
+		}
+		defer streams.Close()
+	}
 	c, err := console.New(console.Config{
 		Client: cl, Runtime: w, Workflows: []console.Workflow{console.WorkflowOf(order.New(ocfg))},
-		// The streams' figures through the worker's own connection: its
-		// role may read its streams' info, an operator's may not.
-		StreamConn: nc, Refusals: refusals, PermissionHelp: consoleHelp,
+		Streams: streams, Refusals: refusals, PermissionHelp: consoleHelp,
 		Token: o.consoleToken, Logger: &log,
 	})
 	if err != nil {
