@@ -45,8 +45,10 @@ type Schedule struct {
 	// the schedule was added. Exactly one of Every and Cron is set.
 	Every time.Duration `json:"-"`
 	// Cron is a cron expression of six fields (second minute hour
-	// day-of-month month day-of-week, as nats-server reads them) or a
-	// predefined one (@hourly, @daily, @weekly, @monthly, @yearly).
+	// day-of-month month day-of-week, as nats-server reads them), of the
+	// classic five (minute hour day-of-month month day-of-week, stored
+	// with a second of 0 in front), or a predefined one (@hourly, @daily,
+	// @weekly, @monthly, @yearly).
 	Cron string `json:"cron,omitempty"`
 	// TimeZone is the IANA zone Cron is read in; default UTC.
 	TimeZone string `json:"time_zone,omitempty"`
@@ -81,6 +83,7 @@ func (s Schedule) pattern(now time.Time) (string, cron.Spec, error) {
 		if strings.HasPrefix(p, "@at ") || strings.HasPrefix(p, "@every ") {
 			return "", cron.Spec{}, fmt.Errorf("%w: %q is not a cron expression", ErrInvalidSchedule, s.Cron)
 		}
+		p = cron.Expand(p)
 	default:
 		return "", cron.Spec{}, fmt.Errorf("%w: give an interval or a cron expression", ErrInvalidSchedule)
 	}

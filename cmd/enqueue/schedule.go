@@ -40,7 +40,7 @@ func (t *timeOptions) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&t.in, "in", 0, "publish: deliver the event `DURATION` from now (e.g. 2s, 90m) instead of at once; the job id is printed at once")
 	fs.StringVar(&t.at, "at", "", "publish: deliver the event at `TIME` (RFC 3339, e.g. 2026-11-30T09:00:00+01:00)")
 	fs.DurationVar(&t.every, "every", 0, "schedule add: fire every `DURATION` (at least 1s), from when it is added")
-	fs.StringVar(&t.cron, "cron", "", "schedule add: fire on the cron `EXPR`: six fields, second minute hour day-of-month month day-of-week (e.g. \"0 */5 * * * *\"), or @hourly, @daily, @weekly, @monthly, @yearly")
+	fs.StringVar(&t.cron, "cron", "", "schedule add: fire on the cron `EXPR`: six fields, second minute hour day-of-month month day-of-week (e.g. \"0 */5 * * * *\"), the classic five (minute first, e.g. \"*/5 * * * *\"), or @hourly, @daily, @weekly, @monthly, @yearly")
 	fs.StringVar(&t.tz, "tz", "", "schedule add --cron: the `ZONE` the cron expression is read in (IANA name, e.g. Europe/Berlin; default UTC)")
 }
 
@@ -110,7 +110,7 @@ type scheduleWhen struct {
 
 // Pattern is what the server will be given, checked as it checks it.
 func (w scheduleWhen) Pattern(now time.Time) (string, cron.Spec, error) {
-	p := w.cron
+	p := cron.Expand(w.cron)
 	if w.cron == "" {
 		p = "@every " + w.every.String()
 	}

@@ -235,6 +235,23 @@ func TestRecurringSchedulesCLI(t *testing.T) {
 	if out := e.mustRun("schedule", "list"); !strings.Contains(out, want.In(time.FixedZone("", 5*3600+1800)).Format(time.RFC3339)) {
 		t.Fatalf("schedule list: %q, want the next fire time %s in +05:30", out, want)
 	}
+
+	// The classic five fields of crontab (minute first) are taken too,
+	// stored with a second of 0: 09:15 on weekdays in Kolkata.
+	e.mustRun("schedule", "rm", "noon")
+	e.mustRun("schedule", "add", "standup", "o-standup", "start_processing", "--cron", "15 9 * * mon-fri", "--tz", "Asia/Kolkata")
+	want = time.Date(now.Year(), now.Month(), now.Day(), 3, 45, 0, 0, time.UTC) // 09:15 at +05:30
+	for !want.After(now) || want.In(time.FixedZone("", 5*3600+1800)).Weekday() == time.Saturday ||
+		want.In(time.FixedZone("", 5*3600+1800)).Weekday() == time.Sunday {
+		want = want.AddDate(0, 0, 1)
+	}
+	line = e.mustRun("schedule", "list", "--json")
+	if err := json.Unmarshal([]byte(line), &s); err != nil {
+		t.Fatalf("schedule list --json: %q: %v", line, err)
+	}
+	if s.Name != "standup" || s.Spec != "0 15 9 * * mon-fri" || !s.Next.Equal(want) {
+		t.Fatalf("listed %+v, want spec \"0 15 9 * * mon-fri\" next at %s", s, want)
+	}
 }
 
 // TestTimeFlagsBadInput: each time flag's bad values, and the time commands'
@@ -269,7 +286,8 @@ func TestTimeFlagsBadInput(t *testing.T) {
 		{[]string{"schedule", "add", "n", "k", "e", "--every", "1s", "--tz", "UTC"}, 2, "--tz applies only with --cron"},
 		{[]string{"schedule", "add", "n", "k", "e", "--every", "soon"}, 2, "invalid argument \"soon\" for \"--every\""},
 		{[]string{"schedule", "add", "n", "k", "e", "--every", "500ms"}, 1, "the interval must be at least 1s"},
-		{[]string{"schedule", "add", "n", "k", "e", "--cron", "*/5 * * * *"}, 1, "has 5 fields, want 6"},
+		{[]string{"schedule", "add", "n", "k", "e", "--cron", "0 */5 * * * * *"}, 1, "has 7 fields, want 6: second minute hour day-of-month month day-of-week (e.g. \"0 */5 * * * *\"), or the classic 5"},
+		{[]string{"schedule", "add", "n", "k", "e", "--cron", "*/5 * *"}, 1, "has 3 fields, want 6"},
 		{[]string{"schedule", "add", "n", "k", "e", "--cron", "0 0 0 30 2 *"}, 1, "matches no time within 5 years"},
 		{[]string{"schedule", "add", "n", "k", "e", "--cron", "0 0 25 * * *"}, 1, "hour field"},
 		{[]string{"schedule", "add", "n", "k", "e", "--cron", "@daily", "--tz", "Mars/Olympus"}, 1, "unknown time zone \"Mars/Olympus\""},

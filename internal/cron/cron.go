@@ -54,7 +54,7 @@ func Parse(expr string, loc *time.Location) (*Schedule, error) {
 	}
 	fields := strings.Fields(expr)
 	if len(fields) != 6 {
-		return nil, fmt.Errorf("%w: cron expression %q has %d fields, want 6: second minute hour day-of-month month day-of-week (e.g. \"0 */5 * * * *\")", ErrInvalid, expr, len(fields))
+		return nil, fmt.Errorf("%w: cron expression %q has %d fields, want 6: second minute hour day-of-month month day-of-week (e.g. \"0 */5 * * * *\"), or the classic 5 of crontab, minute first", ErrInvalid, expr, len(fields))
 	}
 	if loc == nil {
 		loc = time.UTC
@@ -75,6 +75,17 @@ func Parse(expr string, loc *time.Location) (*Schedule, error) {
 		*f.dst = bits
 	}
 	return s, nil
+}
+
+// Expand returns a classic cron expression of five fields (minute hour
+// day-of-month month day-of-week: crontab's, asynq's and River's, which
+// users bring) as the server reads it, with a second of 0 in front, and
+// any other expression as it is.
+func Expand(expr string) string {
+	if f := strings.Fields(expr); len(f) == 5 {
+		return "0 " + strings.Join(f, " ")
+	}
+	return expr
 }
 
 // maxYears: the server gives up on a pattern that matches nothing within

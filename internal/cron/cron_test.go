@@ -226,3 +226,27 @@ func stream(t *testing.T) jetstream.JetStream {
 	}
 	return js
 }
+
+// TestExpandClassicFiveFields: crontab's five fields gain a second of 0;
+// everything else is left for Parse to judge.
+func TestExpandClassicFiveFields(t *testing.T) {
+	for in, want := range map[string]string{
+		"*/5 * * * *":         "0 */5 * * * *",
+		" 15  9 * * mon-fri ": "0 15 9 * * mon-fri",
+		"0 */5 * * * *":       "0 */5 * * * *",
+		"@daily":              "@daily",
+		"* * * *":             "* * * *",
+		"0 0 0 * * * *":       "0 0 0 * * * *",
+	} {
+		if got := cron.Expand(in); got != want {
+			t.Errorf("Expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+	s, err := cron.Parse(cron.Expand("30 2 * * *"), time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next, err := s.Next(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil || !next.Equal(time.Date(2026, 1, 1, 2, 30, 0, 0, time.UTC)) {
+		t.Fatalf("30 2 * * * next after midnight: %s %v, want 02:30:00", next, err)
+	}
+}
