@@ -1131,6 +1131,66 @@ func checkActionEgress(t *testing.T, b built) {
 	}
 }
 
+// TestTracingComponent: components/tracing, on the base in an overlay of
+// the test's own, points the workers' OTLP exporter at a collector (an
+// endpoint the SDK reads, on OTLP's HTTP port) and widens their egress to
+// the collector's pods on OTLP's two ports, and nothing else.
+func TestTracingComponent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	abs := func(p string) string { // relative to dir: kustomize takes no absolute root
+		a, err := filepath.Abs(filepath.Join(k8sDir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := filepath.Rel(dir, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	kust := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n",
+		abs("base"), abs("components/tracing"))
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := build(t, dir)
+	sts, c := workerPod(t, b)
+	e, ok := env(c, "OTEL_EXPORTER_OTLP_ENDPOINT")
+	if !ok {
+		t.Fatal("the worker has no OTEL_EXPORTER_OTLP_ENDPOINT: tracing stays off")
+	}
+	u, err := url.Parse(e.Value)
+	if err != nil || u.Scheme != "http" || u.Port() != "4318" {
+		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT %q: want an http URL on OTLP's HTTP port 4318 (%v)", e.Value, err)
+	}
+	if e, ok := env(c, "OTEL_SERVICE_NAME"); !ok || e.Value == "" {
+		t.Error("no OTEL_SERVICE_NAME")
+	}
+	np, ok := find[*networkingv1.NetworkPolicy](b, workerName+"-tracing-egress")
+	if !ok {
+		t.Fatal("no tracing NetworkPolicy")
+	}
+	if !selector(t, &np.Spec.PodSelector).Matches(labels.Set(sts.Spec.Template.Labels)) {
+		t.Error("the tracing NetworkPolicy does not select the worker's pods")
+	}
+	if len(np.Spec.Ingress) > 0 || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
+		t.Errorf("tracing: policyTypes %v with %d ingress rules, want Egress alone", np.Spec.PolicyTypes, len(np.Spec.Ingress))
+	}
+	for _, r := range np.Spec.Egress {
+		for _, p := range r.Ports {
+			if p.Port == nil || (p.Port.IntValue() != 4317 && p.Port.IntValue() != 4318) {
+				t.Errorf("tracing egress to port %v, want OTLP's 4317 and 4318 only", p.Port)
+			}
+		}
+		for _, to := range r.To {
+			if to.IPBlock != nil || to.PodSelector == nil || len(to.PodSelector.MatchLabels) == 0 {
+				t.Errorf("tracing egress to %+v, want the collector's pods by label", to)
+			}
+		}
+	}
+}
+
 func checkAutoscaling(t *testing.T, b built) {
 	t.Helper()
 	_, c := workerPod(t, b)
