@@ -280,6 +280,30 @@ func build(t *testing.T, dir string) built {
 	return b
 }
 
+// buildWith builds an overlay of the test's own: resource (a directory
+// under deploy/k8s) with component added, as a user's overlay would.
+func buildWith(t *testing.T, resource, component string) built {
+	t.Helper()
+	dir := t.TempDir()
+	rel := func(p string) string { // kustomize takes no absolute paths
+		a, err := filepath.Abs(filepath.Join(k8sDir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := filepath.Rel(dir, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s]\n",
+		rel(resource), rel(component))
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return build(t, dir)
+}
+
 func all[T any](b built) []T {
 	var out []T
 	for _, o := range b.objs {
@@ -1137,24 +1161,7 @@ func checkActionEgress(t *testing.T, b built) {
 // the collector's pods on OTLP's two ports, and nothing else.
 func TestTracingComponent(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	abs := func(p string) string { // relative to dir: kustomize takes no absolute root
-		a, err := filepath.Abs(filepath.Join(k8sDir, p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := filepath.Rel(dir, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	kust := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n",
-		abs("base"), abs("components/tracing"))
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b := build(t, dir)
+	b := buildWith(t, "base", "components/tracing")
 	sts, c := workerPod(t, b)
 	e, ok := env(c, "OTEL_EXPORTER_OTLP_ENDPOINT")
 	if !ok {

@@ -1298,25 +1298,7 @@ func checkNATSExporter(t *testing.T, ex *corev1.Container, tmpl *corev1.PodTempl
 // PodMonitor scrapes.
 func TestDashboardAndAlertsHelmNATS(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	// kustomize takes only relative paths.
-	rel := func(p string) string {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := filepath.Rel(dir, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s]\n",
-		rel(filepath.Join(k8sDir, "overlays", "helm-nats")), rel(filepath.Join(k8sDir, "components", "monitoring")))
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b := build(t, dir)
+	b := buildWith(t, "overlays/helm-nats", "components/monitoring")
 	if _, ok := find[*appsv1.StatefulSet](b, "nats"); ok {
 		t.Error("the exporter patch made a NATS StatefulSet")
 	}
