@@ -112,6 +112,11 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) 
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	if err := ctx.Err(); err != nil {
+		// Not sent: an answer already on its way would race the end of
+		// ctx below, and the caller has given up.
+		return 0, fmt.Errorf("queue: put %s: %w", key, err)
+	}
 	ctx, stop := b.conn.linked(ctx)
 	defer stop()
 	ch := make(chan jsapi.Reply, 1)
