@@ -153,6 +153,9 @@ func (f *flow) own(ctx context.Context) {
 	defer hb.Wait()
 	defer cancel()
 	hb.Go(func() { f.heartbeat(ctx) })
+	if !f.w.cfg.SharedConsumers {
+		hb.Go(func() { f.sweep(ctx) })
+	}
 	t := time.NewTicker(f.memberEvery())
 	defer t.Stop()
 	failures := ratelog.Limiter{Every: logEvery}
@@ -592,6 +595,12 @@ func (f *flow) expediteLater(ps []int) {
 // has its inventory entries reconciled (see inventory.go). It returns how
 // many keys it woke.
 func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
+	return f.expediteKeys(ctx, ps, false)
+}
+
+// expediteKeys is expedite; with orphans, it wakes only the keys whose
+// pending work no job of this worker holds, and reconciles nothing.
+func (f *flow) expediteKeys(ctx context.Context, ps []int, orphans bool) (int, error) {
 	want := make([]bool, f.spec.Partitions)
 	for _, p := range ps {
 		want[p] = true
@@ -613,10 +622,12 @@ func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			// The work of the key may have ended in a commit whose
-			// inventory purges the dead owner never sent.
-			f.requestReconcile(ctx, key)
-			woke, err := f.expediteKey(ctx, key)
+			if !orphans {
+				// The work of the key may have ended in a commit whose
+				// inventory purges the dead owner never sent.
+				f.requestReconcile(ctx, key)
+			}
+			woke, err := f.expediteKeyIf(ctx, key, orphans)
 			if woke {
 				n.Add(1)
 			}
@@ -639,8 +650,41 @@ func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
 	return int(n.Load()), err
 }
 
+// sweep re-arms, every two ResumeAfter, the wake-ups of the keys of the
+// partitions this worker pulls whose work is pending and held by none of
+// its jobs. A wake-up armed is one the server should fire, but the soak saw
+// one never fire: the server marks a schedule in flight while it stores
+// the firing, and a firing that is not stored (a node's store full, a
+// leader change on the way) leaves the mark, so that the schedule waits
+// until its stream's leader changes or its subject gets a new schedule;
+// its key stayed busy for good. The sweep gives it that new schedule.
+func (f *flow) sweep(ctx context.Context) {
+	t := time.NewTicker(2 * f.w.cfg.ResumeAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := f.expediteKeys(ctx, f.owned(), true)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			f.log.Warn().Err(err).Int("keys", n).Msg("cannot sweep every key with work pending and nobody on it; the next sweep tries again")
+		case n > 0:
+			f.log.Info().Int("keys", n).Msg("work pending that no runner held: wake-ups armed again")
+		}
+	}
+}
+
 // expediteKey schedules key's wake-up at once if its state has work pending.
 func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
+	return f.expediteKeyIf(ctx, key, false)
+}
+
+// expediteKeyIf is expediteKey; with orphans, only if none of the key's
+// pending work is held by a job of this worker.
+func (f *flow) expediteKeyIf(ctx context.Context, key string, orphans bool) (bool, error) {
 	val, _, err := f.bucket.Get(ctx, key)
 	if errors.Is(err, queue.ErrNoState) {
 		return false, nil
@@ -654,6 +698,19 @@ func (f *flow) expediteKey(ctx context.Context, key string) (bool, error) {
 	}
 	if len(rec.Pending) == 0 {
 		return false, nil
+	}
+	if orphans {
+		f.mu.Lock()
+		held := false
+		for _, p := range rec.Pending {
+			if _, ok := f.inflight[p.ID]; ok {
+				held = true
+			}
+		}
+		f.mu.Unlock()
+		if held {
+			return false, nil
+		}
 	}
 	return true, f.armResume(ctx, key, rec.Version, f.resumeNow())
 }
