@@ -141,14 +141,19 @@ func (c command) stats(ctx context.Context, conn *client.Client, o options) erro
 	return failed
 }
 
+// keysLimit is --limit, or the client's default when it is not given.
+func (o options) keysLimit() int {
+	if o.inv.limitSet {
+		return o.limit
+	}
+	return client.DefaultKeysLimit
+}
+
 // keys lists the keys of --state, oldest first.
 func (c command) keys(ctx context.Context, conn *client.Client, o options) error {
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
-	limit := client.DefaultKeysLimit
-	if o.inv.limitSet {
-		limit = o.limit
-	}
+	limit := o.keysLimit()
 	keys, err := conn.Keys(ctx, o.workflow, client.KeysQuery{State: o.inv.state, OlderThan: o.inv.olderThan, Limit: limit})
 	if err != nil {
 		return err
@@ -173,10 +178,7 @@ func (c command) keys(ctx context.Context, conn *client.Client, o options) error
 func (c command) stuck(ctx context.Context, conn *client.Client, o options) error {
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
-	limit := client.DefaultKeysLimit
-	if o.inv.limitSet {
-		limit = o.limit
-	}
+	limit := o.keysLimit()
 	keys, err := conn.Stuck(ctx, o.workflow, o.inv.olderThan, limit)
 	if err != nil {
 		return err

@@ -10,9 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/contract"
-	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/order"
-	"github.com/orderly-dev/orderly/worker"
 )
 
 // TestInventoryByStateSchemas: what a running worker writes into the
@@ -26,32 +24,13 @@ func TestInventoryByStateSchemas(t *testing.T) {
 	workSchema := compileSchema(t, "index.schema.json", "#/$defs/workEntry")
 	workflowSchema := compileSchema(t, "workflow.schema.json", "")
 
-	srv := natstest.Server(t)
-	gw := &gateway{release: make(chan struct{}), authorizing: make(chan struct{})}
+	srv, gw := startOrder(t)
 	released := false
 	defer func() {
 		if !released {
 			close(gw.release)
 		}
 	}()
-	wf, err := order.NewWorkflow(order.Config{}, gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(natstest.NATS(t, srv.ClientURL()), worker.Config{RetryBackoff: 20 * time.Millisecond}, wf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := w.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/order"
 	"github.com/orderly-dev/orderly/worker"
@@ -91,26 +92,12 @@ func (g *gateway) Authorize(ctx context.Context, _ order.Details, _ string) (str
 
 func (g *gateway) Capture(context.Context, string, string) error { return nil }
 
-// TestWireContractSchemasValidateRealMessages runs the reference order
-// workflow on a real worker and server, publishes events as a producer in
-// another language would (plain NATS, a Nats-Msg-Id header), and validates
-// against the schemas every status it publishes, the key's state record as
-// stored (with slow work pending, and after), and the event bodies as the
-// events stream stores them.
-func TestWireContractSchemasValidateRealMessages(t *testing.T) {
-	t.Parallel()
-	eventSchema := compileSchema(t, "event.schema.json", "")
-	statusSchema := compileSchema(t, "status.schema.json", "")
-	stateSchema := compileSchema(t, "state.schema.json", "")
-
+// startOrder runs the order workflow on a real worker and server, its
+// gateway held by gw (release it to let authorizations through).
+func startOrder(t *testing.T) (*embedded.Server, *gateway) {
+	t.Helper()
 	srv := natstest.Server(t)
 	gw := &gateway{release: make(chan struct{}), authorizing: make(chan struct{})}
-	released := false
-	defer func() {
-		if !released {
-			close(gw.release)
-		}
-	}()
 	wf, err := order.NewWorkflow(order.Config{}, gw)
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +116,28 @@ func TestWireContractSchemasValidateRealMessages(t *testing.T) {
 			t.Errorf("stop: %v", err)
 		}
 	})
+	return srv, gw
+}
+
+// TestWireContractSchemasValidateRealMessages runs the reference order
+// workflow on a real worker and server, publishes events as a producer in
+// another language would (plain NATS, a Nats-Msg-Id header), and validates
+// against the schemas every status it publishes, the key's state record as
+// stored (with slow work pending, and after), and the event bodies as the
+// events stream stores them.
+func TestWireContractSchemasValidateRealMessages(t *testing.T) {
+	t.Parallel()
+	eventSchema := compileSchema(t, "event.schema.json", "")
+	statusSchema := compileSchema(t, "status.schema.json", "")
+	stateSchema := compileSchema(t, "state.schema.json", "")
+
+	srv, gw := startOrder(t)
+	released := false
+	defer func() {
+		if !released {
+			close(gw.release)
+		}
+	}()
 
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
