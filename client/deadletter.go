@@ -162,6 +162,8 @@ func (c *Client) replay(ctx context.Context, s jetstream.Stream, e DeadLetter) (
 	msg.Data = e.Data
 	jsapi.CopyHeaders(msg.Header, e.Headers)
 	msg.Header.Set(contract.HeaderJobID, id)
+	// The replay's id is the same on every attempt: it must be claimed.
+	msg.Header.Del(contract.HeaderJobMade)
 	ack, err := c.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return PubAck{}, fmt.Errorf("client: replay %s dead letter %d: %w", workflow, seq, jsapi.PublishError(msg.Subject, err))

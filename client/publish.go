@@ -106,7 +106,8 @@ type PublishOption func(*publishOptions)
 
 type publishOptions struct {
 	id       string
-	explicit bool                  // id given by the caller, not made here
+	explicit bool                  // id given by the caller to publish again, not made for one publish
+	made     bool                  // WithMadeJobID
 	progress func(contract.Status) // PublishAndWait only
 
 	delay           time.Duration // WithDelay
@@ -117,12 +118,25 @@ type publishOptions struct {
 }
 
 // WithJobID sets the job id, the event's idempotency key (the Nats-Msg-Id
-// header); by default (or with "") a unique id is made. An id is applied
+// header); by default (or with "") a unique id is made for this publish
+// alone, and marked so (contract.HeaderJobMade): the worker has no claim to
+// write for it. To publish again safely after an error, make the id first
+// (NewJobID) and give it each time. An id is applied
 // at most once per workflow within the dedupe window (the worker's
 // --dedupe-window, 24h by default): reusing it for the same key and event
 // gives a Duplicate PubAck, for another key or event an IDConflictError.
 // See contract.ValidateJobID for what an id may hold.
-func WithJobID(id string) PublishOption { return func(o *publishOptions) { o.id = id } }
+func WithJobID(id string) PublishOption { return func(o *publishOptions) { o.id, o.made = id, false } }
+
+// WithMadeJobID gives the event an id the caller made (NewJobID) for this
+// one publish and will never publish again, so that it knows the id before
+// the publish ends, for its logs or its error messages. The id is marked
+// as made (contract.HeaderJobMade), as one made by the client is: it is not
+// looked up and the worker writes no claim for it. An id to publish again
+// after an error belongs in WithJobID.
+func WithMadeJobID(id string) PublishOption {
+	return func(o *publishOptions) { o.id, o.made = id, true }
+}
 
 // WithTraceContext gives PublishAsync, which takes no context, the caller's
 // span: the event's trace continues it (see Config.TracerProvider).
@@ -157,10 +171,11 @@ func (c *Client) eventMsg(workflow, key string, ev contract.Envelope, opts []Pub
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.explicit = o.id != ""; o.explicit {
+	if o.id != "" {
 		if err := contract.ValidateJobID(o.id); err != nil {
 			return nil, o, err
 		}
+		o.explicit = !o.made
 	} else {
 		o.id = NewJobID()
 	}
@@ -171,6 +186,10 @@ func (c *Client) eventMsg(workflow, key string, ev contract.Envelope, opts []Pub
 	msg := nats.NewMsg(contract.EventSubject(workflow, key))
 	msg.Data = body
 	msg.Header.Set(contract.HeaderJobID, o.id)
+	if !o.explicit {
+		// Made here for this publish alone: the worker need not claim it.
+		msg.Header.Set(contract.HeaderJobMade, "true")
+	}
 	return msg, o, nil
 }
 

@@ -16,6 +16,15 @@ const (
 	// HeaderJobID is the job id and idempotency key of an event: at most
 	// one event per job id is applied per workflow within the dedupe window.
 	HeaderJobID = "Nats-Msg-Id"
+	// HeaderJobMade, set to "true", says the producer made the event's job
+	// id itself for this one publish and will never send it again (package
+	// client does so when no id is given): a claim could only ever find
+	// the event's own, so the worker claims none, and the id is refused
+	// again only within the events stream's duplicate window. A producer
+	// that sets it on an id it reuses gives up that id's guarantee, for its
+	// own events alone. Ignored on delayed and recurring events, which are
+	// always claimed.
+	HeaderJobMade = "Orderly-Job-Made"
 	// HeaderTimerKind names a fired timer's kind (TimerTimeout, TimerResume).
 	HeaderTimerKind = "Orderly-Timer-Kind"
 	// HeaderTimerVisit tags a fired timer with the state version that armed

@@ -15,7 +15,8 @@ import (
 // (JobsBucket, one entry per id under JobKey(id), kept for the dedupe
 // window): only the event that created the claim, or a redelivery of that
 // same event, is applied. Producers read the claims to refuse a reused id
-// before publishing.
+// before publishing. An id its producer made for one publish
+// (HeaderJobMade) is not claimed: no other event carries it.
 
 // MaxJobIDLen is the longest job id, in bytes.
 const MaxJobIDLen = 256

@@ -52,7 +52,8 @@ func (a *actor) verdict(seq uint64) (verdict, bool) {
 
 // claim claims, all at once, the job ids of the events of msgs that need a
 // claim, and files each verdict in a.verdicts for apply. Timers, events
-// without a job id, events handled already and events apply will dead-letter
+// without a job id or with one their producer made for them alone
+// (contract.HeaderJobMade), events handled already and events apply will dead-letter
 // as malformed or too large need none. A claim that can be neither made nor
 // read (NATS away or slow, a full store) is tried again, with backoff, as a
 // commit is: the events stay in hand, so that per-key order holds. false:
@@ -67,7 +68,7 @@ func (a *actor) claim(ctx context.Context, msgs []*queue.Msg) bool {
 		return false
 	}
 	for _, m := range msgs {
-		if m.ID == "" || handled(&a.rec, m.Sequence) {
+		if m.ID == "" || m.Made || handled(&a.rec, m.Sequence) {
 			continue
 		}
 		if _, ok := a.verdict(m.Sequence); ok {

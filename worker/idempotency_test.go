@@ -409,3 +409,66 @@ func TestIdempotencyKeyUnclaimedIsNeverApplied(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "Problems to clear", func() bool { return len(w.Problems()) == 0 })
 }
+
+// TestMadeJobIDsAreNotClaimed: an id the client made for one publish
+// (contract.HeaderJobMade), or that its caller made (WithMadeJobID), costs
+// no claim, one given (WithJobID) is claimed, and a
+// dead letter of a made id, replayed under its replay id (the same on every
+// attempt), is claimed again.
+func TestMadeJobIDsAreNotClaimed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	startWorker(t, b.url, worker.Config{}, nil)
+	statuses := subscribeKey(t, b.client, "k")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	made, err := b.client.Publish(ctx, "tally", "k", add(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, err := b.client.Publish(ctx, "tally", "k", add(2), client.WithJobID("given-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := client.NewJobID()
+	if _, err := b.client.Publish(ctx, "tally", "k", add(4), client.WithMadeJobID(mine)); err != nil {
+		t.Fatal(err)
+	}
+	nextStatus(t, statuses, "of the made id applied", settledOK(made.ID))
+	nextStatus(t, statuses, "of given-1 applied", settledOK("given-1"))
+	nextStatus(t, statuses, "of the id made by the caller applied", settledOK(mine))
+	for _, id := range []string{made.ID, mine} {
+		if j, err := b.client.Job(ctx, "tally", id); !errors.Is(err, client.ErrNoJob) {
+			t.Fatalf("claim of made id %s: %+v, %v; want none (ErrNoJob)", id, j, err)
+		}
+	}
+	if j, err := b.client.Job(ctx, "tally", given.ID); err != nil || j.Key != "k" || j.Sequence != given.Sequence {
+		t.Fatalf("claim of given-1: %+v, %v; want taken by k at sequence %d", j, err, given.Sequence)
+	}
+
+	// A dead letter keeps the event's headers, the mark among them; its
+	// replay must not.
+	dl := nats.NewMsg(contract.DeadLetterSubject("tally", "k"))
+	dl.Data = []byte(`{"event":"add","data":{"n":3}}`)
+	dl.Header.Set(contract.HeaderJobMade, "true")
+	dl.Header.Set(contract.HeaderDLQJobID, "dl-1")
+	dl.Header.Set(contract.HeaderDLQReason, "test: put here by the test")
+	dl.Header.Set(contract.HeaderDLQSubject, contract.EventSubject("tally", "k"))
+	dlAck, err := rawJS(t, b.url).PublishMsg(ctx, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := b.client.Replay(ctx, "tally", dlAck.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextStatus(t, statuses, "of the replay applied", settledOK(replayed.ID))
+	if j, err := b.client.Job(ctx, "tally", replayed.ID); err != nil || j.Sequence != replayed.Sequence {
+		t.Fatalf("claim of replay %s: %+v, %v; want taken at sequence %d", replayed.ID, j, err, replayed.Sequence)
+	}
+	rec, d := readTally(t, b.client, "k")
+	if rec.Version != 4 || !slices.Equal(d.Seen, []int{1, 2, 4, 3}) {
+		t.Fatalf("version %d, applied %v; want 1, 2, 4, 3 once each", rec.Version, d.Seen)
+	}
+}

@@ -371,9 +371,12 @@ func (c command) rootSpan(ctx context.Context, tp trace.TracerProvider, o option
 }
 
 func (c command) publish(ctx context.Context, conn *client.Client, o options, ev contract.Envelope) error {
-	key, id := o.args[0], o.id
+	key, id, idOpt := o.args[0], o.id, client.WithJobID(o.id)
 	if id == "" {
+		// Known before the publish ends, for the messages below; used for
+		// this publish alone, so the worker need not claim it.
 		id = client.NewJobID()
+		idOpt = client.WithMadeJobID(id)
 	}
 	ctx, cancel := withTimeout(ctx, o.timeout)
 	defer cancel()
@@ -382,7 +385,7 @@ func (c command) publish(ctx context.Context, conn *client.Client, o options, ev
 		st  contract.Status
 		err error
 	)
-	opts := append([]client.PublishOption{client.WithJobID(id)}, o.time.publishOptions()...)
+	opts := append([]client.PublishOption{idOpt}, o.time.publishOptions()...)
 	if o.wait {
 		ack, st, err = conn.PublishAndWait(ctx, o.workflow, key, ev, append(opts,
 			client.WithProgress(func(st contract.Status) { c.printStatus(c.stderr, o.json, st) }))...)

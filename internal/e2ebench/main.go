@@ -19,7 +19,13 @@
 //	         a one-message-per-subject stream, then the ack and a status
 //	         publish received on a third connection (a ceiling for noop)
 //	noop     Orderly, a workflow whose client event makes a transition with
-//	         no action: enqueue → settled status
+//	         no action: enqueue → settled status; each job id made for its
+//	         one publish (client.WithMadeJobID), as a producer that gives
+//	         none gets, so not claimed (here and in every scenario but
+//	         noopids)
+//	noopids  noop with job ids given (client.WithJobID), as a producer's
+//	         own idempotency keys: looked up by the producer, claimed by
+//	         the worker
 //	order    Orderly, the reference workflow (package order): -order-keys
 //	         (20,000) distinct keys, one start_processing each, whose
 //	         fetch_order action's gateway answers at once: enqueue → the
@@ -109,7 +115,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
 	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
 	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,order,work,asynq,paced,idle,million,pending,history,features")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,noopids,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,noopids,order,work,asynq,paced,idle,million,pending,history,features")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")

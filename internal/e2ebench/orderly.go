@@ -158,6 +158,19 @@ type orderlyRun struct {
 	// noInventory turns the inventory off for this run (the features
 	// scenario), as -inventory=false does for all.
 	noInventory bool
+	// givenIDs publishes each event's job id as one given to publish again
+	// (client.WithJobID: looked up by the producer, claimed by the worker),
+	// not as made for one publish (WithMadeJobID), the default.
+	givenIDs bool
+}
+
+// jobID is the option giving event i of a run its job id: made for this one
+// publish, as a producer that gives none gets, or given (see givenIDs).
+func jobID(prefix string, i int, given bool) client.PublishOption {
+	if given {
+		return client.WithJobID(prefix + strconv.Itoa(i))
+	}
+	return client.WithMadeJobID(prefix + strconv.Itoa(i))
 }
 
 type pendingFuture struct{ p *client.PendingPublish }
@@ -331,7 +344,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		} else {
 			key = "k" + strconv.Itoa(i%run.keys)
 		}
-		p, err := pconn.PublishAsync(wfName, key, ev, client.WithJobID(prefix+strconv.Itoa(i)))
+		p, err := pconn.PublishAsync(wfName, key, ev, jobID(prefix, i, run.givenIDs))
 		if err != nil {
 			return nil, err
 		}
@@ -342,7 +355,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	switch {
 	case run.rate > 0 && cfg.producer == "process":
 		r.rate, err = b.produceInProcess(ctx, c, produceSpec{
-			N: n, Rate: run.rate, Size: cfg.size, Workflow: wfName, Event: ev, JobPrefix: prefix,
+			N: n, Rate: run.rate, Size: cfg.size, Workflow: wfName, Event: ev, JobPrefix: prefix, GivenIDs: run.givenIDs,
 			Keys: run.keys, Distinct: run.distinct,
 		}, sendAt, ackAt)
 	case run.rate > 0:

@@ -35,10 +35,12 @@ type produceSpec struct {
 	// Subject is raw's subject prefix; the key is appended.
 	Subject string `json:"subject,omitempty"`
 	// Workflow, Event (a whole envelope) and JobPrefix are Orderly's; the
-	// job id of event i is JobPrefix+i.
+	// job id of event i is JobPrefix+i, given (GivenIDs) or made for one
+	// publish (see orderlyRun.givenIDs).
 	Workflow  string            `json:"workflow,omitempty"`
 	Event     contract.Envelope `json:"event"`
 	JobPrefix string            `json:"job_prefix,omitempty"`
+	GivenIDs  bool              `json:"given_ids,omitempty"`
 	Keys      int               `json:"keys"`
 	Distinct  bool              `json:"distinct,omitempty"`
 	// Out is the file the producer writes its timestamps to: for each
@@ -147,7 +149,7 @@ func produce(ctx context.Context, specJSON string) error {
 		}
 		defer cl.Close()
 		pub = func(i int) (ackWaiter, error) {
-			p, err := cl.PublishAsync(spec.Workflow, spec.key(i), spec.Event, client.WithJobID(spec.JobPrefix+strconv.Itoa(i)))
+			p, err := cl.PublishAsync(spec.Workflow, spec.key(i), spec.Event, jobID(spec.JobPrefix, i, spec.GivenIDs))
 			if err != nil {
 				return nil, err
 			}

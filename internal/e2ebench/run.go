@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features":
+		case "raw", "rawstate", "noop", "noopids", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features":
 			want[s] = true
 		case "inventory": // what the features scenario measures
 			want["features"] = true
@@ -127,7 +127,7 @@ func run(ctx context.Context, args []string) (err error) {
 	printMachine(cfg, dir)
 	start := time.Now()
 
-	var raw, rawState, noop, ord, work, asq, praw, pnoop, pwork []result
+	var raw, rawState, noop, noopIDs, ord, work, asq, praw, pnoop, pwork []result
 	repeat := func(name string, runs *[]result, f func(i int) (result, error)) error {
 		for i := range cfg.repeat {
 			r, err := b.timed(ctx, func(ctx context.Context) (result, error) { return f(i) })
@@ -166,6 +166,13 @@ func run(ctx context.Context, args []string) (err error) {
 		})
 		stop()
 		if err != nil {
+			return err
+		}
+	}
+	if want["noopids"] {
+		if err := repeat("noop ids", &noopIDs, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindNoop, name: fmt.Sprintf("noopids%d", i), events: cfg.events, keys: cfg.keys, givenIDs: true})
+		}); err != nil {
 			return err
 		}
 	}
@@ -276,9 +283,9 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	if len(raw)+len(rawState)+len(noop)+len(ord)+len(work)+len(asq)+len(praw)+len(pnoop)+len(pwork) > 0 {
+	if len(raw)+len(rawState)+len(noop)+len(noopIDs)+len(ord)+len(work)+len(asq)+len(praw)+len(pnoop)+len(pwork) > 0 {
 		fmt.Println()
-		printTable(cfg, tables{raw: raw, rawState: rawState, noop: noop, ord: ord, work: work, asynq: asq, asynqNote: asynqNote,
+		printTable(cfg, tables{raw: raw, rawState: rawState, noop: noop, noopIDs: noopIDs, ord: ord, work: work, asynq: asq, asynqNote: asynqNote,
 			praw: praw, pnoop: pnoop, pwork: pwork, hist: hist})
 	}
 	if len(hist) > 0 {

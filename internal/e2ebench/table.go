@@ -10,7 +10,7 @@ import (
 
 // tables is what printTable prints: each scenario's runs.
 type tables struct {
-	raw, rawState, noop, ord, work, asynq []result
+	raw, rawState, noop, noopIDs, ord, work, asynq []result
 	// asynqNote says why the asynq scenario was skipped.
 	asynqNote          string
 	praw, pnoop, pwork []result
@@ -73,6 +73,9 @@ func printTable(cfg config, t tables) {
 	row("raw JetStream", "server", t.raw, t.praw)
 	row("raw JetStream + state write + status", "server", t.rawState, nil)
 	row("Orderly, no-op", "server", t.noop, t.pnoop)
+	if len(t.noopIDs) > 0 {
+		row("Orderly, no-op, job ids given (looked up, claimed)", "server", t.noopIDs, nil)
+	}
 	if len(t.ord) > 0 {
 		row(fmt.Sprintf("Orderly, order (%s new keys, start_processing, 0 s gateway)", group(float64(cfg.orderKeys))), "server", t.ord, nil)
 	}

@@ -26,6 +26,10 @@ type Msg struct {
 	// a fired delayed event its Orderly-Job-Id, for a firing of a
 	// recurring schedule the id made of its name and fire time.
 	ID string
+	// Made says the producer made ID for this one publish
+	// (contract.HeaderJobMade): it needs no claim. Never set on a fired
+	// delayed or recurring event.
+	Made bool
 	// Sequence is the event's stream sequence: per partition, the order.
 	Sequence uint64
 	// Delivered counts deliveries of this event, 1 on the first (and on the
@@ -537,8 +541,8 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 	}
 	m.timer = isTimerSubject(p.cfg.Workflow, raw.Subject()) ||
 		!p.legacyUntil.IsZero() && legacyTimer(raw.Headers(), p.cfg.Workflow, stored, p.legacyUntil)
-	if !m.timer {
-		p.markScheduled(m)
+	if !m.timer && !p.markScheduled(m) {
+		m.Made = m.ID != "" && raw.Headers().Get(contract.HeaderJobMade) == "true"
 	}
 	return m
 }

@@ -101,8 +101,9 @@ func storedToken(workflow, subject string) string {
 }
 
 // markScheduled recognizes a fired delayed event or a firing of a
-// recurring schedule by its subject and gives it its job id.
-func (p *Puller) markScheduled(m *Msg) {
+// recurring schedule by its subject and gives it its job id; false: m is
+// neither.
+func (p *Puller) markScheduled(m *Msg) bool {
 	switch storedToken(p.cfg.Workflow, m.raw.Subject()) {
 	case delayedToken:
 		m.delayed = true
@@ -110,9 +111,10 @@ func (p *Puller) markScheduled(m *Msg) {
 	case recurringToken:
 		m.ID = recurringJobID(m.raw.Headers())
 	default:
-		return
+		return false
 	}
 	m.firedSeq = firedSeq(p.cfg.Workflow, m.raw.Headers().Get(headerStreamSource))
+	return true
 }
 
 // firedSeq is the sequence in workflow's schedules stream of the message
