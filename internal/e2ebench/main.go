@@ -117,7 +117,7 @@ func parseFlags(args []string) (config, error) {
 	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
 	fs.StringVar(&c.only, "only", "raw,rawstate,noop,noopids,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,noopids,order,work,asynq,paced,idle,million,pending,history,features")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs to this file")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs (without noop: of the order runs) to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
 	fs.StringVar(&c.heapProfile, "heapprofile", "", "write the in-use heap profile taken when the Go heap peaked during the Orderly runs to this file")
 	fs.StringVar(&c.blockProfile, "blockprofile", "", "write a blocking profile (whole process) to this file at the end")

@@ -156,16 +156,22 @@ func run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
-	if want["noop"] {
-		stop, err := startCPUProfile(cfg.cpuProfile)
-		if err != nil {
+	// The CPU profile covers the noop runs, or the order runs without them.
+	profiled := "noop"
+	if !want["noop"] {
+		profiled = "order"
+	}
+	stopProfile := func() {}
+	if want[profiled] {
+		if stopProfile, err = startCPUProfile(cfg.cpuProfile); err != nil {
 			return err
 		}
+	}
+	if want["noop"] {
 		err = repeat("noop", &noop, func(i int) (result, error) {
 			return b.orderly(ctx, orderlyRun{kind: kindNoop, name: fmt.Sprintf("noop%d", i), events: cfg.events, keys: cfg.keys})
 		})
-		stop()
-		if err != nil {
+		if stopProfile(); err != nil {
 			return err
 		}
 	}
@@ -177,9 +183,13 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 	if want["order"] {
-		if err := repeat("order", &ord, func(i int) (result, error) {
+		err := repeat("order", &ord, func(i int) (result, error) {
 			return b.orderly(ctx, orderlyRun{kind: kindOrder, name: fmt.Sprintf("order%d", i), events: cfg.orderKeys, keys: cfg.orderKeys, distinct: true})
-		}); err != nil {
+		})
+		if profiled == "order" {
+			stopProfile()
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -108,6 +108,19 @@ func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 // 75 % of the worker's lock waiting in a mutex profile of the no-op
 // pipeline, 1 % with the multiplexer (issue 18, BENCHMARKS.md).
 func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	seq, err := b.conn.publish(ctx, b.casMsg(key, value, rev))
+	if err != nil {
+		return 0, casError(key, err)
+	}
+	return seq, nil
+}
+
+// publish publishes m to a stream and returns the sequence it was stored
+// at, its answer through the connection's reply multiplexer and parsed by
+// hand (see Bucket.Put for why). The error is a *jetstream.APIError when
+// the stream refused m. Without a deadline in ctx it gives up after
+// putTimeout.
+func (c *Conn) publish(ctx context.Context, m *nats.Msg) (uint64, error) {
 	timeout := putTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -115,14 +128,14 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) 
 	if err := ctx.Err(); err != nil {
 		// Not sent: an answer already on its way would race the end of
 		// ctx below, and the caller has given up.
-		return 0, fmt.Errorf("queue: put %s: %w", key, err)
+		return 0, err
 	}
-	ctx, stop := b.conn.linked(ctx)
+	ctx, stop := c.linked(ctx)
 	defer stop()
 	ch := make(chan jsapi.Reply, 1)
-	tok, err := b.mux.Send(b.nc, b.casMsg(key, value, rev), ch, 0, timeout)
+	tok, err := c.mux.Send(c.nc, m, ch, 0, timeout)
 	if err != nil {
-		return 0, fmt.Errorf("queue: put %s: %w", key, lost(ctx, err))
+		return 0, lost(ctx, err)
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -131,22 +144,18 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte, rev uint64) 
 	case r := <-ch:
 		resp = r.Msg
 	case <-ctx.Done():
-		b.mux.Forget(tok)
-		return 0, fmt.Errorf("queue: put %s: %w", key, lost(ctx, ctx.Err()))
+		c.mux.Forget(tok)
+		return 0, lost(ctx, ctx.Err())
 	case <-t.C:
-		b.mux.Forget(tok)
+		c.mux.Forget(tok)
 	}
 	if resp == nil {
-		return 0, fmt.Errorf("queue: put %s: %w", key, context.DeadlineExceeded)
+		return 0, context.DeadlineExceeded
 	}
 	if jsapi.NoResponders(resp) {
-		return 0, fmt.Errorf("queue: put %s: %w", key, nats.ErrNoResponders)
+		return 0, nats.ErrNoResponders
 	}
-	seq, err := parsePubAck(resp.Data)
-	if err != nil {
-		return 0, casError(key, err)
-	}
-	return seq, nil
+	return parsePubAck(resp.Data)
 }
 
 // putTimeout bounds a Put whose context has no deadline.

@@ -27,10 +27,8 @@ func (c *Conn) Schedule(ctx context.Context, workflow, key, kind string, visit u
 		return err
 	}
 	tracing.Inject(ctx, m.Header)
-	ctx, stop := c.linked(ctx)
-	defer stop()
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("queue: schedule %s for %s: %w", kind, key, lost(ctx, err))
+	if _, err := c.publish(ctx, m); err != nil {
+		return fmt.Errorf("queue: schedule %s for %s: %w", kind, key, err)
 	}
 	return nil
 }
