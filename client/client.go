@@ -77,7 +77,8 @@ type Client struct {
 	owned  bool          // Close and Drain close nc (Connect)
 	closed chan struct{} // closed once nc is closed, when owned
 
-	mux jsapi.ReplyMux // PublishAsync's job id look-ups
+	mux  jsapi.ReplyMux // PublishAsync's job id look-ups
+	look lookups        // their batches still gathering
 
 	mu   sync.Mutex
 	done bool

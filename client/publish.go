@@ -275,7 +275,8 @@ type PendingPublish struct {
 
 	c                    *Client
 	workflow, key, event string
-	held                 <-chan jsapi.Reply // the look-up of an explicit id; nil for a made one
+	look                 *lookupBatch // the look-up of an explicit id; nil for a made one
+	lookSubject          string       // the id's claim subject, in look's answer
 }
 
 // ID is the job id of the event.
@@ -283,6 +284,9 @@ func (p *PendingPublish) ID() string { return p.id }
 
 // Wait returns the event's acknowledgement, or why it was not stored.
 func (p *PendingPublish) Wait(ctx context.Context) (PubAck, error) {
+	if p.look != nil {
+		p.c.flushLookup(p.look) // while the acknowledgement comes
+	}
 	var ack *jetstream.PubAck
 	select {
 	case ack = <-p.f.Ok():
@@ -296,7 +300,7 @@ func (p *PendingPublish) Wait(ctx context.Context) (PubAck, error) {
 		defer cancel()
 		return p.c.originalOf(ctx, p.workflow, p.key, p.event, p.id, ack.Sequence)
 	}
-	if p.held != nil {
+	if p.look != nil {
 		return p.checkHeld(ctx, ack.Sequence)
 	}
 	return PubAck{ID: p.id, Sequence: ack.Sequence}, nil
@@ -337,7 +341,7 @@ func (c *Client) PublishAsync(workflow, key string, ev contract.Envelope, opts .
 	}
 	p := &PendingPublish{id: o.id, subject: msg.Subject, f: f, c: c, workflow: workflow, key: key, event: ev.Event}
 	if o.explicit {
-		p.held = c.lookUpJob(workflow, o.id)
+		p.look, p.lookSubject = c.lookUpJob(workflow, o.id)
 	}
 	return p, nil
 }
@@ -362,16 +366,6 @@ func (c *Client) Job(ctx context.Context, workflow, id string) (contract.Job, er
 		return contract.Job{}, fmt.Errorf("client: %w", err)
 	}
 	return j, nil
-}
-
-// lookUpJob sends the look-up of id's claim; its answer comes on the
-// channel returned.
-func (c *Client) lookUpJob(workflow, id string) <-chan jsapi.Reply {
-	ch := make(chan jsapi.Reply, 1)
-	if _, err := c.mux.Send(c.nc, nats.NewMsg(jsapi.JobGetSubject(workflow, id)), ch, 0, c.cfg.Timeout); err != nil {
-		ch <- jsapi.Reply{} // as if unanswered: Wait goes on without it
-	}
-	return ch
 }
 
 // heldAck is the answer to a publish of an event (key, event, stored at seq;
@@ -422,28 +416,30 @@ func (c *Client) originalOf(ctx context.Context, workflow, key, event, id string
 // stored as new (at seq): a claim of another event makes it a duplicate or
 // a conflict after all, which the worker will find too.
 func (p *PendingPublish) checkHeld(ctx context.Context, seq uint64) (PubAck, error) {
-	var (
-		held contract.Job
-		err  error
-	)
-	// An answer lost with the connection would never come: wait no longer
-	// than a look-up may take.
-	t := time.NewTimer(p.c.cfg.Timeout)
-	defer t.Stop()
 	select {
-	case reply := <-p.held:
-		if reply.Msg == nil {
-			err = context.DeadlineExceeded
-		} else {
-			held, err = jsapi.ParseJob(p.id, reply.Msg, nil)
+	case <-p.look.done:
+	default:
+		// An answer lost with the connection would never come: wait no
+		// longer than a look-up may take, then take what came.
+		t := time.NewTimer(p.c.cfg.Timeout)
+		defer t.Stop()
+		select {
+		case <-p.look.done:
+		case <-t.C:
+			// The batch was sent when this Wait began, if not before:
+			// what has not come by now is lost, for its other events too.
+			p.look.deliver(nil)
+		case <-ctx.Done():
+			return PubAck{}, fmt.Errorf("client: publish %s: job id look-up: %w", p.subject, ctx.Err())
 		}
-	case <-t.C:
-		err = context.DeadlineExceeded
-	case <-ctx.Done():
-		return PubAck{}, fmt.Errorf("client: publish %s: job id look-up: %w", p.subject, ctx.Err())
 	}
-	if err != nil {
+	m := p.look.claim(p.lookSubject)
+	if m == nil {
 		// No claim (or none could be read: the worker checks again).
+		return PubAck{ID: p.id, Sequence: seq}, nil
+	}
+	held, err := jsapi.ParseJob(p.id, m, nil)
+	if err != nil {
 		return PubAck{ID: p.id, Sequence: seq}, nil
 	}
 	return heldAck(p.id, p.key, p.event, seq, held)

@@ -2,12 +2,21 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/embedded"
+	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/internal/queue"
 )
 
@@ -146,5 +155,223 @@ func TestIdempotencyKeyConflictWhileQueued(t *testing.T) {
 	}
 	if n := b.pending(t); n != 1 {
 		t.Fatalf("stored %d events, want 1", n)
+	}
+}
+
+// TestPublishAsyncLookUpsBatched: the look-ups of many job ids given to
+// PublishAsync go to the server in batches, and each event still gets its
+// own answer: a plain ack for an id no claim holds (or a claim deleted), a
+// Duplicate for one held by the same key and event, an IDConflictError
+// (Stored) for one held by another key or event; ids made into a hashed
+// bucket key included.
+func TestPublishAsyncLookUpsBatched(t *testing.T) {
+	t.Parallel()
+	b := setup(t, queue.Spec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Every look-up the server is asked, counted in job ids.
+	spy := natstest.NATS(t, b.url)
+	var mu sync.Mutex
+	requests, ids, largest := 0, 0, 0
+	count := func(m *nats.Msg) {
+		n := 1 // one id per request, in the subject
+		if m.Subject == "$JS.API.DIRECT.GET.KV_"+contract.JobsBucket("order") {
+			var req struct {
+				MultiLast []string `json:"multi_last"`
+			}
+			if err := json.Unmarshal(m.Data, &req); err != nil {
+				t.Errorf("look-up %q: %v", m.Data, err)
+			}
+			n = len(req.MultiLast)
+		}
+		mu.Lock()
+		requests, ids, largest = requests+1, ids+n, max(largest, n)
+		mu.Unlock()
+	}
+	for _, s := range []string{"$JS.API.DIRECT.GET.KV_" + contract.JobsBucket("order"), "$JS.API.DIRECT.GET.KV_" + contract.JobsBucket("order") + ".>"} {
+		if _, err := spy.Subscribe(s, count); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 500
+	kinds := []string{"free", "duplicate", "other key", "other event", "deleted", "hashed duplicate"}
+	id := func(i int) string {
+		if kinds[i%len(kinds)] == "hashed duplicate" {
+			return "order " + strconv.Itoa(i) + "/x" // not a safe bucket key as it is
+		}
+		return "job-" + strconv.Itoa(i)
+	}
+	start := contract.Envelope{Event: "start_processing"}
+	var claims []contract.Job
+	for i := range n {
+		j := contract.Job{ID: id(i), Key: "k" + strconv.Itoa(i), Event: start.Event, Sequence: 1_000_000 + uint64(i), At: time.Now()}
+		switch kinds[i%len(kinds)] {
+		case "free":
+			continue
+		case "other key":
+			j.Key = "elsewhere"
+		case "other event":
+			j.Event = "confirm_payment"
+		}
+		claims = append(claims, j)
+	}
+	jobs, err := b.conn.Jobs(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range jobs.Claim(ctx, claims) {
+		if c.Err != nil || c.Outcome != contract.Claimed {
+			t.Fatalf("claim: %+v", c)
+		}
+	}
+	kv, err := jetstream.New(natstest.NATS(t, b.url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := kv.KeyValue(ctx, contract.JobsBucket("order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if kinds[i%len(kinds)] == "deleted" {
+			if err := bucket.Delete(ctx, contract.JobKey(id(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	pending := make([]*client.PendingPublish, n)
+	for i := range n {
+		if pending[i], err = b.client.PublishAsync("order", "k"+strconv.Itoa(i), start, client.WithJobID(id(i))); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	for i, p := range pending {
+		ack, err := p.Wait(ctx)
+		kind := kinds[i%len(kinds)]
+		var conflict *client.IDConflictError
+		switch kind {
+		case "free", "deleted":
+			if err != nil || ack.Duplicate || ack.Sequence == 0 || ack.ID != id(i) {
+				t.Errorf("%d (%s): %+v %v, want a plain ack", i, kind, ack, err)
+			}
+		case "duplicate", "hashed duplicate":
+			if err != nil || !ack.Duplicate || !ack.Taken || ack.Key != "k"+strconv.Itoa(i) || ack.Sequence != 1_000_000+uint64(i) {
+				t.Errorf("%d (%s): %+v %v, want a duplicate of sequence %d", i, kind, ack, err, 1_000_000+i)
+			}
+		case "other key", "other event":
+			if !errors.As(err, &conflict) || !conflict.Stored || conflict.Held.Sequence != 1_000_000+uint64(i) || conflict.Key != "k"+strconv.Itoa(i) {
+				t.Errorf("%d (%s): %+v %v, want a conflict, stored", i, kind, ack, err)
+			}
+		}
+	}
+	if t.Failed() {
+		return
+	}
+
+	// The spy sees the look-ups on its own connection: wait for them all.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		r, got, most := requests, ids, largest
+		mu.Unlock()
+		if got >= n {
+			t.Logf("%d ids looked up in %d requests, the largest of %d", got, r, most)
+			if got != n || r >= n/2 || most < 2 {
+				t.Fatalf("%d ids looked up in %d requests, the largest of %d: want %d ids in batches", got, r, most, n)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server was asked for %d of %d ids, in %d requests", got, n, r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPublishAsyncLookUpUnanswered: when a batch's look-up is never
+// answered (here the connection may not make it), Wait still returns, after
+// about Config.Timeout, with the event stored and nothing said of its id,
+// as for a look-up lost; a lost batch costs that wait once, not once per
+// event.
+func TestPublishAsyncLookUpUnanswered(t *testing.T) {
+	t.Parallel()
+	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: []embedded.User{
+		{Name: "admin", Password: "a"},
+		// Events and replies only: no look-up of a job id's claim.
+		{Name: "producer", Password: "p", Publish: []string{"orderly.events.order.*"}, Subscribe: []string{"_INBOX.>"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{srv.ClientURL()}, User: "admin", Password: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	if _, err := conn.Provision(ctx, queue.Spec{Workflow: "order"}); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := conn.Jobs(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A claim the look-up would have found: of another key.
+	if c := jobs.Claim(ctx, []contract.Job{{ID: "job-0", Key: "elsewhere", Event: "start_processing", Sequence: 99, At: time.Now()}}); c[0].Err != nil {
+		t.Fatal(c[0].Err)
+	}
+	const timeout = time.Second
+	denied := make(chan string, 100)
+	c, err := client.Connect(srv.ClientURL(), client.Config{Timeout: timeout}, nats.UserInfo("producer", "p"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case denied <- err.Error():
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+
+	const n = 20
+	pending := make([]*client.PendingPublish, n)
+	for i := range n {
+		if pending[i], err = c.PublishAsync("order", "k"+strconv.Itoa(i), contract.Envelope{Event: "start_processing"}, client.WithJobID("job-"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	began := time.Now()
+	for i, p := range pending {
+		t0 := time.Now()
+		ack, err := p.Wait(ctx)
+		if err != nil || ack.Duplicate || ack.Sequence != uint64(i+1) {
+			t.Fatalf("%d: %+v %v, want the event stored, nothing said of its id", i, ack, err)
+		}
+		if d := time.Since(t0); d > timeout+5*time.Second {
+			t.Fatalf("%d: Wait took %s, Timeout %s", i, d, timeout)
+		}
+	}
+	if d := time.Since(began); d > n*timeout*3/4 {
+		t.Fatalf("%d Waits took %s: more than a Timeout (%s) each", n, d, timeout)
+	}
+	select {
+	case e := <-denied:
+		if !strings.Contains(e, "Permissions Violation") || !strings.Contains(e, "DIRECT.GET") {
+			t.Fatalf("the connection's error: %s", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("the server never refused a look-up: the test proves nothing")
+	}
+	if info, err := conn.Info(ctx, "order"); err != nil || info.Pending != n {
+		t.Fatalf("%+v %v: want the %d events stored", info, err, n)
 	}
 }

@@ -58,6 +58,19 @@ func JobGetSubject(workflow, id string) string {
 	return "$JS.API.DIRECT.GET.KV_" + bucket + ".$KV." + bucket + "." + contract.JobKey(id)
 }
 
+// JobsDirectSubject is the batched direct get of workflow's job bucket: a
+// DirectRequest whose MultiLast lists JobSubject's reads the claims of many
+// job ids at once (nats-server 2.11 and later).
+func JobsDirectSubject(workflow string) string {
+	return "$JS.API.DIRECT.GET.KV_" + contract.JobsBucket(workflow)
+}
+
+// JobSubject is the subject that holds the claim of job id in workflow's job
+// bucket.
+func JobSubject(workflow, id string) string {
+	return "$KV." + contract.JobsBucket(workflow) + "." + contract.JobKey(id)
+}
+
 // GetJob reads the claim of job id with one direct get; ErrNoJob if none
 // holds it.
 func GetJob(ctx context.Context, nc *nats.Conn, workflow, id string) (contract.Job, error) {

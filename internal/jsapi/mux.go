@@ -32,10 +32,21 @@ type ReplyMux struct {
 	closed  bool
 }
 
-// muxWaiter is where a reply goes: to ch, tagged with i.
+// muxWaiter is where a reply goes: to ch, tagged with i; or, for a request
+// answered by several messages (SendFunc), to fn.
 type muxWaiter struct {
 	ch chan<- Reply
 	i  int
+	fn func(*nats.Msg) bool
+}
+
+// give hands m (nil: given up on) to w; false once w wants nothing more.
+func (w muxWaiter) give(m *nats.Msg) bool {
+	if w.fn != nil {
+		return w.fn(m) && m != nil
+	}
+	w.ch <- Reply{w.i, m}
+	return false
 }
 
 // Reply is the answer to a request sent with ReplyMux.Send.
@@ -66,10 +77,12 @@ func (r *ReplyMux) start(nc *nats.Conn) error {
 			token := m.Subject[len(r.prefix):]
 			r.mu.Lock()
 			w, ok := r.pending[token]
-			delete(r.pending, token)
+			if w.fn == nil {
+				delete(r.pending, token)
+			}
 			r.mu.Unlock()
-			if ok {
-				w.ch <- Reply{w.i, m}
+			if ok && !w.give(m) && w.fn != nil {
+				r.Forget(token)
 			}
 		})
 		r.mu.Lock()
@@ -88,10 +101,26 @@ func (r *ReplyMux) start(nc *nats.Conn) error {
 // goroutine delivers them all. Every Send of one ReplyMux must use the same
 // connection.
 func (r *ReplyMux) Send(nc *nats.Conn, m *nats.Msg, ch chan<- Reply, i int, timeout time.Duration) (token string, err error) {
+	return r.send(nc, m, muxWaiter{ch: ch, i: i}, timeout)
+}
+
+// SendFunc publishes m, a request answered by several messages (a batched
+// direct get: the messages found, then a status), with a reply subject of
+// its own, and calls fn with each reply, in order, from the reply
+// subscription's goroutine, until fn returns false; or with nil once the
+// request is given up on (after timeout, or the mux closed), which may
+// happen while a reply is being handed to fn: fn must be safe for that,
+// quick, and must not call the mux.
+func (r *ReplyMux) SendFunc(nc *nats.Conn, m *nats.Msg, fn func(*nats.Msg) bool, timeout time.Duration) (token string, err error) {
+	return r.send(nc, m, muxWaiter{fn: fn}, timeout)
+}
+
+func (r *ReplyMux) send(nc *nats.Conn, m *nats.Msg, w muxWaiter, timeout time.Duration) (token string, err error) {
 	if err := r.start(nc); err != nil {
 		return "", err
 	}
 	now := time.Now()
+	var givenUp []muxWaiter // those of SendFunc, told outside the lock
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -99,21 +128,28 @@ func (r *ReplyMux) Send(nc *nats.Conn, m *nats.Msg, ch chan<- Reply, i int, time
 	}
 	for len(r.order) > 0 {
 		d := r.order[0]
-		w, ok := r.pending[d.token]
+		old, ok := r.pending[d.token]
 		if ok && now.Before(d.at) {
 			break
 		}
 		if ok {
 			delete(r.pending, d.token)
-			w.ch <- Reply{w.i, nil}
+			if old.fn != nil {
+				givenUp = append(givenUp, old)
+			} else {
+				old.give(nil)
+			}
 		}
 		r.order = r.order[1:]
 	}
 	r.next++
 	token = strconv.FormatUint(r.next, 36)
-	r.pending[token] = muxWaiter{ch, i}
+	r.pending[token] = w
 	r.order = append(r.order, muxDeadline{token, now.Add(timeout)})
 	r.mu.Unlock()
+	for _, old := range givenUp {
+		old.give(nil)
+	}
 	m.Reply = r.prefix + token
 	if err := nc.PublishMsg(m); err != nil {
 		r.Forget(token)
@@ -143,7 +179,7 @@ func (r *ReplyMux) Close() error {
 	r.pending, r.order = nil, nil
 	r.mu.Unlock()
 	for _, w := range pending {
-		w.ch <- Reply{w.i, nil}
+		w.give(nil)
 	}
 	if sub == nil {
 		return nil

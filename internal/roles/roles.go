@@ -74,8 +74,10 @@ func For(role Role, workflow string) (Permissions, error) {
 			api + "STREAM.INFO." + n.state,
 			api + "DIRECT.GET." + n.state + ".>",
 			// A job id's claim, and the original of a duplicate the
-			// stream found: refusing a reused id before storing it.
+			// stream found: refusing a reused id before storing it; the
+			// claims of many ids at once (PublishAsync's look-ups).
 			api + "DIRECT.GET." + n.jobs + ".>",
+			api + "DIRECT.GET." + n.jobs,
 			api + "STREAM.MSG.GET." + n.events,
 			// Delayed events (at.<key>.<jobkey>) and recurring schedules
 			// (every.<name>), not what they fire (fired.>): the server
