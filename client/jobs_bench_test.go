@@ -15,8 +15,8 @@ import (
 
 // BenchmarkPublishAsyncJobID is what a producer pays for its own job ids:
 // PublishAsync with a window of 1024 and made ids (no look-up), against ids
-// given with WithJobID (each looked up in the job bucket while the event is on
-// its way), against the design PublishAsync does not use: each given id
+// given with WithJobID (looked up in the job bucket in batches while the events
+// are on their way), against the design PublishAsync does not use: each given id
 // looked up before its event is sent, one round trip per event.
 //
 //	go test -run '^$' -bench PublishAsyncJobID ./client/

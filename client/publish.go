@@ -312,11 +312,17 @@ func (p *PendingPublish) Wait(ctx context.Context) (PubAck, error) {
 // waits for room, up to Config.Timeout.
 //
 // A job id given with WithJobID is looked up while the event is on its
-// way, not before, so that publishes stay pipelined: if a job of the same
-// key and event took the id, Wait reports a Duplicate (the event is stored,
-// and the worker skips it); if one of another key or event did, Wait
-// returns an IDConflictError with Stored set (the worker dead-letters the
-// event as id_conflict). Publish refuses both before storing anything.
+// way, not before, so that publishes stay pipelined, together with the ids
+// of the workflow's other events published close together (one request for
+// up to 256 ids, sent when that many are gathered, when a PublishAsync comes
+// a millisecond or more after the first, or when a Wait needs the answer):
+// if a job of the same key and event took the id, Wait reports a Duplicate
+// (the event is stored, and the worker skips it); if one of another key or
+// event did, Wait returns an IDConflictError with Stored set (the worker
+// dead-letters the event as id_conflict). Publish refuses both before
+// storing anything. Without an answer to the look-up within
+// Config.Timeout, Wait reports the event stored, as if no claim held the id
+// (the worker checks it again).
 func (c *Client) PublishAsync(workflow, key string, ev contract.Envelope, opts ...PublishOption) (*PendingPublish, error) {
 	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {

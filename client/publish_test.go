@@ -282,7 +282,9 @@ func TestPublishAsyncLookUpsBatched(t *testing.T) {
 		mu.Unlock()
 		if got >= n {
 			t.Logf("%d ids looked up in %d requests, the largest of %d", got, r, most)
-			if got != n || r >= n/2 || most < 2 {
+			// How many batches depends on the machine's pace (a batch
+			// gathers for a millisecond); that there are some does not.
+			if got != n || most < 2 {
 				t.Fatalf("%d ids looked up in %d requests, the largest of %d: want %d ids in batches", got, r, most, n)
 			}
 			return
