@@ -199,7 +199,17 @@ func TestForgeryProducerCanDoWhatEnqueueNeeds(t *testing.T) {
 	mustRun(op, "dlq", "replay", fmt.Sprint(dl.Seq))
 	mustRun(op, "dlq", "replay", "--all")
 
-	// A producer may not look at dead letters, nor replay them.
+	// A producer may not look at dead letters, nor replay them. It may
+	// count them (enqueue stats), so with none stored it would find "no
+	// dead letters" without reading any: wait until the replayed one is
+	// back (still unknown).
+	opc, deadline := e.conn(t, roles.Operator), time.Now().Add(20*time.Second)
+	for dls, err := opc.DeadLetters(ctx, "order", 0); err != nil || len(dls) == 0; dls, err = opc.DeadLetters(ctx, "order", 0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replayed dead letter is not back after 20s: %d, %v", len(dls), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, args := range [][]string{{"dlq", "list"}, {"dlq", "replay", "--all"}} {
 		_, errOut, code := run(prod, append(args, "--timeout", "2s")...)
 		if code != 1 || !strings.Contains(errOut, "Permissions Violation") {
