@@ -726,30 +726,7 @@ func operatorRefs(t *testing.T, b built) (user, password corev1.SecretKeySelecto
 			from[e.Name] = e.ValueFrom
 		}
 	} else {
-		data, err := os.ReadFile("helm/nats-values.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v struct {
-			Config struct {
-				Merge struct {
-					Authorization struct {
-						Users []struct {
-							User, Password string
-							Permissions    struct{ Publish, Subscribe []string }
-						}
-					}
-				}
-			}
-			Container struct {
-				Env map[string]struct {
-					ValueFrom *corev1.EnvVarSource `json:"valueFrom"`
-				}
-			}
-		}
-		if err := yaml.Unmarshal(data, &v); err != nil {
-			t.Fatal(err)
-		}
+		v := readHelmNATSValues(t)
 		want, err := roles.For(roles.Operator, workflow)
 		if err != nil {
 			t.Fatal(err)
@@ -1129,18 +1106,8 @@ func checkActionEgress(t *testing.T, b built) {
 		return
 	}
 	sts, _ := workerPod(t, b)
-	if !selector(t, &np.Spec.PodSelector).Matches(labels.Set(sts.Spec.Template.Labels)) {
-		t.Error("action-egress NetworkPolicy does not select the worker's pods")
-	}
-	if len(np.Spec.Ingress) > 0 || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
-		t.Errorf("action-egress: policyTypes %v with %d ingress rules, want Egress alone", np.Spec.PolicyTypes, len(np.Spec.Ingress))
-	}
+	workerEgressOnly(t, "action-egress", np, sts, 443)
 	for _, r := range np.Spec.Egress {
-		for _, p := range r.Ports {
-			if p.Port == nil || p.Port.IntValue() != 443 {
-				t.Errorf("action-egress to port %v, want HTTPS (443) only", p.Port)
-			}
-		}
 		for _, to := range r.To {
 			if to.IPBlock == nil {
 				t.Errorf("action-egress to %+v, want an ipBlock", to)
@@ -1178,18 +1145,8 @@ func TestTracingComponent(t *testing.T) {
 	if !ok {
 		t.Fatal("no tracing NetworkPolicy")
 	}
-	if !selector(t, &np.Spec.PodSelector).Matches(labels.Set(sts.Spec.Template.Labels)) {
-		t.Error("the tracing NetworkPolicy does not select the worker's pods")
-	}
-	if len(np.Spec.Ingress) > 0 || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
-		t.Errorf("tracing: policyTypes %v with %d ingress rules, want Egress alone", np.Spec.PolicyTypes, len(np.Spec.Ingress))
-	}
+	workerEgressOnly(t, "tracing", np, sts, 4317, 4318)
 	for _, r := range np.Spec.Egress {
-		for _, p := range r.Ports {
-			if p.Port == nil || (p.Port.IntValue() != 4317 && p.Port.IntValue() != 4318) {
-				t.Errorf("tracing egress to port %v, want OTLP's 4317 and 4318 only", p.Port)
-			}
-		}
 		for _, to := range r.To {
 			if to.IPBlock != nil || to.PodSelector == nil || len(to.PodSelector.MatchLabels) == 0 {
 				t.Errorf("tracing egress to %+v, want the collector's pods by label", to)
@@ -1756,6 +1713,26 @@ func TestDockerfile(t *testing.T) {
 		for _, l := range lines {
 			if ok, _ := filepath.Match(l, needed); ok || strings.TrimSuffix(l, "/") == needed {
 				t.Errorf(".dockerignore pattern %s excludes %s, which the build needs", l, needed)
+			}
+		}
+	}
+}
+
+// workerEgressOnly checks that np, the NetworkPolicy of a component (name),
+// selects the worker's pods (those of sts) and only widens their egress, to
+// ports alone.
+func workerEgressOnly(t *testing.T, name string, np *networkingv1.NetworkPolicy, sts *appsv1.StatefulSet, ports ...int) {
+	t.Helper()
+	if !selector(t, &np.Spec.PodSelector).Matches(labels.Set(sts.Spec.Template.Labels)) {
+		t.Errorf("the %s NetworkPolicy does not select the worker's pods", name)
+	}
+	if len(np.Spec.Ingress) > 0 || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
+		t.Errorf("%s: policyTypes %v with %d ingress rules, want Egress alone", name, np.Spec.PolicyTypes, len(np.Spec.Ingress))
+	}
+	for _, r := range np.Spec.Egress {
+		for _, p := range r.Ports {
+			if p.Port == nil || !slices.Contains(ports, p.Port.IntValue()) {
+				t.Errorf("%s egress to port %v, want ports %v only", name, p.Port, ports)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/orderly-dev/orderly/internal/roles"
@@ -13,28 +14,7 @@ import (
 // TestHelmValuesRoles: the users of helm/nats-values.yaml have the
 // roles' permissions, each user by the Secret keys it reads.
 func TestHelmValuesRoles(t *testing.T) {
-	data, err := os.ReadFile("helm/nats-values.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Config struct {
-			Merge struct {
-				Authorization struct {
-					Users []struct {
-						User        string `json:"user"`
-						Permissions struct {
-							Publish   []string `json:"publish"`
-							Subscribe []string `json:"subscribe"`
-						} `json:"permissions"`
-					} `json:"users"`
-				} `json:"authorization"`
-			} `json:"merge"`
-		} `json:"config"`
-	}
-	if err := yaml.Unmarshal(data, &v); err != nil {
-		t.Fatal(err)
-	}
+	v := readHelmNATSValues(t)
 	byUser := map[string]roles.Role{"<< $NATS_USER >>": roles.Worker, "<< $NATS_PRODUCER_USER >>": roles.Producer, "<< $NATS_OPERATOR_USER >>": roles.Operator}
 	users := v.Config.Merge.Authorization.Users
 	if len(users) != len(byUser) {
@@ -54,4 +34,41 @@ func TestHelmValuesRoles(t *testing.T) {
 			t.Errorf("%s (%s): permissions %+v, want those of package roles %+v", u.User, r, u.Permissions, want)
 		}
 	}
+}
+
+// helmNATSValues is what the tests read of helm/nats-values.yaml: the users
+// with their permissions, and where the NATS container's variables come from.
+type helmNATSValues struct {
+	Config struct {
+		Merge struct {
+			Authorization struct {
+				Users []struct {
+					User        string `json:"user"`
+					Password    string `json:"password"`
+					Permissions struct {
+						Publish   []string `json:"publish"`
+						Subscribe []string `json:"subscribe"`
+					} `json:"permissions"`
+				} `json:"users"`
+			} `json:"authorization"`
+		} `json:"merge"`
+	} `json:"config"`
+	Container struct {
+		Env map[string]struct {
+			ValueFrom *corev1.EnvVarSource `json:"valueFrom"`
+		} `json:"env"`
+	} `json:"container"`
+}
+
+func readHelmNATSValues(t *testing.T) helmNATSValues {
+	t.Helper()
+	data, err := os.ReadFile("helm/nats-values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v helmNATSValues
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
