@@ -46,7 +46,7 @@ func (c *Client) Workflows(ctx context.Context) ([]contract.WorkflowInfo, error)
 	defer cancel()
 	var out []contract.WorkflowInfo
 	var bad error
-	_, err := jsapi.DirectBatch(ctx, c.nc, "KV_"+contract.WorkflowsBucket, jsapi.DirectRequest{
+	_, err := jsapi.DirectBatch(ctx, c.nc, &c.mux, "KV_"+contract.WorkflowsBucket, jsapi.DirectRequest{
 		MultiLast: []string{"$KV." + contract.WorkflowsBucket + ".*"},
 	}, func(sm jsapi.StoredMsg) bool {
 		if op := sm.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
@@ -148,7 +148,7 @@ func (c *Client) Stats(ctx context.Context, workflow string) (Stats, error) {
 	}
 	counts := []count{
 		{&s.PendingWork, func() (uint64, error) {
-			return jsapi.DirectCount(ctx, c.nc, stream, contract.IndexWorkSubject(workflow, "*"))
+			return jsapi.DirectCount(ctx, c.nc, &c.mux, stream, contract.IndexWorkSubject(workflow, "*"))
 		}},
 		{&s.Scheduled, func() (uint64, error) { return c.countScheduled(ctx, workflow) }},
 		{&s.DeadLetters, func() (uint64, error) { return c.countDeadLetters(ctx, workflow) }},
@@ -156,7 +156,7 @@ func (c *Client) Stats(ctx context.Context, workflow string) (Stats, error) {
 	byState := make([]int, len(info.States))
 	for i, st := range info.States {
 		counts = append(counts, count{&byState[i], func() (uint64, error) {
-			return jsapi.DirectCount(ctx, c.nc, stream, contract.IndexStateFilter(workflow, st.Name))
+			return jsapi.DirectCount(ctx, c.nc, &c.mux, stream, contract.IndexStateFilter(workflow, st.Name))
 		}})
 	}
 	// At once: each is a round trip of its own.
@@ -327,7 +327,7 @@ func (c *Client) eachEntry(ctx context.Context, workflow, filter string, want in
 	for {
 		more := true
 		last := uint64(0)
-		pending, err := jsapi.DirectBatch(ctx, c.nc, stream, jsapi.DirectRequest{
+		pending, err := jsapi.DirectBatch(ctx, c.nc, &c.mux, stream, jsapi.DirectRequest{
 			Seq: seq, NextFor: filter, Batch: min(max(want, 1), keysBatch),
 		}, func(sm jsapi.StoredMsg) bool {
 			last = sm.Sequence

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,26 +44,29 @@ const (
 // with nothing matching is no error: fn is not called and pending is 0.
 // ErrNotProvisioned if no server answers for the stream (none, or one
 // without AllowDirect).
-func DirectBatch(ctx context.Context, nc *nats.Conn, stream string, req DirectRequest, fn func(StoredMsg) bool) (pending uint64, err error) {
+//
+// The answer comes through mux (nc's), not a subscription of its own: a
+// synchronous subscription allocates its queue whole, 64k slots (512 KiB),
+// and a worker reading a key's inventory entries on every resume wake-up
+// spent half its CPU clearing them (e2ebench wakeups, 2026-11-30).
+func DirectBatch(ctx context.Context, nc *nats.Conn, mux *ReplyMux, stream string, req DirectRequest, fn func(StoredMsg) bool) (pending uint64, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
 	}
-	inbox := nc.NewInbox()
-	// A synchronous subscription queues the whole batch, which the server
-	// sends at once (up to the connection's pending limits, 64 MiB by
-	// default, far above the batches asked for here).
-	sub, err := nc.SubscribeSync(inbox)
+	timeout := directTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	a := &answer{more: make(chan struct{}, 1)}
+	token, err := mux.SendFunc(nc, &nats.Msg{Subject: "$JS.API.DIRECT.GET." + stream, Data: body}, a.add, timeout)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("direct get %s: %w", stream, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
-		return 0, err
-	}
+	defer mux.Forget(token)
 	stopped := false
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := a.next(ctx)
 		if err != nil {
 			return 0, fmt.Errorf("direct get %s: %w", stream, err)
 		}
@@ -99,6 +103,60 @@ func DirectBatch(ctx context.Context, nc *nats.Conn, stream string, req DirectRe
 	}
 }
 
+// directTimeout bounds a direct get whose ctx has no deadline.
+const directTimeout = 30 * time.Second
+
+// answer gathers the messages of a batched direct get's answer as the
+// mux's goroutine hands them over, for the requester to take in order. It
+// holds at most what the request asked for: the server sends no more.
+type answer struct {
+	mu    sync.Mutex
+	msgs  []*nats.Msg
+	ended bool          // given up on by the mux (deadline, or closed)
+	more  chan struct{} // a token when msgs or ended changed
+}
+
+// add is the mux's callback: it keeps m, and wants more until a status
+// (the end of the answer) comes.
+func (a *answer) add(m *nats.Msg) bool {
+	a.mu.Lock()
+	if m == nil {
+		a.ended = true
+	} else {
+		a.msgs = append(a.msgs, m)
+	}
+	a.mu.Unlock()
+	select {
+	case a.more <- struct{}{}:
+	default:
+	}
+	return m != nil && m.Header.Get("Status") == ""
+}
+
+// next returns the answer's next message, waiting for it.
+func (a *answer) next(ctx context.Context) (*nats.Msg, error) {
+	for {
+		a.mu.Lock()
+		if len(a.msgs) > 0 {
+			m := a.msgs[0]
+			a.msgs[0] = nil
+			a.msgs = a.msgs[1:]
+			a.mu.Unlock()
+			return m, nil
+		}
+		ended := a.ended
+		a.mu.Unlock()
+		if ended {
+			return nil, nats.ErrTimeout
+		}
+		select {
+		case <-a.more:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
 // directMessage is a message of a direct get's answer.
 type directMessage struct {
 	StoredMsg
@@ -128,9 +186,9 @@ func directMsg(m *nats.Msg) (directMessage, error) {
 // Nats-Num-Pending header says how many follow. The server counts them in
 // its index of subjects, without reading them: the cost grows with the
 // number of subjects matched, not with the stream.
-func DirectCount(ctx context.Context, nc *nats.Conn, stream, filter string) (uint64, error) {
+func DirectCount(ctx context.Context, nc *nats.Conn, mux *ReplyMux, stream, filter string) (uint64, error) {
 	seen := false
-	pending, err := DirectBatch(ctx, nc, stream, DirectRequest{NextFor: filter, Batch: 1}, func(StoredMsg) bool {
+	pending, err := DirectBatch(ctx, nc, mux, stream, DirectRequest{NextFor: filter, Batch: 1}, func(StoredMsg) bool {
 		seen = true
 		return false
 	})

@@ -405,7 +405,7 @@ type IndexMsg[E any] struct {
 // Entries reads key's entries (one direct get).
 func (x *Index) Entries(ctx context.Context, key string) (KeyEntries, error) {
 	var out KeyEntries
-	_, err := jsapi.DirectBatch(ctx, x.nc, contract.IndexStream(x.workflow), jsapi.DirectRequest{
+	_, err := jsapi.DirectBatch(ctx, x.nc, x.mux, contract.IndexStream(x.workflow), jsapi.DirectRequest{
 		MultiLast: []string{contract.IndexKeyFilter(x.workflow, key), contract.IndexWorkSubject(x.workflow, key)},
 	}, func(sm jsapi.StoredMsg) bool {
 		if strings.HasPrefix(sm.Subject, contract.IndexWorkSubject(x.workflow, "")) {
@@ -489,7 +489,7 @@ func (x *Index) put(ctx context.Context, subject string, body []byte, replace bo
 // IndexCount returns how many entries of workflow's inventory match filter
 // (one direct get).
 func (c *Conn) IndexCount(ctx context.Context, workflow, filter string) (uint64, error) {
-	n, err := jsapi.DirectCount(ctx, c.nc, contract.IndexStream(workflow), filter)
+	n, err := jsapi.DirectCount(ctx, c.nc, &c.mux, contract.IndexStream(workflow), filter)
 	if err != nil {
 		return 0, fmt.Errorf("queue: inventory of %s: %w", workflow, err)
 	}
