@@ -30,6 +30,11 @@
 //	         (20,000) distinct keys, one start_processing each, whose
 //	         fetch_order action's gateway answers at once: enqueue → the
 //	         settled status of its outcome (two commits per event)
+//	wakeups  order with ResumeAfter 3s, ended once every resume wake-up is
+//	         gone from the timers stream (fired and handled, or removed)
+//	         and the events stream is empty: the CPU per event with the
+//	         wake-ups' cost in it (the order scenario ends before they
+//	         are due); not run by default
 //	work     Orderly, a workflow whose client event starts one action that
 //	         sleeps -work (10ms): enqueue → settled status of its outcome
 //	asynq    Asynq v0.26 on a redis-server of its own (appendfsync

@@ -169,6 +169,9 @@ func (r result) String() string {
 	if r.serverRSS > 0 {
 		s += fmt.Sprintf(" (server process: %s)", mib(r.serverRSS))
 	}
+	if r.drained > 0 {
+		s += fmt.Sprintf(", wake-ups gone %s after", r.drained.Round(time.Millisecond))
+	}
 	if r.actors > 0 {
 		s += fmt.Sprintf(", peak live actors %d", r.actors)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderly-dev/orderly/client"
 	"github.com/orderly-dev/orderly/contract"
@@ -162,6 +163,12 @@ type orderlyRun struct {
 	// (client.WithJobID: looked up by the producer, claimed by the worker),
 	// not as made for one publish (WithMadeJobID), the default.
 	givenIDs bool
+	// resumeAfter is the worker's ResumeAfter (0: its default), and with
+	// drain the run ends only once every resume wake-up is gone from the
+	// timers stream and the events stream is empty: the wake-ups' cost is
+	// then in the CPU per event (the wakeups scenario).
+	resumeAfter time.Duration
+	drain       bool
 }
 
 // jobID is the option giving event i of a run its job id: made for this one
@@ -236,6 +243,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		// -inventory=false for every run; the features scenario's runs
 		// without it.
 		DisableInventory: cfg.noInventory || run.noInventory,
+		ResumeAfter:      run.resumeAfter,
 	}, wf)
 	if err != nil {
 		return r, err
@@ -373,6 +381,12 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 	}
 	r.elapsed = time.Duration(lastNS.Load() - start)
 	r.eps = float64(n) / r.elapsed.Seconds()
+	if run.drain {
+		if err := b.drain(ctx, wfName); err != nil {
+			return r, err
+		}
+		r.drained = time.Duration(c.now() - lastNS.Load())
+	}
 	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
 	r.allocs, r.allocBytes = allocated().per(alloc0, n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
@@ -458,3 +472,47 @@ func (b *bench) idle(ctx context.Context) (idleResult, error) {
 	})
 	return res, err
 }
+
+// drain waits until workflow's timers stream holds no resume wake-up and its
+// events stream no event: every wake-up fired and handled, or removed. It
+// polls, every 50 ms: this is a measurement's end, not a test's wait.
+func (b *bench) drain(ctx context.Context, workflow string) error {
+	resume := contract.Namespace + ".timers." + workflow + "." + contract.TimerResume + ".*"
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		timers, err := b.adminJS.Stream(ctx, contract.TimersStream(workflow))
+		if err != nil {
+			return err
+		}
+		ti, err := timers.Info(ctx, jetstream.WithSubjectFilter(resume))
+		if err != nil {
+			return err
+		}
+		events, err := b.adminJS.Stream(ctx, contract.EventsStream(workflow))
+		if err != nil {
+			return err
+		}
+		ei, err := events.Info(ctx)
+		if err != nil {
+			return err
+		}
+		left := uint64(0)
+		for _, n := range ti.State.Subjects {
+			left += n
+		}
+		if left == 0 && ei.State.Msgs == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain %s: %d resume wake-ups and %d events left: %w", workflow, left, ei.State.Msgs, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// wakeupsResumeAfter is the wakeups scenario's ResumeAfter: a few seconds,
+// so that the 0 s gateway's actions end long before their wake-ups are due
+// and the run's end waits little for them.
+const wakeupsResumeAfter = 3 * time.Second

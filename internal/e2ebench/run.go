@@ -65,6 +65,9 @@ type result struct {
 	// and of the goroutine stacks.
 	live, stacks uint64
 	elapsed      time.Duration // first publish → last settled
+	// drained is the time from the last settled to every resume wake-up
+	// gone (the wakeups scenario).
+	drained time.Duration
 	// cpu is the CPU time, user and system, spent per event from the first
 	// publish to the last settled by this process (the worker and the load
 	// generator) and the server, in this process or not; for asynq by the
@@ -83,7 +86,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "noopids", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features":
+		case "raw", "rawstate", "noop", "noopids", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features", "wakeups":
 			want[s] = true
 		case "inventory": // what the features scenario measures
 			want["features"] = true
@@ -127,7 +130,7 @@ func run(ctx context.Context, args []string) (err error) {
 	printMachine(cfg, dir)
 	start := time.Now()
 
-	var raw, rawState, noop, noopIDs, ord, work, asq, praw, pnoop, pwork []result
+	var raw, rawState, noop, noopIDs, ord, wake, work, asq, praw, pnoop, pwork []result
 	repeat := func(name string, runs *[]result, f func(i int) (result, error)) error {
 		for i := range cfg.repeat {
 			r, err := b.timed(ctx, func(ctx context.Context) (result, error) { return f(i) })
@@ -156,10 +159,15 @@ func run(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
-	// The CPU profile covers the noop runs, or the order runs without them.
+	// The CPU profile covers the noop runs, or the order runs without them,
+	// or the wakeups runs without either.
 	profiled := "noop"
-	if !want["noop"] {
+	switch {
+	case want["noop"]:
+	case want["order"]:
 		profiled = "order"
+	case want["wakeups"]:
+		profiled = "wakeups"
 	}
 	stopProfile := func() {}
 	if want[profiled] {
@@ -192,6 +200,18 @@ func run(ctx context.Context, args []string) (err error) {
 		if err != nil {
 			return err
 		}
+	}
+	if want["wakeups"] {
+		if err := repeat("wakeups", &wake, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindOrder, name: fmt.Sprintf("wake%d", i), events: cfg.orderKeys, keys: cfg.orderKeys, distinct: true,
+				resumeAfter: wakeupsResumeAfter, drain: true})
+		}); err != nil {
+			return err
+		}
+		if profiled == "wakeups" {
+			stopProfile()
+		}
+		fmt.Printf("  wakeups: %.1f µs CPU per event (median) with every resume wake-up gone\n", float64(median(wake, func(r result) time.Duration { return r.cpu }))/1e3)
 	}
 	if want["work"] {
 		if err := repeat("work", &work, func(i int) (result, error) {
