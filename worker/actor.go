@@ -147,6 +147,9 @@ type batch struct {
 	ticks    *tickPlan // periodic schedules to arm with this commit and remove after it
 	heal     []int     // slots of stale ticks: their schedules may be left over
 	resume   bool      // schedule a wake-up for pending work with this commit
+	// workEnded: the commit leaves no work pending where there was some;
+	// the key's resume wake-up has nothing left to resume.
+	workEnded bool
 
 	// stored: when the stream stored each event the machine took, for the
 	// publish→applied latency.
@@ -249,6 +252,7 @@ func (a *actor) process(ctx context.Context, internal []internalEvent, msgs []*q
 				f.giveBack(msgs, err)
 				return nil
 			}
+			b.workEnded = len(a.rec.Pending) > 0 && len(b.rec.Pending) == 0
 			a.rec, a.rev, a.ent = b.rec, rev, b.ent
 			if f.w.crash != nil && f.w.crash(a.key, "after") {
 				<-ctx.Done()
@@ -653,6 +657,9 @@ var _ statusPublisher = (*queue.Conn)(nil)
 func (a *actor) finish(b *batch, ix *indexPlan) {
 	f := a.f
 	a.indexAfter(f.w.ctx, ix)
+	if b.workEnded {
+		a.dropResume()
+	}
 	for _, m := range b.ack {
 		if f.w.dropAck != nil && f.w.dropAck(m) {
 			continue
@@ -681,6 +688,19 @@ func (a *actor) finish(b *batch, ix *indexPlan) {
 	}
 	a.submit(starts)
 	a.removeTicks(b)
+}
+
+// dropResume removes the key's resume wake-up once its work has ended.
+// Left, it would fire ResumeAfter after the work began as one more event
+// to store, deliver and check for every action; a wake-up still fires if
+// the removal is lost, and finds nothing to do, as before. It is sent
+// after the commit's inventory purges, on the same connection: while the
+// wake-up stands it also repairs the entries of a worker that died before
+// sending them (inventory.go), and once it is gone they were sent.
+func (a *actor) dropResume() {
+	if err := a.f.w.conn.UnscheduleNoWait(a.f.name, a.key, contract.TimerResume); err != nil {
+		a.f.log.Debug().Err(err).Str("key", a.key).Msg("cannot remove the resume wake-up of ended work; it will fire and find nothing to do")
+	}
 }
 
 // submit hands actions to the pool, except those already running here.

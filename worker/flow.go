@@ -405,6 +405,9 @@ type timers interface {
 	ScheduleAsync(workflow, key, kind string, visit uint64, at time.Time, ev contract.Envelope) (*queue.PendingSchedule, error)
 	// TimerKeys calls fn with the key of each pending timer of kind.
 	TimerKeys(ctx context.Context, workflow, kind string, fn func(key string) bool) error
+	// UnscheduleNoWait removes the pending timer of kind for key, without
+	// waiting for JetStream to store the removal.
+	UnscheduleNoWait(workflow, key, kind string) error
 }
 
 var _ timers = (*queue.Conn)(nil)

@@ -37,12 +37,13 @@ import (
 //     counts, so a partition taken from a member gone is suspect, and the
 //     keys of its events stored until then are reconciled at their next
 //     batch;
-//   - an action's outcome has no event to come again, but its key has a
-//     resume wake-up pending until after the work ends: the worker that
-//     takes partitions over from a member gone reconciles every key with a
-//     wake-up pending there (expedite), and a wake-up that finds no work
-//     pending when it fires (ResumeAfter after the work began) reconciles
-//     its key too;
+//   - an action's outcome has no event to come again, but its key's
+//     resume wake-up stands until the outcome's commit has sent its purges
+//     (the removal goes out after them, on the same connection: dropResume):
+//     the worker that takes partitions over from a member gone reconciles
+//     every key with a wake-up pending there (expedite), and a wake-up that
+//     finds no work pending when it fires (ResumeAfter after the work
+//     began) reconciles its key too;
 //   - a write the server refused or did not answer within its timeout: the
 //     key is queued for repair (repairs, below);
 //   - keys committed while no worker kept the inventory (a version

@@ -78,3 +78,48 @@ func TestResumeWakeUpStandsUntilReArmed(t *testing.T) {
 		t.Errorf("k1: version %d, pending %v; want 2 and none", rec.Version, rec.Pending)
 	}
 }
+
+// TestResumeWakeUpRemovedWhenWorkEnds: once a key's slow work has ended, its
+// resume wake-up is removed from the timers stream. Left standing, it fired
+// ResumeAfter after the work began, one more event to store, deliver and
+// check for every action done (e2ebench wakeups: 616-697 µs of CPU per
+// order event with them, 451-490 without).
+func TestResumeWakeUpRemovedWhenWorkEnds(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t)
+	b := bundle{url: srv.ClientURL(), conn: natstest.Conn(t, srv.ClientURL()), client: natstest.Client(t, srv.ClientURL())}
+	js, err := jetstream.New(natstest.NATS(t, srv.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := watchWorked(t, b.client)
+	var release = make(chan struct{})
+	startReplica(t, b.url, worker.Config{ID: "a", Queue: worker.QueueConfig{Partitions: 1}, ResumeAfter: time.Minute},
+		func(ctx context.Context, _ worker.ActionCall[tally]) (any, error) {
+			select {
+			case <-release:
+				return nil, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		})
+	const subject = "orderly.timers.tally.resume.k1"
+	wakeUps := func() uint64 {
+		s, err := js.Stream(context.Background(), "ORDERLY_TIMERS_TALLY")
+		if err != nil {
+			return 0
+		}
+		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+		if err != nil {
+			return 0
+		}
+		return info.State.Subjects[subject]
+	}
+	publishWork(t, b.client, []string{"k1"})
+	// While the work runs its wake-up stands.
+	waitFor(t, 10*time.Second, "k1's wake-up to be armed", func() bool { return wakeUps() == 1 })
+	close(release)
+	done.waitAll(t, []string{"k1"}, time.Now().Add(10*time.Second))
+	// The removal takes the schedule's place and expires a second later.
+	waitFor(t, 10*time.Second, "k1's wake-up to be gone", func() bool { return wakeUps() == 0 })
+}

@@ -80,18 +80,41 @@ func periodicMsg(workflow, key, kind string, visit uint64, interval time.Duratio
 // message per subject) and expires a second later. A tick already fired
 // stays in the events stream.
 func (c *Conn) Unschedule(ctx context.Context, workflow, key, kind string) error {
-	if err := contract.ValidateKey(key); err != nil {
+	m, err := unscheduleMsg(workflow, key, kind)
+	if err != nil {
 		return err
 	}
-	if kind == "" || kind == "fired" || strings.ContainsAny(kind, ".*> ") {
-		return fmt.Errorf("queue: unschedule: bad kind %q", kind)
-	}
-	m := nats.NewMsg(scheduleSubject(workflow, kind, key))
-	m.Header.Set(headerTTL, "1")
 	if _, err := c.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("queue: unschedule %s for %s: %w", kind, key, err)
 	}
 	return nil
+}
+
+// UnscheduleNoWait is Unschedule sent without asking JetStream to
+// acknowledge it: for a schedule whose firing would be harmless, so that
+// removing it costs the sender no more than a publish. If the server does
+// not store it, the schedule fires as if it had not been sent.
+func (c *Conn) UnscheduleNoWait(workflow, key, kind string) error {
+	m, err := unscheduleMsg(workflow, key, kind)
+	if err != nil {
+		return err
+	}
+	if err := c.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("queue: unschedule %s for %s: %w", kind, key, err)
+	}
+	return nil
+}
+
+func unscheduleMsg(workflow, key, kind string) (*nats.Msg, error) {
+	if err := contract.ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if kind == "" || kind == "fired" || strings.ContainsAny(kind, ".*> ") {
+		return nil, fmt.Errorf("queue: unschedule: bad kind %q", kind)
+	}
+	m := nats.NewMsg(scheduleSubject(workflow, kind, key))
+	m.Header.Set(headerTTL, "1")
+	return m, nil
 }
 
 // FireDueTicks is FireDueTimers for periodic schedules (SchedulePeriodic).
