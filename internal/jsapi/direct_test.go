@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -15,16 +16,7 @@ import (
 // asked for, in order (multi_last, a batch from a sequence, a count), finds
 // nothing as no error, and says so when no server answers for a stream.
 func TestDirectBatchReadsAndCounts(t *testing.T) {
-	nc := connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "D", Subjects: []string{"d.>"}, AllowDirect: true, MaxMsgsPerSubject: 1}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, nc, js := directStream(t)
 	for i := range 10 {
 		for _, sub := range []string{"d.a.", "d.b."} {
 			if _, err := js.Publish(ctx, sub+strconv.Itoa(i), []byte(strconv.Itoa(i))); err != nil {
@@ -36,7 +28,7 @@ func TestDirectBatchReadsAndCounts(t *testing.T) {
 	defer mux.Close()
 
 	var got []string
-	_, err = DirectBatch(ctx, nc, &mux, "D", DirectRequest{MultiLast: []string{"d.*.3", "d.a.7"}}, func(sm StoredMsg) bool {
+	_, err := DirectBatch(ctx, nc, &mux, "D", DirectRequest{MultiLast: []string{"d.*.3", "d.a.7"}}, func(sm StoredMsg) bool {
 		got = append(got, sm.Subject)
 		return true
 	})
@@ -69,16 +61,7 @@ func TestDirectBatchReadsAndCounts(t *testing.T) {
 // subscription per request allocated 512 KiB each, and a worker reading a
 // key's inventory on each resume wake-up spent half its CPU clearing it.
 func TestDirectBatchAllocatesWhatItReads(t *testing.T) {
-	nc := connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "D", Subjects: []string{"d.>"}, AllowDirect: true}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, nc, js := directStream(t)
 	if _, err := js.Publish(ctx, "d.a.1", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -102,4 +85,20 @@ func TestDirectBatchAllocatesWhatItReads(t *testing.T) {
 	if per := (after.TotalAlloc - before.TotalAlloc) / reads; per > 64<<10 {
 		t.Fatalf("%d bytes allocated per direct get of one message; want well under 64 KiB", per)
 	}
+}
+
+// directStream starts a server and makes stream D (d.>, direct gets on).
+func directStream(t *testing.T) (context.Context, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc := connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "D", Subjects: []string{"d.>"}, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, nc, js
 }
