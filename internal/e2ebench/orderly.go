@@ -477,7 +477,7 @@ func (b *bench) idle(ctx context.Context) (idleResult, error) {
 // events stream no event: every wake-up fired and handled, or removed. It
 // polls, every 50 ms: this is a measurement's end, not a test's wait.
 func (b *bench) drain(ctx context.Context, workflow string) error {
-	resume := contract.Namespace + ".timers." + workflow + "." + contract.TimerResume + ".*"
+	resume := queue.PendingTimers(workflow, contract.TimerResume)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -19,6 +19,10 @@ func scheduleSubject(workflow, kind, key string) string {
 	return contract.Namespace + ".timers." + workflow + "." + kind + "." + key
 }
 
+// PendingTimers is the filter of workflow's pending schedules of kind, in
+// its timers stream.
+func PendingTimers(workflow, kind string) string { return scheduleSubject(workflow, kind, "*") }
+
 // firedSubject is where a schedule delivers; the events stream sources it.
 func firedSubject(workflow, kind, key string) string {
 	return contract.Namespace + ".timers." + workflow + ".fired." + kind + "." + key
