@@ -507,8 +507,8 @@ func partitionsOf(cfg jetstream.StreamConfig) (int, bool) {
 	return n, err == nil && n > 0
 }
 
-// Provisioning reads what is there first and writes (with jetstream's
-// CreateOrUpdate*) only what is missing or differs in a field Orderly sets:
+// Provisioning reads what is there first and writes only what is missing (a
+// create) or differs in a field Orderly sets (an update):
 // every replica provisions at every start, and an update of an unchanged
 // consumer is still a write the cluster replicates.
 
@@ -543,7 +543,17 @@ func (c *Conn) ensureStream(ctx context.Context, p *Provisioned, want jetstream.
 				}
 			}
 		}
-		if _, err := c.js.CreateOrUpdateStream(ctx, want); err != nil {
+		// Create what was missing, update what differed; never the other way:
+		// jetstream's CreateOrUpdate tries an update first, so of two replicas
+		// starting together, the second updates the stream the first has just
+		// made while the first adds its consumers (nats-server 2.15 races on
+		// that; TestProvisionConcurrently).
+		if existed {
+			_, err = c.js.UpdateStream(ctx, want)
+		} else {
+			_, err = c.js.CreateStream(ctx, want)
+		}
+		if err != nil {
 			if !existed && attempt == 0 && errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				continue // another replica made it meanwhile: compare with what it made
 			}
@@ -628,28 +638,38 @@ func consumerMatches(have, want jetstream.ConsumerConfig) bool {
 }
 
 func (c *Conn) ensureBucket(ctx context.Context, p *Provisioned, want jetstream.KeyValueConfig) error {
-	kv, err := c.js.KeyValue(ctx, want.Bucket)
-	existed := err == nil
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-	case err != nil:
-		return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
-	default:
-		st, err := kv.Status(ctx)
-		if err != nil {
+	for attempt := 0; ; attempt++ {
+		kv, err := c.js.KeyValue(ctx, want.Bucket)
+		existed := err == nil
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+		case err != nil:
 			return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
+		default:
+			st, err := kv.Status(ctx)
+			if err != nil {
+				return fmt.Errorf("queue: bucket %s: %w", want.Bucket, err)
+			}
+			if bucketMatches(st.(*jetstream.KeyValueBucketStatus).Config(), want) {
+				return nil
+			}
 		}
-		if bucketMatches(st.(*jetstream.KeyValueBucketStatus).Config(), want) {
-			return nil
+		// As in ensureStream: the server accepts a second create of the
+		// same config, so replicas starting together never update.
+		if existed {
+			_, err = c.js.UpdateKeyValue(ctx, want)
+		} else {
+			_, err = c.js.CreateKeyValue(ctx, want)
 		}
+		if err != nil {
+			if !existed && attempt == 0 && errors.Is(err, jetstream.ErrBucketExists) {
+				continue
+			}
+			return fmt.Errorf("queue: provision bucket %s: %w", want.Bucket, err)
+		}
+		p.note(existed, "bucket "+want.Bucket)
+		return nil
 	}
-	// The create half settles a race between replicas: the server accepts
-	// a second create of the same stream config.
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, want); err != nil {
-		return fmt.Errorf("queue: provision bucket %s: %w", want.Bucket, err)
-	}
-	p.note(existed, "bucket "+want.Bucket)
-	return nil
 }
 
 // bucketMatches compares the fields Orderly sets.

@@ -65,15 +65,19 @@ func TestProvisionConcurrently(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Server(t)
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
+	// Replicas that start together: under -race this also catches the
+	// server's race between one's stream update and another's consumer
+	// create (see ensureStream).
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
 		wg.Go(func() {
 			c := natstest.Conn(t, srv.ClientURL())
 			_, err := c.Provision(context.Background(), queue.Spec{Workflow: "order"})
 			errs <- err
 		})
 	}
-	natstest.Wait(t, &wg, natstest.Timeout, "four concurrent provisions")
+	natstest.Wait(t, &wg, natstest.Timeout, "concurrent provisions")
 	close(errs)
 	for err := range errs {
 		if err != nil {
