@@ -35,6 +35,9 @@
 //	         and the events stream is empty: the CPU per event with the
 //	         wake-ups' cost in it (the order scenario ends before they
 //	         are due); not run by default
+//	toggle   noop with every event a change of its key's state (open ⇄
+//	         waiting): the inventory's costly path, an entry written and the
+//	         old one purged per event; not run by default
 //	work     Orderly, a workflow whose client event starts one action that
 //	         sleeps -work (10ms): enqueue → settled status of its outcome
 //	asynq    Asynq v0.26 on a redis-server of its own (appendfsync
@@ -120,9 +123,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
 	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
 	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
-	fs.StringVar(&c.only, "only", "raw,rawstate,noop,noopids,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,noopids,order,work,asynq,paced,idle,million,pending,history,features")
+	fs.StringVar(&c.only, "only", "raw,rawstate,noop,noopids,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,noopids,order,wakeups,toggle,work,asynq,paced,idle,million,pending,history,features")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs (without noop: of the order runs) to this file")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs (without noop: of the order runs, then of wakeups, then of toggle) to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile (the whole process, since start) to this file at the end")
 	fs.StringVar(&c.heapProfile, "heapprofile", "", "write the in-use heap profile taken when the Go heap peaked during the Orderly runs to this file")
 	fs.StringVar(&c.blockProfile, "blockprofile", "", "write a blocking profile (whole process) to this file at the end")

@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "raw", "rawstate", "noop", "noopids", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features", "wakeups":
+		case "raw", "rawstate", "noop", "noopids", "order", "work", "asynq", "paced", "idle", "million", "pending", "history", "features", "wakeups", "toggle":
 			want[s] = true
 		case "inventory": // what the features scenario measures
 			want["features"] = true
@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string) (err error) {
 	printMachine(cfg, dir)
 	start := time.Now()
 
-	var raw, rawState, noop, noopIDs, ord, wake, work, asq, praw, pnoop, pwork []result
+	var raw, rawState, noop, noopIDs, ord, wake, toggle, work, asq, praw, pnoop, pwork []result
 	repeat := func(name string, runs *[]result, f func(i int) (result, error)) error {
 		for i := range cfg.repeat {
 			r, err := b.timed(ctx, func(ctx context.Context) (result, error) { return f(i) })
@@ -160,7 +160,7 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 	// The CPU profile covers the noop runs, or the order runs without them,
-	// or the wakeups runs without either.
+	// or the wakeups runs without either, or the toggle runs.
 	profiled := "noop"
 	switch {
 	case want["noop"]:
@@ -168,6 +168,8 @@ func run(ctx context.Context, args []string) (err error) {
 		profiled = "order"
 	case want["wakeups"]:
 		profiled = "wakeups"
+	case want["toggle"]:
+		profiled = "toggle"
 	}
 	stopProfile := func() {}
 	if want[profiled] {
@@ -212,6 +214,18 @@ func run(ctx context.Context, args []string) (err error) {
 			stopProfile()
 		}
 		fmt.Printf("  wakeups: %.1f µs CPU per event (median) with every resume wake-up gone\n", float64(median(wake, func(r result) time.Duration { return r.cpu }))/1e3)
+	}
+	if want["toggle"] {
+		if err := repeat("toggle", &toggle, func(i int) (result, error) {
+			return b.orderly(ctx, orderlyRun{kind: kindToggle, name: fmt.Sprintf("toggle%d", i), events: cfg.events, keys: cfg.keys})
+		}); err != nil {
+			return err
+		}
+		if profiled == "toggle" {
+			stopProfile()
+		}
+		fmt.Printf("  toggle: %.0f events/s, %.1f µs CPU per event (medians), every event a change of state\n",
+			median(toggle, func(r result) float64 { return r.eps }), float64(median(toggle, func(r result) time.Duration { return r.cpu }))/1e3)
 	}
 	if want["work"] {
 		if err := repeat("work", &work, func(i int) (result, error) {
