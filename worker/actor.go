@@ -662,6 +662,7 @@ func (a *actor) finish(b *batch, ix *indexPlan) {
 	}
 	for _, m := range b.ack {
 		if f.w.dropAck != nil && f.w.dropAck(m) {
+			m.LoseAck()
 			continue
 		}
 		_ = m.Ack()

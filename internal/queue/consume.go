@@ -44,13 +44,27 @@ type Msg struct {
 	// it does not trace. The adapter neither sets nor reads it.
 	Span trace.Span
 
-	raw         jetstream.Msg
+	raw jetstream.Msg
+	// again is the event's delivery since a rewind of the partition, if
+	// it came while m was held: acks, naks and progress go to it (see
+	// Puller.copyOf).
+	again       atomic.Pointer[redelivery]
 	timer       bool   // a fired timer: see Timer
 	delayed     bool   // a fired delayed event: see Delayed
 	firedSeq    uint64 // what fired: its sequence in the schedules stream
 	consumerSeq uint64
 	finished    atomic.Bool
-	release     func()
+	puller      *Puller // nil for a Msg not from a Puller
+}
+
+type redelivery struct{ raw jetstream.Msg }
+
+// handle is the delivery that acks, naks and progress go to.
+func (m *Msg) handle() jetstream.Msg {
+	if d := m.again.Load(); d != nil {
+		return d.raw
+	}
+	return m.raw
 }
 
 // Headers returns the message headers (read-only); nil for a Msg not from
@@ -72,13 +86,10 @@ func (m *Msg) Subject() string {
 }
 
 func (m *Msg) finish() bool {
-	if m.finished.Swap(true) {
-		return false
+	if m.puller != nil {
+		return m.puller.finish(m)
 	}
-	if m.release != nil {
-		m.release()
-	}
-	return true
+	return !m.finished.Swap(true)
 }
 
 // ErrAlreadyFinished is returned by a second Ack, Nak or Term of one Msg.
@@ -90,7 +101,7 @@ func (m *Msg) Ack() error {
 	if !m.finish() {
 		return ErrAlreadyFinished
 	}
-	return m.raw.Ack()
+	return m.handle().Ack()
 }
 
 // Nak hands the event back for redelivery after delay (0: at once).
@@ -99,9 +110,9 @@ func (m *Msg) Nak(delay time.Duration) error {
 		return ErrAlreadyFinished
 	}
 	if delay <= 0 {
-		return m.raw.Nak()
+		return m.handle().Nak()
 	}
-	return m.raw.NakWithDelay(delay)
+	return m.handle().NakWithDelay(delay)
 }
 
 // Term stops redelivery of the event for good.
@@ -109,8 +120,12 @@ func (m *Msg) Term(reason string) error {
 	if !m.finish() {
 		return ErrAlreadyFinished
 	}
-	return m.raw.TermWithReason(reason)
+	return m.handle().TermWithReason(reason)
 }
+
+// LoseAck finishes m without a word to the server, as an ack lost on its
+// way does: the event comes again after the ack wait. For tests.
+func (m *Msg) LoseAck() { m.finish() }
 
 // InProgress resets the event's ack timer while it is still being worked
 // on; after Ack, Nak or Term it sends nothing.
@@ -118,7 +133,7 @@ func (m *Msg) InProgress() error {
 	if m.finished.Load() {
 		return ErrAlreadyFinished
 	}
-	return m.raw.InProgress()
+	return m.handle().InProgress()
 }
 
 // PullConfig configures a Puller. A zero field means its default.
@@ -147,9 +162,10 @@ type PullConfig struct {
 	// partition in stream order: deliveries lost in transit (a server
 	// restart, a cut connection) show as a gap in the consumer's delivery
 	// sequence or a failed pull, and JetStream would redeliver them only
-	// after the ack wait, behind newer events. The puller then stops, waits
-	// until it holds nothing, and rewinds the consumer to its ack floor, so
-	// everything unacknowledged comes again in stream order. It rewinds at
+	// after the ack wait, behind newer events. The puller then rewinds the
+	// consumer to its ack floor, so everything unacknowledged comes again
+	// in stream order, and drops the copies of the events it still holds
+	// (they keep their place in their keys' order). It rewinds at
 	// start too (see Handover), and whenever the pin moves to it from
 	// another client, so that whatever that client held unacknowledged comes
 	// to it again, in order, before anything newer.
@@ -187,6 +203,11 @@ type Puller struct {
 
 	credits chan struct{} // one token per message held or asked for
 	held    atomic.Int64  // messages delivered and not finished
+
+	// byStreamSeq holds the messages held (delivered, not finished) by
+	// their stream sequence, to know a rewind's copies of them (copyOf).
+	heldMu      sync.Mutex
+	byStreamSeq map[uint64]*Msg
 
 	// legacyUntil: timers stored under client subjects up to then are
 	// still timers (see legacyTimer); zero: none are.
@@ -257,9 +278,10 @@ func (p *Puller) Stop(ctx context.Context) error {
 	}
 }
 
-// Rewind asks the puller to rewind its consumer to the ack floor as soon as
-// it holds nothing, as it does after a lost delivery: whatever the consumer
-// delivered and nobody acknowledged comes again, in stream order, and what
+// Rewind asks the puller to rewind its consumer to the ack floor once its
+// pull request in flight has ended, as it does after a lost delivery:
+// whatever the consumer delivered and nobody acknowledged comes again, in
+// stream order (but for the copies of what the puller holds), and what
 // arrives meanwhile waits for it. The worker asks when the consumer's
 // leader changes: a new leader may not know of deliveries its predecessor
 // made just before it went (nats-server keeps a consumer's state by
@@ -275,9 +297,43 @@ func (p *Puller) InFlight() int { return int(p.held.Load()) }
 
 func (p *Puller) release() { <-p.credits }
 
-func (p *Puller) releaseHeld() {
+// finish marks m finished and releases its place in the bound; false if it
+// was finished already. Under heldMu, so that a copy of m (copyOf) either
+// comes before and takes over m's ack, or after and is an event of its own.
+func (p *Puller) finish(m *Msg) bool {
+	p.heldMu.Lock()
+	if m.finished.Swap(true) {
+		p.heldMu.Unlock()
+		return false
+	}
+	if p.byStreamSeq[m.Sequence] == m {
+		delete(p.byStreamSeq, m.Sequence)
+	}
+	p.heldMu.Unlock()
 	p.held.Add(-1)
 	p.release()
+	return true
+}
+
+// copyOf reports whether m delivers again an event the puller still holds
+// (a rewind delivers everything unacknowledged, held events too), and if
+// so hands m's delivery to the held one, for its ack, nak or progress to
+// name: the rewound consumer counts deliveries from 1 again and ignores a
+// nak of a delivery sequence it has not reached. The held event keeps its
+// place in its key's order; m is dropped, neither acked nor nak'ed.
+// Otherwise it records m as held.
+func (p *Puller) copyOf(m *Msg) bool {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	if held := p.byStreamSeq[m.Sequence]; held != nil {
+		held.again.Store(&redelivery{raw: m.raw})
+		return true
+	}
+	if p.byStreamSeq == nil {
+		p.byStreamSeq = map[uint64]*Msg{}
+	}
+	p.byStreamSeq[m.Sequence] = m
+	return false
 }
 
 // acquire waits for room for at least one message and takes as much room as
@@ -501,6 +557,14 @@ func (p *Puller) pull(ctx context.Context, n int) (int, error) {
 				continue
 			}
 			p.delivered = m.consumerSeq
+			if m.Sequence != 0 && p.copyOf(m) {
+				// Its place in the bound goes; the held event's stays.
+				m.puller = nil
+				m.finished.Store(true)
+				p.held.Add(-1)
+				p.release()
+				continue
+			}
 		}
 		p.handler(ctx, m)
 	}
@@ -528,7 +592,7 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 		ID:        raw.Headers().Get(contract.HeaderJobID),
 		Data:      raw.Data(),
 		raw:       raw,
-		release:   p.releaseHeld,
+		puller:    p,
 	}
 	p.held.Add(1)
 	var stored time.Time
@@ -547,22 +611,22 @@ func (p *Puller) wrap(raw jetstream.Msg) *Msg {
 	return m
 }
 
-// rewindConsumer waits until the puller holds nothing, then resets the
-// consumer to its ack floor. False if the puller was stopped meanwhile.
+// rewindConsumer resets the consumer to its ack floor, retrying until it
+// is done. False if the puller was stopped meanwhile. It does not wait for
+// the events the puller holds (those waiting behind a key's slow work may
+// be held for minutes): their copies are known and dropped (copyOf).
 func (p *Puller) rewindConsumer(ctx context.Context) bool {
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, maxPullRetry) {
-		if p.held.Load() == 0 {
-			err := p.conn.resetConsumer(ctx, contract.EventsStream(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
-			if err == nil {
-				// unchecked: what the rewind delivers again may go to a
-				// request of ours that nats.go has given up on, as any
-				// delivery may (see lostTail).
-				p.rewind, p.delivered, p.counted, p.unchecked = false, 0, true, true
-				return true
-			}
-			if p.cfg.OnError != nil {
-				p.cfg.OnError(fmt.Errorf("rewind partition %d: %w", p.cfg.Partition, err))
-			}
+		err := p.conn.resetConsumer(ctx, contract.EventsStream(p.cfg.Workflow), consumerName(p.cfg.Workflow, p.cfg.Partition))
+		if err == nil {
+			// unchecked: what the rewind delivers again may go to a
+			// request of ours that nats.go has given up on, as any
+			// delivery may (see lostTail).
+			p.rewind, p.delivered, p.counted, p.unchecked = false, 0, true, true
+			return true
+		}
+		if p.cfg.OnError != nil {
+			p.cfg.OnError(fmt.Errorf("rewind partition %d: %w", p.cfg.Partition, err))
 		}
 		select {
 		case <-time.After(wait):
