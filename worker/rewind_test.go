@@ -77,11 +77,7 @@ func TestRewindGoesOnWhileEventsWaitBehindSlowWork(t *testing.T) {
 	}
 
 	publish("k1", contract.Envelope{Event: "work"})
-	select {
-	case <-began:
-	case <-time.After(30 * time.Second):
-		t.Fatal("k1's slow work did not begin")
-	}
+	natstest.Recv(t, began, 30*time.Second, "k1's slow work to begin")
 	publish("k1", add(1))
 	publish("k1", add(2))
 	// The work event is acknowledged once committed; the two adds wait,

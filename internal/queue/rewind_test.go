@@ -57,13 +57,7 @@ func TestRewindDropsCopiesOfHeldEvents(t *testing.T) {
 	}()
 	next := func(what string, within time.Duration) *queue.Msg {
 		t.Helper()
-		select {
-		case m := <-got:
-			return m
-		case <-time.After(within):
-			t.Fatalf("the handler got no event (waiting for %s)", what)
-			return nil
-		}
+		return natstest.Recv(t, got, within, what)
 	}
 
 	for range 10 {
