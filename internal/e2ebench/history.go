@@ -141,3 +141,19 @@ func historyCost(runs []historyRun) (float64, bool) {
 // cpuTime is the CPU time of this process and, with -server process, of
 // the server's.
 func (b *bench) cpuTime() time.Duration { return cpuTime() + b.srv.cpuTime() }
+
+// cpuMark is the CPU time used so far: in all (cpuTime), and by the server
+// when it runs in a process of its own.
+type cpuMark struct{ total, server time.Duration }
+
+func (b *bench) markCPU() cpuMark {
+	s := b.srv.cpuTime()
+	return cpuMark{total: cpuTime() + s, server: s}
+}
+
+// cpuPerEvent is the CPU time per event of n events since m: in all, and
+// the server process's share (0 with the server in this process).
+func (b *bench) cpuPerEvent(m cpuMark, n int) (total, server time.Duration) {
+	now := b.markCPU()
+	return (now.total - m.total) / time.Duration(n), (now.server - m.server) / time.Duration(n)
+}

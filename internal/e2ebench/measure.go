@@ -161,6 +161,9 @@ func (r result) String() string {
 	}
 	if r.cpu > 0 && r.rate == 0 {
 		s += fmt.Sprintf(", %.1f µs CPU per event", float64(r.cpu)/1e3)
+		if r.serverCPU > 0 {
+			s += fmt.Sprintf(" (server process: %.1f)", float64(r.serverCPU)/1e3)
+		}
 	}
 	if r.allocs > 0 && r.rate == 0 {
 		s += fmt.Sprintf(", %.0f allocations (%.0f B) per event", r.allocs, r.allocBytes)

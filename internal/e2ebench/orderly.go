@@ -358,7 +358,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		}
 		return pendingFuture{p}, nil
 	}
-	cpu0, alloc0 := b.cpuTime(), allocated()
+	cpu0, alloc0 := b.markCPU(), allocated()
 	start := c.now()
 	switch {
 	case run.rate > 0 && cfg.producer == "process":
@@ -387,7 +387,7 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 		}
 		r.drained = time.Duration(c.now() - lastNS.Load())
 	}
-	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
+	r.cpu, r.serverCPU = b.cpuPerEvent(cpu0, n)
 	r.allocs, r.allocBytes = allocated().per(alloc0, n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	stopSampling()

@@ -168,7 +168,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 		return rawFuture{f}, nil
 	}
 	var r result
-	cpu0, alloc0 := b.cpuTime(), allocated()
+	cpu0, alloc0 := b.markCPU(), allocated()
 	start := c.now()
 	switch {
 	case rate > 0 && cfg.producer == "process":
@@ -189,7 +189,7 @@ func (b *bench) raw(ctx context.Context, name string, n, rate int) (result, erro
 		return result{}, fmt.Errorf("%d of %d messages consumed: %w", consumed.Load(), n, ctx.Err())
 	}
 	r.eps = float64(n) / time.Duration(doneNS.Load()-start).Seconds()
-	r.cpu = (b.cpuTime() - cpu0) / time.Duration(n)
+	r.cpu, r.serverCPU = b.cpuPerEvent(cpu0, n)
 	r.allocs, r.allocBytes = allocated().per(alloc0, n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	if rate > 0 {

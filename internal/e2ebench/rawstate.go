@@ -133,7 +133,7 @@ func (b *bench) rawState(ctx context.Context, name string, n int) (result, error
 	resetPeakRSS()
 	b.srv.resetPeak()
 	data := make([]byte, cfg.size)
-	cpu0, alloc0 := b.cpuTime(), allocated()
+	cpu0, alloc0 := b.markCPU(), allocated()
 	start := c.now()
 	err = publishWindow(ctx, n, cfg.window, func(i int) (ackWaiter, error) {
 		f, err := pubJS.PublishMsgAsync(&nats.Msg{Subject: subj + "k" + strconv.Itoa(i%cfg.keys), Data: data})
@@ -150,7 +150,8 @@ func (b *bench) rawState(ctx context.Context, name string, n int) (result, error
 	case <-ctx.Done():
 		return result{}, fmt.Errorf("%d of %d statuses received: %w", received.Load(), n, ctx.Err())
 	}
-	r := result{eps: float64(n) / time.Duration(doneNS.Load()-start).Seconds(), cpu: (b.cpuTime() - cpu0) / time.Duration(n)}
+	r := result{eps: float64(n) / time.Duration(doneNS.Load()-start).Seconds()}
+	r.cpu, r.serverCPU = b.cpuPerEvent(cpu0, n)
 	r.allocs, r.allocBytes = allocated().per(alloc0, n)
 	r.rss, r.serverRSS = peakRSS(), b.srv.peakRSS()
 	return r, nil

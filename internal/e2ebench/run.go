@@ -71,8 +71,9 @@ type result struct {
 	// cpu is the CPU time, user and system, spent per event from the first
 	// publish to the last settled by this process (the worker and the load
 	// generator) and the server, in this process or not; for asynq by the
-	// asynqbench process and its redis-server.
-	cpu time.Duration
+	// asynqbench process and its redis-server. serverCPU is the server's
+	// share with -server process (0 otherwise).
+	cpu, serverCPU time.Duration
 	// allocs and allocBytes are the Go heap allocations of this process
 	// per event over the same span (with -server inproc, the server's too).
 	allocs, allocBytes float64
