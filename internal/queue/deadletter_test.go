@@ -40,6 +40,26 @@ func dlqSetup(t *testing.T) (*queue.Conn, jetstream.JetStream) {
 	return c, js
 }
 
+// pullInto starts a puller that hands each event to the channel returned,
+// and stops it softly when the test ends, so that the pull in progress (at
+// most MaxWait) ends and leaves no nats.go goroutine behind.
+func pullInto(t *testing.T, c *queue.Conn, cfg queue.PullConfig) (*queue.Puller, <-chan *queue.Msg) {
+	t.Helper()
+	got := make(chan *queue.Msg, 64)
+	p, err := c.Pull(context.Background(), cfg, func(_ context.Context, m *queue.Msg) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return p, got
+}
+
 // pullN pulls the n events waiting in partition 0.
 func pullN(t *testing.T, c *queue.Conn, n int) []*queue.Msg {
 	t.Helper()

@@ -62,32 +62,12 @@ func TestPerKeyOrderWhenAPullRequestOutlivesARewind(t *testing.T) {
 		}
 	}
 
-	got := make(chan *queue.Msg, 16)
 	// Room for one event: while the test holds it the puller asks for
 	// nothing, so the test decides which request the server sees first.
-	p, err := c.Pull(ctx, queue.PullConfig{Workflow: "order", Batch: 1, MaxInFlight: 1, MaxWait: 5 * time.Second},
-		func(_ context.Context, m *queue.Msg) { got <- m })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		// Soft, so that the pull in progress (at most MaxWait) ends and
-		// leaves no nats.go goroutine behind.
-		stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-		defer stop()
-		if err := p.Stop(stopCtx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
+	_, got := pullInto(t, c, queue.PullConfig{Workflow: "order", Batch: 1, MaxInFlight: 1, MaxWait: 5 * time.Second})
 	next := func(what string) *queue.Msg {
 		t.Helper()
-		select {
-		case m := <-got:
-			return m
-		case <-time.After(20 * time.Second):
-			t.Fatalf("the handler got no event (waiting for %s)", what)
-			return nil
-		}
+		return natstest.Recv(t, got, 20*time.Second, what)
 	}
 
 	publish() // seq 1

@@ -42,19 +42,7 @@ func TestRewindDropsCopiesOfHeldEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := make(chan *queue.Msg, 64)
-	p, err := c.Pull(ctx, queue.PullConfig{Workflow: "order", Batch: 16, MaxInFlight: 16, MaxWait: time.Second},
-		func(_ context.Context, m *queue.Msg) { got <- m })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-		defer stop()
-		if err := p.Stop(stopCtx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
+	p, got := pullInto(t, c, queue.PullConfig{Workflow: "order", Batch: 16, MaxInFlight: 16, MaxWait: time.Second})
 	next := func(what string, within time.Duration) *queue.Msg {
 		t.Helper()
 		return natstest.Recv(t, got, within, what)
