@@ -123,6 +123,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.orderKeys, "order-keys", 20_000, "distinct keys of the order scenario, one start_processing each")
 	fs.StringVar(&c.producer, "producer", "process", "where the paced runs' producer runs: process (a child process of its own, as a service publishing events) or inproc (in this process, beside the worker)")
 	inventory := fs.Bool("inventory", true, "the worker keeps the inventory of keys by state (false: worker Config.DisableInventory)")
+	history := fs.Bool("history", true, "the worker keeps the status history (false: worker Config.Queue.HistoryPerKey = worker.NoHistory)")
 	fs.StringVar(&c.only, "only", "raw,rawstate,noop,noopids,order,work,asynq,paced,history,idle", "comma-separated scenarios: raw,rawstate,noop,noopids,order,wakeups,toggle,work,asynq,paced,idle,million,pending,history,features")
 	fs.BoolVar(&c.million, "million", false, "add the million scenario (about a minute more)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the noop throughput runs (without noop: of the order runs, then of wakeups, then of toggle) to this file")
@@ -140,6 +141,7 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	c.noInventory = !*inventory
+	c.noHistory = !*history
 	if c.pendingKeys < 1 || c.pendingWork < 0 {
 		return c, fmt.Errorf("-pending-keys must be positive and -pending-work not negative")
 	}

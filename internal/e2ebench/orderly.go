@@ -234,10 +234,15 @@ func (b *bench) orderly(ctx context.Context, run orderlyRun) (r result, err erro
 			defer debug.SetMemoryLimit(soft.Previous)
 		}
 	}
+	historyPerKey := run.historyPerKey
+	if historyPerKey == 0 && cfg.noHistory {
+		// -history=false for the runs whose scenario does not set it.
+		historyPerKey = worker.NoHistory
+	}
 	w, err := worker.New(wconn, worker.Config{
 		Concurrency: cfg.concurrency,
 		MaxActors:   cfg.maxActors,
-		Queue:       worker.QueueConfig{Partitions: cfg.partitions, HistoryPerKey: run.historyPerKey},
+		Queue:       worker.QueueConfig{Partitions: cfg.partitions, HistoryPerKey: historyPerKey},
 		ActorIdle:   run.actorIdle,
 		MemoryLimit: run.memoryLimit,
 		// -inventory=false for every run; the features scenario's runs

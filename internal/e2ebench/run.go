@@ -35,6 +35,7 @@ type config struct {
 	orderKeys                        int
 	producer                         string
 	noInventory                      bool // worker Config.DisableInventory
+	noHistory                        bool // worker Config.Queue.HistoryPerKey = worker.NoHistory
 	only                             string
 	million                          bool
 	cpuProfile, memProfile           string
