@@ -217,3 +217,58 @@ func TestCredentialsWrongPastReconnectTimeout(t *testing.T) {
 		t.Errorf("exit %s after the server went away; want within %s", exit, limit)
 	}
 }
+
+// TestConsoleCredentialsWrongPastReconnectTimeout: the web console's own
+// connection is watched as the worker's is. When the console's user is
+// refused for longer than --reconnect-timeout (its password changed on the
+// server), /healthz fails naming the console and the worker exits with an
+// error, as it would at start-up with those credentials, rather than run on
+// with a console that can no longer act.
+func TestConsoleCredentialsWrongPastReconnectTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := rolesServerAt(t, "127.0.0.1:0", dir, "op-secret")
+	natsAddr := hostPort(t, srv)
+	const bound = 3 * time.Second
+	w := runInProcess(t, nil, "--nats-url", "nats://"+natsAddr, "--user", "w", "--password", "w-secret",
+		"--console-user", "op", "--console-password", "op-secret",
+		"--http", "127.0.0.1:0", "--log-level", "info", "--reconnect-timeout", bound.String(), "--shutdown-timeout", "1s")
+	base := "http://" + httpAddrOf(t, w.out)
+	waitHTTP(t, base+"/readyz", 200, 30*time.Second)
+
+	srv.Shutdown()
+	down := time.Now()
+	rolesServerAt(t, natsAddr, dir, "op-changed")
+	// The worker's own connection comes back: only the console's stays out.
+	waitHTTP(t, base+"/readyz", 200, 30*time.Second)
+	var unhealthy time.Time
+	var body string
+	for unhealthy.IsZero() {
+		select {
+		case <-w.done:
+			t.Fatalf("run returned %v before /healthz ever failed", w.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		var code int
+		if code, body = natstest.HTTPGet(base + "/healthz"); code == 503 {
+			unhealthy = time.Now()
+		} else if code != 200 && code != 0 {
+			t.Fatalf("/healthz %d %q", code, body)
+		}
+		if time.Since(down) > 60*time.Second {
+			t.Fatal("/healthz still 200 after 60s with the console's credentials refused")
+		}
+	}
+	if d := unhealthy.Sub(down); d < bound {
+		t.Errorf("/healthz failed %s after the server went away, before --reconnect-timeout %s", d, bound)
+	}
+	if !strings.Contains(body, "web console") || !strings.Contains(body, "reconnect-timeout") {
+		t.Errorf("/healthz says %q; want the console's connection named, and the bound", body)
+	}
+	err := w.exited(t, 60*time.Second)
+	t.Logf("/healthz 503 after %s: %v", unhealthy.Sub(down).Round(time.Millisecond), err)
+	var usage *cli.UsageError
+	if err == nil || errors.As(err, &usage) || !strings.Contains(err.Error(), "web console") {
+		t.Fatalf("run returned %v; want an error naming the console's connection (exit 1)", err)
+	}
+}

@@ -160,18 +160,25 @@ func TestWebConsoleActsAsOperatorUnderRoles(t *testing.T) {
 // "op" an operator's.
 func rolesServer(t *testing.T) *embedded.Server {
 	t.Helper()
+	return rolesServerAt(t, "127.0.0.1:-1", t.TempDir(), "op-secret")
+}
+
+// rolesServerAt is rolesServer listening on addr with its store in dir,
+// the operator's password opPassword.
+func rolesServerAt(t *testing.T, addr, dir, opPassword string) *embedded.Server {
+	t.Helper()
 	var users []embedded.User
 	for _, u := range []struct {
 		name, password string
 		role           roles.Role
-	}{{"w", "w-secret", roles.Worker}, {"op", "op-secret", roles.Operator}} {
+	}{{"w", "w-secret", roles.Worker}, {"op", opPassword, roles.Operator}} {
 		p, err := roles.For(u.role, "order")
 		if err != nil {
 			t.Fatal(err)
 		}
 		users = append(users, embedded.User{Name: u.name, Password: u.password, Publish: p.Publish, Subscribe: p.Subscribe})
 	}
-	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: users})
+	srv, err := embedded.Start(embedded.Config{Listen: addr, DataDir: dir, Users: users})
 	if err != nil {
 		t.Fatal(err)
 	}

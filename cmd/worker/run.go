@@ -71,7 +71,7 @@ func flags(name string, o *options) *pflag.FlagSet {
 	o.conn.ConnectTimeout = 30 * time.Second
 	o.conn.Register(fs, "NATS server or cluster; empty: start an embedded server")
 	fs.Lookup("connect-timeout").Usage = "how long the start-up may wait for NATS, retrying with backoff: for a server to answer, then for its cluster to serve JetStream (a forming cluster with no leader yet, too few nodes for --replicas) while the worker provisions and joins its group; /readyz says what it waits for (0: wait until interrupted); wrong credentials or TLS fail at once"
-	fs.DurationVar(&o.reconnectTimeout, "reconnect-timeout", 3*time.Minute, "once started, how long the NATS connection may stay down (reconnecting, or refused) before /healthz fails and the worker exits 1 to be restarted (0: never)")
+	fs.DurationVar(&o.reconnectTimeout, "reconnect-timeout", 3*time.Minute, "once started, how long the NATS connection (the worker's, or the web console's own) may stay down (reconnecting, or refused) before /healthz fails and the worker exits 1 to be restarted (0: never)")
 	o.version = cli.VersionFlag(fs)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "where the embedded server accepts clients (port 0 or -1: any free port, logged at start-up); an address other than loopback without --user logs a warning")
 	fs.StringVar(&o.dataDir, "data-dir", "./orderly-data", "the embedded server's JetStream store, locked while the worker runs (a second worker on it fails at once)")
@@ -428,7 +428,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		return interrupted(err)
 	}
 	defer nc.Close()
-	live.nc.Store(nc)
+	live.worker.nc.Store(nc)
 	consoleNC := nc
 	if consoleAs.Given() {
 		clog := log.With().Str("connection", "console").Logger()
@@ -444,6 +444,7 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 		// server.
 		defer cnc.Close()
 		consoleNC = cnc
+		live.console.nc.Store(cnc)
 	}
 
 	reminder := o.paymentReminder
@@ -554,50 +555,74 @@ func serve(ctx context.Context, o options, fs *pflag.FlagSet, log zerolog.Logger
 
 // liveness is what /healthz answers once connected: a connection closed
 // for good, or down for longer than bound, is a process that must be
-// restarted.
+// restarted. It watches the worker's connection and, when the web console
+// has one of its own, the console's too: a console whose user was revoked
+// or whose password changed would otherwise be dead in a process that
+// looks healthy, while the same credentials at start-up stop the worker.
 //
-// It reads the connection's status rather than setting handlers on it: the
-// connection's own handlers log, and the worker shares it.
+// It reads the connections' status rather than setting handlers on them:
+// the connections' own handlers log, and the worker shares its.
 type liveness struct {
-	bound     time.Duration // 0: no bound
+	bound   time.Duration // 0: no bound
+	worker  watched
+	console watched // unset while the console uses the worker's connection
+}
+
+// watched is one connection liveness follows.
+type watched struct {
 	nc        atomic.Pointer[nats.Conn]
 	downSince atomic.Int64 // unix nanoseconds: when the connection was first seen down; 0 while up
 }
 
-// observe notes whether the connection is up at now.
-func (l *liveness) observe(nc *nats.Conn, now time.Time) {
-	if nc.IsConnected() {
-		l.downSince.Store(0)
-		return
-	}
-	l.downSince.CompareAndSwap(0, now.UnixNano())
-}
-
-// check returns why the process is not alive, or nil.
-func (l *liveness) check(now time.Time) error {
-	nc := l.nc.Load()
+// check returns why the connection makes the process not alive, or nil;
+// name says which connection it is.
+func (c *watched) check(name string, bound time.Duration, now time.Time) error {
+	nc := c.nc.Load()
 	if nc == nil {
 		return nil // starting up: --connect-timeout bounds that
 	}
 	if nc.IsClosed() {
-		return errors.New("NATS connection closed")
+		return fmt.Errorf("%s closed", name)
 	}
-	l.observe(nc, now)
-	if ns := l.downSince.Load(); l.bound > 0 && ns != 0 && now.Sub(time.Unix(0, ns)) >= l.bound {
-		since := time.Unix(0, ns)
-		return fmt.Errorf("NATS connection down for %s (--reconnect-timeout %s)", now.Sub(since).Round(time.Millisecond), l.bound)
+	if nc.IsConnected() {
+		c.downSince.Store(0)
+		return nil
+	}
+	c.downSince.CompareAndSwap(0, now.UnixNano())
+	if ns := c.downSince.Load(); bound > 0 && now.Sub(time.Unix(0, ns)) >= bound {
+		return fmt.Errorf("%s down for %s (--reconnect-timeout %s)", name, now.Sub(time.Unix(0, ns)).Round(time.Millisecond), bound)
 	}
 	return nil
+}
+
+// check returns why the process is not alive, or nil.
+func (l *liveness) check(now time.Time) error {
+	if err := l.worker.check("NATS connection", l.bound, now); err != nil {
+		return err
+	}
+	return l.console.check("the web console's NATS connection", l.bound, now)
+}
+
+// statusChanges returns the changes of c's status, and a func that stops
+// them; nil (never ready) if c is not set.
+func (c *watched) statusChanges() (<-chan nats.Status, func()) {
+	nc := c.nc.Load()
+	if nc == nil {
+		return nil, func() {}
+	}
+	ch := nc.StatusChanged()
+	return ch, func() { nc.RemoveStatusListener(ch) }
 }
 
 // watch returns check's error as soon as there is one, or nil when ctx
 // ends.
 func (l *liveness) watch(ctx context.Context) error {
-	nc := l.nc.Load()
-	// Each change of the connection's status, as it happens; the ticker
+	// Each change of a connection's status, as it happens; the ticker
 	// notices when the bound has passed.
-	status := nc.StatusChanged()
-	defer nc.RemoveStatusListener(status)
+	worker, stopWorker := l.worker.statusChanges()
+	defer stopWorker()
+	console, stopConsole := l.console.statusChanges()
+	defer stopConsole()
 	var tick <-chan time.Time
 	if l.bound > 0 {
 		t := time.NewTicker(min(max(l.bound/10, 10*time.Millisecond), time.Second))
@@ -611,7 +636,8 @@ func (l *liveness) watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-status:
+		case <-worker:
+		case <-console:
 		case <-tick:
 		}
 	}
