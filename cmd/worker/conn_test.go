@@ -180,25 +180,7 @@ func TestCredentialsWrongPastReconnectTimeout(t *testing.T) {
 	srv.Shutdown()
 	down := time.Now()
 	authServer(t, natsAddr, dir, "password-B", io.Discard)
-	// Probe /healthz as Kubernetes would, until the process is gone.
-	var unhealthy time.Time
-	var body string
-	for unhealthy.IsZero() {
-		select {
-		case <-w.done:
-			t.Fatalf("run returned %v before /healthz ever failed", w.err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		var code int
-		if code, body = natstest.HTTPGet(base + "/healthz"); code == 503 {
-			unhealthy = time.Now()
-		} else if code != 200 && code != 0 {
-			t.Fatalf("/healthz %d %q", code, body)
-		}
-		if time.Since(down) > 60*time.Second {
-			t.Fatal("/healthz still 200 after 60s with wrong credentials")
-		}
-	}
+	unhealthy, body := untilUnhealthy(t, w, base, down)
 	if d := unhealthy.Sub(down); d < bound {
 		t.Errorf("/healthz failed %s after the server went away, before --reconnect-timeout %s", d, bound)
 	}
@@ -241,24 +223,7 @@ func TestConsoleCredentialsWrongPastReconnectTimeout(t *testing.T) {
 	rolesServerAt(t, natsAddr, dir, "op-changed")
 	// The worker's own connection comes back: only the console's stays out.
 	waitHTTP(t, base+"/readyz", 200, 30*time.Second)
-	var unhealthy time.Time
-	var body string
-	for unhealthy.IsZero() {
-		select {
-		case <-w.done:
-			t.Fatalf("run returned %v before /healthz ever failed", w.err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		var code int
-		if code, body = natstest.HTTPGet(base + "/healthz"); code == 503 {
-			unhealthy = time.Now()
-		} else if code != 200 && code != 0 {
-			t.Fatalf("/healthz %d %q", code, body)
-		}
-		if time.Since(down) > 60*time.Second {
-			t.Fatal("/healthz still 200 after 60s with the console's credentials refused")
-		}
-	}
+	unhealthy, body := untilUnhealthy(t, w, base, down)
 	if d := unhealthy.Sub(down); d < bound {
 		t.Errorf("/healthz failed %s after the server went away, before --reconnect-timeout %s", d, bound)
 	}
@@ -270,5 +235,30 @@ func TestConsoleCredentialsWrongPastReconnectTimeout(t *testing.T) {
 	var usage *cli.UsageError
 	if err == nil || errors.As(err, &usage) || !strings.Contains(err.Error(), "web console") {
 		t.Fatalf("run returned %v; want an error naming the console's connection (exit 1)", err)
+	}
+}
+
+// untilUnhealthy probes w's /healthz at base as Kubernetes would, from
+// down (when its server went away) until it answers 503, and returns when
+// and what it answered; it fails the test if w exits first or if /healthz
+// still answers 200 after 60s.
+func untilUnhealthy(t *testing.T, w *inProcess, base string, down time.Time) (time.Time, string) {
+	t.Helper()
+	for {
+		select {
+		case <-w.done:
+			t.Fatalf("run returned %v before /healthz ever failed", w.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		code, body := natstest.HTTPGet(base + "/healthz")
+		if code == 503 {
+			return time.Now(), body
+		}
+		if code != 200 && code != 0 {
+			t.Fatalf("/healthz %d %q", code, body)
+		}
+		if time.Since(down) > 60*time.Second {
+			t.Fatalf("/healthz still %d after 60s", code)
+		}
 	}
 }
