@@ -2,6 +2,9 @@ package client
 
 import (
 	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +30,14 @@ import (
 // event is on its way, as before; one with many events in flight pays one
 // per batch. Nothing runs in the background: an id never waited for is
 // looked up only if others join its batch.
+//
+// A producer still on the permissions of before batches may read one
+// claim at a time but not send a batch. The first batch of each workflow
+// is followed by a flush, whose round trip brings the server's refusal, if
+// any, back before it ends: then that workflow's ids are looked up one at
+// a time, in Wait, as before batches; and if the server refuses that too,
+// not at all (the worker checks each id again), so that a Wait costs
+// Config.Timeout once, not once per event.
 const (
 	// lookupBatchMax: the server refuses a batch with more than 1024
 	// claims found (413 Too Many Results); fewer keep a Wait's answer near.
@@ -35,10 +46,39 @@ const (
 	lookupGather = time.Millisecond
 )
 
-// lookups holds each workflow's batch still gathering.
+// lookups holds each workflow's batch still gathering, and how its ids
+// are looked up.
 type lookups struct {
-	mu   sync.Mutex
-	open map[string]*lookupBatch // by workflow
+	mu      sync.Mutex
+	open    map[string]*lookupBatch // by workflow
+	mode    map[string]lookupMode   // by workflow; absent: lookupBatched
+	checked map[string]bool         // by workflow: the server's answer to a batch is known
+}
+
+// lookupMode is how a workflow's job ids are looked up.
+type lookupMode int
+
+const (
+	lookupBatched lookupMode = iota // in batches
+	lookupEach                      // one request per id: the server refused a batch
+	lookupNone                      // not at all: the server refused that too
+)
+
+// modeOf is how workflow's ids are looked up now.
+func (l *lookups) modeOf(workflow string) lookupMode {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mode[workflow]
+}
+
+// setMode records that the server refused mode's predecessor for workflow.
+func (l *lookups) setMode(workflow string, mode lookupMode) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mode == nil {
+		l.mode = map[string]lookupMode{}
+	}
+	l.mode[workflow] = max(l.mode[workflow], mode)
 }
 
 // lookupBatch is the look-up of the claims of some job ids of one
@@ -50,10 +90,11 @@ type lookupBatch struct {
 	size     int       // of the request's body, about
 	sent     atomic.Bool
 
-	done  chan struct{} // closed once the answer is complete or given up on
-	mu    sync.Mutex
-	found map[string]*nats.Msg // the claims found, by subject
-	over  bool
+	done    chan struct{} // closed once the answer is complete or given up on
+	mu      sync.Mutex
+	found   map[string]*nats.Msg // the claims found, by subject
+	over    bool
+	refused bool // the server refused the batch: look each id up alone
 }
 
 // requestSize is the size of a batch's body without its subjects, about.
@@ -61,11 +102,24 @@ const requestSize = len(`{"batch":1024,"multi_last":[]}`)
 
 // lookUpJob adds the look-up of job id's claim to workflow's batch, and
 // sends the batch if it is full or has gathered long enough. The answer
-// is in the batch returned, under the subject returned.
+// is in the batch returned, under the subject returned. Where the server
+// refused batches it returns a batch refused already, for Wait to look the
+// id up alone, and where it refused that too, nil.
 func (c *Client) lookUpJob(workflow, id string) (*lookupBatch, string) {
 	subject := jsapi.JobSubject(workflow, id)
 	now := time.Now()
 	c.look.mu.Lock()
+	switch c.look.mode[workflow] {
+	case lookupEach:
+		c.look.mu.Unlock()
+		b := &lookupBatch{workflow: workflow, done: make(chan struct{}), over: true, refused: true}
+		b.sent.Store(true)
+		close(b.done)
+		return b, subject
+	case lookupNone:
+		c.look.mu.Unlock()
+		return nil, ""
+	}
 	b := c.look.open[workflow]
 	if b == nil {
 		b = &lookupBatch{workflow: workflow, since: now, size: requestSize, done: make(chan struct{})}
@@ -108,14 +162,68 @@ func (c *Client) flushLookup(b *lookupBatch) {
 }
 
 func (c *Client) sendLookup(b *lookupBatch) {
+	subject := jsapi.JobsDirectSubject(b.workflow)
 	body, err := json.Marshal(jsapi.DirectRequest{MultiLast: b.subjects, Batch: len(b.subjects)})
 	if err == nil {
-		m := &nats.Msg{Subject: jsapi.JobsDirectSubject(b.workflow), Data: body}
-		_, err = c.mux.SendFunc(c.nc, m, b.deliver, c.cfg.Timeout)
+		_, err = c.mux.SendFunc(c.nc, &nats.Msg{Subject: subject, Data: body}, b.deliver, c.cfg.Timeout)
 	}
 	if err != nil {
 		b.deliver(nil) // as if unanswered: Wait goes on without it
+		return
 	}
+	if c.batchRefused(b.workflow, subject) {
+		b.refuse()
+	}
+}
+
+// batchRefused reports whether the server refuses this connection the
+// batched look-up of workflow's ids (subject), which it learns once per
+// workflow: after the first batch, a flush, whose answer comes after the
+// refusal if there is one. Until it knows (the flush failed), it takes
+// batches for allowed.
+func (c *Client) batchRefused(workflow, subject string) bool {
+	c.look.mu.Lock()
+	checked, mode := c.look.checked[workflow], c.look.mode[workflow]
+	c.look.mu.Unlock()
+	if checked {
+		return mode != lookupBatched
+	}
+	if c.nc.FlushTimeout(c.cfg.Timeout) != nil {
+		return false
+	}
+	refused := deniedPublish(c.nc.LastError(), subject)
+	if refused {
+		c.look.setMode(workflow, lookupEach)
+	}
+	c.look.mu.Lock()
+	if c.look.checked == nil {
+		c.look.checked = map[string]bool{}
+	}
+	c.look.checked[workflow] = true
+	c.look.mu.Unlock()
+	return refused
+}
+
+// deniedPublish reports whether err is the server's refusal to let this
+// connection publish to subject.
+func deniedPublish(err error, subject string) bool {
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Publish to "+strconv.Quote(subject))
+}
+
+// refuse ends b as refused by the server: each of its ids is looked up
+// alone.
+func (b *lookupBatch) refuse() {
+	b.mu.Lock()
+	b.refused = true
+	b.mu.Unlock()
+	b.deliver(nil)
+}
+
+// wasRefused reports whether the server refused b.
+func (b *lookupBatch) wasRefused() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.refused
 }
 
 // deliver takes the batch's answer, one message at a time: a claim found,

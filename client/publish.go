@@ -320,9 +320,11 @@ func (p *PendingPublish) Wait(ctx context.Context) (PubAck, error) {
 // (the event is stored, and the worker skips it); if one of another key or
 // event did, Wait returns an IDConflictError with Stored set (the worker
 // dead-letters the event as id_conflict). Publish refuses both before
-// storing anything. Without an answer to the look-up within
-// Config.Timeout, Wait reports the event stored, as if no claim held the id
-// (the worker checks it again).
+// storing anything. Where the server refuses this connection the batch (a
+// producer on the permissions of before batches), Wait looks the id up
+// alone. Without an answer to the look-up within Config.Timeout, Wait
+// reports the event stored, as if no claim held the id (the worker checks
+// it again).
 func (c *Client) PublishAsync(workflow, key string, ev contract.Envelope, opts ...PublishOption) (*PendingPublish, error) {
 	msg, o, err := c.eventMsg(workflow, key, ev, opts)
 	if err != nil {
@@ -439,6 +441,9 @@ func (p *PendingPublish) checkHeld(ctx context.Context, seq uint64) (PubAck, err
 			return PubAck{}, fmt.Errorf("client: publish %s: job id look-up: %w", p.subject, ctx.Err())
 		}
 	}
+	if p.look.wasRefused() {
+		return p.checkAlone(ctx, seq)
+	}
 	m := p.look.claim(p.lookSubject)
 	if m == nil {
 		// No claim (or none could be read: the worker checks again).
@@ -449,6 +454,28 @@ func (p *PendingPublish) checkHeld(ctx context.Context, seq uint64) (PubAck, err
 		return PubAck{ID: p.id, Sequence: seq}, nil
 	}
 	return heldAck(p.id, p.key, p.event, seq, held)
+}
+
+// checkAlone looks the id's claim up on its own: the server refused the
+// batch it was in. If it refuses this too, after Config.Timeout, the
+// workflow's ids are no longer looked up; the event is reported stored,
+// as for a look-up lost (the worker checks the id again).
+func (p *PendingPublish) checkAlone(ctx context.Context, seq uint64) (PubAck, error) {
+	if p.c.look.modeOf(p.workflow) == lookupNone {
+		return PubAck{ID: p.id, Sequence: seq}, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, p.c.cfg.Timeout)
+	defer cancel()
+	held, err := jsapi.GetJob(lctx, p.c.nc, p.workflow, p.id)
+	switch {
+	case err == nil:
+		return heldAck(p.id, p.key, p.event, seq, held)
+	case ctx.Err() != nil:
+		return PubAck{}, fmt.Errorf("client: publish %s: job id look-up: %w", p.subject, ctx.Err())
+	case errors.Is(lctx.Err(), context.DeadlineExceeded) && deniedPublish(p.c.nc.LastError(), jsapi.JobGetSubject(p.workflow, p.id)):
+		p.c.look.setMode(p.workflow, lookupNone)
+	}
+	return PubAck{ID: p.id, Sequence: seq}, nil
 }
 
 // storedEvent reads the message at seq of workflow's events stream: one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/orderly-dev/orderly/embedded"
 	"github.com/orderly-dev/orderly/internal/natstest"
 	"github.com/orderly-dev/orderly/internal/queue"
+	"github.com/orderly-dev/orderly/internal/roles"
 )
 
 func TestPublishRefusesBadKeyBeforeBroker(t *testing.T) {
@@ -303,50 +305,18 @@ func TestPublishAsyncLookUpsBatched(t *testing.T) {
 // event.
 func TestPublishAsyncLookUpUnanswered(t *testing.T) {
 	t.Parallel()
-	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: []embedded.User{
-		{Name: "admin", Password: "a"},
-		// Events and replies only: no look-up of a job id's claim.
-		{Name: "producer", Password: "p", Publish: []string{"orderly.events.order.*"}, Subscribe: []string{"_INBOX.>"}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{srv.ClientURL()}, User: "admin", Password: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	if _, err := conn.Provision(ctx, queue.Spec{Workflow: "order"}); err != nil {
-		t.Fatal(err)
-	}
-	jobs, err := conn.Jobs(ctx, "order")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A claim the look-up would have found: of another key.
-	if c := jobs.Claim(ctx, []contract.Job{{ID: "job-0", Key: "elsewhere", Event: "start_processing", Sequence: 99, At: time.Now()}}); c[0].Err != nil {
-		t.Fatal(c[0].Err)
-	}
 	const timeout = time.Second
-	denied := make(chan string, 100)
-	c, err := client.Connect(srv.ClientURL(), client.Config{Timeout: timeout}, nats.UserInfo("producer", "p"),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			select {
-			case denied <- err.Error():
-			default:
-			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	// Events and replies only: no look-up of a job id's claim. A claim the
+	// look-up would have found: of another key.
+	c, conn, denied := producerOn(t, []string{"orderly.events.order.*"}, []string{"_INBOX.>"}, timeout,
+		contract.Job{ID: "job-0", Key: "elsewhere", Event: "start_processing", Sequence: 99, At: time.Now()})
 
 	const n = 20
 	pending := make([]*client.PendingPublish, n)
 	for i := range n {
+		var err error
 		if pending[i], err = c.PublishAsync("order", "k"+strconv.Itoa(i), contract.Envelope{Event: "start_processing"}, client.WithJobID("job-"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
@@ -376,4 +346,125 @@ func TestPublishAsyncLookUpUnanswered(t *testing.T) {
 	if info, err := conn.Info(ctx, "order"); err != nil || info.Pending != n {
 		t.Fatalf("%+v %v: want the %d events stored", info, err, n)
 	}
+}
+
+// TestPublishAsyncLookUpsOnOldPermissions: a producer still on the
+// permissions of before batched look-ups (it may read one claim at a time,
+// not send a batch) has the batch refused; its Waits then look each id up
+// alone, and still report duplicates and conflicts, without waiting out
+// Config.Timeout for the batch's answer.
+func TestPublishAsyncLookUpsOnOldPermissions(t *testing.T) {
+	t.Parallel()
+	p, err := roles.For(roles.Producer, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := "$JS.API.DIRECT.GET.KV_" + contract.JobsBucket("order")
+	old := slices.DeleteFunc(slices.Clone(p.Publish), func(s string) bool { return s == batch })
+	if len(old) != len(p.Publish)-1 {
+		t.Fatalf("the producer role has no %s to take away: %v", batch, p.Publish)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const timeout = 10 * time.Second
+	start := contract.Envelope{Event: "start_processing"}
+	// Each round's ids are new: the stream itself would find the
+	// second round's publishes duplicates of the first's.
+	c, _, denied := producerOn(t, old, p.Subscribe, timeout,
+		contract.Job{ID: "job-dup-0", Key: "k-dup", Event: start.Event, Sequence: 77, At: time.Now()},
+		contract.Job{ID: "job-other-0", Key: "elsewhere", Event: start.Event, Sequence: 78, At: time.Now()},
+		contract.Job{ID: "job-dup-1", Key: "k-dup", Event: start.Event, Sequence: 77, At: time.Now()},
+		contract.Job{ID: "job-other-1", Key: "elsewhere", Event: start.Event, Sequence: 78, At: time.Now()})
+
+	began := time.Now()
+	// Twice: the first round finds the batch refused, the second starts
+	// out looking each id up alone.
+	for round := range 2 {
+		r := strconv.Itoa(round)
+		ids := map[string]string{"k-free": "job-free-" + r, "k-dup": "job-dup-" + r, "k-other": "job-other-" + r}
+		pending := map[string]*client.PendingPublish{}
+		for key, id := range ids {
+			if pending[key], err = c.PublishAsync("order", key, start, client.WithJobID(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for key, p := range pending {
+			ack, err := p.Wait(ctx)
+			var conflict *client.IDConflictError
+			switch key {
+			case "k-dup":
+				if err != nil || !ack.Duplicate || !ack.Taken || ack.Sequence != 77 {
+					t.Errorf("round %d, %s: %+v %v; want a duplicate of sequence 77", round, key, ack, err)
+				}
+			case "k-other":
+				if !errors.As(err, &conflict) || !conflict.Stored || conflict.Held.Key != "elsewhere" {
+					t.Errorf("round %d, %s: %+v %v; want a conflict with the key elsewhere, stored", round, key, ack, err)
+				}
+			default:
+				if err != nil || ack.Duplicate || ack.Sequence == 0 {
+					t.Errorf("round %d, %s: %+v %v; want a plain ack", round, key, ack, err)
+				}
+			}
+		}
+	}
+	if d := time.Since(began); d >= timeout {
+		t.Errorf("the Waits took %s: one waited out Config.Timeout (%s) for a refused batch", d, timeout)
+	}
+	select {
+	case e := <-denied:
+		if !strings.Contains(e, "Permissions Violation") || !strings.Contains(e, `"`+batch+`"`) {
+			t.Fatalf("the connection's error: %s", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("the server never refused the batch: the test proves nothing")
+	}
+}
+
+// producerOn starts a server with an admin and a user "producer" allowed
+// publish and subscribe, provisions the order workflow with claims of
+// jobs, and connects a client as the producer with Config.Timeout timeout.
+// It returns the client, the admin's connection, and the server's refusals
+// to the producer as they come.
+func producerOn(t *testing.T, publish, subscribe []string, timeout time.Duration, jobs ...contract.Job) (*client.Client, *queue.Conn, <-chan string) {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: []embedded.User{
+		{Name: "admin", Password: "a"},
+		{Name: "producer", Password: "p", Publish: publish, Subscribe: subscribe},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := queue.Connect(ctx, queue.Config{URLs: []string{srv.ClientURL()}, User: "admin", Password: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	if _, err := conn.Provision(ctx, queue.Spec{Workflow: "order"}); err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := conn.Jobs(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range bucket.Claim(ctx, jobs) {
+		if c.Err != nil {
+			t.Fatal(c.Err)
+		}
+	}
+	denied := make(chan string, 100)
+	c, err := client.Connect(srv.ClientURL(), client.Config{Timeout: timeout}, nats.UserInfo("producer", "p"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case denied <- err.Error():
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, conn, denied
 }
