@@ -168,10 +168,22 @@ func (c command) keys(ctx context.Context, conn *client.Client, o options) error
 		}
 		fmt.Fprintf(c.stdout, "%s version=%d since=%s (%s)\n", k.Key, k.Version, k.Since.Format(time.RFC3339Nano), ago(now, k.Since))
 	}
-	if len(keys) == limit {
+	switch {
+	case len(keys) == limit:
 		fmt.Fprintf(c.stderr, "listed the %d oldest; --limit lists more\n", limit)
+	case len(keys) == 0 && !o.json:
+		// Said where a person reads it; a script still gets nothing.
+		fmt.Fprintf(c.stderr, "no key in state %s%s\n", o.inv.state, olderThanNote(o))
 	}
 	return nil
+}
+
+// olderThanNote is " for longer than D" when --older-than narrowed a list.
+func olderThanNote(o options) string {
+	if o.inv.olderThan <= 0 {
+		return ""
+	}
+	return " for longer than " + o.inv.olderThan.String()
 }
 
 // stuck lists the keys waiting for longer than --older-than.
@@ -193,8 +205,11 @@ func (c command) stuck(ctx context.Context, conn *client.Client, o options) erro
 		}
 		writeStuck(c.stdout, now, k)
 	}
-	if len(keys) == limit {
+	switch {
+	case len(keys) == limit:
 		fmt.Fprintf(c.stderr, "listed the %d waiting longest; --limit lists more\n", limit)
+	case len(keys) == 0 && !o.json:
+		fmt.Fprintf(c.stderr, "no key stuck%s\n", olderThanNote(o))
 	}
 	return nil
 }

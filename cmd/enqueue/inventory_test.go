@@ -331,16 +331,20 @@ func TestInventoryByStateKeysAndStuck(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "p1 version=1 since=") || strings.Count(out, "\n") != 2 || !strings.Contains(errOut, "--limit lists more") {
 		t.Fatalf("keys --limit 2: code %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	out, _, code = runCLI(t, ctx, "keys", "--state", "processing", "--older-than", "1h", "--nats-url", b.url)
-	if code != 0 || out != "" {
-		t.Fatalf("keys --older-than 1h: code %d, stdout %q", code, out)
+	out, errOut, code = runCLI(t, ctx, "keys", "--state", "processing", "--older-than", "1h", "--nats-url", b.url)
+	if code != 0 || out != "" || errOut != "no key in state processing for longer than 1h0m0s\n" {
+		t.Fatalf("keys --older-than 1h: code %d, stdout %q, stderr %q; want nothing on stdout, and stderr saying so", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, ctx, "keys", "--state", "processing", "--older-than", "1h", "--json", "--nats-url", b.url)
+	if code != 0 || out != "" || errOut != "" {
+		t.Fatalf("keys --older-than 1h --json: code %d, stdout %q, stderr %q; want nothing at all", code, out, errOut)
 	}
 
 	// Nothing waits 10 minutes (the default); everything not terminal
 	// waits longer than a millisecond.
 	out, errOut, code = runCLI(t, ctx, "stuck", "--nats-url", b.url)
-	if code != 0 || out != "" {
-		t.Fatalf("stuck: code %d, stdout %q, stderr %q", code, out, errOut)
+	if code != 0 || out != "" || errOut != "no key stuck for longer than 10m0s\n" {
+		t.Fatalf("stuck: code %d, stdout %q, stderr %q; want nothing on stdout, and stderr saying so", code, out, errOut)
 	}
 	out, errOut, code = runCLI(t, ctx, "stuck", "--older-than", "1ms", "--json", "--nats-url", b.url)
 	if code != 0 {
