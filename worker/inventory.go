@@ -73,6 +73,9 @@ type inventory interface {
 	Delete(ctx context.Context, seq uint64) error
 	Restore(ctx context.Context, e *contract.IndexEntry, replace bool) error
 	RestoreWork(ctx context.Context, e *contract.WorkEntry) error
+	// WorkKeys calls fn with the key of each work entry until fn returns
+	// false.
+	WorkKeys(ctx context.Context, fn func(key string) bool) error
 	// Close waits for the writes in flight and stops.
 	Close(ctx context.Context) error
 }

@@ -7,21 +7,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/orderly-dev/orderly/contract"
+	"github.com/orderly-dev/orderly/internal/natstest"
+	"github.com/orderly-dev/orderly/internal/queue"
 	"github.com/orderly-dev/orderly/worker"
 )
 
 // TestSweepRearmsAWakeUpThatNeverCame: keys' work was cut off by a crash
 // and their durable wake-ups are an hour away, as good as a schedule the
 // server never fires (the soak saw one left in flight after a failed
-// firing). The worker that takes their partition over takes it from a
+// firing), or gone altogether (the soak saw a firing stored in the timers
+// stream that never reached the events stream, and the schedule purged
+// after it). The worker that takes their partition over takes it from a
 // member still in the group (its heartbeats go on: a worker cut off from
 // its work but not from the members bucket), so nothing tells it the work
 // was cut off. Its sweep (every two ResumeAfter) finds the keys with work
-// pending that none of its jobs holds, arms their wake-ups again, and the
-// work resumes within seconds.
+// pending that none of its jobs holds, among the pending wake-ups and the
+// inventory's work entries, arms their wake-ups again, and the work resumes
+// within seconds.
 func TestSweepRearmsAWakeUpThatNeverCame(t *testing.T) {
 	t.Parallel()
+	t.Run("far off", func(t *testing.T) { t.Parallel(); sweepResumes(t, false) })
+	t.Run("gone", func(t *testing.T) { t.Parallel(); sweepResumes(t, true) })
+}
+
+// sweepResumes is TestSweepRearmsAWakeUpThatNeverCame; with gone, the
+// keys' wake-ups are removed from the timers stream once the work is cut
+// off.
+func sweepResumes(t *testing.T, gone bool) {
 	b := setup(t)
 	spec := worker.QueueConfig{Partitions: 2, MemberTTL: time.Second, PinnedTTL: time.Second}
 	done := watchWorked(t, b.client)
@@ -38,6 +53,21 @@ func TestSweepRearmsAWakeUpThatNeverCame(t *testing.T) {
 	publishWork(t, b.client, keys)
 	waitFor(t, 10*time.Second, "the keys' work to start on a", func() bool { return a.w.Stats().ActionsRunning == len(keys) })
 	a.crash()
+	if gone {
+		js, err := jetstream.New(natstest.NATS(t, b.url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		timers, err := js.Stream(ctx, contract.TimersStream("tally"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := timers.Purge(ctx, jetstream.WithPurgeSubject(queue.PendingTimers("tally", contract.TimerResume))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// a stays in the group: its heartbeats go on without it.
 	ctx, cancel := context.WithCancel(context.Background())
 	var beats sync.WaitGroup

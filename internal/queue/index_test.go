@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -150,5 +151,57 @@ func TestInventoryByStateIndexWrites(t *testing.T) {
 	}
 	if got := natstest.Recv(t, failed.got, 10*time.Second, "the second unanswered write reported"); got != "g2" {
 		t.Fatalf("failed key %q, want g2", got)
+	}
+}
+
+// TestIndexWorkKeysPages: WorkKeys walks every key with a work entry, once
+// each, across more batches than one request returns, and not the keys
+// whose work entry was removed or that have only a state entry; it stops
+// when fn says so.
+func TestIndexWorkKeysPages(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, queue.Spec{Partitions: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	x := c.Index("order", 64, newFailures().add)
+	since := time.Date(2026, 12, 1, 5, 0, 0, 0, time.UTC)
+	const n = 600 // more than two of WorkKeys' batches
+	want := map[string]bool{}
+	for i := range n {
+		key := "w" + strconv.Itoa(i)
+		if err := x.WorkBegan(ctx, &contract.WorkEntry{Workflow: "order", Key: key, Action: "fetch", JobID: key, Attempt: 1, Since: since}); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			if err := x.WorkEnded(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want[key] = true
+	}
+	if err := x.Enter(ctx, &contract.IndexEntry{Workflow: "order", Key: "idle", State: "a", Version: 1, Since: since}); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	y := c.Index("order", 8, newFailures().add)
+	defer func() { _ = y.Close(ctx) }()
+	got := map[string]int{}
+	if err := y.WorkKeys(ctx, func(key string) bool { got[key]++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d keys walked, want %d", len(got), len(want))
+	}
+	for key, times := range got {
+		if !want[key] || times != 1 {
+			t.Errorf("%s walked %d times; want once, and only keys with work", key, times)
+		}
+	}
+	seen := 0
+	if err := y.WorkKeys(ctx, func(string) bool { seen++; return seen < 3 }); err != nil || seen != 3 {
+		t.Fatalf("a walk told to stop after 3: %d keys, %v", seen, err)
 	}
 }
