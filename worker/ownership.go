@@ -589,14 +589,8 @@ func (f *flow) expediteLater(ps []int) {
 // have work pending forward to now, so that work cut off by the death of
 // the partition's previous owner resumes at once rather than ResumeAfter
 // after it began. It finds the keys among the pending resume schedules (one
-// per key) and, where the inventory is kept, among its work entries too: a
-// wake-up that fired and never reached the events stream leaves no
-// schedule behind (seen in the soak, seed 21: a firing stored in the timers
-// stream that no partition ever delivered, across node kills), and the
-// key's work would wait for good. A key found twice is looked at twice;
-// the second arming in the same second is dropped by the timers stream.
-// The pending list in each key's state decides, so a key whose work
-// finished gets no wake-up. A live owner that gets a wake-up for an
+// per key); the pending list in each key's state decides, so a key whose
+// work finished gets no wake-up. A live owner that gets a wake-up for an
 // action it is running ignores it (f.inflight). Each of those keys also
 // has its inventory entries reconciled (see inventory.go). It returns how
 // many keys it woke.
@@ -604,8 +598,16 @@ func (f *flow) expedite(ctx context.Context, ps []int) (int, error) {
 	return f.expediteKeys(ctx, ps, false)
 }
 
-// expediteKeys is expedite; with orphans, it wakes only the keys whose
-// pending work no job of this worker holds, and reconciles nothing.
+// expediteKeys is expedite; with orphans (the sweep), it wakes only the
+// keys whose pending work no job of this worker holds, reconciles nothing,
+// and, where the inventory is kept, also looks for keys among its work
+// entries: a wake-up that fired and never reached the events stream leaves
+// no schedule behind (the soak, seed 21: a firing stored in the timers
+// stream that no partition ever delivered, across node kills), and the
+// key's work would wait for good. A key found twice is looked at twice;
+// its second arming in the same second is dropped by the timers stream.
+// The takeover's expedite does not walk them: the wake-ups it brings
+// forward are schedules, and the sweep finds the rest.
 func (f *flow) expediteKeys(ctx context.Context, ps []int, orphans bool) (int, error) {
 	want := make([]bool, f.spec.Partitions)
 	for _, p := range ps {
@@ -647,7 +649,7 @@ func (f *flow) expediteKeys(ctx context.Context, ps []int, orphans bool) (int, e
 		return true
 	}
 	err := f.w.conn.TimerKeys(ctx, f.name, contract.TimerResume, visit)
-	if err == nil && f.index != nil {
+	if err == nil && orphans && f.index != nil {
 		err = f.index.WorkKeys(ctx, visit)
 	}
 	wg.Wait()
