@@ -322,26 +322,7 @@ func keysLimit(limit int) (int, error) {
 // order until fn returns false, reading them a batch at a time (at most
 // want at once).
 func (c *Client) eachEntry(ctx context.Context, workflow, filter string, want int, fn func(jsapi.StoredMsg) bool) error {
-	stream := contract.IndexStream(workflow)
-	seq := uint64(0)
-	for {
-		more := true
-		last := uint64(0)
-		pending, err := jsapi.DirectBatch(ctx, c.nc, &c.mux, stream, jsapi.DirectRequest{
-			Seq: seq, NextFor: filter, Batch: min(max(want, 1), keysBatch),
-		}, func(sm jsapi.StoredMsg) bool {
-			last = sm.Sequence
-			more = fn(sm)
-			return more
-		})
-		if err != nil {
-			return err
-		}
-		if !more || last == 0 || pending == 0 {
-			return nil
-		}
-		seq = last + 1
-	}
+	return jsapi.DirectEach(ctx, c.nc, &c.mux, contract.IndexStream(workflow), filter, min(max(want, 1), keysBatch), fn)
 }
 
 // StuckKey is a key that has not moved for a while: Reason says why it is

@@ -181,6 +181,28 @@ func directMsg(m *nats.Msg) (directMessage, error) {
 	}, nil
 }
 
+// DirectEach calls fn with each message under filter (which may hold
+// wildcards), in stream order, until fn returns false, reading batch of
+// them per request: its memory does not grow with the messages.
+func DirectEach(ctx context.Context, nc *nats.Conn, mux *ReplyMux, stream, filter string, batch int, fn func(StoredMsg) bool) error {
+	seq := uint64(0)
+	for {
+		more, last := true, uint64(0)
+		pending, err := DirectBatch(ctx, nc, mux, stream, DirectRequest{Seq: seq, NextFor: filter, Batch: batch}, func(sm StoredMsg) bool {
+			last = sm.Sequence
+			more = fn(sm)
+			return more
+		})
+		if err != nil {
+			return err
+		}
+		if !more || last == 0 || pending == 0 {
+			return nil
+		}
+		seq = last + 1
+	}
+}
+
 // DirectCount returns how many messages of stream are under filter (which
 // may hold wildcards): one direct get of the first of them, whose
 // Nats-Num-Pending header says how many follow. The server counts them in

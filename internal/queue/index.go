@@ -438,25 +438,12 @@ const workKeysBatch = 256
 // with slow work pending (and any whose entry a lost removal left stale).
 // It reads a batch at a time, so its memory does not grow with the keys.
 func (x *Index) WorkKeys(ctx context.Context, fn func(key string) bool) error {
-	filter := contract.IndexWorkSubject(x.workflow, "*")
-	seq := uint64(0)
-	for {
-		more, last := true, uint64(0)
-		pending, err := jsapi.DirectBatch(ctx, x.nc, x.mux, contract.IndexStream(x.workflow), jsapi.DirectRequest{
-			Seq: seq, NextFor: filter, Batch: workKeysBatch,
-		}, func(sm jsapi.StoredMsg) bool {
-			last = sm.Sequence
-			more = fn(contract.KeyOfSubject(sm.Subject))
-			return more
-		})
-		if err != nil {
-			return fmt.Errorf("queue: work entries of %s: %w", x.workflow, err)
-		}
-		if !more || last == 0 || pending == 0 {
-			return nil
-		}
-		seq = last + 1
+	err := jsapi.DirectEach(ctx, x.nc, x.mux, contract.IndexStream(x.workflow), contract.IndexWorkSubject(x.workflow, "*"), workKeysBatch,
+		func(sm jsapi.StoredMsg) bool { return fn(contract.KeyOfSubject(sm.Subject)) })
+	if err != nil {
+		return fmt.Errorf("queue: work entries of %s: %w", x.workflow, err)
 	}
+	return nil
 }
 
 // stateOfSubject returns the state token of a state entry's subject.
