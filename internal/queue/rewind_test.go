@@ -20,14 +20,10 @@ import (
 // back only after the ack wait.
 func TestRewindDropsCopiesOfHeldEvents(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Server(t)
-	c := natstest.Conn(t, srv.ClientURL())
+	c, _ := setup(t, queue.Spec{Partitions: 1, AckWait: time.Minute})
 	cl := newClient(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := c.Provision(ctx, queue.Spec{Workflow: "order", Partitions: 1, AckWait: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
 	js, err := jetstream.New(c.NATS())
 	if err != nil {
 		t.Fatal(err)
