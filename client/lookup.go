@@ -49,17 +49,17 @@ const (
 // lookups holds each workflow's batch still gathering, and how its ids
 // are looked up.
 type lookups struct {
-	mu      sync.Mutex
-	open    map[string]*lookupBatch // by workflow
-	mode    map[string]lookupMode   // by workflow; absent: lookupBatched
-	checked map[string]bool         // by workflow: the server's answer to a batch is known
+	mu   sync.Mutex
+	open map[string]*lookupBatch // by workflow
+	mode map[string]lookupMode   // by workflow; absent: lookupUnknown
 }
 
 // lookupMode is how a workflow's job ids are looked up.
 type lookupMode int
 
 const (
-	lookupBatched lookupMode = iota // in batches
+	lookupUnknown lookupMode = iota // in batches, the server's answer to one not yet known
+	lookupBatched                   // in batches: the server took one
 	lookupEach                      // one request per id: the server refused a batch
 	lookupNone                      // not at all: the server refused that too
 )
@@ -71,7 +71,8 @@ func (l *lookups) modeOf(workflow string) lookupMode {
 	return l.mode[workflow]
 }
 
-// setMode records that the server refused mode's predecessor for workflow.
+// setMode records what the server's answers have shown of workflow: a
+// mode never goes back to an earlier one.
 func (l *lookups) setMode(workflow string, mode lookupMode) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -182,26 +183,18 @@ func (c *Client) sendLookup(b *lookupBatch) {
 // refusal if there is one. Until it knows (the flush failed), it takes
 // batches for allowed.
 func (c *Client) batchRefused(workflow, subject string) bool {
-	c.look.mu.Lock()
-	checked, mode := c.look.checked[workflow], c.look.mode[workflow]
-	c.look.mu.Unlock()
-	if checked {
+	if mode := c.look.modeOf(workflow); mode != lookupUnknown {
 		return mode != lookupBatched
 	}
 	if c.nc.FlushTimeout(c.cfg.Timeout) != nil {
 		return false
 	}
-	refused := deniedPublish(c.nc.LastError(), subject)
-	if refused {
+	if deniedPublish(c.nc.LastError(), subject) {
 		c.look.setMode(workflow, lookupEach)
+		return true
 	}
-	c.look.mu.Lock()
-	if c.look.checked == nil {
-		c.look.checked = map[string]bool{}
-	}
-	c.look.checked[workflow] = true
-	c.look.mu.Unlock()
-	return refused
+	c.look.setMode(workflow, lookupBatched)
+	return false
 }
 
 // deniedPublish reports whether err is the server's refusal to let this
